@@ -1,0 +1,40 @@
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import postgres from 'postgres';
+import type { TestProject } from 'vitest/node';
+import { startEmbeddedPostgres, type EmbeddedCluster } from '../../replicator/dev/embedded-postgres.ts';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    pgUrl: string;
+  }
+}
+
+/**
+ * One PostgreSQL cluster per test run. `DATABASE_URL` points the tests at an existing server instead
+ * (it needs wal_level=logical and a role that may create databases and replication slots).
+ */
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  let cluster: EmbeddedCluster | undefined;
+  let url = process.env.DATABASE_URL;
+  if (!url) {
+    cluster = await startEmbeddedPostgres({
+      dataDir: path.join(tmpdir(), `edgeplane-test-${randomBytes(4).toString('hex')}`),
+      // Small, so that tests can make a transaction that the server streams before its commit.
+      settings: { logical_decoding_work_mem: '64kB', wal_sender_timeout: '20s' },
+    });
+    url = cluster.url;
+  }
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    const [row] = await sql<{ wal_level: string }[]>`select current_setting('wal_level') as wal_level`;
+    if (row?.wal_level !== 'logical') throw new Error(`the test server at DATABASE_URL has wal_level=${row?.wal_level}; logical is required`);
+  } finally {
+    await sql.end();
+  }
+  project.provide('pgUrl', url);
+  return async () => {
+    await cluster?.stop();
+  };
+}

@@ -33,8 +33,9 @@ export const LOGICAL_REPLICATION_SETTINGS: Record<string, string> = {
   max_replication_slots: '64',
   max_wal_senders: '64',
   max_connections: '300',
+  // Durability off for local clusters; synchronous_commit stays on, since logical decoding only
+  // reads flushed WAL and an asynchronous commit would wait for the WAL writer.
   fsync: 'off',
-  synchronous_commit: 'off',
   full_page_writes: 'off',
 };
 

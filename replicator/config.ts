@@ -1,0 +1,55 @@
+import { z } from 'zod';
+
+const postgresUrl = z
+  .string()
+  .refine((s) => /^postgres(ql)?:\/\//.test(s), { message: 'expected a postgres:// connection string' });
+const httpUrl = z.url({ protocol: /^https?$/, message: 'expected an http(s):// URL' });
+const int = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
+const identifier = (fallback: string) =>
+  z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, { message: 'expected a lower-case Postgres identifier' }).default(fallback);
+
+/** The replicator's environment (PROTOCOL section 6), each variable with what it does. */
+export const configSchema = z.object({
+  DATABASE_URL: postgresUrl.describe('Postgres to replicate from, connected directly (not through a pooler)'),
+  EDGE_URL: httpUrl.describe("The Worker's base URL; changes go to POST {EDGE_URL}/v1/accounts/:id/changes"),
+  REPLICATOR_SECRET: z.string().min(16, { message: 'must be at least 16 characters' }).describe('Shared HMAC secret with the Worker'),
+  REPLICATOR_PORT: int(0, 9187).describe('Port of /healthz, /readyz and /metrics'),
+  SLOT_NAME: identifier('edgeplane').describe('Durable logical replication slot'),
+  PUBLICATION_NAME: identifier('edgeplane').describe('Publication of the domain tables'),
+  MAX_UNACKED: int(1, 100_000).describe('Changes in flight before reading the stream pauses'),
+  CHANGE_LOG_RETENTION_DAYS: int(1, 30).describe('change_logs rows older than this are deleted'),
+  FORWARD_BATCH_SIZE: int(1, 500).describe('Most changes in one request to an account'),
+  FORWARD_LINGER_MS: int(0, 2).describe('How long a partial batch waits for more changes'),
+  FORWARD_CONCURRENCY: int(1, 32).describe('Accounts with a request in flight at once'),
+  FORWARD_TIMEOUT_MS: int(100, 10_000).describe('A request without an answer after this is retried'),
+  RETRY_BASE_MS: int(1, 100).describe('First retry delay; doubles per attempt'),
+  RETRY_MAX_MS: int(1, 30_000).describe('Longest retry delay'),
+  STATUS_INTERVAL_MS: int(100, 10_000).describe('Standby status updates at least this often'),
+  REPLICATION_TIMEOUT_MS: int(0, 0).describe('Reconnect when the server sends nothing for this long; 0: twice wal_sender_timeout'),
+  STALL_ALERT_MS: int(1000, 120_000).describe('/healthz fails when a change stays unacknowledged this long'),
+  DRAIN_TIMEOUT_MS: int(0, 20_000).describe('On SIGTERM, how long to wait for in-flight batches'),
+  LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+  }
+}
+
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  // Empty variables count as unset, so that `FOO= npm run replicator` falls back to the default.
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = configSchema.safeParse(present);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((issue) => {
+    const name = String(issue.path[0] ?? '');
+    const description = configSchema.shape[name as keyof typeof configSchema.shape]?.description;
+    const what = issue.code === 'invalid_type' && present[name] === undefined ? 'is required' : issue.message;
+    return `${name} ${what}${description ? ` (${description})` : ''}`;
+  });
+  throw new ConfigError(problems);
+}

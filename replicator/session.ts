@@ -1,0 +1,264 @@
+import type { Sql } from 'postgres';
+import { formatLsn, type Lsn } from '../src/lsn.ts';
+import { AckWatermark } from './ack-watermark.ts';
+import { ChangeLogWriter } from './change-log-writer.ts';
+import type { Config } from './config.ts';
+import { toDelivery, type Delivery } from './delivery.ts';
+import { StallError } from './errors.ts';
+import { Forwarder } from './forwarder.ts';
+import { livenessAction, livenessTimings, type LivenessTimings } from './liveness.ts';
+import type { Logger } from './logger.ts';
+import type { Metrics } from './metrics.ts';
+import { PgoutputDecoder } from './pgoutput/decoder.ts';
+import { ReplicationStream } from './replication-stream.ts';
+import { ensurePublication, ensureSlot, serverInfo, startReplicationCommand, streamOptions } from './setup.ts';
+import { hasTruncate, toChanges, TransactionAssembler, type AssembledTransaction } from './transaction-assembler.ts';
+
+/** How soon after the watermark moves the new position is acknowledged (coalesces acks of a burst). */
+const ACK_DELAY_MS = 20;
+
+export type SessionState = 'starting' | 'streaming' | 'draining' | 'ended';
+
+/**
+ * One replication connection's life: set up, stream, decode, assemble, log and forward, acknowledge.
+ * Any failure ends the session; the service starts a new one, which resumes from the slot.
+ */
+export class ReplicationSession {
+  state: SessionState = 'starting';
+  lastReceivedAt = Date.now();
+  serverWalEnd: Lsn = 0n;
+  receivedLsn: Lsn = 0n;
+  private watermark = new AckWatermark(0n);
+  private stream: ReplicationStream | undefined;
+  private replication: Sql | undefined;
+  private readonly decoder = new PgoutputDecoder();
+  private readonly assembler: TransactionAssembler;
+  private readonly changeLog: ChangeLogWriter;
+  private readonly forwarder: Forwarder;
+  private timings: LivenessTimings = { statusIntervalMs: 10_000, timeoutMs: 120_000 };
+  private lastStatusAt = 0;
+  private ackTimer: NodeJS.Timeout | undefined;
+  private tickTimer: NodeJS.Timeout | undefined;
+  private pausedFor = new Set<'backpressure' | 'truncate' | 'draining'>();
+  private settle!: { resolve: () => void; reject: (err: Error) => void };
+  private readonly done: Promise<void>;
+
+  constructor(
+    private readonly config: Config,
+    private readonly sql: Sql,
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+  ) {
+    this.done = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
+    this.done.catch(() => {});
+    this.assembler = new TransactionAssembler((skip) => {
+      this.metrics.skipped.inc({ reason: skip.reason });
+      this.log.warn({ table: skip.table, xid: skip.xid, reason: skip.reason }, 'row not forwarded');
+    });
+    const retry = { retryBaseMs: config.RETRY_BASE_MS, retryMaxMs: config.RETRY_MAX_MS };
+    this.changeLog = new ChangeLogWriter(sql, { batchSize: 2000, lingerMs: 5, ...retry }, (b) => this.completed(b), log, metrics);
+    this.forwarder = new Forwarder(
+      {
+        edgeUrl: config.EDGE_URL.replace(/\/+$/, ''),
+        secret: config.REPLICATOR_SECRET,
+        batchSize: config.FORWARD_BATCH_SIZE,
+        lingerMs: config.FORWARD_LINGER_MS,
+        concurrency: config.FORWARD_CONCURRENCY,
+        timeoutMs: config.FORWARD_TIMEOUT_MS,
+        ...retry,
+      },
+      (b) => this.completed(b),
+      log,
+      metrics,
+    );
+  }
+
+  get ackedLsn(): Lsn {
+    return this.watermark.lsn;
+  }
+
+  get unackedChanges(): number {
+    return this.watermark.unackedChanges;
+  }
+
+  get oldestUnackedAt(): number | undefined {
+    return this.watermark.oldestReceivedAt;
+  }
+
+  get replicationTimeoutMs(): number {
+    return this.timings.timeoutMs;
+  }
+
+  /** Sets up and streams; resolves when the session ends cleanly (drain), rejects on failure. */
+  async run(): Promise<void> {
+    try {
+      const info = await serverInfo(this.sql);
+      this.timings = livenessTimings(info.walSenderTimeoutMs, this.config.STATUS_INTERVAL_MS, this.config.REPLICATION_TIMEOUT_MS);
+      await ensurePublication(this.sql, this.config.PUBLICATION_NAME, this.log);
+      this.replication = ReplicationStream.connect(this.config.DATABASE_URL, () => {});
+      const slot = await ensureSlot(this.sql, this.replication, this.config.SLOT_NAME, this.log);
+      this.watermark = new AckWatermark(slot.confirmedFlush ?? 0n);
+      const options = streamOptions(info.versionNum);
+      this.stream = await ReplicationStream.start(
+        this.replication,
+        startReplicationCommand(this.config.SLOT_NAME, this.config.PUBLICATION_NAME, options),
+        {
+          onXLogData: (frame) => this.onXLogData(frame),
+          onKeepalive: (walEnd, reply) => this.onKeepalive(walEnd, reply),
+          onEnd: (err) => this.end(err ?? (this.state === 'draining' ? undefined : new Error('replication stream closed by the server'))),
+        },
+      );
+      this.state = 'streaming';
+      this.lastReceivedAt = Date.now();
+      this.metrics.connected.set(1);
+      this.metrics.ackedLsn.set(Number(this.watermark.lsn));
+      this.log.info({ slot: this.config.SLOT_NAME, lsn: formatLsn(this.watermark.lsn), protocol: options.protocolVersion, ...this.timings }, 'streaming');
+      this.tickTimer = setInterval(() => this.tick(), Math.min(1000, this.timings.statusIntervalMs));
+    } catch (err) {
+      this.end(err instanceof Error ? err : new Error(String(err)));
+    }
+    return this.done;
+  }
+
+  /** Stops reading, waits (bounded) for in-flight batches, acknowledges what was delivered, closes. */
+  async drain(timeoutMs: number): Promise<void> {
+    if (this.state !== 'streaming') {
+      this.end(undefined);
+      return this.done.catch(() => {});
+    }
+    this.state = 'draining';
+    this.pause('draining');
+    const idle = Promise.all([this.forwarder.idle(), this.changeLog.idle()]);
+    const timedOut = await Promise.race([idle.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), timeoutMs).unref())]);
+    this.watermark.advance();
+    this.sendStatus(false);
+    this.log.info({ lsn: formatLsn(this.watermark.lsn), undelivered: this.watermark.unackedChanges, timedOut }, 'drained');
+    await this.stream?.close();
+    this.end(undefined);
+    return this.done.catch(() => {});
+  }
+
+  /** Ends the session at once (the service's stop, or a test). */
+  abort(err: Error): void {
+    this.stream?.destroy(err);
+    this.end(err);
+  }
+
+  private onXLogData(frame: Buffer): void {
+    this.lastReceivedAt = Date.now();
+    let txn: AssembledTransaction | null;
+    try {
+      txn = this.assembler.push(this.decoder.decode(frame.subarray(25), frame.readBigUInt64BE(1)));
+    } catch (err) {
+      // Nothing after this message is processed and the ack stays where it is: the next session
+      // starts again from the slot's confirmed position.
+      this.metrics.decodeErrors.inc();
+      this.log.error({ err: String(err), lsn: formatLsn(frame.readBigUInt64BE(1)), acked: formatLsn(this.watermark.lsn) }, 'undecodable replication message; reconnecting without acknowledging it');
+      this.abort(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    if (txn) this.commit(txn);
+  }
+
+  private commit(txn: AssembledTransaction): void {
+    if (!hasTruncate(txn)) {
+      this.route(txn, []);
+      return;
+    }
+    // A truncate goes to every account; look them up with the stream held, so nothing overtakes it.
+    this.pause('truncate');
+    this.sql<{ id: string }[]>`select id::text as id from accounts union select distinct account_id::text from change_logs`
+      .then((rows) => {
+        this.log.warn({ lsn: formatLsn(txn.commitLsn), accounts: rows.length }, 'TRUNCATE of a domain table; every account is told');
+        this.route(txn, rows.map((r) => r.id));
+        this.resume('truncate');
+      })
+      .catch((err: unknown) => this.abort(new Error(`could not list accounts for a TRUNCATE: ${String(err)}`)));
+  }
+
+  private route(txn: AssembledTransaction, truncateAccounts: string[]): void {
+    const routed = toChanges(txn, truncateAccounts);
+    const ticket = this.watermark.add(txn.endLsn, routed.length, routed.length * 2, Date.now());
+    for (const r of routed) {
+      const d = toDelivery(r, ticket);
+      this.changeLog.enqueue(d);
+      this.forwarder.enqueue(d);
+    }
+    this.receivedLsn = txn.endLsn;
+    this.metrics.transactions.inc();
+    this.metrics.changes.inc(routed.length);
+    this.metrics.receivedLsn.set(Number(txn.endLsn));
+    this.metrics.unacked.set(this.watermark.unackedChanges);
+    if (routed.length === 0 && this.watermark.advance()) this.scheduleAck();
+    if (this.watermark.unackedChanges > this.config.MAX_UNACKED) this.pause('backpressure');
+  }
+
+  private completed(batch: Delivery[]): void {
+    for (const d of batch) this.watermark.complete(d.ticket);
+    if (this.watermark.advance()) this.scheduleAck();
+    this.metrics.unacked.set(this.watermark.unackedChanges);
+    if (this.watermark.unackedChanges <= this.config.MAX_UNACKED / 2) this.resume('backpressure');
+  }
+
+  private onKeepalive(walEnd: Lsn, replyRequested: boolean): void {
+    this.lastReceivedAt = Date.now();
+    this.serverWalEnd = walEnd;
+    const moved = this.watermark.followServer(walEnd, this.assembler.idle && !this.pausedFor.has('truncate'));
+    if (replyRequested || moved) this.sendStatus(false);
+  }
+
+  private scheduleAck(): void {
+    this.ackTimer ??= setTimeout(() => {
+      this.ackTimer = undefined;
+      this.sendStatus(false);
+    }, ACK_DELAY_MS);
+  }
+
+  private sendStatus(replyRequested: boolean): void {
+    if (!this.stream) return;
+    this.stream.sendStatus(this.watermark.lsn, replyRequested);
+    this.lastStatusAt = Date.now();
+    this.metrics.ackedLsn.set(Number(this.watermark.lsn));
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    const oldest = this.watermark.oldestReceivedAt;
+    this.metrics.lagSeconds.set(oldest === undefined ? 0 : (now - oldest) / 1000);
+    const action = livenessAction(now, this.lastReceivedAt, this.lastStatusAt, this.timings);
+    if (action === 'reconnect') {
+      this.log.error({ silentMs: now - this.lastReceivedAt, lsn: formatLsn(this.watermark.lsn) }, 'no message from the server; reconnecting');
+      this.abort(new StallError(`nothing received from the server for ${now - this.lastReceivedAt} ms`));
+    } else if (action !== 'none') this.sendStatus(action === 'ping');
+  }
+
+  private pause(reason: 'backpressure' | 'truncate' | 'draining'): void {
+    if (this.pausedFor.has(reason)) return;
+    this.pausedFor.add(reason);
+    this.stream?.pause();
+    this.metrics.paused.set(1);
+    if (reason === 'backpressure') this.log.info({ unacked: this.watermark.unackedChanges }, 'backpressure: reading paused');
+  }
+
+  private resume(reason: 'backpressure' | 'truncate'): void {
+    if (!this.pausedFor.delete(reason)) return;
+    if (this.pausedFor.size > 0) return;
+    this.stream?.resume();
+    this.metrics.paused.set(0);
+  }
+
+  private end(err: Error | undefined): void {
+    if (this.state === 'ended') return;
+    this.state = 'ended';
+    clearInterval(this.tickTimer);
+    clearTimeout(this.ackTimer);
+    this.forwarder.stop();
+    this.changeLog.stop();
+    this.metrics.connected.set(0);
+    this.metrics.paused.set(0);
+    this.stream?.destroy(err ?? new Error('session ended'));
+    void this.replication?.end({ timeout: 1 });
+    if (err) this.settle.reject(err);
+    else this.settle.resolve();
+  }
+}

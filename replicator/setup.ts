@@ -1,0 +1,99 @@
+import type { Sql } from 'postgres';
+import { parseLsn, type Lsn } from '../src/lsn.ts';
+import { DOMAIN_TABLES } from '../src/tables.ts';
+import { SetupError, sqlState } from './errors.ts';
+import type { Logger } from './logger.ts';
+
+export interface ServerInfo {
+  versionNum: number;
+  walSenderTimeoutMs: number;
+}
+
+export async function serverInfo(sql: Sql): Promise<ServerInfo> {
+  const [row] = await sql<{ wal_level: string; version_num: string; wal_sender_timeout: string }[]>`
+    select current_setting('wal_level') as wal_level,
+           current_setting('server_version_num') as version_num,
+           (select setting from pg_settings where name = 'wal_sender_timeout') as wal_sender_timeout`;
+  if (!row) throw new SetupError('the server did not answer its settings');
+  if (row.wal_level !== 'logical') {
+    throw new SetupError(`wal_level is ${row.wal_level}; logical replication needs wal_level=logical (set it and restart Postgres)`);
+  }
+  return { versionNum: Number(row.version_num), walSenderTimeoutMs: Number(row.wal_sender_timeout) };
+}
+
+const quote = (identifier: string) => `"${identifier.replaceAll('"', '""')}"`;
+
+/** Creates the publication of the domain tables if missing, and adds any domain table it lacks. Never change_logs or flows. */
+export async function ensurePublication(sql: Sql, name: string, log: Logger): Promise<void> {
+  const [existing] = await sql`select 1 from pg_publication where pubname = ${name}`;
+  if (!existing) {
+    try {
+      await sql.unsafe(`create publication ${quote(name)} for table ${DOMAIN_TABLES.map((t) => `public.${quote(t)}`).join(', ')}`);
+      log.info({ publication: name }, 'created publication');
+      return;
+    } catch (err) {
+      // Another replicator created it at the same moment.
+      if (sqlState(err) !== '42710') throw err;
+    }
+  }
+  const rows = await sql<{ tablename: string }[]>`
+    select tablename from pg_publication_tables where pubname = ${name} and schemaname = 'public'`;
+  const have = new Set(rows.map((r) => r.tablename));
+  const missing = DOMAIN_TABLES.filter((t) => !have.has(t));
+  if (missing.length > 0) {
+    await sql.unsafe(`alter publication ${quote(name)} add table ${missing.map((t) => `public.${quote(t)}`).join(', ')}`);
+    log.warn({ publication: name, added: missing }, 'publication lacked domain tables; added them');
+  }
+}
+
+export interface SlotState {
+  confirmedFlush: Lsn | undefined;
+  active: boolean;
+}
+
+/** Reads the slot, checking that it is a pgoutput slot of this database. */
+export async function readSlot(sql: Sql, slot: string): Promise<SlotState | undefined> {
+  const [row] = await sql<{ plugin: string; slot_type: string; database: string; current: string; confirmed_flush_lsn: string | null; active: boolean }[]>`
+    select plugin, slot_type, database, current_database() as current, confirmed_flush_lsn::text, active
+    from pg_replication_slots where slot_name = ${slot}`;
+  if (!row) return undefined;
+  if (row.slot_type !== 'logical' || row.plugin !== 'pgoutput' || row.database !== row.current) {
+    throw new SetupError(
+      `replication slot ${slot} exists but is a ${row.slot_type} slot of plugin ${row.plugin} in database ${row.database}; ` +
+        `expected a pgoutput slot in ${row.current} (choose another SLOT_NAME or drop it)`,
+    );
+  }
+  return { confirmedFlush: row.confirmed_flush_lsn ? parseLsn(row.confirmed_flush_lsn) : undefined, active: row.active };
+}
+
+/** Creates the durable (not TEMPORARY) slot on the replication connection if it is missing. */
+export async function ensureSlot(sql: Sql, replication: Sql, slot: string, log: Logger): Promise<SlotState> {
+  const existing = await readSlot(sql, slot);
+  if (existing) return existing;
+  try {
+    const [row] = await replication.unsafe<{ consistent_point: string }[]>(`CREATE_REPLICATION_SLOT ${quote(slot)} LOGICAL pgoutput NOEXPORT_SNAPSHOT`);
+    log.info({ slot, lsn: row?.consistent_point }, 'created replication slot');
+  } catch (err) {
+    if (sqlState(err) !== '42710') throw err;
+  }
+  const created = await readSlot(sql, slot);
+  if (!created) throw new SetupError(`replication slot ${slot} vanished right after it was created`);
+  return created;
+}
+
+export interface StreamOptions {
+  protocolVersion: number;
+  streaming: boolean;
+}
+
+/** Protocol 2 with streamed in-progress transactions from PostgreSQL 14 on; 1 before. */
+export function streamOptions(versionNum: number): StreamOptions {
+  return versionNum >= 140000 ? { protocolVersion: 2, streaming: true } : { protocolVersion: 1, streaming: false };
+}
+
+export function startReplicationCommand(slot: string, publication: string, options: StreamOptions): string {
+  const params = [`proto_version '${options.protocolVersion}'`, `publication_names '${quote(publication)}'`];
+  if (options.streaming) params.push(`streaming 'on'`);
+  // 0/0: start from the slot's confirmed_flush_lsn.
+  return `START_REPLICATION SLOT ${quote(slot)} LOGICAL 0/0 (${params.join(', ')})`;
+}

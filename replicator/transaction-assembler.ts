@@ -1,0 +1,228 @@
+import type { Change } from '../src/change.ts';
+import { accountIdOf } from '../src/change.ts';
+import type { Row } from '../src/json.ts';
+import { formatLsn, type Lsn } from '../src/lsn.ts';
+import { isDomainTable, SOFT_DELETE_TABLES, type TableName } from '../src/tables.ts';
+import type { PgoutputMessage, Relation } from './pgoutput/messages.ts';
+
+export interface RowEvent {
+  op: 'insert' | 'update' | 'delete';
+  table: TableName;
+  accountId: string;
+  old: Row | null;
+  data: Row | null;
+  /** The (sub)transaction that made it, so that a streamed subtransaction's abort can drop it. */
+  xid: number;
+}
+
+export interface TruncateEvent {
+  op: 'truncate';
+  table: TableName;
+  xid: number;
+}
+
+export type TransactionEvent = RowEvent | TruncateEvent;
+
+export interface AssembledTransaction {
+  xid: number;
+  commitLsn: Lsn;
+  /** What to acknowledge once the transaction is delivered: Postgres resends transactions whose commit starts at or after it. */
+  endLsn: Lsn;
+  commitTime: bigint;
+  events: TransactionEvent[];
+}
+
+/** A change and the account whose object must receive it. */
+export interface RoutedChange {
+  accountId: string;
+  change: Change;
+}
+
+export class AssemblyError extends Error {
+  override name = 'AssemblyError';
+}
+
+export interface SkippedRow {
+  reason: 'not a domain table' | 'no account id';
+  table: string;
+  xid: number;
+}
+
+interface OpenTransaction {
+  xid: number;
+  events: TransactionEvent[];
+}
+
+/**
+ * Turns decoded pgoutput messages into committed transactions, in commit order. Plain
+ * transactions arrive whole between Begin and Commit; streamed ones (protocol 2) arrive in blocks,
+ * possibly interleaved with others, and are held until their Stream Commit or dropped on Stream Abort.
+ */
+export class TransactionAssembler {
+  private current: OpenTransaction | null = null;
+  private currentBegin: { finalLsn: Lsn; commitTime: bigint } | null = null;
+  private readonly streamed = new Map<number, OpenTransaction>();
+  private block: OpenTransaction | null = null;
+
+  constructor(private readonly onSkip: (row: SkippedRow) => void = () => {}) {}
+
+  /** True when no transaction is open: acknowledging the server's WAL end cannot skip anything then. */
+  get idle(): boolean {
+    return this.current === null && this.streamed.size === 0;
+  }
+
+  /** Events held for transactions not yet committed (memory accounting). */
+  get openEvents(): number {
+    let n = this.current?.events.length ?? 0;
+    for (const t of this.streamed.values()) n += t.events.length;
+    return n;
+  }
+
+  push(message: PgoutputMessage): AssembledTransaction | null {
+    switch (message.tag) {
+      case 'begin':
+        if (this.current) throw new AssemblyError(`Begin of ${message.xid} inside transaction ${this.current.xid}`);
+        this.current = { xid: message.xid, events: [] };
+        this.currentBegin = { finalLsn: message.finalLsn, commitTime: message.commitTime };
+        return null;
+      case 'commit': {
+        const open = this.current;
+        if (!open) throw new AssemblyError('Commit without Begin');
+        this.current = null;
+        this.currentBegin = null;
+        return { xid: open.xid, commitLsn: message.commitLsn, endLsn: message.endLsn, commitTime: message.commitTime, events: open.events };
+      }
+      case 'stream_start': {
+        let open = this.streamed.get(message.xid);
+        if (!open) {
+          open = { xid: message.xid, events: [] };
+          this.streamed.set(message.xid, open);
+        }
+        this.block = open;
+        return null;
+      }
+      case 'stream_stop':
+        this.block = null;
+        return null;
+      case 'stream_commit': {
+        const open = this.streamed.get(message.xid) ?? { xid: message.xid, events: [] };
+        this.streamed.delete(message.xid);
+        return { xid: open.xid, commitLsn: message.commitLsn, endLsn: message.endLsn, commitTime: message.commitTime, events: open.events };
+      }
+      case 'stream_abort': {
+        if (message.subxid === message.xid) this.streamed.delete(message.xid);
+        else {
+          const open = this.streamed.get(message.xid);
+          if (open) open.events = open.events.filter((e) => e.xid !== message.subxid);
+        }
+        return null;
+      }
+      case 'insert':
+        this.row(message.xid, message.relation, 'insert', null, message.new);
+        return null;
+      case 'update':
+        this.row(message.xid, message.relation, 'update', message.old, message.new);
+        return null;
+      case 'delete':
+        this.row(message.xid, message.relation, 'delete', message.old ?? message.key, null);
+        return null;
+      case 'truncate': {
+        const target = this.target(message.xid);
+        for (const relation of message.relations) {
+          if (isDomainTable(relation.name)) target.events.push({ op: 'truncate', table: relation.name, xid: message.xid ?? target.xid });
+          else this.onSkip({ reason: 'not a domain table', table: relation.name, xid: target.xid });
+        }
+        return null;
+      }
+      case 'relation':
+      case 'type':
+      case 'origin':
+      case 'message':
+      case 'unknown':
+        return null;
+    }
+  }
+
+  private target(xid: number | undefined): OpenTransaction {
+    if (xid !== undefined) {
+      if (!this.block) throw new AssemblyError(`change of streamed transaction ${xid} outside a stream block`);
+      return this.block;
+    }
+    if (!this.current) throw new AssemblyError('change outside a transaction');
+    return this.current;
+  }
+
+  private row(xid: number | undefined, relation: Relation, op: RowEvent['op'], old: Row | null, data: Row | null): void {
+    const target = this.target(xid);
+    const table = relation.name;
+    if (!isDomainTable(table)) {
+      this.onSkip({ reason: 'not a domain table', table, xid: target.xid });
+      return;
+    }
+    const accountId = accountIdOf(table, data ?? old ?? {});
+    if (accountId === undefined) {
+      this.onSkip({ reason: 'no account id', table, xid: target.xid });
+      return;
+    }
+    let kind = op;
+    if (op === 'update' && SOFT_DELETE_TABLES.has(table) && data) {
+      // Soft deletes are deletes, and restoring a soft-deleted row creates it again (DESIGN property 5).
+      const wasDeleted = old !== null && old.deleted_at != null;
+      const isDeleted = data.deleted_at != null;
+      if (isDeleted && !wasDeleted) {
+        target.events.push({ op: 'delete', table, accountId, old: old ?? data, data: null, xid: xid ?? target.xid });
+        return;
+      }
+      if (wasDeleted && !isDeleted) kind = 'insert';
+    }
+    target.events.push({
+      op: kind,
+      table,
+      accountId,
+      old: kind === 'insert' ? null : old,
+      data,
+      xid: xid ?? target.xid,
+    });
+  }
+}
+
+const POSTGRES_EPOCH_MS = 946_684_800_000;
+
+/** Microseconds since 2000-01-01 to ISO-8601 UTC with six fraction digits. */
+export function postgresTimeToIso(micros: bigint): string {
+  const ms = Number(micros / 1000n) + POSTGRES_EPOCH_MS;
+  let us = Number(micros % 1_000_000n);
+  if (us < 0) us += 1_000_000;
+  const iso = new Date(Math.floor(ms / 1000) * 1000).toISOString();
+  return `${iso.slice(0, 19)}.${String(us).padStart(6, '0')}Z`;
+}
+
+/**
+ * Gives every event of a committed transaction its position (commit LSN, seq). A truncate becomes
+ * one change per account in `truncateAccounts`, since it removed the table's rows in all of them.
+ */
+export function toChanges(txn: AssembledTransaction, truncateAccounts: readonly string[] = []): RoutedChange[] {
+  const lsn = formatLsn(txn.commitLsn);
+  const committedAt = postgresTimeToIso(txn.commitTime);
+  const out: RoutedChange[] = [];
+  let seq = 0;
+  for (const e of txn.events) {
+    if (e.op === 'truncate') {
+      for (const accountId of truncateAccounts) {
+        out.push({ accountId, change: { lsn, seq: seq++, xid: txn.xid, table: e.table, op: 'truncate', old: null, data: null, committed_at: committedAt } });
+      }
+      continue;
+    }
+    const base = { lsn, seq: seq++, xid: txn.xid, table: e.table, committed_at: committedAt };
+    let change: Change;
+    if (e.op === 'insert') change = { ...base, op: 'insert', old: null, data: e.data as Row };
+    else if (e.op === 'update') change = { ...base, op: 'update', old: e.old, data: e.data as Row };
+    else change = { ...base, op: 'delete', old: e.old as Row, data: null };
+    out.push({ accountId: e.accountId, change });
+  }
+  return out;
+}
+
+export function hasTruncate(txn: AssembledTransaction): boolean {
+  return txn.events.some((e) => e.op === 'truncate');
+}

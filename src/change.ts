@@ -1,0 +1,71 @@
+import { z } from 'zod';
+import { isLsn } from './lsn.ts';
+import { DOMAIN_TABLES, type TableName } from './tables.ts';
+import { isPlainObject, type Row } from './json.ts';
+
+/** Version of the Change format, recorded in `change_logs.vsn`. */
+export const CHANGE_FORMAT_VERSION = 1;
+
+interface ChangeBase {
+  /** Commit LSN of the transaction, `X/Y`. */
+  lsn: string;
+  /** Index of the change inside its transaction. */
+  seq: number;
+  xid: number;
+  table: TableName;
+  /** Commit time, ISO-8601 UTC with microseconds. */
+  committed_at: string;
+}
+
+export interface InsertChange extends ChangeBase {
+  op: 'insert';
+  old: null;
+  data: Row;
+}
+export interface UpdateChange extends ChangeBase {
+  op: 'update';
+  old: Row | null;
+  data: Row;
+}
+export interface DeleteChange extends ChangeBase {
+  op: 'delete';
+  old: Row;
+  data: null;
+}
+/**
+ * Extension of PROTOCOL section 2: `TRUNCATE` of a domain table removed every row of it, in every
+ * account. Each account the replicator knows gets one, so that its object can drop the table's cache.
+ */
+export interface TruncateChange extends ChangeBase {
+  op: 'truncate';
+  old: null;
+  data: null;
+}
+
+export type Change = InsertChange | UpdateChange | DeleteChange | TruncateChange;
+export type ChangeOp = Change['op'];
+
+const row = z.custom<Row>(isPlainObject, { message: 'expected a row object' });
+const base = {
+  lsn: z.string().refine(isLsn, { message: 'expected an LSN like 0/16B3748' }),
+  seq: z.int().nonnegative(),
+  xid: z.int().nonnegative(),
+  table: z.enum(DOMAIN_TABLES),
+  committed_at: z.string(),
+};
+
+export const changeSchema: z.ZodType<Change> = z.discriminatedUnion('op', [
+  z.object({ ...base, op: z.literal('insert'), old: z.null(), data: row }),
+  z.object({ ...base, op: z.literal('update'), old: row.nullable(), data: row }),
+  z.object({ ...base, op: z.literal('delete'), old: row, data: z.null() }),
+  z.object({ ...base, op: z.literal('truncate'), old: z.null(), data: z.null() }),
+]);
+
+export const changeBatchSchema = z.object({ changes: z.array(changeSchema) });
+export type ChangeBatch = z.infer<typeof changeBatchSchema>;
+
+/** The account a row belongs to: `accounts` rows route by their own id, every other table by `account_id`. */
+export function accountIdOf(table: TableName, row: Row): string | undefined {
+  const value = table === 'accounts' ? row.id : row.account_id;
+  return typeof value === 'string' ? value : undefined;
+}

@@ -1,0 +1,59 @@
+/**
+ * The replicator's request signature (PROTOCOL section 2):
+ * `x-edgeplane-signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + raw body)>`.
+ * WebCrypto, so that the same code signs in Node and verifies in workerd.
+ */
+export const SIGNATURE_HEADER = 'x-edgeplane-signature';
+export const SIGNATURE_TOLERANCE_SECONDS = 300;
+
+const encoder = new TextEncoder();
+type HmacKey = Awaited<ReturnType<typeof crypto.subtle.importKey>>;
+const keys = new Map<string, Promise<HmacKey>>();
+
+function hmacKey(secret: string): Promise<HmacKey> {
+  let key = keys.get(secret);
+  if (!key) {
+    key = crypto.subtle.importKey('raw', encoder.encode(secret), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign', 'verify']);
+    keys.set(secret, key);
+  }
+  return key;
+}
+
+function toHex(bytes: ArrayBuffer): string {
+  return Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+function fromHex(hex: string): Uint8Array | undefined {
+  if (hex.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(hex)) return undefined;
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
+  return out;
+}
+
+export async function signBody(secret: string, body: string, unixSeconds: number): Promise<string> {
+  const mac = await crypto.subtle.sign('HMAC', await hmacKey(secret), encoder.encode(`${unixSeconds}.${body}`));
+  return `t=${unixSeconds},v1=${toHex(mac)}`;
+}
+
+export type SignatureCheck = 'ok' | 'missing' | 'malformed' | 'expired' | 'mismatch';
+
+export async function verifySignature(
+  secret: string,
+  header: string | null | undefined,
+  body: string,
+  nowSeconds: number,
+): Promise<SignatureCheck> {
+  if (!header) return 'missing';
+  const parts = new Map<string, string>();
+  for (const part of header.split(',')) {
+    const i = part.indexOf('=');
+    if (i > 0) parts.set(part.slice(0, i).trim(), part.slice(i + 1).trim());
+  }
+  const t = Number(parts.get('t'));
+  const mac = fromHex(parts.get('v1') ?? '');
+  if (!Number.isSafeInteger(t) || !mac || mac.length !== 32) return 'malformed';
+  if (Math.abs(nowSeconds - t) > SIGNATURE_TOLERANCE_SECONDS) return 'expired';
+  // crypto.subtle.verify compares in constant time.
+  const ok = await crypto.subtle.verify('HMAC', await hmacKey(secret), mac, encoder.encode(`${t}.${body}`));
+  return ok ? 'ok' : 'mismatch';
+}

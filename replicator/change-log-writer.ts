@@ -14,7 +14,8 @@ export interface ChangeLogOptions {
 
 const INSERT = `
   insert into change_logs (account_id, lsn, seq, xid, table_name, op, old_data, data, vsn)
-  select * from unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::text[], $7::jsonb[], $8::jsonb[], $9::int[])
+  -- Rows arrive as JSON text: typed as text[] so that postgres.js sends them as they are, not re-encoded as JSON strings.
+  select * from unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::text[], $7::text[]::jsonb[], $8::text[]::jsonb[], $9::int[])
   on conflict (lsn, seq) do nothing`;
 
 /**

@@ -1,7 +1,7 @@
 import postgres, { type Sql } from 'postgres';
 import { formatLsn } from '../src/lsn.ts';
 import type { Config } from './config.ts';
-import { isSlotInUse, isTransient } from './errors.ts';
+import { isSlotInUse, isTransient, StallError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { Metrics } from './metrics.ts';
 import { pruneChangeLogs } from './retention.ts';
@@ -28,7 +28,7 @@ export interface Health {
  */
 export class ReplicatorService {
   readonly metrics = new Metrics();
-  private readonly sql: Sql;
+  private sql: Sql;
   private session: ReplicationSession | undefined;
   private stopping = false;
   private standby = false;
@@ -41,9 +41,15 @@ export class ReplicatorService {
     private readonly config: Config,
     private readonly log: Logger,
   ) {
-    this.sql = postgres(config.DATABASE_URL, {
+    this.sql = this.pool();
+  }
+
+  /** The ordinary connections: setup, change_logs, retention, slot metrics. */
+  private pool(): Sql {
+    return postgres(this.config.DATABASE_URL, {
       max: 4,
       onnotice: () => {},
+      connect_timeout: 10,
       connection: { application_name: 'edgeplane-replicator-writer' },
     });
   }
@@ -69,7 +75,8 @@ export class ReplicatorService {
     const s = this.session;
     const reasons: string[] = [];
     const streaming = s?.state === 'streaming';
-    if (s && streaming && now - s.lastReceivedAt > s.replicationTimeoutMs) reasons.push('stream stalled: nothing received from the server');
+    // Half the reconnect timeout: the stall shows here before the session gives up on it.
+    if (s && streaming && now - s.lastReceivedAt > s.replicationTimeoutMs / 2) reasons.push('stream stalled: nothing received from the server');
     const oldest = s?.oldestUnackedAt;
     if (oldest !== undefined && now - oldest > this.config.STALL_ALERT_MS) reasons.push(`a change has waited ${Math.round((now - oldest) / 1000)} s for delivery`);
     if (this.lastError?.startsWith('PgoutputDecodeError') && !streaming) reasons.push(`decode error: ${this.lastError}`);
@@ -86,7 +93,7 @@ export class ReplicatorService {
   private async runSessions(): Promise<void> {
     let attempt = 0;
     while (!this.stopping) {
-      const session = new ReplicationSession(this.config, this.sql, this.log, this.metrics);
+      const session = new ReplicationSession(this.config, this.sql, this.log, this.metrics, this.session?.backendPid);
       this.session = session;
       this.metrics.reconnects.inc();
       const started = Date.now();
@@ -97,6 +104,12 @@ export class ReplicatorService {
         this.lastError = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
         if (this.stopping) break;
         if (Date.now() - started > HEALTHY_SESSION_MS) attempt = 0;
+        if (err instanceof StallError) {
+          // A link that went silent may have taken the pool's connections with it; they would hang.
+          const stale = this.sql;
+          this.sql = this.pool();
+          void stale.end({ timeout: 0 });
+        }
         if (isSlotInUse(err)) {
           if (!this.standby) this.log.info({ slot: this.config.SLOT_NAME }, 'slot is active elsewhere; waiting as standby');
           this.standby = true;

@@ -11,11 +11,13 @@ import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 import { PgoutputDecoder } from './pgoutput/decoder.ts';
 import { ReplicationStream } from './replication-stream.ts';
-import { ensurePublication, ensureSlot, serverInfo, startReplicationCommand, streamOptions } from './setup.ts';
+import { ensurePublication, ensureSlot, readSlot, releaseStaleBackend, serverInfo, startReplicationCommand, streamOptions } from './setup.ts';
 import { hasTruncate, toChanges, TransactionAssembler, type AssembledTransaction } from './transaction-assembler.ts';
 
 /** How soon after the watermark moves the new position is acknowledged (coalesces acks of a burst). */
 const ACK_DELAY_MS = 20;
+/** Setup queries on a dead link would otherwise hang until TCP gives up. */
+const SETUP_TIMEOUT_MS = 30_000;
 
 export type SessionState = 'starting' | 'streaming' | 'draining' | 'ended';
 
@@ -28,6 +30,8 @@ export class ReplicationSession {
   lastReceivedAt = Date.now();
   serverWalEnd: Lsn = 0n;
   receivedLsn: Lsn = 0n;
+  /** The walsender serving this session, once streaming. */
+  backendPid: number | undefined;
   private watermark = new AckWatermark(0n);
   private stream: ReplicationStream | undefined;
   private replication: Sql | undefined;
@@ -48,6 +52,7 @@ export class ReplicationSession {
     private readonly sql: Sql,
     private readonly log: Logger,
     private readonly metrics: Metrics,
+    private readonly previousBackendPid: number | undefined,
   ) {
     this.done = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     this.done.catch(() => {});
@@ -91,10 +96,12 @@ export class ReplicationSession {
 
   /** Sets up and streams; resolves when the session ends cleanly (drain), rejects on failure. */
   async run(): Promise<void> {
+    const setupTimer = setTimeout(() => this.abort(new StallError(`setup took longer than ${SETUP_TIMEOUT_MS} ms`)), SETUP_TIMEOUT_MS);
     try {
       const info = await serverInfo(this.sql);
       this.timings = livenessTimings(info.walSenderTimeoutMs, this.config.STATUS_INTERVAL_MS, this.config.REPLICATION_TIMEOUT_MS);
       await ensurePublication(this.sql, this.config.PUBLICATION_NAME, this.log);
+      await releaseStaleBackend(this.sql, this.config.SLOT_NAME, this.previousBackendPid, this.log);
       this.replication = ReplicationStream.connect(this.config.DATABASE_URL, () => {});
       const slot = await ensureSlot(this.sql, this.replication, this.config.SLOT_NAME, this.log);
       this.watermark = new AckWatermark(slot.confirmedFlush ?? 0n);
@@ -108,14 +115,22 @@ export class ReplicationSession {
           onEnd: (err) => this.end(err ?? (this.state === 'draining' ? undefined : new Error('replication stream closed by the server'))),
         },
       );
+      if (this.state === 'ended') {
+        // Aborted during setup (timeout or stop): the stream that just opened must not live on.
+        this.stream.destroy(new Error('session ended during setup'));
+        return this.done;
+      }
       this.state = 'streaming';
       this.lastReceivedAt = Date.now();
+      this.backendPid = (await readSlot(this.sql, this.config.SLOT_NAME))?.activePid ?? undefined;
       this.metrics.connected.set(1);
       this.metrics.ackedLsn.set(Number(this.watermark.lsn));
       this.log.info({ slot: this.config.SLOT_NAME, lsn: formatLsn(this.watermark.lsn), protocol: options.protocolVersion, ...this.timings }, 'streaming');
       this.tickTimer = setInterval(() => this.tick(), Math.min(1000, this.timings.statusIntervalMs));
     } catch (err) {
       this.end(err instanceof Error ? err : new Error(String(err)));
+    } finally {
+      clearTimeout(setupTimer);
     }
     return this.done;
   }

@@ -48,13 +48,13 @@ export async function ensurePublication(sql: Sql, name: string, log: Logger): Pr
 
 export interface SlotState {
   confirmedFlush: Lsn | undefined;
-  active: boolean;
+  activePid: number | null;
 }
 
 /** Reads the slot, checking that it is a pgoutput slot of this database. */
 export async function readSlot(sql: Sql, slot: string): Promise<SlotState | undefined> {
-  const [row] = await sql<{ plugin: string; slot_type: string; database: string; current: string; confirmed_flush_lsn: string | null; active: boolean }[]>`
-    select plugin, slot_type, database, current_database() as current, confirmed_flush_lsn::text, active
+  const [row] = await sql<{ plugin: string; slot_type: string; database: string; current: string; confirmed_flush_lsn: string | null; active_pid: number | null }[]>`
+    select plugin, slot_type, database, current_database() as current, confirmed_flush_lsn::text, active_pid
     from pg_replication_slots where slot_name = ${slot}`;
   if (!row) return undefined;
   if (row.slot_type !== 'logical' || row.plugin !== 'pgoutput' || row.database !== row.current) {
@@ -63,7 +63,7 @@ export async function readSlot(sql: Sql, slot: string): Promise<SlotState | unde
         `expected a pgoutput slot in ${row.current} (choose another SLOT_NAME or drop it)`,
     );
   }
-  return { confirmedFlush: row.confirmed_flush_lsn ? parseLsn(row.confirmed_flush_lsn) : undefined, active: row.active };
+  return { confirmedFlush: row.confirmed_flush_lsn ? parseLsn(row.confirmed_flush_lsn) : undefined, activePid: row.active_pid };
 }
 
 /** Creates the durable (not TEMPORARY) slot on the replication connection if it is missing. */
@@ -96,4 +96,24 @@ export function startReplicationCommand(slot: string, publication: string, optio
   if (options.streaming) params.push(`streaming 'on'`);
   // 0/0: start from the slot's confirmed_flush_lsn.
   return `START_REPLICATION SLOT ${quote(slot)} LOGICAL 0/0 (${params.join(', ')})`;
+}
+
+/**
+ * After we gave up on a stalled connection, the server may still hold the slot for its walsender
+ * until wal_sender_timeout. That backend is ours (we remember its pid), so end it instead of waiting.
+ * Another replicator's backend is never touched.
+ */
+export async function releaseStaleBackend(sql: Sql, slot: string, ourOldPid: number | undefined, log: Logger): Promise<void> {
+  if (ourOldPid === undefined) return;
+  const [row] = await sql<{ terminated: boolean }[]>`
+    select pg_terminate_backend(active_pid) as terminated from pg_replication_slots
+    where slot_name = ${slot} and active_pid = ${ourOldPid}`;
+  if (row?.terminated) {
+    log.warn({ slot, pid: ourOldPid }, 'ended our own stale walsender that still held the slot');
+    for (let i = 0; i < 50; i++) {
+      const [still] = await sql`select 1 from pg_replication_slots where slot_name = ${slot} and active_pid = ${ourOldPid}`;
+      if (!still) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
 }

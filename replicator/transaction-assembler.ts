@@ -190,10 +190,10 @@ const POSTGRES_EPOCH_MS = 946_684_800_000;
 
 /** Microseconds since 2000-01-01 to ISO-8601 UTC with six fraction digits. */
 export function postgresTimeToIso(micros: bigint): string {
-  const ms = Number(micros / 1000n) + POSTGRES_EPOCH_MS;
-  let us = Number(micros % 1_000_000n);
-  if (us < 0) us += 1_000_000;
-  const iso = new Date(Math.floor(ms / 1000) * 1000).toISOString();
+  let seconds = micros / 1_000_000n;
+  if (micros % 1_000_000n < 0n) seconds -= 1n; // floor, for times before 2000
+  const us = Number(micros - seconds * 1_000_000n);
+  const iso = new Date(Number(seconds) * 1000 + POSTGRES_EPOCH_MS).toISOString();
   return `${iso.slice(0, 19)}.${String(us).padStart(6, '0')}Z`;
 }
 

@@ -8,8 +8,8 @@ export interface Received {
   changes: Change[];
 }
 
-/** What the sink answers to the next request: a status, or `hang` (never answer). */
-export type SinkBehaviour = (request: { accountId: string; changes: Change[]; count: number }) => number | 'hang';
+/** What the sink answers to the next request: a status (possibly later), or `hang` (never answer). */
+export type SinkBehaviour = (request: { accountId: string; changes: Change[]; count: number }) => number | 'hang' | Promise<number>;
 
 /**
  * A stand-in for the Worker's changes endpoint: checks the signature like the Worker does and
@@ -17,7 +17,7 @@ export type SinkBehaviour = (request: { accountId: string; changes: Change[]; co
  */
 export class RecordingSink {
   readonly accepted: Received[] = [];
-  readonly refused: Array<{ accountId: string; status: number; changes: number }> = [];
+  readonly refused: Array<{ accountId: string; status: number | 'hang'; changes: Change[] }> = [];
   requests = 0;
   behaviour: SinkBehaviour = () => 200;
   private server!: Server;
@@ -69,9 +69,9 @@ export class RecordingSink {
     const accountId = decodeURIComponent(match[1] as string);
     const changes = (JSON.parse(body) as { changes: Change[] }).changes;
     this.requests++;
-    const status = this.behaviour({ accountId, changes, count: this.requests });
+    const status = await this.behaviour({ accountId, changes, count: this.requests });
     if (status === 200) this.accepted.push({ accountId, changes });
-    else if (status !== 'hang') this.refused.push({ accountId, status, changes: changes.length });
+    else this.refused.push({ accountId, status, changes });
     return status;
   }
 }

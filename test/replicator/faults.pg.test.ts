@@ -1,0 +1,231 @@
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import postgres from 'postgres';
+import { afterEach, describe, expect, it } from 'vitest';
+import { migrate } from '../../migrations/migrate.ts';
+import { startEmbeddedPostgres } from '../../replicator/dev/embedded-postgres.ts';
+import { parseLsn } from '../../src/lsn.ts';
+import { insertAccount, insertActor, Pipeline, SECRET } from '../support/pipeline.ts';
+import { firstDeliveries, isSortedByPosition, keyOf } from '../support/positions.ts';
+import { RecordingSink } from '../support/recording-sink.ts';
+import { eventually, ReplicatorProcess } from '../support/replicator-process.ts';
+import { TcpProxy } from '../support/tcp-proxy.ts';
+import { withDatabase } from '../support/database.ts';
+
+let pipeline: Pipeline | undefined;
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+  await pipeline?.close();
+  pipeline = undefined;
+});
+
+async function setup(prefix = 'fault'): Promise<Pipeline> {
+  pipeline = await Pipeline.create(prefix);
+  return pipeline;
+}
+
+const metric = (text: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+
+describe('replicator faults', () => {
+  it('loses nothing when SIGKILLed mid-stream: every change arrives at least once, first deliveries in order', async () => {
+    const p = await setup();
+    p.sink.behaviour = () => 200;
+    let r = await p.replicator({ FORWARD_BATCH_SIZE: '3' });
+    const accounts = [await insertAccount(p.sql), await insertAccount(p.sql), await insertAccount(p.sql)];
+    const total = 300;
+    let written = 0;
+    const writer = (async () => {
+      for (; written < total; written++) {
+        await p.sql.begin(async (tx) => {
+          await insertActor(tx, accounts[written % 3]!, `w${written}`);
+          await insertActor(tx, accounts[(written + 1) % 3]!, `w${written}b`);
+        });
+      }
+    })();
+    for (let kill = 0; kill < 3; kill++) {
+      const seen = p.sink.changes.length;
+      await eventually(() => p.sink.changes.length > seen + 40, 30_000, 'progress before the kill');
+      r.kill('SIGKILL');
+      await r.exited;
+      r = await p.replicator({ FORWARD_BATCH_SIZE: '3' });
+    }
+    await writer;
+    const expected = 3 + total * 2;
+    await eventually(() => firstDeliveries(p.sink.changes).length >= expected, 60_000, 'every change delivered');
+    const firsts = firstDeliveries(p.sink.changes);
+    expect(firsts).toHaveLength(expected);
+    for (const account of accounts) expect(isSortedByPosition(firsts.filter((c) => c.accountId === account))).toBe(true);
+    const names = new Set(firsts.filter((c) => c.table === 'actors').map((c) => c.data?.name));
+    for (let i = 0; i < total; i++) expect(names.has(`w${i}`) && names.has(`w${i}b`)).toBe(true);
+    // change_logs holds each delivered change exactly once, whatever the replays.
+    const logged = await eventually(async () => {
+      const rows = await p.sql<{ lsn: string; seq: number }[]>`select lsn, seq from change_logs`;
+      return rows.length >= expected ? rows : undefined;
+    }, 20_000, 'change_logs complete');
+    expect(new Set(logged.map(keyOf))).toEqual(new Set(firsts.map(keyOf)));
+    expect(logged).toHaveLength(expected);
+  });
+
+  it('drains on SIGTERM: in-flight batches finish, the ack covers them, exit code 0', async () => {
+    const p = await setup();
+    p.sink.behaviour = () => 200;
+    const r = await p.replicator({ FORWARD_BATCH_SIZE: '1' });
+    const a = await insertAccount(p.sql);
+    await eventually(() => p.sink.changes.length >= 1);
+    // Each request takes 150 ms: when SIGTERM arrives, most changes are still queued or in flight.
+    p.sink.behaviour = () => new Promise((resolve) => setTimeout(() => resolve(200), 150));
+    for (let i = 0; i < 10; i++) await insertActor(p.sql, a, `t${i}`);
+    await eventually(() => p.sink.requests >= 2);
+    r.kill('SIGTERM');
+    const exit = await r.exited;
+    expect(exit.code).toBe(0);
+    expect(r.logs.some((l) => l.msg === 'drained')).toBe(true);
+    const confirmed = await p.confirmedFlush();
+    const delivered = firstDeliveries(p.sink.changes);
+    expect(delivered).toHaveLength(11);
+    for (const c of delivered) expect(parseLsn(c.lsn)).toBeLessThan(confirmed);
+  });
+
+  it('runs a standby that waits while the slot is active and takes over when the first dies', async () => {
+    const p = await setup();
+    const first = await p.replicator();
+    const standby = await p.replicator({}, false);
+    await standby.waitForLog((l) => l.msg === 'slot is active elsewhere; waiting as standby');
+    expect((await standby.get('/readyz')).status).toBe(503);
+    expect((await standby.get('/healthz')).status).toBe(200);
+    expect((await first.get('/readyz')).status).toBe(200);
+    const a = await insertAccount(p.sql);
+    await eventually(() => p.sink.changes.length >= 1);
+    first.kill('SIGKILL');
+    await first.exited;
+    await standby.streaming(30_000);
+    await insertActor(p.sql, a, 'after-takeover');
+    await eventually(() => p.sink.changes.some((c) => c.data?.name === 'after-takeover'), 20_000, 'delivery by the standby');
+    expect((await standby.get('/readyz')).status).toBe(200);
+  });
+
+  it('pauses reading when MAX_UNACKED changes are in flight and resumes when they are delivered', async () => {
+    const p = await setup();
+    let open = false;
+    p.sink.behaviour = () => (open ? 200 : 503);
+    const r = await p.replicator({ MAX_UNACKED: '50', FORWARD_BATCH_SIZE: '10' });
+    const a = await insertAccount(p.sql);
+    await p.sql`insert into actors (account_id, name, type) select ${a}, 'x', 'account_user' from generate_series(1, 10)`;
+    for (let i = 0; i < 200; i++) await insertActor(p.sql, a, `b${i}`);
+    await eventually(async () => metric((await r.get('/metrics')).text, 'edgeplane_replicator_paused') === 1, 20_000, 'paused');
+    for (let i = 0; i < 5; i++) {
+      const health = JSON.parse((await r.get('/healthz')).text) as { unacked: number };
+      expect(health.unacked).toBeLessThanOrEqual(50 + 10);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    open = true;
+    await eventually(() => firstDeliveries(p.sink.changes).length >= 211, 30_000, 'everything after resuming');
+    expect(metric((await r.get('/metrics')).text, 'edgeplane_replicator_paused')).toBe(0);
+  });
+
+  it('tears down a half-open connection, fails /healthz meanwhile, and resumes on a new one', async () => {
+    const p = await setup();
+    const proxy = await new TcpProxy(Number(new URL(p.db.url).port)).start();
+    cleanups.push(() => proxy.close());
+    const url = new URL(p.db.url);
+    url.port = String(proxy.port);
+    const r = await p.replicator({ DATABASE_URL: url.toString(), REPLICATION_TIMEOUT_MS: '2000', STATUS_INTERVAL_MS: '200' });
+    const a = await insertAccount(p.sql);
+    await eventually(() => p.sink.changes.length >= 1);
+    expect((await r.get('/healthz')).status).toBe(200);
+    expect(proxy.freezeExisting()).toBeGreaterThan(0);
+    await insertActor(p.sql, a, 'during-stall');
+    await eventually(async () => (await r.get('/healthz')).status === 503, 5_000, '/healthz failing while stalled');
+    await r.waitForLog((l) => l.msg === 'no message from the server; reconnecting', 10_000);
+    await eventually(() => p.sink.changes.some((c) => c.data?.name === 'during-stall'), 30_000, 'delivery after reconnecting');
+    await eventually(async () => (await r.get('/healthz')).status === 200, 10_000, 'healthy again');
+  });
+
+  it('reconnects without acknowledging an undecodable message, then delivers it', async () => {
+    const p = await setup();
+    const proxy = await new TcpProxy(Number(new URL(p.db.url).port)).start();
+    cleanups.push(() => proxy.close());
+    const url = new URL(p.db.url);
+    url.port = String(proxy.port);
+    const r = await p.replicator({ DATABASE_URL: url.toString() });
+    const a = await insertAccount(p.sql);
+    await eventually(() => p.sink.changes.length >= 1);
+    const before = await p.confirmedFlush();
+    // The next Insert's relation OID becomes one the decoder never saw.
+    proxy.tamper = (payload) => {
+      if (payload[0] !== 0x49) return false;
+      payload.writeUInt32BE(0xfffffff0, 1);
+      return true;
+    };
+    const samples: bigint[] = [];
+    await insertActor(p.sql, a, 'tampered');
+    const error = await r.waitForLog((l) => l.msg === 'undecodable replication message; reconnecting without acknowledging it');
+    expect(String(error.err)).toContain('PgoutputDecodeError');
+    expect(error.lsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+    while (!p.sink.changes.some((c) => c.data?.name === 'tampered')) {
+      samples.push(await p.confirmedFlush());
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const delivered = p.sink.changes.find((c) => c.data?.name === 'tampered')!;
+    for (const s of samples) expect(s).toBeLessThanOrEqual(parseLsn(delivered.lsn));
+    expect(samples[0]).toBe(before);
+    expect(proxy.tampered).toBe(1);
+    expect(metric((await r.get('/metrics')).text, 'edgeplane_replicator_decode_errors_total')).toBe(1);
+  });
+
+  it('reconnects with backoff after Postgres restarts and resumes from the slot', async () => {
+    const cluster = await startEmbeddedPostgres({ dataDir: path.join(tmpdir(), `edgeplane-restart-${randomBytes(4).toString('hex')}`) });
+    cleanups.push(() => cluster.stop());
+    const sink = await new RecordingSink(SECRET).start();
+    cleanups.push(() => sink.stop());
+    const url = withDatabase(cluster.url, 'postgres');
+    let sql = postgres(url, { max: 1, onnotice: () => {} });
+    await migrate(sql);
+    const r = new ReplicatorProcess({ DATABASE_URL: url, EDGE_URL: sink.url, REPLICATOR_SECRET: SECRET, RETRY_BASE_MS: '20', RETRY_MAX_MS: '200' });
+    cleanups.push(() => r.stop());
+    await r.streaming();
+    const a = await insertAccount(sql);
+    await eventually(() => sink.changes.length >= 1);
+    await sql.end();
+    await cluster.restart();
+    sql = postgres(url, { max: 1, onnotice: () => {} });
+    cleanups.push(() => sql.end());
+    await insertActor(sql, a, 'after-restart');
+    await eventually(() => sink.changes.some((c) => c.data?.name === 'after-restart'), 60_000, 'delivery after the restart');
+    expect(r.logs.filter((l) => l.msg === 'streaming').length).toBeGreaterThanOrEqual(2);
+    expect(r.logs.some((l) => l.msg === 'replication session ended; reconnecting')).toBe(true);
+  });
+});
+
+describe('replicator configuration', () => {
+  it('exits with code 2 and names each missing or invalid variable', async () => {
+    const r = new ReplicatorProcess({ EDGE_URL: 'not a url', REPLICATOR_SECRET: 'short', MAX_UNACKED: 'many' });
+    const exit = await r.exited;
+    expect(exit.code).toBe(2);
+    const text = r.stderr.join('\n');
+    expect(text).toContain('DATABASE_URL is required');
+    expect(text).toContain('EDGE_URL');
+    expect(text).toContain('REPLICATOR_SECRET');
+    expect(text).toContain('MAX_UNACKED');
+    expect(text).not.toContain('SLOT_NAME');
+  });
+
+  it('serves /healthz, /readyz and /metrics', async () => {
+    const p = await setup('health');
+    const r = await p.replicator();
+    await insertAccount(p.sql);
+    await eventually(() => p.sink.changes.length >= 1);
+    const health = await r.get('/healthz');
+    expect(health.status).toBe(200);
+    expect(JSON.parse(health.text)).toMatchObject({ healthy: true, ready: true, state: 'streaming' });
+    expect((await r.get('/readyz')).status).toBe(200);
+    const metrics = (await r.get('/metrics')).text;
+    for (const name of ['received_lsn', 'acked_lsn', 'lag_bytes', 'changes_total', 'batches_in_flight', 'retries_total', 'decode_errors_total', 'slot_retained_wal_bytes']) {
+      expect(metrics).toContain(`edgeplane_replicator_${name}`);
+    }
+    await eventually(async () => metric((await r.get('/metrics')).text, 'edgeplane_replicator_acked_lsn') > 0, 5000, 'acked LSN exported');
+    expect((await r.get('/nope')).status).toBe(404);
+  });
+});

@@ -1,0 +1,198 @@
+import postgres from 'postgres';
+import { afterEach, describe, expect, it } from 'vitest';
+import { parseLsn } from '../../src/lsn.ts';
+import { eventually } from '../support/replicator-process.ts';
+import { insertAccount, insertActor, Pipeline } from '../support/pipeline.ts';
+import { firstDeliveries, isSortedByPosition, keyOf } from '../support/positions.ts';
+
+let pipeline: Pipeline | undefined;
+afterEach(async () => {
+  await pipeline?.close();
+  pipeline = undefined;
+});
+
+async function setup(prefix = 'pipe'): Promise<Pipeline> {
+  pipeline = await Pipeline.create(prefix);
+  return pipeline;
+}
+
+describe('replicator pipeline (real Postgres, replicator process, recording sink)', () => {
+  it('delivers fat, typed changes per account with (commit LSN, seq) positions and logs them', async () => {
+    const p = await setup();
+    await p.replicator();
+    const a = await insertAccount(p.sql, 'alpha');
+    const b = await insertAccount(p.sql, 'beta');
+    const actor = await p.sql.begin(async (tx) => {
+      const id = await insertActor(tx, a, 'ann');
+      await tx`update actors set name = 'anne' where id = ${id}`;
+      await tx`insert into actor_groups (account_id, name) values (${b}, 'eng')`;
+      return id;
+    });
+    await p.sql`update actors set deleted_at = now() where id = ${actor}`;
+    await p.sql`update actors set deleted_at = null where id = ${actor}`;
+    await p.sql`delete from actors where id = ${actor}`;
+
+    const changes = await eventually(() => (p.sink.changes.length >= 8 ? p.sink.changes : undefined), 20_000, '8 changes');
+    const forA = changes.filter((c) => c.accountId === a);
+    const forB = changes.filter((c) => c.accountId === b);
+    expect(forA.map((c) => `${c.table}:${c.op}`)).toEqual([
+      'accounts:insert',
+      'actors:insert',
+      'actors:update',
+      'actors:delete', // soft delete
+      'actors:insert', // restored
+      'actors:delete',
+    ]);
+    expect(forB.map((c) => `${c.table}:${c.op}`)).toEqual(['accounts:insert', 'actor_groups:insert']);
+    // One transaction: one commit LSN, consecutive seqs across accounts.
+    const txn = changes.filter((c) => c.lsn === forA[1]!.lsn);
+    expect(txn.map((c) => c.seq).sort()).toEqual([0, 1, 2]);
+    expect(new Set(txn.map((c) => c.xid)).size).toBe(1);
+    const update = forA[2]!;
+    expect(update.old).toMatchObject({ id: actor, name: 'ann', account_id: a, deleted_at: null });
+    expect(update.data).toMatchObject({ id: actor, name: 'anne', type: 'account_user' });
+    expect(update.committed_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
+    expect(forA[3]!.data).toBeNull();
+    expect(forA[3]!.old).toMatchObject({ id: actor, deleted_at: null });
+    expect(forA[4]!.old).toBeNull();
+    expect(forA[5]!.old).toMatchObject({ id: actor, name: 'anne' });
+    expect(isSortedByPosition(forA)).toBe(true);
+
+    const logged = await eventually(async () => {
+      const rows = await p.sql<{ account_id: string; lsn: string; seq: number; table_name: string; op: string; old_data: unknown; data: unknown; xid: string; vsn: number }[]>`
+        select account_id::text, lsn, seq, xid::text, table_name, op, old_data, data, vsn from change_logs`;
+      return rows.length >= 8 ? rows : undefined;
+    }, 10_000, 'change_logs rows');
+    expect(logged).toHaveLength(8);
+    for (const c of changes) {
+      const row = logged.find((r) => r.lsn === c.lsn && r.seq === c.seq)!;
+      expect(row).toMatchObject({ account_id: c.accountId, table_name: c.table, op: c.op, old_data: c.old, data: c.data, xid: String(c.xid), vsn: 1 });
+    }
+  });
+
+  it('emits interleaved transactions in commit order, not in the order their rows were written', async () => {
+    const p = await setup();
+    await p.replicator();
+    const a = await insertAccount(p.sql);
+    const first = postgres(p.db.url, { max: 1 });
+    const second = postgres(p.db.url, { max: 1 });
+    try {
+      const [t1, t2] = await Promise.all([first.reserve(), second.reserve()]);
+      await t1!`begin`;
+      await t2!`begin`;
+      await t1!`insert into actors (account_id, name, type) values (${a}, 't1-a', 'account_user')`;
+      await t2!`insert into actors (account_id, name, type) values (${a}, 't2-a', 'account_user')`;
+      await t1!`insert into actors (account_id, name, type) values (${a}, 't1-b', 'account_user')`;
+      await t2!`insert into actors (account_id, name, type) values (${a}, 't2-b', 'account_user')`;
+      await t2!`commit`;
+      await t1!`commit`;
+      t1!.release();
+      t2!.release();
+    } finally {
+      await first.end();
+      await second.end();
+    }
+    const actors = await eventually(() => {
+      const rows = p.sink.changes.filter((c) => c.table === 'actors');
+      return rows.length >= 4 ? rows : undefined;
+    });
+    expect(actors.map((c) => c.data?.name)).toEqual(['t2-a', 't2-b', 't1-a', 't1-b']);
+    expect(actors.map((c) => c.seq)).toEqual([0, 1, 0, 1]);
+    expect(parseLsn(actors[0]!.lsn)).toBeLessThan(parseLsn(actors[2]!.lsn));
+    expect(isSortedByPosition(actors)).toBe(true);
+  });
+
+  it('delivers a transaction bigger than logical_decoding_work_mem (streamed, protocol 2) whole and once', async () => {
+    const p = await setup();
+    const r = await p.replicator();
+    const a = await insertAccount(p.sql);
+    const rows = 4000;
+    await p.sql.begin(async (tx) => {
+      await tx`set local logical_decoding_work_mem = '64kB'`;
+      await tx`insert into actors (account_id, name, type) select ${a}, 'bulk-' || g || repeat('x', 100), 'account_user' from generate_series(1, ${rows}) g`;
+    });
+    const actors = await eventually(() => {
+      const got = p.sink.changes.filter((c) => c.table === 'actors');
+      return got.length >= rows ? got : undefined;
+    }, 30_000, 'all bulk rows');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(p.sink.changes.filter((c) => c.table === 'actors')).toHaveLength(rows);
+    expect(new Set(actors.map((c) => c.lsn)).size).toBe(1);
+    expect(actors.map((c) => c.seq)).toEqual(Array.from({ length: rows }, (_, i) => i));
+    // The server streamed it: the replicator saw Stream Start messages.
+    const metrics = await r.get('/metrics');
+    expect(metrics.text).toMatch(/edgeplane_replicator_changes_total \d+/);
+  });
+
+  it('retries 503s and timeouts until delivered, in order, and counts the retries', async () => {
+    const p = await setup();
+    p.sink.behaviour = ({ count }) => (count % 4 === 1 ? 503 : count % 7 === 3 ? 'hang' : 200);
+    const r = await p.replicator({ FORWARD_TIMEOUT_MS: '300', FORWARD_BATCH_SIZE: '5' });
+    const accounts = [await insertAccount(p.sql), await insertAccount(p.sql)];
+    for (let i = 0; i < 40; i++) await insertActor(p.sql, accounts[i % 2]!, `n${i}`);
+    await eventually(() => firstDeliveries(p.sink.changes).length >= 42, 30_000, 'all changes delivered');
+    for (const account of accounts) {
+      const mine = firstDeliveries(p.sink.changes.filter((c) => c.accountId === account));
+      expect(mine).toHaveLength(21);
+      expect(isSortedByPosition(mine)).toBe(true);
+    }
+    expect(p.sink.refused.some((x) => x.status === 503)).toBe(true);
+    expect(p.sink.refused.some((x) => x.status === 'hang')).toBe(true);
+    const metrics = (await r.get('/metrics')).text;
+    expect(metrics).toMatch(/edgeplane_replicator_retries_total\{target="worker",reason="503"\} [1-9]/);
+    expect(metrics).toMatch(/edgeplane_replicator_retries_total\{target="worker",reason="timeout"\} [1-9]/);
+  });
+
+  it('never acknowledges past an undelivered change, and acknowledges once it is delivered', async () => {
+    const p = await setup();
+    let blocked: string | undefined;
+    p.sink.behaviour = ({ accountId }) => (accountId === blocked ? 503 : 200);
+    await p.replicator();
+    const a = await insertAccount(p.sql);
+    const b = await insertAccount(p.sql);
+    await eventually(() => p.sink.changes.length >= 2);
+    blocked = b;
+    await insertActor(p.sql, b, 'held');
+    for (let i = 0; i < 5; i++) await insertActor(p.sql, a, `later-${i}`);
+    await eventually(() => p.sink.changes.filter((c) => c.accountId === a && c.table === 'actors').length >= 5);
+    const held = p.sink.refused.find((x) => x.accountId === b)!.changes[0]!;
+    // Give acks time to go out; none may pass the held change.
+    for (let i = 0; i < 10; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      expect(await p.confirmedFlush()).toBeLessThanOrEqual(parseLsn(held.lsn));
+    }
+    blocked = undefined;
+    await eventually(async () => (await p.confirmedFlush()) > parseLsn(held.lsn), 10_000, 'ack passes the change once delivered');
+    expect(p.sink.changes.some((c) => c.accountId === b && keyOf(c) === keyOf(held))).toBe(true);
+  });
+
+  it('follows the server WAL end while its tables are idle and others write', async () => {
+    const p = await setup();
+    await p.replicator();
+    await insertAccount(p.sql);
+    await eventually(() => p.sink.changes.length >= 1);
+    // flows and change_logs are not published.
+    await p.sql`insert into flows (account_id, client_id, gateway_id, resource_id, policy_id, token_id)
+      select gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), gen_random_uuid()
+      from generate_series(1, 2000)`;
+    const target = await p.currentWal();
+    await eventually(async () => (await p.confirmedFlush()) >= target, 30_000, 'confirmed_flush_lsn reaches the WAL written to other tables');
+  });
+
+  it('delivers a TRUNCATE to every account as a truncate change', async () => {
+    const p = await setup();
+    await p.replicator();
+    const a = await insertAccount(p.sql);
+    const b = await insertAccount(p.sql);
+    await insertActor(p.sql, a);
+    await eventually(() => p.sink.changes.length >= 3);
+    await p.sql`truncate actor_group_memberships`;
+    const truncates = await eventually(() => {
+      const got = p.sink.changes.filter((c) => c.op === 'truncate');
+      return got.length >= 2 ? got : undefined;
+    });
+    expect(truncates.map((c) => c.accountId).sort()).toEqual([a, b].sort());
+    expect(truncates.every((c) => c.table === 'actor_group_memberships' && c.old === null && c.data === null)).toBe(true);
+    expect(new Set(truncates.map(keyOf)).size).toBe(2);
+  });
+});

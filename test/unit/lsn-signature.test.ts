@@ -1,0 +1,30 @@
+import { describe, expect, it } from 'vitest';
+import { comparePositions, formatLsn, formatPosition, parseLsn, parsePosition } from '../../src/lsn.ts';
+import { signBody, verifySignature } from '../../src/signature.ts';
+
+describe('LSN', () => {
+  it('round-trips the X/Y text form and orders positions by commit LSN, then seq', () => {
+    expect(parseLsn('0/16B3748')).toBe(0x16b3748n);
+    expect(parseLsn('1/0')).toBe(1n << 32n);
+    expect(formatLsn(parseLsn('AB/CDEF0123'))).toBe('AB/CDEF0123');
+    expect(() => parseLsn('16B3748')).toThrow();
+    expect(() => parseLsn('0/123456789')).toThrow();
+    expect(comparePositions({ lsn: 5n, seq: 9 }, { lsn: 6n, seq: 0 })).toBeLessThan(0);
+    expect(comparePositions({ lsn: 6n, seq: 1 }, { lsn: 6n, seq: 0 })).toBeGreaterThan(0);
+    expect(parsePosition(formatPosition({ lsn: 0x16b3748n, seq: 3 }))).toEqual({ lsn: 0x16b3748n, seq: 3 });
+  });
+});
+
+describe('request signature', () => {
+  it('verifies its own signature and rejects tampering, other secrets and old timestamps', async () => {
+    const now = 1_800_000_000;
+    const header = await signBody('secret-one', '{"changes":[]}', now);
+    expect(header).toMatch(/^t=1800000000,v1=[0-9a-f]{64}$/);
+    expect(await verifySignature('secret-one', header, '{"changes":[]}', now + 10)).toBe('ok');
+    expect(await verifySignature('secret-one', header, '{"changes":[1]}', now)).toBe('mismatch');
+    expect(await verifySignature('secret-two', header, '{"changes":[]}', now)).toBe('mismatch');
+    expect(await verifySignature('secret-one', header, '{"changes":[]}', now + 301)).toBe('expired');
+    expect(await verifySignature('secret-one', undefined, '{}', now)).toBe('missing');
+    expect(await verifySignature('secret-one', 't=abc,v1=zz', '{}', now)).toBe('malformed');
+  });
+});

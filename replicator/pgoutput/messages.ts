@@ -1,4 +1,4 @@
-import type { Row } from '../../src/json.ts';
+import type { JsonValue, Row } from '../../src/json.ts';
 import type { Lsn } from '../../src/lsn.ts';
 import type { ColumnType } from './values.ts';
 
@@ -18,6 +18,8 @@ export interface Relation {
   /** 'd' default, 'n' nothing, 'f' full, 'i' index. */
   replicaIdentity: string;
   columns: RelationColumn[];
+  /** Makes a row object from the column values, in column order (see `rowBuilder`). */
+  makeRow: (values: readonly JsonValue[]) => Row;
 }
 
 /** Only present inside a streamed transaction (protocol 2+): the (sub)transaction of the message. */

@@ -21,6 +21,14 @@ export interface ColumnType {
   kind: ValueKind;
   /** For arrays: the kind of the elements. */
   elementKind: ValueKind;
+  /**
+   * The column's last short ASCII value (uuid, timestamp, numeric) and its raw bytes: rows of one
+   * transaction repeat them (account_id, inserted_at = updated_at = now()), and a byte compare is
+   * cheaper than making the string again. Strings are immutable, so sharing one is safe.
+   */
+  lastBytes: Uint8Array | null;
+  lastLength: number;
+  lastValue: JsonValue;
 }
 
 /** Node's Buffer has these slicing methods (what `toString` calls), without the argument juggling. */
@@ -53,13 +61,20 @@ const ARRAYS = new Map<number, number>([
   [1115, 1114], [1185, 1184], [1041, 869], [651, 650],
 ]);
 
+const CACHED_MAX = 40;
+
+function makeType(kind: ValueKind, elementKind: ValueKind): ColumnType {
+  const cached = kind === ValueKind.Ascii || kind === ValueKind.Timestamp;
+  return { kind, elementKind, lastBytes: cached ? new Uint8Array(CACHED_MAX) : null, lastLength: -1, lastValue: null };
+}
+
 export function columnType(typeOid: number): ColumnType {
   const scalar = SCALARS.get(typeOid);
-  if (scalar !== undefined) return { kind: scalar, elementKind: ValueKind.Text };
+  if (scalar !== undefined) return makeType(scalar, ValueKind.Text);
   const element = ARRAYS.get(typeOid);
-  if (element !== undefined) return { kind: ValueKind.Array, elementKind: SCALARS.get(element) ?? ValueKind.Text };
+  if (element !== undefined) return makeType(ValueKind.Array, SCALARS.get(element) ?? ValueKind.Text);
   // text, varchar, bpchar, name, inet, enums, domains and every other type: their text form.
-  return { kind: ValueKind.Text, elementKind: ValueKind.Text };
+  return makeType(ValueKind.Text, ValueKind.Text);
 }
 
 export class ValueError extends Error {
@@ -72,6 +87,23 @@ const ISO_LENGTH = 27;
 
 /** Reads `buf[start, end)` as a value of the given kind. */
 export function readValue(buf: FastBuffer, start: number, end: number, type: ColumnType): JsonValue {
+  const last = type.lastBytes;
+  if (last !== null) {
+    const length = end - start;
+    if (length === type.lastLength) {
+      // From the end: timestamps of one transaction differ in their last digits, if at all.
+      let i = length - 1;
+      while (i >= 0 && last[i] === buf[start + i]) i--;
+      if (i < 0) return type.lastValue;
+    }
+    const value = type.kind === ValueKind.Timestamp ? readTimestamp(buf, start, end) : buf.latin1Slice(start, end);
+    if (length <= CACHED_MAX) {
+      for (let i = 0; i < length; i++) last[i] = buf[start + i] as number;
+      type.lastLength = length;
+      type.lastValue = value;
+    }
+    return value;
+  }
   switch (type.kind) {
     case ValueKind.Text:
       return buf.utf8Slice(start, end);
@@ -134,7 +166,7 @@ export function readTimestamp(buf: FastBuffer, start: number, end: number): stri
   if (!(rest === 0 || (rest === 3 && buf[fractionEnd] === 0x2b && buf[fractionEnd + 1] === 0x30 && buf[fractionEnd + 2] === 0x30))) {
     return slowTimestamp(buf.latin1Slice(start, end));
   }
-  buf.copy(scratch, 0, start, start + 19);
+  for (let k = 0; k < 19; k++) scratch[k] = buf[start + k] as number;
   scratch[10] = 0x54; // 'T'
   scratch[19] = 0x2e; // '.'
   let o = 20;
@@ -203,5 +235,5 @@ export function parseArray(text: string, elementKind: ValueKind): JsonValue[] {
 
 function element(text: string, kind: ValueKind): JsonValue {
   const bytes = Buffer.from(text, 'utf8') as FastBuffer;
-  return readValue(bytes, 0, bytes.length, { kind, elementKind: ValueKind.Text });
+  return readValue(bytes, 0, bytes.length, makeType(kind, ValueKind.Text));
 }

@@ -1,15 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import type { PgoutputMessage, Relation } from '../../replicator/pgoutput/messages.ts';
+import { rowBuilder } from '../../replicator/pgoutput/decoder.ts';
 import { columnType } from '../../replicator/pgoutput/values.ts';
 import { AssemblyError, postgresTimeToIso, toChanges, TransactionAssembler, type SkippedRow } from '../../replicator/transaction-assembler.ts';
 
-const relation = (name: string): Relation => ({
-  oid: name.length,
-  namespace: 'public',
-  name,
-  replicaIdentity: 'f',
-  columns: ['id', 'account_id', 'deleted_at'].map((c) => ({ name: c, typeOid: 25, typeMod: -1, isKey: false, type: columnType(25) })),
-});
+const relation = (name: string): Relation => {
+  const columns = ['id', 'account_id', 'deleted_at'].map((c) => ({ name: c, typeOid: 25, typeMod: -1, isKey: false, type: columnType(25) }));
+  return { oid: name.length, namespace: 'public', name, replicaIdentity: 'f', columns, makeRow: rowBuilder(columns) };
+};
 const actors = relation('actors');
 const accounts = relation('accounts');
 const begin = (xid: number): PgoutputMessage => ({ tag: 'begin', xid, finalLsn: 1000n, commitTime: 0n });

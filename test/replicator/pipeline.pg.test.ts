@@ -5,6 +5,9 @@ import { eventually } from '../support/replicator-process.ts';
 import { insertAccount, insertActor, Pipeline } from '../support/pipeline.ts';
 import { firstDeliveries, isSortedByPosition, keyOf } from '../support/positions.ts';
 
+// Backslashes, quotes, control characters and non-ASCII survive JSON, HTTP and COPY into change_logs.
+const ODD_NAME = 'an\\ne "q"\n\t\\N é';
+
 let pipeline: Pipeline | undefined;
 afterEach(async () => {
   await pipeline?.close();
@@ -24,7 +27,7 @@ describe('replicator pipeline (real Postgres, replicator process, recording sink
     const b = await insertAccount(p.sql, 'beta');
     const actor = await p.sql.begin(async (tx) => {
       const id = await insertActor(tx, a, 'ann');
-      await tx`update actors set name = 'anne' where id = ${id}`;
+      await tx`update actors set name = ${ODD_NAME} where id = ${id}`;
       await tx`insert into actor_groups (account_id, name) values (${b}, 'eng')`;
       return id;
     });
@@ -50,12 +53,12 @@ describe('replicator pipeline (real Postgres, replicator process, recording sink
     expect(new Set(txn.map((c) => c.xid)).size).toBe(1);
     const update = forA[2]!;
     expect(update.old).toMatchObject({ id: actor, name: 'ann', account_id: a, deleted_at: null });
-    expect(update.data).toMatchObject({ id: actor, name: 'anne', type: 'account_user' });
+    expect(update.data).toMatchObject({ id: actor, name: ODD_NAME, type: 'account_user' });
     expect(update.committed_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
     expect(forA[3]!.data).toBeNull();
     expect(forA[3]!.old).toMatchObject({ id: actor, deleted_at: null });
     expect(forA[4]!.old).toBeNull();
-    expect(forA[5]!.old).toMatchObject({ id: actor, name: 'anne' });
+    expect(forA[5]!.old).toMatchObject({ id: actor, name: ODD_NAME });
     expect(isSortedByPosition(forA)).toBe(true);
 
     const logged = await eventually(async () => {

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { isLsn } from './lsn.ts';
-import { DOMAIN_TABLES, type TableName } from './tables.ts';
+import { DOMAIN_TABLES, SOFT_DELETE_TABLES, type TableName } from './tables.ts';
 import { isPlainObject, type Row } from './json.ts';
 
 /** Version of the Change format, recorded in `change_logs.vsn`. */
@@ -68,4 +68,17 @@ export type ChangeBatch = z.infer<typeof changeBatchSchema>;
 export function accountIdOf(table: TableName, row: Row): string | undefined {
   const value = table === 'accounts' ? row.id : row.account_id;
   return typeof value === 'string' ? value : undefined;
+}
+
+/**
+ * DESIGN property 5: an update that sets `deleted_at` on a soft-deletable table is a delete (of the
+ * old row), and one that clears it inserts the row again.
+ */
+export function softDeleteAware(table: TableName, op: 'insert' | 'update' | 'delete', old: Row | null, data: Row | null): { op: 'insert' | 'update' | 'delete'; old: Row | null; data: Row | null } {
+  if (op !== 'update' || !SOFT_DELETE_TABLES.has(table) || !data) return { op, old, data };
+  const wasDeleted = old !== null && old.deleted_at != null;
+  const isDeleted = data.deleted_at != null;
+  if (isDeleted && !wasDeleted) return { op: 'delete', old: old ?? data, data: null };
+  if (wasDeleted && !isDeleted) return { op: 'insert', old: null, data };
+  return { op, old, data };
 }

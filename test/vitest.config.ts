@@ -1,7 +1,10 @@
+import { cloudflareTest } from '@cloudflare/vitest-pool-workers';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
+    // One Postgres for the whole run (every project that needs it reads its URL with inject).
+    globalSetup: ['test/support/global-setup.ts'],
     projects: [
       {
         test: {
@@ -15,9 +18,25 @@ export default defineConfig({
           name: 'pg',
           root: '.',
           include: ['test/**/*.pg.test.ts'],
-          globalSetup: ['test/support/global-setup.ts'],
+          exclude: ['test/workers/**'],
           testTimeout: 120_000,
           hookTimeout: 120_000,
+        },
+      },
+      {
+        // The Worker and its objects in workerd, with the test Postgres behind the Hyperdrive binding.
+        plugins: [
+          cloudflareTest(({ inject }) => ({
+            wrangler: { configPath: './wrangler.toml' },
+            miniflare: { hyperdrives: { DB: inject('workersPgUrl') } },
+          })),
+        ],
+        test: {
+          name: 'workers',
+          root: '.',
+          include: ['test/workers/**/*.test.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
         },
       },
     ],

@@ -3,11 +3,15 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
 import type { TestProject } from 'vitest/node';
+import { migrate } from '../../migrations/migrate.ts';
+import { withDatabase } from './database.ts';
 import { startEmbeddedPostgres, type EmbeddedCluster } from '../../replicator/dev/embedded-postgres.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {
     pgUrl: string;
+    /** A migrated database for the workerd tests, reached through their Hyperdrive binding. */
+    workersPgUrl: string;
   }
 }
 
@@ -34,7 +38,26 @@ export default async function setup(project: TestProject): Promise<() => Promise
     await sql.end();
   }
   project.provide('pgUrl', url);
+  const workersDb = `workers_${randomBytes(5).toString('hex')}`;
+  const admin = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`create database ${workersDb}`);
+  } finally {
+    await admin.end();
+  }
+  const workersUrl = withDatabase(url, workersDb);
+  const workers = postgres(workersUrl, { max: 1, onnotice: () => {} });
+  try {
+    await migrate(workers);
+  } finally {
+    await workers.end();
+  }
+  project.provide('workersPgUrl', workersUrl);
   return async () => {
+    if (!cluster) {
+      const cleanup = postgres(url, { max: 1, onnotice: () => {} });
+      await cleanup.unsafe(`drop database if exists ${workersDb} with (force)`).finally(() => cleanup.end());
+    }
     await cluster?.stop();
   };
 }

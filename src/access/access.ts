@@ -1,0 +1,116 @@
+import { evaluateConditions, type ConditionContext } from '../conditions.ts';
+import type { ActorId, ClientId, PolicyId, ResourceId } from '../ids.ts';
+import type { SiteRecord } from '../records.ts';
+import { buildView, type ResourceView } from '../resource-view.ts';
+import type { Version } from '../versions.ts';
+import type { AccountState } from './account-state.ts';
+
+/** A connected client as access decisions see it: who it is and where it connected from. */
+export interface ClientContext {
+  clientId: ClientId;
+  actorId: ActorId;
+  version: Version;
+  remoteIp: string | null;
+  country: string | null;
+}
+
+/** A policy that grants a resource now, and until when (epoch ms; null: no end). */
+export interface Grant {
+  policyId: PolicyId;
+  until: number | null;
+}
+
+export function accountActive(state: AccountState): boolean {
+  return state.account !== null && !state.account.disabled;
+}
+
+export function actorActive(state: AccountState, actorId: ActorId): boolean {
+  const actor = state.actors.get(actorId);
+  return actor !== undefined && !actor.disabled;
+}
+
+/** The account, the actor and the client all exist and are enabled. */
+export function clientActive(state: AccountState, ctx: ClientContext): boolean {
+  const client = state.clients.get(ctx.clientId);
+  return accountActive(state) && actorActive(state, ctx.actorId) && client !== undefined && client.actorId === ctx.actorId;
+}
+
+export function conditionContext(state: AccountState, ctx: ClientContext, nowMs: number): ConditionContext {
+  return { remoteIp: ctx.remoteIp, country: ctx.country, verified: state.clients.get(ctx.clientId)?.verified ?? false, nowMs };
+}
+
+/** The sites a resource is connected to that are not deleted. */
+export function sitesOf(state: AccountState, resourceId: ResourceId): SiteRecord[] {
+  const out: SiteRecord[] = [];
+  for (const siteId of state.sitesOfResource.get(resourceId)) {
+    const site = state.sites.get(siteId);
+    if (site) out.push(site);
+  }
+  return out;
+}
+
+/**
+ * The policies that grant `actorId` the resource now (PROTOCOL section 4): enabled, of a group
+ * that exists and the actor belongs to, with conditions that are valid and hold.
+ */
+export function grantsFor(state: AccountState, actorId: ActorId, resourceId: ResourceId, cond: ConditionContext): Grant[] {
+  const out: Grant[] = [];
+  for (const policyId of state.policiesOfResource.get(resourceId)) {
+    const policy = state.policies.get(policyId);
+    if (!policy || policy.disabled || policy.conditions === null) continue;
+    if (!state.groups.has(policy.groupId) || !state.actorsOfGroup.has(policy.groupId, actorId)) continue;
+    const outcome = evaluateConditions(policy.conditions, cond);
+    if (outcome.ok) out.push({ policyId, until: outcome.until });
+  }
+  return out;
+}
+
+/** The grant that lasts longest (no end beats any end). */
+export function longestGrant(grants: readonly Grant[]): Grant | undefined {
+  let best: Grant | undefined;
+  for (const g of grants) {
+    if (!best || (best.until !== null && (g.until === null || g.until > best.until))) best = g;
+  }
+  return best;
+}
+
+/**
+ * Whether the client may see a resource right now (PROTOCOL section 4): it has a grant, the
+ * resource exists and is connected to a site, and the client, its actor and the account are active.
+ * Version adaptation comes after, in buildView.
+ */
+export function mayAccess(state: AccountState, ctx: ClientContext, resourceId: ResourceId, nowMs: number): boolean {
+  if (!clientActive(state, ctx) || !state.resources.has(resourceId) || sitesOf(state, resourceId).length === 0) return false;
+  return grantsFor(state, ctx.actorId, resourceId, conditionContext(state, ctx, nowMs)).length > 0;
+}
+
+/** The view the client may see of a resource right now, or null. */
+export function viewFor(state: AccountState, ctx: ClientContext, resourceId: ResourceId, nowMs: number): ResourceView | null {
+  if (!mayAccess(state, ctx, resourceId, nowMs)) return null;
+  return buildView(state.resources.get(resourceId)!, sitesOf(state, resourceId), ctx.version);
+}
+
+/** Every resource some policy of one of the actor's groups points at: the ones it might see. */
+export function candidateResources(state: AccountState, actorId: ActorId): Set<ResourceId> {
+  const out = new Set<ResourceId>();
+  for (const groupId of state.groupsOfActor.get(actorId)) {
+    for (const policyId of state.policiesOfGroup.get(groupId)) {
+      const policy = state.policies.get(policyId);
+      if (policy) out.add(policy.resourceId);
+    }
+  }
+  return out;
+}
+
+/** The next instant after `nowMs` at which a time-window condition of any policy opens or closes. */
+export function nextTimeBoundary(state: AccountState, nowMs: number): number | null {
+  let next: number | null = null;
+  const cond: ConditionContext = { remoteIp: null, country: null, verified: false, nowMs };
+  for (const policyId of state.timedPolicies) {
+    const policy = state.policies.get(policyId);
+    if (!policy?.conditions || policy.disabled) continue;
+    const at = evaluateConditions(policy.conditions, cond).changesAt;
+    if (at !== null && (next === null || at < next)) next = at;
+  }
+  return next;
+}

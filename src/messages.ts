@@ -1,0 +1,66 @@
+import { z } from 'zod';
+import type { ActorId, ClientId, GatewayId, ResourceId, SiteId } from './ids.ts';
+import type { ResourceView } from './resource-view.ts';
+
+/**
+ * WebSocket frames (PROTOCOL section 3): JSON text `{"event", "payload", "ref"?}`. Device frames
+ * are validated here, once; server frames are typed so that each handler builds exactly one shape.
+ */
+const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, { message: 'expected a uuid' })
+  .transform((s) => s.toLowerCase());
+const ref = z.union([z.string().max(256), z.number()]).optional();
+
+export const clientFrameSchema = z.discriminatedUnion('event', [
+  z.object({
+    event: z.literal('create_flow'),
+    ref,
+    payload: z.object({
+      resource_id: uuid,
+      connected_gateway_ids: z.array(uuid).max(1000).default([]),
+    }),
+  }),
+]);
+export type ClientFrame = z.infer<typeof clientFrameSchema>;
+
+/** Gateways send no requests in this protocol version; any event is answered with an error. */
+export const gatewayFrameSchema = z.never();
+
+export const frameEnvelopeSchema = z.object({ event: z.string(), ref, payload: z.unknown().optional() });
+
+export interface FlowCredentials {
+  preshared_key: string;
+  client_ice: { username: string; password: string };
+  gateway_ice: { username: string; password: string };
+}
+
+export type ClientMessage =
+  | { event: 'init'; payload: { client_id: ClientId; actor_id: ActorId; resources: ResourceView[] } }
+  | { event: 'resource_created_or_updated'; payload: ResourceView }
+  | { event: 'resource_deleted'; payload: { id: ResourceId } }
+  | { event: 'flow_created'; payload: { ref?: string | number; resource_id: ResourceId; gateway_id: GatewayId; site_id: SiteId; gateway_public_key: string } & FlowCredentials }
+  | { event: 'flow_creation_failed'; payload: { resource_id: string; reason: 'not_found' | 'forbidden' | 'offline'; violated_properties?: string[] } };
+
+export interface GatewayFlowView {
+  flow_id: string;
+  client_id: ClientId;
+  resource_id: ResourceId;
+  expires_at: string | null;
+}
+
+export type GatewayMessage =
+  | { event: 'init'; payload: { gateway_id: GatewayId; site_id: SiteId; flows: GatewayFlowView[] } }
+  | { event: 'authorize_flow'; payload: {
+      flow_id: string;
+      client: { id: ClientId; public_key: string; version: string };
+      resource: ResourceView;
+      expires_at: string | null;
+    } & FlowCredentials }
+  | { event: 'reject_access'; payload: { client_id: ClientId; resource_id: ResourceId } }
+  | { event: 'access_authorization_expiry_updated'; payload: { client_id: ClientId; resource_id: ResourceId; expires_at: string | null } }
+  | { event: 'resource_updated'; payload: ResourceView };
+
+export type CommonMessage =
+  | { event: 'reply'; ref: string | number; payload: { status: 'ok' | 'error'; [key: string]: unknown } }
+  | { event: 'error'; payload: { reason: string } };
+
+export type ServerMessage = ClientMessage | GatewayMessage | CommonMessage;

@@ -1,0 +1,361 @@
+import { DurableObject } from 'cloudflare:workers';
+import { nextTimeBoundary } from '../../src/access/access.ts';
+import { applyChange, type StorageOp } from '../../src/access/apply-change.ts';
+import { Dirty } from '../../src/access/dirty.ts';
+import { accountIdOf, type Change } from '../../src/change.ts';
+import { earliest } from '../../src/flows/authorize.ts';
+import { asId, type AccountId } from '../../src/ids.ts';
+import { clientFrameSchema, frameEnvelopeSchema } from '../../src/messages.ts';
+import { comparePositions, formatPosition, parseLsn, type Position } from '../../src/lsn.ts';
+import { decodeRow, type RowDecodeError } from '../../src/records.ts';
+import { visibleInSnapshot } from '../../src/snapshot.ts';
+import { COUNTRY_HEADER, parseConnectParams, REMOTE_IP_HEADER, type DeviceKind } from '../connect-params.ts';
+import { log } from '../log.ts';
+import { CacheStore } from './cache-store.ts';
+import { CACHE_SCHEMA_VERSION } from './cache-tables.ts';
+import { initClient, ViewRenderer } from './client-sync.ts';
+import { admit } from './connect.ts';
+import { createFlow } from './create-flow.ts';
+import { DatabaseError } from './database.ts';
+import { upsertClient, upsertGateway } from './devices.ts';
+import { appendFlowLog } from './flow-log.ts';
+import { FlowStore } from './flow-store.ts';
+import { hydrate } from './hydrate.ts';
+import { MetaStore } from './meta-store.ts';
+import type { Model, Parts } from './parts.ts';
+import { iso, propagate } from './propagate.ts';
+import { attach, attachmentOf, send, tags, tagsOf, type Attachment } from './sockets.ts';
+import { ViewStore } from './view-store.ts';
+
+export type ApplyResult =
+  | { ok: true; applied: number; skipped: number; position: string | null }
+  | { ok: false; status: 400 | 503; error: string };
+
+/**
+ * A hydration snapshot filters changes until their commit time is this far past it: long enough
+ * for any transaction in progress at hydration to commit, short enough that 32-bit xids cannot
+ * wrap around in between.
+ */
+const SNAPSHOT_RETENTION_MS = 24 * 3600_000;
+const FLOW_LOG_BATCH = 500;
+const FLOW_LOG_RETRY_MS = { base: 1_000, max: 60_000 };
+
+const json = (status: number, body: unknown) => Response.json(body, { status });
+
+/**
+ * One account's object (DESIGN "AccountDO"): ordered compact caches in SQLite, consistent
+ * hydration, the hibernating sockets of the account's clients and gateways, and the diffs and
+ * flow decisions pushed to them.
+ */
+export class AccountDO extends DurableObject<Env> {
+  private readonly parts: Parts;
+  private model: Model | undefined;
+  private flushing = false;
+  private flowLogFailures = 0;
+  private flowLogRetryAt: number | null = null;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    const sql = ctx.storage.sql;
+    this.parts = { ctx, env, caches: new CacheStore(sql), meta: new MetaStore(sql), views: new ViewStore(sql), flowStore: new FlowStore(sql) };
+    // Answered by the runtime without waking the object.
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair('ping', 'pong'));
+  }
+
+  /** The account's state, hydrating from Postgres first when the object has none (or an older cache). */
+  private async ready(accountId: AccountId): Promise<Model> {
+    if (this.model) return this.model;
+    const owner = this.parts.meta.accountId;
+    if (owner !== null && owner !== accountId) throw new Error(`object of account ${owner} asked to serve account ${accountId}`);
+    await this.ctx.blockConcurrencyWhile(async () => {
+      if (this.model) return;
+      if (owner === null || this.parts.meta.cacheVersion !== CACHE_SCHEMA_VERSION) await this.hydrate(accountId);
+      const live = new Set(this.ctx.getWebSockets().map((ws) => attachmentOf(ws)?.conn ?? -1));
+      this.parts.views.retain(live);
+      this.model = { state: this.parts.caches.load(accountId), flows: this.parts.flowStore.load() };
+    });
+    return this.model!;
+  }
+
+  private async readyStored(): Promise<Model | undefined> {
+    const accountId = this.parts.meta.accountId;
+    return accountId === null ? undefined : await this.ready(accountId);
+  }
+
+  /** DESIGN property 4: load the account in one REPEATABLE READ query, with its snapshot. */
+  private async hydrate(accountId: AccountId): Promise<void> {
+    const started = Date.now();
+    const h = await hydrate(this.env.DB, accountId);
+    const { caches, meta } = this.parts;
+    this.ctx.storage.transactionSync(() => {
+      caches.dropTables();
+      caches.createTables();
+      for (const r of h.records) caches.put(r);
+      meta.accountId = accountId;
+      meta.cacheVersion = CACHE_SCHEMA_VERSION;
+      meta.snapshot = { snapshot: h.snapshot, takenAt: Date.now() };
+    });
+    this.logProblems(accountId, h.problems, null);
+    log.info('hydrated', { component: 'account', account: accountId, records: h.records.length, ms: Date.now() - started });
+  }
+
+  private logProblems(accountId: AccountId, problems: readonly RowDecodeError[], lsn: string | null): void {
+    for (const p of problems) log.error('row does not fit the schema; treated as deleted', { component: 'account', account: accountId, lsn, table: p.table, issues: p.issues });
+  }
+
+  /**
+   * POST /v1/accounts/:id/changes, after the Worker checked the signature and the body. Changes at
+   * or below the stored position are skipped (DESIGN properties 2-3); the batch is stored in one
+   * transaction with the new position, then pushed to the sockets it affects.
+   */
+  async applyChanges(accountIdText: string, changes: Change[]): Promise<ApplyResult> {
+    const accountId = asId<'account'>(accountIdText);
+    if (!accountId) return { ok: false, status: 400, error: `not an account id: ${accountIdText}` };
+    for (const [i, c] of changes.entries()) {
+      const owner: string | undefined = c.op === 'truncate' ? accountId : accountIdOf(c.table, (c.data ?? c.old)!);
+      if (owner !== accountId) return { ok: false, status: 400, error: `change ${i} (${c.table} at ${c.lsn}:${c.seq}) belongs to account ${owner}, not ${accountId}` };
+    }
+    let model: Model;
+    try {
+      model = await this.ready(accountId);
+    } catch (err) {
+      if (err instanceof DatabaseError) return { ok: false, status: 503, error: err.message };
+      throw err;
+    }
+    const now = Date.now();
+    const { meta, caches } = this.parts;
+    const hydration = meta.snapshot;
+    let snapshotExpired = false;
+    let position: Position | null = meta.position;
+    let applied = 0;
+    let stale = 0;
+    let seen = 0;
+    const dirty = new Dirty();
+    const ops: StorageOp[] = [];
+    try {
+      for (const change of changes) {
+        const at: Position = { lsn: parseLsn(change.lsn), seq: change.seq };
+        if (position && comparePositions(at, position) <= 0) {
+          stale++;
+          continue;
+        }
+        position = at;
+        if (hydration && !snapshotExpired) {
+          if (Date.parse(change.committed_at) - hydration.takenAt > SNAPSHOT_RETENTION_MS) snapshotExpired = true;
+          else if (visibleInSnapshot(hydration.snapshot, change.xid)) {
+            seen++;
+            continue;
+          }
+        }
+        const result = applyChange(model.state, change, dirty);
+        for (const op of result.ops) ops.push(op);
+        this.logProblems(accountId, result.problems, change.lsn);
+        applied++;
+      }
+      this.ctx.storage.transactionSync(() => {
+        caches.write(ops);
+        if (position) meta.position = position;
+        if (snapshotExpired) meta.snapshot = null;
+        if (stale > 0) meta.staleSkipped += stale;
+      });
+    } catch (err) {
+      // Memory may be ahead of storage: rebuild it from SQLite on the next call.
+      this.model = undefined;
+      this.parts.views.reset();
+      throw err;
+    }
+    if (stale > 0) {
+      log.warn('skipped changes at or below the applied position', {
+        component: 'account', account: accountId, stale, position: position && formatPosition(position), stale_total: meta.staleSkipped,
+      });
+    }
+    propagate(this.parts, model, dirty, now);
+    await this.scheduleAlarm(model);
+    return { ok: true, applied, skipped: stale + seen, position: position && formatPosition(position) };
+  }
+
+  /** GET /v1/{client,gateway}/websocket, routed here by the Worker (PROTOCOL section 3). */
+  override async fetch(request: Request): Promise<Response> {
+    const url = new URL(request.url);
+    const kind: DeviceKind = url.pathname.startsWith('/v1/gateway/') ? 'gateway' : 'client';
+    if (request.headers.get('upgrade')?.toLowerCase() !== 'websocket') return json(426, { error: 'expected a WebSocket upgrade' });
+    const parsed = parseConnectParams(url);
+    if (!parsed.ok) return json(400, { error: 'invalid parameters', detail: parsed.detail });
+    const { params } = parsed;
+    const accountId = params.token.accountId;
+    try {
+      const first = await admit((await this.ready(accountId)).state, kind, params.token, Date.now());
+      if (!first.ok) return json(401, { error: first.error });
+      const device = { externalId: params.external_id, name: params.name, publicKey: params.public_key, version: params.version };
+      const row = kind === 'client'
+        ? await upsertClient(this.env.DB, accountId, first.token.ownerId as never, device)
+        : await upsertGateway(this.env.DB, accountId, first.token.ownerId as never, device);
+      // The state may have moved while the database answered: admit again against the current one.
+      const model = await this.ready(accountId);
+      const now = Date.now();
+      const second = await admit(model.state, kind, params.token, now);
+      if (!second.ok) return json(401, { error: second.error });
+      return this.accept(model, kind, row, second.token.id, request, now);
+    } catch (err) {
+      if (err instanceof DatabaseError) return json(503, { error: 'database unavailable, retry later' });
+      throw err;
+    }
+  }
+
+  private async accept(model: Model, kind: DeviceKind, row: Parameters<typeof decodeRow>[1], tokenId: Attachment['tokenId'], request: Request, now: number): Promise<Response> {
+    const device = decodeRow(kind === 'client' ? 'clients' : 'gateways', row).cached;
+    const remoteIp = request.headers.get(REMOTE_IP_HEADER);
+    const country = request.headers.get(COUNTRY_HEADER);
+    const version = new URL(request.url).searchParams.get('version')!;
+    const [deviceEnd, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
+    let first = '';
+    this.ctx.storage.transactionSync(() => {
+      model.state.put(device);
+      this.parts.caches.put(device);
+      const conn = this.parts.meta.nextConnection();
+      let a: Attachment;
+      if (device.table === 'clients') {
+        a = { kind: 'client', conn, clientId: device.record.id, actorId: device.record.actorId, tokenId, version, remoteIp, country };
+        this.ctx.acceptWebSocket(server, tagsOf(a));
+        attach(server, a);
+        first = initClient(model.state, this.parts.views, new ViewRenderer(model.state), a, now);
+      } else if (device.table === 'gateways') {
+        a = { kind: 'gateway', conn, gatewayId: device.record.id, siteId: device.record.siteId, tokenId, version, remoteIp, country };
+        this.ctx.acceptWebSocket(server, tagsOf(a));
+        attach(server, a);
+        first = this.gatewayInit(model, a);
+      }
+    });
+    send(server, first);
+    await this.scheduleAlarm(model);
+    return new Response(null, { status: 101, webSocket: deviceEnd });
+  }
+
+  /** The gateway's live authorizations, so that a reconnecting gateway keeps serving them. */
+  private gatewayInit(model: Model, a: Extract<Attachment, { kind: 'gateway' }>): string {
+    const flows = model.flows.ofGateway(a.gatewayId).map((f) => ({
+      flow_id: f.id,
+      client_id: f.clientId,
+      resource_id: f.resourceId,
+      expires_at: iso(f.expiresAt),
+    }));
+    return JSON.stringify({ event: 'init', payload: { gateway_id: a.gatewayId, site_id: a.siteId, flows } });
+  }
+
+  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    const a = attachmentOf(ws);
+    if (!a) return;
+    const fail = (reason: string) => send(ws, JSON.stringify({ event: 'error', payload: { reason } }));
+    if (typeof message !== 'string') return fail('binary frames are not supported; send JSON text');
+    let frame: unknown;
+    try {
+      frame = JSON.parse(message);
+    } catch {
+      return fail('malformed JSON');
+    }
+    const envelope = frameEnvelopeSchema.safeParse(frame);
+    if (!envelope.success) return fail('expected {"event": string, "payload": object, "ref"?: string|number}');
+    if (a.kind === 'gateway' || envelope.data.event !== 'create_flow') return fail(`unknown event: ${envelope.data.event.slice(0, 64)}`);
+    const parsed = clientFrameSchema.safeParse(frame);
+    if (!parsed.success) return fail(`invalid ${envelope.data.event} payload: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    const model = await this.readyStored();
+    if (!model) return;
+    if (createFlow(this.parts, model, ws, a, parsed.data, Date.now())) {
+      this.ctx.waitUntil(this.flushFlowLog());
+      await this.scheduleAlarm(model);
+    }
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    this.forget(ws);
+    try {
+      ws.close(code === 1005 || code === 1006 ? 1000 : code, reason);
+    } catch {
+      // Already closed.
+    }
+  }
+
+  override async webSocketError(ws: WebSocket): Promise<void> {
+    this.forget(ws);
+  }
+
+  private forget(ws: WebSocket): void {
+    const a = attachmentOf(ws);
+    if (a?.kind === 'client') this.parts.views.drop(a.conn);
+  }
+
+  /**
+   * The clock's changes (alarms run at least once; this is idempotent): time windows that open or
+   * close, tokens and flows that expire, and retries of the flow log.
+   */
+  override async alarm(): Promise<void> {
+    const model = await this.readyStored();
+    if (!model) return;
+    const now = Date.now();
+    const { state, flows } = model;
+    const dirty = new Dirty();
+    for (const policyId of state.timedPolicies) {
+      const p = state.policies.get(policyId)!;
+      for (const actorId of state.actorsOfGroup.get(p.groupId)) dirty.pair(actorId, p.resourceId);
+    }
+    for (const token of state.tokens.values()) if (token.expiresAt !== null && token.expiresAt <= now) dirty.tokens.add(token.id);
+    for (const f of flows.flows.values()) {
+      const client = state.clients.get(f.clientId);
+      if (f.expiresAt !== null && f.expiresAt <= now) {
+        if (client) dirty.pair(client.actorId, f.resourceId);
+        else dirty.clients.add(f.clientId);
+      }
+    }
+    propagate(this.parts, model, dirty, now);
+    if (this.parts.flowStore.logBacklog > 0) await this.flushFlowLog();
+    await this.scheduleAlarm(model);
+  }
+
+  /** The next instant the clock changes something: a window boundary, a token or flow expiry, a flow-log retry. */
+  private async scheduleAlarm(model: Model): Promise<void> {
+    const now = Date.now();
+    let next: number | null = null;
+    const sockets = this.ctx.getWebSockets();
+    if (sockets.length > 0 || model.flows.flows.size > 0) next = nextTimeBoundary(model.state, now);
+    for (const ws of sockets) {
+      const a = attachmentOf(ws);
+      const expiresAt = a ? model.state.tokens.get(a.tokenId)?.expiresAt ?? null : null;
+      next = earliest(next, expiresAt);
+    }
+    next = earliest(next, model.flows.nextExpiry(), this.flowLogRetryAt);
+    const current = await this.ctx.storage.getAlarm();
+    if (next === null) {
+      if (current !== null) await this.ctx.storage.deleteAlarm();
+      return;
+    }
+    const at = Math.max(next, now + 1);
+    if (current !== at) await this.ctx.storage.setAlarm(at);
+  }
+
+  /** Appends the outbox to Postgres `flows` in batches; on failure, an alarm retries with backoff. */
+  private async flushFlowLog(): Promise<void> {
+    if (this.flushing) return;
+    this.flushing = true;
+    try {
+      for (;;) {
+        const { entries, upTo } = this.parts.flowStore.pendingLog(FLOW_LOG_BATCH);
+        if (entries.length === 0) break;
+        await appendFlowLog(this.env.DB, entries);
+        this.parts.flowStore.ackLog(upTo);
+      }
+      this.flowLogFailures = 0;
+      this.flowLogRetryAt = null;
+    } catch (err) {
+      this.flowLogFailures++;
+      const delay = Math.min(FLOW_LOG_RETRY_MS.max, FLOW_LOG_RETRY_MS.base * 2 ** Math.min(this.flowLogFailures, 16));
+      this.flowLogRetryAt = Date.now() + delay;
+      log.warn('flow log append failed; retrying', {
+        component: 'account', account: this.parts.meta.accountId, backlog: this.parts.flowStore.logBacklog, retry_ms: delay, err: String(err),
+      });
+      const model = this.model;
+      if (model) await this.scheduleAlarm(model);
+    } finally {
+      this.flushing = false;
+    }
+  }
+}

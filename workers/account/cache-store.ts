@@ -1,0 +1,52 @@
+import { AccountState } from '../../src/access/account-state.ts';
+import type { StorageOp } from '../../src/access/apply-change.ts';
+import type { AccountId } from '../../src/ids.ts';
+import type { Cached } from '../../src/records.ts';
+import { DOMAIN_TABLES } from '../../src/tables.ts';
+import { CACHE_TABLES, encodeCached, type SqlValue } from './cache-tables.ts';
+
+/** Reads and writes the object's compact caches. Calls are synchronous; group them in transactionSync. */
+export class CacheStore {
+  constructor(private readonly sql: SqlStorage) {}
+
+  createTables(): void {
+    for (const table of DOMAIN_TABLES) this.sql.exec(CACHE_TABLES[table].ddl);
+  }
+
+  dropTables(): void {
+    for (const table of DOMAIN_TABLES) this.sql.exec(`drop table if exists ${CACHE_TABLES[table].name}`);
+  }
+
+  /** The whole account's state, rebuilt from SQLite (after a wake or a restart). */
+  load(accountId: AccountId): AccountState {
+    const state = new AccountState(accountId);
+    for (const table of DOMAIN_TABLES) {
+      const codec = CACHE_TABLES[table];
+      for (const row of this.sql.exec<Record<string, SqlValue>>(`select ${codec.columns.join(', ')} from ${codec.name}`)) {
+        state.put({ table, record: codec.decode(row) } as Cached);
+      }
+    }
+    return state;
+  }
+
+  put(cached: Cached): void {
+    const codec = CACHE_TABLES[cached.table];
+    const marks = codec.columns.map(() => '?').join(', ');
+    this.sql.exec(`insert or replace into ${codec.name} (${codec.columns.join(', ')}) values (${marks})`, ...encodeCached(cached));
+  }
+
+  delete(cached: Cached): void {
+    const codec = CACHE_TABLES[cached.table];
+    const values = encodeCached(cached);
+    const where = codec.keyColumns.map((c) => `${c} = ?`).join(' and ');
+    this.sql.exec(`delete from ${codec.name} where ${where}`, ...codec.keyColumns.map((c) => values[codec.columns.indexOf(c)] ?? null));
+  }
+
+  write(ops: readonly StorageOp[]): void {
+    for (const op of ops) {
+      if (op.kind === 'put') this.put(op.cached);
+      else if (op.kind === 'delete') this.delete(op.cached);
+      else this.sql.exec(`delete from ${CACHE_TABLES[op.table].name}`);
+    }
+  }
+}

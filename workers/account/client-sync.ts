@@ -1,0 +1,99 @@
+import type { AccountState } from '../../src/access/account-state.ts';
+import { candidateResources, mayAccess, sitesOf, type ClientContext } from '../../src/access/access.ts';
+import type { ResourceId } from '../../src/ids.ts';
+import type { ClientMessage } from '../../src/messages.ts';
+import { buildView, digestOf } from '../../src/resource-view.ts';
+import { parseVersion, type Version } from '../../src/versions.ts';
+import type { ClientAttachment } from './sockets.ts';
+import type { ViewStore } from './view-store.ts';
+
+interface RenderedView {
+  json: string;
+  digest: number;
+}
+
+/**
+ * Views rendered once per (resource, version) during one pass: a change that reaches 5,000
+ * clients of the same version serializes each affected resource once.
+ */
+export class ViewRenderer {
+  private readonly rendered = new Map<string, RenderedView | null>();
+  private readonly versions = new Map<string, Version>();
+
+  constructor(private readonly state: AccountState) {}
+
+  version(text: string): Version {
+    let v = this.versions.get(text);
+    if (!v) {
+      // Versions were validated on connect; a stored one that no longer parses sees nothing new.
+      v = parseVersion(text) ?? { major: 0, minor: 0, patch: 0 };
+      this.versions.set(text, v);
+    }
+    return v;
+  }
+
+  render(resourceId: ResourceId, versionText: string): RenderedView | null {
+    const key = `${resourceId}|${versionText}`;
+    let r = this.rendered.get(key);
+    if (r === undefined) {
+      const resource = this.state.resources.get(resourceId);
+      const view = resource ? buildView(resource, sitesOf(this.state, resourceId), this.version(versionText)) : null;
+      r = view ? { json: JSON.stringify(view), digest: 0 } : null;
+      if (r) r.digest = digestOf(r.json);
+      this.rendered.set(key, r);
+    }
+    return r;
+  }
+}
+
+export function clientContext(a: ClientAttachment, renderer: ViewRenderer): ClientContext {
+  return { clientId: a.clientId, actorId: a.actorId, version: renderer.version(a.version), remoteIp: a.remoteIp, country: a.country };
+}
+
+const frame = (event: ClientMessage['event'], payloadJson: string) => `{"event":"${event}","payload":${payloadJson}}`;
+
+/** The `init` frame of a new connection, recording every view it carries. */
+export function initClient(state: AccountState, views: ViewStore, renderer: ViewRenderer, a: ClientAttachment, nowMs: number): string {
+  const ctx = clientContext(a, renderer);
+  const parts: string[] = [];
+  for (const resourceId of candidateResources(state, a.actorId)) {
+    if (!mayAccess(state, ctx, resourceId, nowMs)) continue;
+    const view = renderer.render(resourceId, a.version);
+    if (!view) continue;
+    parts.push(view.json);
+    views.set(a.conn, resourceId, view.digest);
+  }
+  return frame('init', `{"client_id":"${a.clientId}","actor_id":"${a.actorId}","resources":[${parts.join(',')}]}`);
+}
+
+/**
+ * Recomputes `resources` for one client against what it was last sent, records the new digests
+ * and returns the frames of the difference (DESIGN property 7): a view that changed is sent
+ * again, one that is gone is deleted, an unchanged one sends nothing.
+ */
+export function diffClient(
+  state: AccountState,
+  views: ViewStore,
+  renderer: ViewRenderer,
+  a: ClientAttachment,
+  resources: 'all' | ReadonlySet<ResourceId>,
+  nowMs: number,
+): string[] {
+  const ctx = clientContext(a, renderer);
+  const sent = views.of(a.conn);
+  const ids = resources === 'all' ? new Set([...candidateResources(state, a.actorId), ...sent.keys()]) : resources;
+  const frames: string[] = [];
+  for (const resourceId of ids) {
+    const view = mayAccess(state, ctx, resourceId, nowMs) ? renderer.render(resourceId, a.version) : null;
+    const before = sent.get(resourceId);
+    if (view) {
+      if (before === view.digest) continue;
+      views.set(a.conn, resourceId, view.digest);
+      frames.push(frame('resource_created_or_updated', view.json));
+    } else if (before !== undefined) {
+      views.delete(a.conn, resourceId);
+      frames.push(frame('resource_deleted', `{"id":"${resourceId}"}`));
+    }
+  }
+  return frames;
+}

@@ -1,0 +1,101 @@
+import { sitesOf } from '../../src/access/access.ts';
+import { decideFlow, type FlowDecision, type OnlineGateway } from '../../src/flows/authorize.ts';
+import type { FlowRecord } from '../../src/flows/flow-index.ts';
+import { randomId, type GatewayId } from '../../src/ids.ts';
+import type { ClientFrame } from '../../src/messages.ts';
+import { buildView } from '../../src/resource-view.ts';
+import { parseVersion } from '../../src/versions.ts';
+import { clientContext, ViewRenderer } from './client-sync.ts';
+import { newFlowCredentials } from './credentials.ts';
+import type { Model, Parts } from './parts.ts';
+import { iso } from './propagate.ts';
+import { attachmentOf, send, tags, type ClientAttachment } from './sockets.ts';
+
+type CreateFlow = Extract<ClientFrame, { event: 'create_flow' }>;
+
+/** Gateways with an open socket, one entry per gateway, with their live flow counts. */
+function onlineGateways(parts: Parts, model: Model): OnlineGateway[] {
+  const seen = new Map<GatewayId, OnlineGateway>();
+  for (const ws of parts.ctx.getWebSockets(tags.gateways)) {
+    const a = attachmentOf(ws);
+    if (a?.kind !== 'gateway' || seen.has(a.gatewayId) || !model.state.gateways.has(a.gatewayId)) continue;
+    const version = parseVersion(a.version);
+    if (version) seen.set(a.gatewayId, { id: a.gatewayId, siteId: a.siteId, version, load: model.flows.byGateway.get(a.gatewayId).size });
+  }
+  return [...seen.values()];
+}
+
+/**
+ * `create_flow`, authorized in memory (issue 4): on success the flow is stored, the gateway gets
+ * `authorize_flow` and the client `flow_created`, both with fresh credentials; the flow goes to
+ * Postgres later, from the outbox. Returns whether a flow was created.
+ */
+export function createFlow(parts: Parts, model: Model, ws: WebSocket, a: ClientAttachment, frame: CreateFlow, nowMs: number): boolean {
+  const { state } = model;
+  const resourceId = frame.payload.resource_id as FlowRecord['resourceId'];
+  const reply = (status: 'ok' | 'error', extra: Record<string, unknown>) => {
+    if (frame.ref !== undefined) send(ws, JSON.stringify({ event: 'reply', ref: frame.ref, payload: { status, ...extra } }));
+  };
+  const token = state.tokens.get(a.tokenId);
+  const renderer = new ViewRenderer(state);
+  const ctx = clientContext(a, renderer);
+  const decision: FlowDecision = token
+    ? decideFlow(state, ctx, token, resourceId, onlineGateways(parts, model), frame.payload.connected_gateway_ids as GatewayId[], nowMs)
+    : { ok: false, reason: 'forbidden' };
+  if (!decision.ok) {
+    const payload = { resource_id: resourceId, reason: decision.reason, ...(decision.violatedProperties ? { violated_properties: decision.violatedProperties } : {}) };
+    send(ws, JSON.stringify({ event: 'flow_creation_failed', payload }));
+    reply('error', { reason: decision.reason });
+    return false;
+  }
+  const flow: FlowRecord = {
+    id: randomId<'flow'>(),
+    clientId: a.clientId,
+    gatewayId: decision.gatewayId,
+    resourceId,
+    policyId: decision.grant.policyId,
+    tokenId: a.tokenId,
+    expiresAt: decision.expiresAt,
+    remoteIp: a.remoteIp,
+    country: a.country,
+  };
+  const gatewaySocket = parts.ctx.getWebSockets(tags.gateway(decision.gatewayId))[0]!;
+  const gatewayAttachment = attachmentOf(gatewaySocket);
+  const gatewayVersion = parseVersion(gatewayAttachment?.version);
+  const resource = state.resources.get(resourceId)!;
+  const gatewayView = gatewayVersion && buildView(resource, sitesOf(state, resourceId), gatewayVersion);
+  const clientRecord = state.clients.get(a.clientId)!;
+  const gateway = state.gateways.get(decision.gatewayId)!;
+  const credentials = newFlowCredentials();
+  parts.ctx.storage.transactionSync(() => {
+    parts.flowStore.put(flow);
+    parts.flowStore.enqueueLog(flow.id, JSON.stringify({
+      id: flow.id, account_id: state.accountId, client_id: flow.clientId, gateway_id: flow.gatewayId, resource_id: flow.resourceId,
+      policy_id: flow.policyId, token_id: flow.tokenId, expires_at: iso(flow.expiresAt),
+    }));
+  });
+  model.flows.put(flow);
+  send(gatewaySocket, JSON.stringify({
+    event: 'authorize_flow',
+    payload: {
+      flow_id: flow.id,
+      client: { id: a.clientId, public_key: clientRecord.publicKey, version: a.version },
+      resource: gatewayView,
+      expires_at: iso(flow.expiresAt),
+      ...credentials,
+    },
+  }));
+  send(ws, JSON.stringify({
+    event: 'flow_created',
+    payload: {
+      ...(frame.ref !== undefined ? { ref: frame.ref } : {}),
+      resource_id: resourceId,
+      gateway_id: decision.gatewayId,
+      site_id: decision.siteId,
+      gateway_public_key: gateway.publicKey,
+      ...credentials,
+    },
+  }));
+  reply('ok', { flow_id: flow.id });
+  return true;
+}

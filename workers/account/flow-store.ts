@@ -1,0 +1,89 @@
+import { FlowIndex, type FlowRecord } from '../../src/flows/flow-index.ts';
+import { bytesToUuid, uuidToBytes, type FlowId } from '../../src/ids.ts';
+
+const blob = (id: string) => uuidToBytes(id).buffer as ArrayBuffer;
+const uuid = <K extends string>(b: unknown) => bytesToUuid<K>(b as ArrayBuffer);
+
+interface FlowRow {
+  id: ArrayBuffer;
+  client_id: ArrayBuffer;
+  gateway_id: ArrayBuffer;
+  resource_id: ArrayBuffer;
+  policy_id: ArrayBuffer;
+  token_id: ArrayBuffer;
+  expires_at: number | null;
+  remote_ip: string | null;
+  country: string | null;
+}
+
+/** A row for Postgres `flows`, waiting in the outbox. */
+export interface FlowLogEntry {
+  id: FlowId;
+  json: string;
+}
+
+/**
+ * Live flows in SQLite (they outlive hibernation and restarts) and the outbox of flows still to
+ * be appended to Postgres's `flows` audit log: creating a flow never waits for the database.
+ */
+export class FlowStore {
+  constructor(private readonly sql: SqlStorage) {
+    sql.exec(`create table if not exists flows (
+      id blob primary key, client_id blob not null, gateway_id blob not null, resource_id blob not null,
+      policy_id blob not null, token_id blob not null, expires_at integer, remote_ip text, country text
+    ) without rowid`);
+    sql.exec('create table if not exists flow_outbox (seq integer primary key autoincrement, id blob not null, json text not null)');
+  }
+
+  load(): FlowIndex {
+    const index = new FlowIndex();
+    for (const r of this.sql.exec<Record<string, ArrayBuffer | string | number | null>>('select * from flows')) {
+      const row = r as unknown as FlowRow;
+      index.put({
+        id: uuid(row.id),
+        clientId: uuid(row.client_id),
+        gatewayId: uuid(row.gateway_id),
+        resourceId: uuid(row.resource_id),
+        policyId: uuid(row.policy_id),
+        tokenId: uuid(row.token_id),
+        expiresAt: row.expires_at === null ? null : Number(row.expires_at),
+        remoteIp: row.remote_ip,
+        country: row.country,
+      });
+    }
+    return index;
+  }
+
+  put(f: FlowRecord): void {
+    this.sql.exec(
+      'insert or replace into flows (id, client_id, gateway_id, resource_id, policy_id, token_id, expires_at, remote_ip, country) values (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      blob(f.id), blob(f.clientId), blob(f.gatewayId), blob(f.resourceId), blob(f.policyId), blob(f.tokenId), f.expiresAt, f.remoteIp, f.country,
+    );
+  }
+
+  delete(id: FlowId): void {
+    this.sql.exec('delete from flows where id = ?', blob(id));
+  }
+
+  clear(): void {
+    this.sql.exec('delete from flows');
+  }
+
+  enqueueLog(id: FlowId, json: string): void {
+    this.sql.exec('insert into flow_outbox (id, json) values (?, ?)', blob(id), json);
+  }
+
+  /** The oldest entries of the outbox, up to `limit`, with the last sequence number they cover. */
+  pendingLog(limit: number): { entries: FlowLogEntry[]; upTo: number } {
+    const rows = this.sql.exec<{ seq: number; id: ArrayBuffer; json: string }>('select seq, id, json from flow_outbox order by seq limit ?', limit).toArray();
+    return { entries: rows.map((r) => ({ id: uuid(r.id), json: r.json })), upTo: rows.at(-1)?.seq ?? 0 };
+  }
+
+  ackLog(upTo: number): void {
+    this.sql.exec('delete from flow_outbox where seq <= ?', upTo);
+  }
+
+  get logBacklog(): number {
+    return this.sql.exec<{ n: number }>('select count(*) as n from flow_outbox').one().n;
+  }
+}

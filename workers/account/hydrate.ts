@@ -1,0 +1,55 @@
+import type { AccountId } from '../../src/ids.ts';
+import type { Row } from '../../src/json.ts';
+import { decodeRow, RowDecodeError, type Cached } from '../../src/records.ts';
+import { parseSnapshot, type Snapshot } from '../../src/snapshot.ts';
+import { DOMAIN_TABLES, type TableName } from '../../src/tables.ts';
+import { database, DatabaseError } from './database.ts';
+
+export interface Hydration {
+  records: Cached[];
+  snapshot: Snapshot;
+  problems: RowDecodeError[];
+}
+
+const SOFT_DELETED = new Set<TableName>(['accounts', 'actors', 'actor_groups', 'sites', 'gateways', 'resources', 'policies', 'clients', 'tokens']);
+
+/**
+ * One statement in a REPEATABLE READ transaction: every live row of the account, as the same
+ * JSON the replicator sends, plus the snapshot they were read in (DESIGN property 4).
+ */
+const HYDRATION_QUERY = [
+  `select 'snapshot' as t, to_jsonb(pg_current_snapshot()::text) as row`,
+  ...DOMAIN_TABLES.map((table) => {
+    const owner = table === 'accounts' ? 'id' : 'account_id';
+    const live = SOFT_DELETED.has(table) ? ' and deleted_at is null' : '';
+    return `select '${table}', to_jsonb(x) from ${table} x where ${owner} = $1${live}`;
+  }),
+].join('\nunion all\n');
+
+export async function hydrate(binding: Hyperdrive, accountId: AccountId): Promise<Hydration> {
+  const sql = database(binding);
+  let rows: { t: string; row: unknown }[];
+  try {
+    rows = await sql.begin('isolation level repeatable read read only', (tx) => tx.unsafe<{ t: string; row: unknown }[]>(HYDRATION_QUERY, [accountId]));
+  } catch (err) {
+    throw new DatabaseError(`hydrating account ${accountId}`, { cause: err });
+  }
+  let snapshot: Snapshot | undefined;
+  const records: Cached[] = [];
+  const problems: RowDecodeError[] = [];
+  for (const { t, row } of rows) {
+    if (t === 'snapshot') {
+      snapshot = parseSnapshot(row as string);
+      continue;
+    }
+    try {
+      const { deleted, cached } = decodeRow(t as TableName, row as Row);
+      if (!deleted) records.push(cached);
+    } catch (err) {
+      if (!(err instanceof RowDecodeError)) throw err;
+      problems.push(err);
+    }
+  }
+  if (!snapshot) throw new DatabaseError(`hydrating account ${accountId}`, { cause: new Error('no snapshot row') });
+  return { records, snapshot, problems };
+}

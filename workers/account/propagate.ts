@@ -1,0 +1,166 @@
+import type { Dirty } from '../../src/access/dirty.ts';
+import { sitesOf } from '../../src/access/access.ts';
+import { pairKey, type FlowRecord } from '../../src/flows/flow-index.ts';
+import { noticesForPair, reviewFlow } from '../../src/flows/review.ts';
+import type { FlowId, GatewayId, ResourceId } from '../../src/ids.ts';
+import { buildView } from '../../src/resource-view.ts';
+import { parseVersion } from '../../src/versions.ts';
+import { diffClient, ViewRenderer } from './client-sync.ts';
+import type { Model, Parts } from './parts.ts';
+import { attachmentOf, close, send, tags, type GatewayAttachment } from './sockets.ts';
+import { socketVerdict } from './verdicts.ts';
+
+/** Beyond this many targeted actors/clients/tokens, visiting every socket once is cheaper than a lookup per tag. */
+const TARGETED_LOOKUP_LIMIT = 64;
+
+interface Outbox {
+  frames: Map<WebSocket, string[]>;
+  closes: { ws: WebSocket; code: number; reason: string }[];
+}
+
+function queue(out: Outbox, ws: WebSocket, frame: string): void {
+  const list = out.frames.get(ws);
+  if (list) list.push(frame);
+  else out.frames.set(ws, [frame]);
+}
+
+export const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+/**
+ * Pushes the consequences of a batch (or of the clock) to the sockets it can affect: closes the
+ * devices that lost their right to be connected, sends each client the difference in its
+ * resource views, and reviews the flows whose grant may have changed. Storage writes happen in
+ * one transaction; frames go out after it.
+ */
+export function propagate(parts: Parts, model: Model, dirty: Dirty, nowMs: number): void {
+  if (dirty.empty) return;
+  const out: Outbox = { frames: new Map(), closes: [] };
+  parts.ctx.storage.transactionSync(() => {
+    syncClients(parts, model, dirty, nowMs, out);
+    syncGateways(parts, model, dirty, nowMs, out);
+    reviewFlows(parts, model, dirty, nowMs, out);
+  });
+  for (const [ws, frames] of out.frames) for (const f of frames) send(ws, f);
+  for (const c of out.closes) close(c.ws, c.code, c.reason);
+}
+
+function clientSockets(parts: Parts, dirty: Dirty): WebSocket[] {
+  const targeted = dirty.actors.size + dirty.pairs.size + dirty.clients.size + dirty.tokens.size;
+  if (dirty.everything || dirty.resources.size > 0 || targeted > TARGETED_LOOKUP_LIMIT) return parts.ctx.getWebSockets(tags.clients);
+  const found = new Set<WebSocket>();
+  const add = (tag: string) => {
+    for (const ws of parts.ctx.getWebSockets(tag)) found.add(ws);
+  };
+  for (const id of dirty.actors) add(tags.actor(id));
+  for (const id of dirty.pairs.keys()) add(tags.actor(id));
+  for (const id of dirty.clients) add(tags.client(id));
+  for (const id of dirty.tokens) add(tags.token(id));
+  return [...found];
+}
+
+function syncClients(parts: Parts, model: Model, dirty: Dirty, nowMs: number, out: Outbox): void {
+  const renderer = new ViewRenderer(model.state);
+  for (const ws of clientSockets(parts, dirty)) {
+    const a = attachmentOf(ws);
+    if (a?.kind !== 'client') continue;
+    const verdict = socketVerdict(model.state, a, nowMs);
+    if (verdict) {
+      parts.views.drop(a.conn);
+      out.closes.push({ ws, ...verdict });
+      continue;
+    }
+    if (!dirty.touches(a.actorId, a.clientId)) continue;
+    for (const f of diffClient(model.state, parts.views, renderer, a, dirty.resourcesFor(a.actorId, a.clientId), nowMs)) queue(out, ws, f);
+  }
+}
+
+function syncGateways(parts: Parts, model: Model, dirty: Dirty, nowMs: number, out: Outbox): void {
+  if (!dirty.everything && dirty.gateways.size === 0 && dirty.sites.size === 0 && dirty.tokens.size === 0) return;
+  for (const ws of parts.ctx.getWebSockets(tags.gateways)) {
+    const a = attachmentOf(ws);
+    if (a?.kind !== 'gateway') continue;
+    const verdict = socketVerdict(model.state, a, nowMs);
+    if (verdict) out.closes.push({ ws, ...verdict });
+  }
+}
+
+/** The flows a batch may have affected, grouped by (client, resource) pair with all of the pair's flows. */
+function affectedPairs(model: Model, dirty: Dirty): Map<string, FlowRecord[]> {
+  const { state, flows } = model;
+  const ids = new Set<FlowId>();
+  const addAll = (set: Iterable<FlowId>) => {
+    for (const id of set) ids.add(id);
+  };
+  if (dirty.everything || dirty.tokens.size > 0) addAll(flows.flows.keys());
+  else {
+    for (const r of dirty.resources) addAll(flows.byResource.get(r));
+    for (const a of dirty.actors) for (const c of state.clientsOfActor.get(a)) addAll(flows.byClient.get(c));
+    for (const [a, resources] of dirty.pairs) {
+      for (const c of state.clientsOfActor.get(a)) for (const r of resources) addAll(flows.byPair.get(pairKey(c, r)));
+    }
+    for (const c of dirty.clients) addAll(flows.byClient.get(c));
+    for (const g of dirty.gateways) addAll(flows.byGateway.get(g));
+    for (const s of dirty.sites) for (const g of state.gatewaysOfSite.get(s)) addAll(flows.byGateway.get(g));
+  }
+  const pairs = new Map<string, FlowRecord[]>();
+  for (const id of ids) {
+    const f = flows.flows.get(id);
+    if (!f) continue;
+    const key = pairKey(f.clientId, f.resourceId);
+    if (!pairs.has(key)) pairs.set(key, [...flows.byPair.get(key)].map((x) => flows.flows.get(x)!));
+  }
+  return pairs;
+}
+
+function reviewFlows(parts: Parts, model: Model, dirty: Dirty, nowMs: number, out: Outbox): void {
+  const { state, flows } = model;
+  if (flows.flows.size === 0) return;
+  for (const before of affectedPairs(model, dirty).values()) {
+    const kept: FlowRecord[] = [];
+    const reviewed: FlowRecord[] = [];
+    for (const f of before) {
+      const verdict = reviewFlow(state, f, nowMs, dirty.breaking.has(f.resourceId));
+      if (verdict.kind === 'drop' || verdict.kind === 'revoke') {
+        flows.remove(f.id);
+        parts.flowStore.delete(f.id);
+        if (verdict.kind === 'revoke') reviewed.push(f);
+      } else {
+        reviewed.push(f);
+        const next = verdict.kind === 'reauthorize' ? verdict.flow : f;
+        if (verdict.kind === 'reauthorize') {
+          flows.put(next);
+          parts.flowStore.put(next);
+        }
+        kept.push(next);
+      }
+    }
+    for (const n of noticesForPair(reviewed, kept)) {
+      const payload = n.event === 'reject_access'
+        ? { client_id: n.clientId, resource_id: n.resourceId }
+        : { client_id: n.clientId, resource_id: n.resourceId, expires_at: iso(n.expiresAt) };
+      const frame = JSON.stringify({ event: n.event, payload });
+      for (const ws of parts.ctx.getWebSockets(tags.gateway(n.gatewayId))) queue(out, ws, frame);
+    }
+  }
+  notifyReshaped(parts, model, dirty, out);
+}
+
+/** A resource's name or filters changed: each gateway with live flows for it gets the new view once. */
+function notifyReshaped(parts: Parts, model: Model, dirty: Dirty, out: Outbox): void {
+  const { state, flows } = model;
+  for (const resourceId of dirty.reshaped) {
+    const resource = state.resources.get(resourceId);
+    if (!resource) continue;
+    const gateways = new Set<GatewayId>();
+    for (const id of flows.byResource.get(resourceId)) gateways.add(flows.flows.get(id)!.gatewayId);
+    for (const gatewayId of gateways) {
+      for (const ws of parts.ctx.getWebSockets(tags.gateway(gatewayId))) {
+        const a = attachmentOf(ws) as GatewayAttachment | null;
+        const version = parseVersion(a?.version);
+        const view = version && buildView(resource, sitesOf(state, resourceId as ResourceId), version);
+        if (view) queue(out, ws, JSON.stringify({ event: 'resource_updated', payload: view }));
+      }
+    }
+  }
+}
+

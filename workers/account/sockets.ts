@@ -1,0 +1,89 @@
+import type { ActorId, ClientId, GatewayId, SiteId, TokenId } from '../../src/ids.ts';
+
+/**
+ * What a socket carries across hibernation (small; everything else is rebuilt from SQLite).
+ * Namespaced, so that sockets without it are ignored.
+ */
+export interface ClientAttachment {
+  kind: 'client';
+  conn: number;
+  clientId: ClientId;
+  actorId: ActorId;
+  tokenId: TokenId;
+  version: string;
+  remoteIp: string | null;
+  country: string | null;
+}
+
+export interface GatewayAttachment {
+  kind: 'gateway';
+  conn: number;
+  gatewayId: GatewayId;
+  siteId: SiteId;
+  tokenId: TokenId;
+  version: string;
+  remoteIp: string | null;
+  country: string | null;
+}
+
+export type Attachment = ClientAttachment | GatewayAttachment;
+
+interface Stored {
+  edgeplane?: Attachment;
+}
+
+export const tags = {
+  clients: 'kind:client',
+  gateways: 'kind:gateway',
+  client: (id: ClientId) => `client:${id}`,
+  actor: (id: ActorId) => `actor:${id}`,
+  gateway: (id: GatewayId) => `gateway:${id}`,
+  site: (id: SiteId) => `site:${id}`,
+  token: (id: TokenId) => `token:${id}`,
+};
+
+export function tagsOf(a: Attachment): string[] {
+  return a.kind === 'client'
+    ? [tags.clients, tags.client(a.clientId), tags.actor(a.actorId), tags.token(a.tokenId)]
+    : [tags.gateways, tags.gateway(a.gatewayId), tags.site(a.siteId), tags.token(a.tokenId)];
+}
+
+const cache = new WeakMap<WebSocket, Attachment | null>();
+
+export function attach(ws: WebSocket, a: Attachment): void {
+  ws.serializeAttachment({ edgeplane: a } satisfies Stored);
+  cache.set(ws, a);
+}
+
+export function attachmentOf(ws: WebSocket): Attachment | null {
+  let a = cache.get(ws);
+  if (a === undefined) {
+    const stored = ws.deserializeAttachment() as Stored | null;
+    a = stored?.edgeplane ?? null;
+    cache.set(ws, a);
+  }
+  return a;
+}
+
+export function send(ws: WebSocket, text: string): void {
+  try {
+    ws.send(text);
+  } catch {
+    // The socket closed under us; its close handler cleans up.
+  }
+}
+
+/** Close codes of PROTOCOL section 3. */
+export const CLOSE = {
+  tokenGone: 4001,
+  accessRevoked: 4003,
+  restart: 1012,
+} as const;
+
+export function close(ws: WebSocket, code: number, reason: string): void {
+  try {
+    ws.close(code, reason);
+  } catch {
+    // Already closed.
+  }
+}

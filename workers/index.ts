@@ -1,0 +1,25 @@
+import { Hono } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import { log } from './log.ts';
+import { changes } from './routes/changes.ts';
+import { websockets } from './routes/websockets.ts';
+
+export { AccountDO } from './account/account-do.ts';
+
+const app = new Hono<{ Bindings: Env }>();
+
+app.get('/healthz', (c) => c.json({ ok: true }));
+app.route('/', changes);
+app.route('/', websockets);
+
+app.notFound((c) => c.json({ error: 'not found', detail: `${c.req.method} ${new URL(c.req.url).pathname}` }, 404));
+app.onError((err, c) => {
+  if (err instanceof HTTPException) {
+    if (err.status >= 500) log.error('request failed', { component: 'worker', path: new URL(c.req.url).pathname, status: err.status, err: err.message });
+    return c.json({ error: err.message }, err.status);
+  }
+  log.error('unhandled error', { component: 'worker', path: new URL(c.req.url).pathname, err: String(err) });
+  return c.json({ error: 'internal error' }, 500);
+});
+
+export default app;

@@ -1,0 +1,23 @@
+import { Hono } from 'hono';
+import { COUNTRY_HEADER, parseConnectParams, REMOTE_IP_HEADER } from '../connect-params.ts';
+
+/**
+ * GET /v1/{client,gateway}/websocket (PROTOCOL section 3): parameters and the token's shape are
+ * checked here; the token itself, against its salted hash, in the account's object, which also
+ * holds the socket.
+ */
+export const websockets = new Hono<{ Bindings: Env }>().get('/v1/:kind{client|gateway}/websocket', async (c) => {
+  const parsed = parseConnectParams(new URL(c.req.url));
+  if (!parsed.ok) return c.json({ error: 'invalid parameters', detail: parsed.detail }, 400);
+  if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') return c.json({ error: 'expected a WebSocket upgrade' }, 426);
+  const headers = new Headers(c.req.raw.headers);
+  headers.delete(REMOTE_IP_HEADER);
+  headers.delete(COUNTRY_HEADER);
+  const ip = c.req.header('cf-connecting-ip') ?? c.req.header('x-real-ip');
+  const country = (c.req.raw.cf as { country?: string } | undefined)?.country ?? c.req.header('cf-ipcountry');
+  if (ip) headers.set(REMOTE_IP_HEADER, ip);
+  if (country && country !== 'XX') headers.set(COUNTRY_HEADER, country);
+  const accountId = parsed.params.token.accountId;
+  const stub = c.env.ACCOUNT.get(c.env.ACCOUNT.idFromName(accountId));
+  return stub.fetch(new Request(c.req.url, { method: 'GET', headers }));
+});

@@ -80,8 +80,13 @@ export function longestGrant(grants: readonly Grant[]): Grant | undefined {
  * Version adaptation comes after, in buildView.
  */
 export function mayAccess(state: AccountState, ctx: ClientContext, resourceId: ResourceId, nowMs: number): boolean {
-  if (!clientActive(state, ctx) || !state.resources.has(resourceId) || sitesOf(state, resourceId).length === 0) return false;
-  return grantsFor(state, ctx.actorId, resourceId, conditionContext(state, ctx, nowMs)).length > 0;
+  return accessGrants(state, ctx, resourceId, nowMs).length > 0;
+}
+
+/** The grants through which the client may see a resource now; empty when it may not (see mayAccess). */
+export function accessGrants(state: AccountState, ctx: ClientContext, resourceId: ResourceId, nowMs: number): Grant[] {
+  if (!clientActive(state, ctx) || !state.resources.has(resourceId) || sitesOf(state, resourceId).length === 0) return [];
+  return grantsFor(state, ctx.actorId, resourceId, conditionContext(state, ctx, nowMs));
 }
 
 /** The view the client may see of a resource right now, or null. */

@@ -1,6 +1,6 @@
 import type { AccountState } from '../../src/access/account-state.ts';
-import { candidateResources, mayAccess, sitesOf, type ClientContext } from '../../src/access/access.ts';
-import type { ResourceId } from '../../src/ids.ts';
+import { accessGrants, candidateResources, sitesOf, type ClientContext, type Grant } from '../../src/access/access.ts';
+import type { PolicyId, ResourceId } from '../../src/ids.ts';
 import type { ClientMessage } from '../../src/messages.ts';
 import { buildView, digestOf } from '../../src/resource-view.ts';
 import { parseVersion, type Version } from '../../src/versions.ts';
@@ -19,6 +19,7 @@ interface RenderedView {
 export class ViewRenderer {
   private readonly rendered = new Map<string, RenderedView | null>();
   private readonly versions = new Map<string, Version>();
+  private readonly conditionTexts = new Map<PolicyId, string>();
 
   constructor(private readonly state: AccountState) {}
 
@@ -44,6 +45,26 @@ export class ViewRenderer {
     }
     return r;
   }
+
+
+  /**
+   * The digest a client is sent a resource under: its view and the distinct condition lists that
+   * grant it. A condition change that still grants re-sends the view; a description change, or a
+   * second grant with the same conditions appearing or going away, sends nothing.
+   */
+  digest(view: RenderedView, grants: readonly Grant[]): number {
+    const texts = new Set<string>();
+    for (const g of grants) {
+      let text = this.conditionTexts.get(g.policyId);
+      if (text === undefined) {
+        text = JSON.stringify(this.state.policies.get(g.policyId)?.conditions ?? null);
+        this.conditionTexts.set(g.policyId, text);
+      }
+      texts.add(text);
+    }
+    if (texts.size === 1 && texts.has('[]')) return view.digest;
+    return digestOf(`${view.digest}|${[...texts].sort().join('|')}`);
+  }
 }
 
 export function clientContext(a: ClientAttachment, renderer: ViewRenderer): ClientContext {
@@ -57,11 +78,11 @@ export function initClient(state: AccountState, views: ViewStore, renderer: View
   const ctx = clientContext(a, renderer);
   const parts: string[] = [];
   for (const resourceId of candidateResources(state, a.actorId)) {
-    if (!mayAccess(state, ctx, resourceId, nowMs)) continue;
-    const view = renderer.render(resourceId, a.version);
+    const grants = accessGrants(state, ctx, resourceId, nowMs);
+    const view = grants.length > 0 ? renderer.render(resourceId, a.version) : null;
     if (!view) continue;
     parts.push(view.json);
-    views.set(a.conn, resourceId, view.digest);
+    views.set(a.conn, resourceId, renderer.digest(view, grants));
   }
   return frame('init', `{"client_id":"${a.clientId}","actor_id":"${a.actorId}","resources":[${parts.join(',')}]}`);
 }
@@ -84,11 +105,13 @@ export function diffClient(
   const ids = resources === 'all' ? new Set([...candidateResources(state, a.actorId), ...sent.keys()]) : resources;
   const frames: string[] = [];
   for (const resourceId of ids) {
-    const view = mayAccess(state, ctx, resourceId, nowMs) ? renderer.render(resourceId, a.version) : null;
+    const grants = accessGrants(state, ctx, resourceId, nowMs);
+    const view = grants.length > 0 ? renderer.render(resourceId, a.version) : null;
     const before = sent.get(resourceId);
     if (view) {
-      if (before === view.digest) continue;
-      views.set(a.conn, resourceId, view.digest);
+      const digest = renderer.digest(view, grants);
+      if (before === digest) continue;
+      views.set(a.conn, resourceId, digest);
       frames.push(frame('resource_created_or_updated', view.json));
     } else if (before !== undefined) {
       views.delete(a.conn, resourceId);

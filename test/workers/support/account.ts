@@ -16,12 +16,12 @@ export class TestAccount {
   }
 
   /** Commits the writes of `fn` and returns the Changes without delivering them. */
-  async commit(fn: (t: Tx) => Promise<void>): Promise<Change[]> {
+  async commit(fn: (t: Tx) => Promise<unknown>): Promise<Change[]> {
     return await commit(this.sql, fn);
   }
 
   /** Commits and delivers. */
-  async apply(fn: (t: Tx) => Promise<void>): Promise<Applied> {
+  async apply(fn: (t: Tx) => Promise<unknown>): Promise<Applied> {
     return await deliver(this.id, await this.commit(fn));
   }
 

@@ -100,8 +100,7 @@ export function websocketUrl(kind: 'client' | 'gateway', token: string, opts: Co
 export async function tryConnect(kind: 'client' | 'gateway', token: string, opts: ConnectOptions = {}): Promise<Response> {
   const headers: Record<string, string> = { upgrade: 'websocket' };
   if (opts.ip) headers['cf-connecting-ip'] = opts.ip;
-  if (opts.country) headers['cf-ipcountry'] = opts.country;
-  return await SELF.fetch(websocketUrl(kind, token, opts), { headers });
+  return await SELF.fetch(websocketUrl(kind, token, opts), { headers, cf: { country: opts.country ?? 'XX' } } as RequestInit);
 }
 
 /** Connects and returns the device with its `init` frame read. */

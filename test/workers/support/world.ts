@@ -47,17 +47,34 @@ export class Tx {
     await this.update(table, where, { deleted_at: new Date() });
   }
 
-  async delete(table: TableName, where: Values): Promise<void> {
-    for (const old of await this.select(table, where, true)) {
-      await this.tx`delete from ${this.tx(table)} where ${this.key(table, old)}`;
-      this.record(table, 'delete', old, null);
+  /** Inserts many rows in one statement (bulk changes). */
+  async insertMany(table: TableName, rows: Values[]): Promise<Row[]> {
+    const out: Row[] = [];
+    for (let i = 0; i < rows.length; i += 1000) {
+      const chunk = rows.slice(i, i + 1000) as Record<string, never>[];
+      const inserted = await this.tx<{ row: Row }[]>`insert into ${this.tx(table)} ${this.tx(chunk)} returning to_jsonb(${this.tx(table)}.*) as row`;
+      for (const r of inserted) {
+        this.record(table, 'insert', null, r.row);
+        out.push(r.row);
+      }
     }
+    return out;
+  }
+
+  /** Hard-deletes the rows matching `where`, in one statement. */
+  async delete(table: TableName, where: Values): Promise<number> {
+    const deleted = await this.tx<{ row: Row }[]>`delete from ${this.tx(table)} where ${this.where(where)} returning to_jsonb(${this.tx(table)}.*) as row`;
+    for (const r of deleted) this.record(table, 'delete', r.row, null);
+    return deleted.length;
+  }
+
+  private where(where: Values) {
+    const conditions = Object.entries(where).map(([k, v]) => this.tx`${this.tx(k)} = ${v as never}`);
+    return conditions.reduce((acc, c, i) => (i === 0 ? c : this.tx`${acc} and ${c}`));
   }
 
   private async select(table: TableName, where: Values, lock: boolean): Promise<Row[]> {
-    const conditions = Object.entries(where).map(([k, v]) => this.tx`${this.tx(k)} = ${v as never}`);
-    const clause = conditions.reduce((acc, c, i) => (i === 0 ? c : this.tx`${acc} and ${c}`));
-    const rows = await this.tx<{ row: Row }[]>`select to_jsonb(t.*) as row from ${this.tx(table)} t where ${clause} ${lock ? this.tx`for update` : this.tx``}`;
+    const rows = await this.tx<{ row: Row }[]>`select to_jsonb(t.*) as row from ${this.tx(table)} t where ${this.where(where)} ${lock ? this.tx`for update` : this.tx``}`;
     return rows.map((r) => r.row);
   }
 
@@ -74,7 +91,7 @@ export class Tx {
 let lastLsn = '';
 
 /** Commits `fn`'s writes and returns their Changes, positioned at the commit. */
-export async function commit(sql: Sql, fn: (t: Tx) => Promise<void>): Promise<Change[]> {
+export async function commit(sql: Sql, fn: (t: Tx) => Promise<unknown>): Promise<Change[]> {
   let xid = 0;
   let events: Tx['events'] = [];
   await sql.begin(async (tx) => {

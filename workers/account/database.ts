@@ -1,20 +1,19 @@
 import postgres, { type Sql } from 'postgres';
+import { pgSocket } from './pg-socket.ts';
+
+/** Postgres clients made so far in this isolate: tests use it to prove a path makes none. */
+export const databaseStats = { clients: 0 };
 
 /**
  * A Postgres client over the Hyperdrive binding (pooled at the edge). One per operation: a
- * Worker's sockets belong to the request that opened them. It is never `end()`ed: postgres.js's
- * Workers build rejects unhandled on end() (porsager/postgres#1202) and the runtime closes the
- * socket when the invocation finishes.
+ * Worker's sockets belong to the request that opened them. Plain TCP: the Worker talks to
+ * Hyperdrive, which holds the TLS connection to the origin.
  */
-export function database(binding: Hyperdrive): Sql {
-  return postgres(binding.connectionString, {
-    max: 1,
-    fetch_types: false,
-    prepare: true,
-    connect_timeout: 10,
-    idle_timeout: 5,
-    onnotice: () => {},
-  });
+export function database(binding: Hyperdrive, max = 1): Sql {
+  databaseStats.clients++;
+  // `socket` is a documented option that postgres.js's types leave out.
+  const options = { max, ssl: false, socket: pgSocket, fetch_types: false, connect_timeout: 10, idle_timeout: 5, onnotice: () => {} };
+  return postgres(binding.connectionString, options as postgres.Options<Record<string, never>>);
 }
 
 /** Postgres could not be reached or answered with an error: the caller may retry later. */

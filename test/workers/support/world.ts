@@ -1,7 +1,8 @@
 import { env, SELF } from 'cloudflare:test';
-import postgres, { type Sql, type TransactionSql } from 'postgres';
+import type { Sql, TransactionSql } from 'postgres';
 import { softDeleteAware, type Change } from '../../../src/change.ts';
 import type { Row } from '../../../src/json.ts';
+import { database as connectDatabase } from '../../../workers/account/database.ts';
 import { SIGNATURE_HEADER, signBody } from '../../../src/signature.ts';
 import type { TableName } from '../../../src/tables.ts';
 import { secretHash } from '../../../src/tokens.ts';
@@ -10,7 +11,7 @@ export const BASE = 'http://edgeplane.test';
 
 /** The test Postgres, through the same Hyperdrive binding the objects use. */
 export function database(): Sql {
-  return postgres(env.DB.connectionString, { max: 2, fetch_types: false, onnotice: () => {} });
+  return connectDatabase(env.DB, 2);
 }
 
 type Values = Record<string, unknown>;

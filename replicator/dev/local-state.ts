@@ -1,0 +1,59 @@
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import type { Sql } from 'postgres';
+import { readJson, WORKER_DIR, WORKER_STATE_JSON, writeJson } from './local-files.ts';
+
+/** Which server and database this is: its system identifier and name (the URL's host and path when the identifier is not readable). */
+export async function databaseIdentity(sql: Sql, url: string): Promise<string> {
+  const [db] = await sql<{ name: string }[]>`select current_database() as name`;
+  try {
+    const [row] = await sql<{ id: string }[]>`select system_identifier::text as id from pg_control_system()`;
+    return `${row!.id}/${db!.name}`;
+  } catch {
+    return `${new URL(url).host}/${db!.name}`;
+  }
+}
+
+export async function slotExists(sql: Sql, slot: string): Promise<boolean> {
+  const rows = await sql`select 1 from pg_replication_slots where slot_name = ${slot} and database = current_database()`;
+  return rows.length > 0;
+}
+
+interface WorkerState {
+  database: string;
+  slot: string;
+}
+
+/**
+ * The objects' local storage holds positions in one slot's stream of one database. When that
+ * stream does not carry on (the slot is new: dropped on the last clean stop, or a different
+ * database), the storage is removed, and each object loads its account from Postgres on first use
+ * (a consistent snapshot, DESIGN property 4). Returns why it was removed, or null when kept.
+ */
+export async function prepareWorkerState(database: string, slot: string, slotExisted: boolean): Promise<string | null> {
+  const previous = await readJson<WorkerState>(WORKER_STATE_JSON);
+  let reason: string | null = null;
+  if (!previous) reason = 'no record of the database it came from';
+  else if (previous.database !== database) reason = 'it came from another database';
+  else if (previous.slot !== slot) reason = `it followed slot ${previous.slot}, not ${slot}`;
+  else if (!slotExisted) reason = `slot ${slot} is new, so the stream it followed does not carry on`;
+  const had = existsSync(WORKER_DIR);
+  if (reason) await rm(WORKER_DIR, { recursive: true, force: true });
+  await writeJson(WORKER_STATE_JSON, { database, slot } satisfies WorkerState, 0o644);
+  return had ? reason : null;
+}
+
+/** Drops the slot once no replicator holds it (waits a few seconds for a stopping one). Returns whether it was dropped. */
+export async function dropSlot(sql: Sql, slot: string, waitMs = 10_000): Promise<boolean> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const [row] = await sql<{ active: boolean }[]>`select active from pg_replication_slots where slot_name = ${slot} and database = current_database()`;
+    if (!row) return false;
+    if (!row.active) {
+      await sql`select pg_drop_replication_slot(${slot})`;
+      return true;
+    }
+    if (Date.now() > deadline) throw new Error(`slot ${slot} is still in use by another process; left in place`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

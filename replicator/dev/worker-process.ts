@@ -1,0 +1,83 @@
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Child } from './child.ts';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+export interface WorkerOptions {
+  port: number;
+  /** The Hyperdrive binding `DB` connects here (CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_DB). */
+  databaseUrl?: string;
+  /** Overrides wrangler.toml's REPLICATOR_SECRET (`--var`). */
+  secret?: string;
+  /** Where the objects' SQLite storage lives (`--persist-to`). */
+  persistTo?: string;
+  extraArgs?: readonly string[];
+  onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
+}
+
+function wranglerBin(): string {
+  const require = createRequire(import.meta.url);
+  return path.join(path.dirname(require.resolve('wrangler/package.json')), 'bin', 'wrangler.js');
+}
+
+/** The `wrangler dev` command line and environment that serve the Worker with the given database and secret. */
+export function wranglerDevCommand(options: WorkerOptions): { command: string; args: string[]; env: Record<string, string | undefined> } {
+  const args = [
+    wranglerBin(), 'dev',
+    '--config', path.join(ROOT, 'wrangler.toml'),
+    '--ip', '127.0.0.1',
+    '--port', String(options.port),
+    // Any free port: two local Workers must not fight over 9229.
+    '--inspector-port', '0',
+    '--show-interactive-dev-session=false',
+  ];
+  if (options.persistTo) args.push('--persist-to', options.persistTo);
+  if (options.secret) args.push('--var', `REPLICATOR_SECRET:${options.secret}`);
+  args.push(...(options.extraArgs ?? []));
+  const env: Record<string, string | undefined> = {
+    ...process.env,
+    WRANGLER_SEND_METRICS: 'false',
+    WRANGLER_HIDE_BANNER: 'true',
+    // The update check and Request.cf download need the internet; neither matters locally.
+    NO_UPDATE_NOTIFIER: '1',
+  };
+  if (options.databaseUrl) env.CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_DB = options.databaseUrl;
+  return { command: process.execPath, args, env };
+}
+
+/** Lines wrangler prints on every start on a machine without internet access; they say nothing. */
+export function isWranglerNoise(line: string): boolean {
+  return /Unable to fetch the `Request\.cf` object|getaddrinfo ENOTFOUND workers\.cloudflare\.com|^\s+at (GetAddrInfoReqWrap|process\.processTicksAndRejections|.*node:internal)|update available|^npm warn/.test(line);
+}
+
+export function startWorkerProcess(options: WorkerOptions): Child {
+  const { command, args, env } = wranglerDevCommand(options);
+  return new Child('worker', command, args, { cwd: ROOT, env, ...(options.onLine ? { onLine: options.onLine } : {}) });
+}
+
+/** Polls `url` until it answers 2xx, the child exits, or the time is up. */
+export async function waitForHttp(url: string, child: Child | undefined, timeoutMs: number, what: string, signal?: AbortSignal): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    if (signal?.aborted) throw new Error(`stopped while waiting for ${what}`);
+    if (child && !child.running) {
+      const exit = await child.exited;
+      throw new Error(`${what} exited (code ${exit.code}, signal ${exit.signal}) before ${url} answered`);
+    }
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+      if (res.ok) {
+        await res.body?.cancel();
+        return;
+      }
+      last = `${res.status} ${(await res.text()).slice(0, 200)}`;
+    } catch (err) {
+      last = err instanceof Error ? err.message : String(err);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${what} did not answer ${url} within ${timeoutMs} ms (last: ${last})`);
+}

@@ -67,8 +67,8 @@ describe('hydration (DESIGN property 4)', () => {
     // A later transaction commits first, so the snapshot's xmax passes the open one, which lands in
     // its in-progress list (Postgres computes xmax from the latest completed transaction).
     await TestAccount.create(sql, 'bystander');
-    const [{ snapshot }] = await sql<{ snapshot: string }[]>`select pg_current_snapshot()::text as snapshot`;
-    expect(snapshot.split(':')[2]).not.toBe('');
+    const [current] = await sql<{ snapshot: string }[]>`select pg_current_snapshot()::text as snapshot`;
+    expect(current!.snapshot.split(':')[2]).not.toBe('');
     // Hydration while the transaction is open: its rows are not in the snapshot.
     const { device, init } = await connect('client', s.token);
     expect(ids(init)).toEqual([s.r1.id]);

@@ -13,7 +13,7 @@ import { COUNTRY_HEADER, parseConnectParams, REMOTE_IP_HEADER, type DeviceKind }
 import { log } from '../log.ts';
 import { CacheStore } from './cache-store.ts';
 import { CACHE_SCHEMA_VERSION } from './cache-tables.ts';
-import { initClient, ViewRenderer } from './client-sync.ts';
+import { initClient, ViewRenderer } from '../../src/access/client-views.ts';
 import { admit } from './connect.ts';
 import { createFlow } from './create-flow.ts';
 import { DatabaseError } from './database.ts';

@@ -5,7 +5,7 @@ import { randomId, type GatewayId } from '../../src/ids.ts';
 import type { ClientFrame } from '../../src/messages.ts';
 import { buildView } from '../../src/resource-view.ts';
 import { parseVersion } from '../../src/versions.ts';
-import { clientContext, ViewRenderer } from './client-sync.ts';
+import { clientContext, ViewRenderer } from '../../src/access/client-views.ts';
 import { newFlowCredentials } from './credentials.ts';
 import type { Model, Parts } from './parts.ts';
 import { iso } from './propagate.ts';

@@ -5,7 +5,7 @@ import { noticesForPair, reviewFlow } from '../../src/flows/review.ts';
 import type { FlowId, GatewayId, ResourceId } from '../../src/ids.ts';
 import { buildView } from '../../src/resource-view.ts';
 import { parseVersion } from '../../src/versions.ts';
-import { diffClient, ViewRenderer } from './client-sync.ts';
+import { diffClient, ViewRenderer } from '../../src/access/client-views.ts';
 import type { Model, Parts } from './parts.ts';
 import { attachmentOf, close, send, tags, type GatewayAttachment } from './sockets.ts';
 import { socketVerdict } from './verdicts.ts';

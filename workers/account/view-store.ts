@@ -1,3 +1,4 @@
+import type { SentViews } from '../../src/access/client-views.ts';
 import { bytesToUuid, uuidToBytes, type ResourceId } from '../../src/ids.ts';
 
 /**
@@ -5,7 +6,7 @@ import { bytesToUuid, uuidToBytes, type ResourceId } from '../../src/ids.ts';
  * sends a view again only when its digest changes. SQLite holds it so that it survives
  * hibernation; memory mirrors it once loaded.
  */
-export class ViewStore {
+export class ViewStore implements SentViews {
   private loaded: Map<number, Map<ResourceId, number>> | undefined;
 
   constructor(private readonly sql: SqlStorage) {

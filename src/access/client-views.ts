@@ -1,11 +1,26 @@
-import type { AccountState } from '../../src/access/account-state.ts';
-import { accessGrants, candidateResources, sitesOf, type ClientContext, type Grant } from '../../src/access/access.ts';
-import type { PolicyId, ResourceId } from '../../src/ids.ts';
-import type { ClientMessage } from '../../src/messages.ts';
-import { buildView, digestOf } from '../../src/resource-view.ts';
-import { parseVersion, type Version } from '../../src/versions.ts';
-import type { ClientAttachment } from './sockets.ts';
-import type { ViewStore } from './view-store.ts';
+import type { ActorId, ClientId, PolicyId, ResourceId } from '../ids.ts';
+import type { ClientMessage } from '../messages.ts';
+import { buildView, digestOf } from '../resource-view.ts';
+import { parseVersion, type Version } from '../versions.ts';
+import type { AccountState } from './account-state.ts';
+import { accessGrants, candidateResources, sitesOf, type ClientContext, type Grant } from './access.ts';
+
+/** What a connected client was last sent: per connection, a digest per resource (the object keeps it in SQLite). */
+export interface SentViews {
+  of(conn: number): ReadonlyMap<ResourceId, number>;
+  set(conn: number, resourceId: ResourceId, digest: number): void;
+  delete(conn: number, resourceId: ResourceId): void;
+}
+
+/** The connection facts a client's views depend on (its socket attachment). */
+export interface ClientConnection {
+  conn: number;
+  clientId: ClientId;
+  actorId: ActorId;
+  version: string;
+  remoteIp: string | null;
+  country: string | null;
+}
 
 interface RenderedView {
   json: string;
@@ -67,14 +82,14 @@ export class ViewRenderer {
   }
 }
 
-export function clientContext(a: ClientAttachment, renderer: ViewRenderer): ClientContext {
+export function clientContext(a: ClientConnection, renderer: ViewRenderer): ClientContext {
   return { clientId: a.clientId, actorId: a.actorId, version: renderer.version(a.version), remoteIp: a.remoteIp, country: a.country };
 }
 
 const frame = (event: ClientMessage['event'], payloadJson: string) => `{"event":"${event}","payload":${payloadJson}}`;
 
 /** The `init` frame of a new connection, recording every view it carries. */
-export function initClient(state: AccountState, views: ViewStore, renderer: ViewRenderer, a: ClientAttachment, nowMs: number): string {
+export function initClient(state: AccountState, views: SentViews, renderer: ViewRenderer, a: ClientConnection, nowMs: number): string {
   const ctx = clientContext(a, renderer);
   const parts: string[] = [];
   for (const resourceId of candidateResources(state, a.actorId)) {
@@ -94,9 +109,9 @@ export function initClient(state: AccountState, views: ViewStore, renderer: View
  */
 export function diffClient(
   state: AccountState,
-  views: ViewStore,
+  views: SentViews,
   renderer: ViewRenderer,
-  a: ClientAttachment,
+  a: ClientConnection,
   resources: 'all' | ReadonlySet<ResourceId>,
   nowMs: number,
 ): string[] {

@@ -17,6 +17,8 @@ export const configSchema = z.object({
   SLOT_NAME: identifier('edgeplane').describe('Durable logical replication slot'),
   PUBLICATION_NAME: identifier('edgeplane').describe('Publication of the domain tables'),
   MAX_UNACKED: int(1, 100_000).describe('Changes in flight before reading the stream pauses'),
+  CHANGE_LOG_BATCH_SIZE: int(1, 2000).describe('Most rows in one COPY into change_logs'),
+  CHANGE_LOG_WRITERS: int(1, 2).describe('change_logs batches written at once, each on its own connection'),
   CHANGE_LOG_RETENTION_DAYS: int(1, 30).describe('change_logs rows older than this are deleted'),
   FORWARD_BATCH_SIZE: int(1, 500).describe('Most changes in one request to an account'),
   FORWARD_LINGER_MS: int(0, 2).describe('How long a partial batch waits for more changes'),

@@ -1,6 +1,7 @@
 import type { Duplex } from 'node:stream';
 import postgres, { type Sql } from 'postgres';
 import type { Lsn } from '../src/lsn.ts';
+import { withNoDelay } from './pg-socket.ts';
 
 export interface FrameHandlers {
   /** An XLogData frame; the pgoutput message starts at byte 25. */
@@ -43,7 +44,7 @@ export class ReplicationStream {
 
   /** Opens the replication connection; the caller runs commands (slot creation) on `sql`, then `start`s. */
   static connect(url: string, onClose: () => void): Sql {
-    return postgres(url, {
+    return postgres(url, withNoDelay({
       max: 1,
       fetch_types: false,
       idle_timeout: 0,
@@ -58,7 +59,7 @@ export class ReplicationStream {
         DateStyle: 'ISO, MDY',
         extra_float_digits: '3',
       },
-    });
+    }));
   }
 
   static async start(sql: Sql, command: string, handlers: FrameHandlers): Promise<ReplicationStream> {

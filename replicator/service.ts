@@ -7,6 +7,7 @@ import { Metrics } from './metrics.ts';
 import { pruneChangeLogs } from './retention.ts';
 import { backoffDelay, sleep } from './retry.ts';
 import { ReplicationSession } from './session.ts';
+import { withNoDelay } from './pg-socket.ts';
 
 const RETENTION_INTERVAL_MS = 60 * 60 * 1000;
 const SLOT_METRICS_INTERVAL_MS = 10_000;
@@ -44,14 +45,14 @@ export class ReplicatorService {
     this.sql = this.pool();
   }
 
-  /** The ordinary connections: setup, change_logs, retention, slot metrics. */
+  /** The ordinary connections: setup, TRUNCATE routing, retention, slot metrics (change_logs writers have their own). */
   private pool(): Sql {
-    return postgres(this.config.DATABASE_URL, {
+    return postgres(this.config.DATABASE_URL, withNoDelay({
       max: 4,
       onnotice: () => {},
       connect_timeout: 10,
       connection: { application_name: 'edgeplane-replicator-writer' },
-    });
+    }));
   }
 
   start(): void {

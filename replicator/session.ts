@@ -1,4 +1,4 @@
-import type { Sql } from 'postgres';
+import postgres, { type Sql } from 'postgres';
 import { formatLsn, type Lsn } from '../src/lsn.ts';
 import { AckWatermark } from './ack-watermark.ts';
 import { ChangeLogWriter } from './change-log-writer.ts';
@@ -13,11 +13,22 @@ import { PgoutputDecoder } from './pgoutput/decoder.ts';
 import { ReplicationStream } from './replication-stream.ts';
 import { ensurePublication, ensureSlot, readSlot, releaseStaleBackend, serverInfo, startReplicationCommand, streamOptions } from './setup.ts';
 import { hasTruncate, toChanges, TransactionAssembler, type AssembledTransaction } from './transaction-assembler.ts';
+import { withNoDelay } from './pg-socket.ts';
 
 /** How soon after the watermark moves the new position is acknowledged (coalesces acks of a burst). */
 const ACK_DELAY_MS = 20;
 /** Setup queries on a dead link would otherwise hang until TCP gives up. */
 const SETUP_TIMEOUT_MS = 30_000;
+
+/** A change_logs writer's own connection: COPY must not share it with anything (see copy-in.ts). */
+function changeLogConnection(url: string): Sql {
+  return postgres(url, withNoDelay({
+    max: 1,
+    onnotice: () => {},
+    connect_timeout: 10,
+    connection: { application_name: 'edgeplane-replicator-change-logs' },
+  }));
+}
 
 export type SessionState = 'starting' | 'streaming' | 'draining' | 'ended';
 
@@ -61,7 +72,13 @@ export class ReplicationSession {
       this.log.warn({ table: skip.table, xid: skip.xid, reason: skip.reason }, 'row not forwarded');
     });
     const retry = { retryBaseMs: config.RETRY_BASE_MS, retryMaxMs: config.RETRY_MAX_MS };
-    this.changeLog = new ChangeLogWriter(sql, { batchSize: 2000, lingerMs: 5, ...retry }, (b) => this.completed(b), log, metrics);
+    this.changeLog = new ChangeLogWriter(
+      () => changeLogConnection(config.DATABASE_URL),
+      { batchSize: config.CHANGE_LOG_BATCH_SIZE, lingerMs: 5, lanes: config.CHANGE_LOG_WRITERS, ...retry },
+      (b) => this.completed(b),
+      log,
+      metrics,
+    );
     this.forwarder = new Forwarder(
       {
         edgeUrl: config.EDGE_URL.replace(/\/+$/, ''),

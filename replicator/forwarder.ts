@@ -1,6 +1,6 @@
 import { formatPosition, parseLsn } from '../src/lsn.ts';
-import { SIGNATURE_HEADER, signBody } from '../src/signature.ts';
 import { batchBody, type Delivery } from './delivery.ts';
+import { EdgeClient } from './edge-client.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 import { backoffDelay, classifyStatus, sleep } from './retry.ts';
@@ -49,13 +49,16 @@ export class Forwarder {
   private inFlight = 0;
   private idleWaiters: Array<() => void> = [];
   private readonly abort = new AbortController();
+  private readonly client: EdgeClient;
 
   constructor(
     private readonly options: ForwarderOptions,
     private readonly onDelivered: (batch: Delivery[]) => void,
     private readonly log: Logger,
     private readonly metrics: Metrics,
-  ) {}
+  ) {
+    this.client = new EdgeClient(options.edgeUrl, options.secret, options.concurrency);
+  }
 
   get pending(): number {
     return this.queued + this.inFlight;
@@ -83,6 +86,7 @@ export class Forwarder {
     for (const q of this.accounts.values()) clearTimeout(q.timer);
     for (const w of this.waiting.splice(0)) w();
     for (const w of this.idleWaiters.splice(0)) w();
+    this.client.close();
   }
 
   private schedule(q: AccountQueue): void {
@@ -107,7 +111,7 @@ export class Forwarder {
       const batch = q.items.splice(0, this.options.batchSize);
       this.queued -= batch.length;
       this.inFlight += batch.length;
-      const body = batchBody(batch);
+      const body = Buffer.from(batchBody(batch));
       for (let attempt = 0; ; attempt++) {
         if (this.abort.signal.aborted) return;
         await this.acquire();
@@ -136,25 +140,17 @@ export class Forwarder {
     if (this.pending === 0) for (const w of this.idleWaiters.splice(0)) w();
   }
 
-  private async post(accountId: string, body: string): Promise<void> {
-    const url = `${this.options.edgeUrl}/v1/accounts/${accountId}/changes`;
-    const signature = await signBody(this.options.secret, body, Math.floor(Date.now() / 1000));
-    const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.options.timeoutMs)]);
-    let response: Response;
+  private async post(accountId: string, body: Buffer): Promise<void> {
+    const timeout = AbortSignal.timeout(this.options.timeoutMs);
+    let response;
     try {
-      response = await fetch(url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', [SIGNATURE_HEADER]: signature },
-        body,
-        signal,
-      });
+      response = await this.client.post(`/v1/accounts/${accountId}/changes`, body, AbortSignal.any([this.abort.signal, timeout]));
     } catch (err) {
-      const timeout = err instanceof DOMException && err.name === 'TimeoutError';
-      throw new DeliveryError(timeout ? 'request timed out' : `request failed: ${String(err)}`, timeout ? 'timeout' : 'network', undefined, { cause: err });
+      const timedOut = timeout.aborted && !this.abort.signal.aborted;
+      throw new DeliveryError(timedOut ? 'request timed out' : `request failed: ${String(err)}`, timedOut ? 'timeout' : 'network', undefined, { cause: err });
     }
-    const text = await response.text().catch(() => '');
     if (classifyStatus(response.status) !== 'delivered') {
-      throw new DeliveryError(`HTTP ${response.status}: ${text.slice(0, 500)}`, 'status', response.status);
+      throw new DeliveryError(`HTTP ${response.status}: ${response.text.slice(0, 500)}`, 'status', response.status);
     }
   }
 

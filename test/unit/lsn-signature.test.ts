@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { comparePositions, formatLsn, formatPosition, parseLsn, parsePosition } from '../../src/lsn.ts';
+import { signBodyBytes } from '../../replicator/edge-client.ts';
 import { signBody, verifySignature } from '../../src/signature.ts';
 
 describe('LSN', () => {
@@ -26,5 +27,16 @@ describe('request signature', () => {
     expect(await verifySignature('secret-one', header, '{"changes":[]}', now + 301)).toBe('expired');
     expect(await verifySignature('secret-one', undefined, '{}', now)).toBe('missing');
     expect(await verifySignature('secret-one', 't=abc,v1=zz', '{}', now)).toBe('malformed');
+  });
+});
+
+describe("the replicator's signature over the sent bytes", () => {
+  it('equals the WebCrypto signature the Worker verifies, for non-ASCII bodies too', async () => {
+    const now = 1_800_000_000;
+    for (const body of ['{"changes":[]}', '{"changes":[{"name":"é \\u0000 😀 \\"q\\""}]}']) {
+      const header = signBodyBytes('secret-one', Buffer.from(body), now);
+      expect(header).toBe(await signBody('secret-one', body, now));
+      expect(await verifySignature('secret-one', header, body, now)).toBe('ok');
+    }
   });
 });

@@ -213,11 +213,13 @@ export function toChanges(txn: AssembledTransaction, truncateAccounts: readonly 
       }
       continue;
     }
-    const base = { lsn, seq: seq++, xid: txn.xid, table: e.table, committed_at: committedAt };
-    let change: Change;
-    if (e.op === 'insert') change = { ...base, op: 'insert', old: null, data: e.data as Row };
-    else if (e.op === 'update') change = { ...base, op: 'update', old: e.old, data: e.data as Row };
-    else change = { ...base, op: 'delete', old: e.old as Row, data: null };
+    // One object literal per change: spreading a shared base object costs tens of times more.
+    const change: Change =
+      e.op === 'insert'
+        ? { lsn, seq: seq++, xid: txn.xid, table: e.table, op: 'insert', old: null, data: e.data as Row, committed_at: committedAt }
+        : e.op === 'update'
+          ? { lsn, seq: seq++, xid: txn.xid, table: e.table, op: 'update', old: e.old, data: e.data as Row, committed_at: committedAt }
+          : { lsn, seq: seq++, xid: txn.xid, table: e.table, op: 'delete', old: e.old as Row, data: null, committed_at: committedAt };
     out.push({ accountId: e.accountId, change });
   }
   return out;

@@ -78,6 +78,10 @@ describe('replicator faults', () => {
     p.sink.behaviour = () => new Promise((resolve) => setTimeout(() => resolve(200), 150));
     for (let i = 0; i < 10; i++) await insertActor(p.sql, a, `t${i}`);
     await eventually(() => p.sink.requests >= 2);
+    // Everything received (a busy machine may stream it late; what was never received is not drained)...
+    await eventually(async () => metric((await r.get('/metrics')).text, 'edgeplane_replicator_changes_total') >= 11, 10_000, 'all changes received');
+    // ...and most of it not delivered yet.
+    expect(firstDeliveries(p.sink.changes).length).toBeLessThan(11);
     r.kill('SIGTERM');
     const exit = await r.exited;
     expect(exit.code).toBe(0);

@@ -29,6 +29,8 @@ export interface ColumnType {
   lastBytes: Uint8Array | null;
   lastLength: number;
   lastValue: JsonValue;
+  /** Misses since the last hit: a column that never repeats (an id) stops paying for the copy. */
+  misses: number;
 }
 
 /** Node's Buffer has these slicing methods (what `toString` calls), without the argument juggling. */
@@ -65,7 +67,7 @@ const CACHED_MAX = 40;
 
 function makeType(kind: ValueKind, elementKind: ValueKind): ColumnType {
   const cached = kind === ValueKind.Ascii || kind === ValueKind.Timestamp;
-  return { kind, elementKind, lastBytes: cached ? new Uint8Array(CACHED_MAX) : null, lastLength: -1, lastValue: null };
+  return { kind, elementKind, lastBytes: cached ? new Uint8Array(CACHED_MAX) : null, lastLength: -1, lastValue: null, misses: 0 };
 }
 
 export function columnType(typeOid: number): ColumnType {
@@ -94,10 +96,14 @@ export function readValue(buf: FastBuffer, start: number, end: number, type: Col
       // From the end: timestamps of one transaction differ in their last digits, if at all.
       let i = length - 1;
       while (i >= 0 && last[i] === buf[start + i]) i--;
-      if (i < 0) return type.lastValue;
+      if (i < 0) {
+        type.misses = 0;
+        return type.lastValue;
+      }
     }
     const value = type.kind === ValueKind.Timestamp ? readTimestamp(buf, start, end) : buf.latin1Slice(start, end);
-    if (length <= CACHED_MAX) {
+    const misses = ++type.misses;
+    if (length <= CACHED_MAX && (misses <= 2 || (misses & 7) === 0)) {
       for (let i = 0; i < length; i++) last[i] = buf[start + i] as number;
       type.lastLength = length;
       type.lastValue = value;

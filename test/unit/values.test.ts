@@ -48,4 +48,21 @@ describe('pgoutput values', () => {
     expect(parseArray('[0:1]={7,8}', ValueKind.Int)).toEqual([7, 8]);
     expect(() => parseArray('{1,2', ValueKind.Int)).toThrow();
   });
+
+  it('returns the right value whatever the repeated-value cache holds (runs of misses, repeats, same lengths)', () => {
+    const uuid = columnType(2950);
+    const time = columnType(1184);
+    const ids = Array.from({ length: 64 }, (_, i) => `00000000-0000-4000-8000-${String(i % 7 === 0 ? 1 : i).padStart(12, '0')}`);
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < ids.length; i++) {
+        // Misses in a row, then repeats of one value, then of values seen long ago.
+        const id = i < 40 ? ids[i]! : ids[(i * 5) % 8]!;
+        const buf = Buffer.from(`xx${id}yy`, 'latin1') as FastBuffer;
+        expect(readValue(buf, 2, 2 + id.length, uuid)).toBe(id);
+        const t = `2026-11-22 20:00:0${i % 3}.${String(i % 2).repeat(6)}+00`;
+        const tb = Buffer.from(t, 'latin1') as FastBuffer;
+        expect(readValue(tb, 0, tb.length, time)).toBe(`2026-11-22T20:00:0${i % 3}.${String(i % 2).repeat(6)}Z`);
+      }
+    }
+  });
 });

@@ -135,7 +135,7 @@ describe('revocation (issue 4)', () => {
       await authorized(w, w.s.resource.id);
       await authorized(w, w.s.resource.id);
       await act(w);
-      expect(await w.gateway.drain(300)).toEqual([reject(w.clientId, w.s.resource.id)]);
+      expect(await w.gateway.drain()).toEqual([reject(w.clientId, w.s.resource.id)]);
     });
   }
 
@@ -147,7 +147,7 @@ describe('revocation (issue 4)', () => {
     });
     await authorized(w, w.s.resource.id);
     await w.account.apply((t) => t.update('clients', { id: w.clientId }, { verified_at: null }));
-    expect(await w.gateway.drain(300)).toEqual([reject(w.clientId, w.s.resource.id)]);
+    expect(await w.gateway.drain()).toEqual([reject(w.clientId, w.s.resource.id)]);
   });
 
   it('a breaking change rejects flows while the client gets the updated resource; a filters or name change sends resource_updated', async () => {
@@ -155,16 +155,16 @@ describe('revocation (issue 4)', () => {
     await authorized(w, w.s.resource.id);
     await w.client.drain();
     await w.account.apply((t) => t.update('resources', { id: w.s.resource.id }, { filters: t.tx.json([{ protocol: 'udp', ports: ['53'] }]) }));
-    const [updated, ...none] = await w.gateway.drain(300);
+    const [updated, ...none] = await w.gateway.drain();
     expect(none).toEqual([]);
     expect(updated).toMatchObject({ event: 'resource_updated', payload: { id: w.s.resource.id, filters: [{ protocol: 'udp', ports: ['53'] }] } });
     expect((await w.client.drain()).map((f) => f.event)).toEqual(['resource_created_or_updated']);
     await w.account.apply((t) => t.update('resources', { id: w.s.resource.id }, { name: 'Renamed' }));
-    expect((await w.gateway.drain(300)).map((f) => [f.event, f.payload.name])).toEqual([['resource_updated', 'Renamed']]);
-    expect((await w.client.drain(0)).map((f) => [f.event, f.payload.name])).toEqual([['resource_created_or_updated', 'Renamed']]);
+    expect((await w.gateway.drain()).map((f) => [f.event, f.payload.name])).toEqual([['resource_updated', 'Renamed']]);
+    expect((await w.client.drain()).map((f) => [f.event, f.payload.name])).toEqual([['resource_created_or_updated', 'Renamed']]);
     await w.account.apply((t) => t.update('resources', { id: w.s.resource.id }, { ip_stack: 'ipv4_only' }));
-    expect(await w.gateway.drain(300)).toEqual([reject(w.clientId, w.s.resource.id)]);
-    const [client] = await w.client.drain(0);
+    expect(await w.gateway.drain()).toEqual([reject(w.clientId, w.s.resource.id)]);
+    const [client] = await w.client.drain();
     expect(client).toMatchObject({ event: 'resource_created_or_updated', payload: { ip_stack: 'ipv4_only' } });
   });
 
@@ -179,10 +179,10 @@ describe('revocation (issue 4)', () => {
     await authorized(w, w.s.resource.id);
     await w.account.apply((t) => t.softDelete('policies', { id: w.s.policy.id }));
     // The flow may have been authorized by either policy; deleting the one that did re-authorizes it.
-    const first = await w.gateway.drain(300);
+    const first = await w.gateway.drain();
     expect(first.every((f) => f.event === 'access_authorization_expiry_updated')).toBe(true);
     await w.account.apply((t) => t.softDelete('policies', { id: second }));
-    expect(await w.gateway.drain(300)).toEqual([reject(w.clientId, w.s.resource.id)]);
+    expect(await w.gateway.drain()).toEqual([reject(w.clientId, w.s.resource.id)]);
   });
 
   it('re-authorizes under the other policy with its expiry, instead of rejecting', async () => {
@@ -198,9 +198,9 @@ describe('revocation (issue 4)', () => {
       await w.account.membership(t, w.s.actor.id, g.id);
       await w.account.policy(t, g.id, w.s.resource.id, { conditions: t.tx.json([{ property: 'current_utc_datetime', operator: 'is_in_day_of_week_time_ranges', values: [window] }]) });
     });
-    expect(await w.gateway.drain(200)).toEqual([]);
+    expect(await w.gateway.drain()).toEqual([]);
     await w.account.apply((t) => t.softDelete('policies', { id: w.s.policy.id }));
-    const [update, ...none] = await w.gateway.drain(300);
+    const [update, ...none] = await w.gateway.drain();
     expect(none).toEqual([]);
     expect(update).toMatchObject({ event: 'access_authorization_expiry_updated', payload: { client_id: w.clientId, resource_id: w.s.resource.id } });
     expect(Date.parse(update!.payload.expires_at as string)).toBeGreaterThan(Date.now());
@@ -220,10 +220,10 @@ describe('revocation (issue 4)', () => {
       ...(await w.account.commit((t) => t.update('policies', { id: w.s.policy.id }, { resource_id: w.s.resource.id }))),
     ];
     await w.account.deliver(batch);
-    expect(await w.gateway.drain(300)).toEqual([]);
+    expect(await w.gateway.drain()).toEqual([]);
     await w.account.apply((t) => t.update('policies', { id: w.s.policy.id }, { resource_id: r2 }));
     await w.account.apply((t) => t.update('policies', { id: w.s.policy.id }, { resource_id: w.s.resource.id }));
-    expect(await w.gateway.drain(300)).toEqual([reject(w.clientId, w.s.resource.id)]);
+    expect(await w.gateway.drain()).toEqual([reject(w.clientId, w.s.resource.id)]);
   });
 
   it('a flow that expires is rejected by the alarm', async () => {

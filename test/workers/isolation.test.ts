@@ -80,7 +80,7 @@ describe('tenant isolation (DESIGN property 6)', () => {
         }
       });
     }
-    for (const t of tenants) t.frames.push(...(await t.device.drain(300)));
+    for (const t of tenants) t.frames.push(...(await t.device.drain()));
     for (const [i, t] of tenants.entries()) {
       const other = tenants[1 - i]!;
       const text = JSON.stringify(t.frames);

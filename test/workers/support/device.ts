@@ -64,9 +64,18 @@ export class Device {
     return f;
   }
 
-  /** Every frame that arrives within `ms` (after the ones already read). */
-  async drain(ms = 200): Promise<Frame[]> {
-    await new Promise((r) => setTimeout(r, ms));
+  /**
+   * Every unread frame the object sent so far (after waiting `ms` for frames it sends on its own,
+   * from an alarm). A `ping` is the barrier: the runtime answers it `pong` on the same socket,
+   * after every frame the object sent before it, so nothing depends on timing.
+   */
+  async drain(ms = 0): Promise<Frame[]> {
+    if (ms > 0) await new Promise((r) => setTimeout(r, ms));
+    if (this.closed === undefined) {
+      const pongs = this.texts.filter((t) => t === 'pong').length;
+      this.ws.send('ping');
+      await this.until(() => this.closed !== undefined || this.texts.filter((t) => t === 'pong').length > pongs, 'pong', 10_000);
+    }
     const out = this.frames.slice(this.read);
     this.read = this.frames.length;
     return out;

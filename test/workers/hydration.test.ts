@@ -1,3 +1,4 @@
+import { env, evictDurableObject, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import type { Row } from '../../src/json.ts';
 import { TestAccount } from './support/account.ts';
@@ -78,5 +79,27 @@ describe('hydration (DESIGN property 4)', () => {
     const created = await device.next('resource_created_or_updated');
     expect(created.payload).toMatchObject({ id: r3!.id, name: 'R3' });
     expect(await device.drain()).toEqual([]);
+  });
+
+  it('hydrates again when the stored cache version is older than the code', async () => {
+    const account = await TestAccount.create(sql);
+    const s = await undelivered(account);
+    const first = await connect('client', s.token);
+    expect(ids(first.init)).toEqual([s.r1.id]);
+    // Written to Postgres but never delivered: only a new hydration can see it.
+    let r2: Row | undefined;
+    await account.commit(async (t) => {
+      r2 = await account.resource(t, { name: 'R2', address: 'r2.example.com' });
+      await account.connection(t, r2.id, s.site.id);
+      await account.policy(t, s.group.id, r2.id);
+    });
+    const stub = env.ACCOUNT.get(env.ACCOUNT.idFromName(account.id));
+    expect((await connect('client', s.token)).init.payload.resources).toHaveLength(1);
+    await runInDurableObject(stub, (_instance, state) => {
+      state.storage.sql.exec("update meta set value = '0' where key = 'cache_version'");
+    });
+    await evictDurableObject(stub, { webSockets: 'hibernate' });
+    const after = await connect('client', s.token);
+    expect(ids(after.init)).toEqual([s.r1.id, r2!.id].sort());
   });
 });

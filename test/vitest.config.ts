@@ -39,6 +39,19 @@ export default defineConfig({
           hookTimeout: 60_000,
         },
       },
+      {
+        // The whole system: the run's Postgres, the replicator and `wrangler dev` as child processes,
+        // WebSocket devices (`ws`). One stack per file; files run one after the other.
+        test: {
+          name: 'e2e',
+          root: '.',
+          include: ['test/e2e/**/*.e2e.test.ts'],
+          globalSetup: ['test/support/e2e-global-setup.ts'],
+          maxWorkers: 1,
+          testTimeout: 180_000,
+          hookTimeout: 180_000,
+        },
+      },
     ],
   },
 });

@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { Child } from './child.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -13,6 +15,8 @@ export interface WorkerOptions {
   secret?: string;
   /** Where the objects' SQLite storage lives (`--persist-to`). */
   persistTo?: string;
+  /** A bundle made by `wrangler deploy --dry-run --outdir` to serve as it is (`--no-bundle`), instead of wrangler.toml's `main`. */
+  bundle?: string;
   extraArgs?: readonly string[];
   onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
 }
@@ -26,6 +30,7 @@ function wranglerBin(): string {
 export function wranglerDevCommand(options: WorkerOptions): { command: string; args: string[]; env: Record<string, string | undefined> } {
   const args = [
     wranglerBin(), 'dev',
+    ...(options.bundle ? [options.bundle, '--no-bundle'] : []),
     '--config', path.join(ROOT, 'wrangler.toml'),
     '--ip', '127.0.0.1',
     '--port', String(options.port),
@@ -42,6 +47,7 @@ export function wranglerDevCommand(options: WorkerOptions): { command: string; a
     WRANGLER_HIDE_BANNER: 'true',
     // The update check and Request.cf download need the internet; neither matters locally.
     NO_UPDATE_NOTIFIER: '1',
+    CLOUDFLARE_CF_FETCH_ENABLED: 'false',
   };
   if (options.databaseUrl) env.CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_DB = options.databaseUrl;
   return { command: process.execPath, args, env };
@@ -50,6 +56,18 @@ export function wranglerDevCommand(options: WorkerOptions): { command: string; a
 /** Lines wrangler prints on every start on a machine without internet access; they say nothing. */
 export function isWranglerNoise(line: string): boolean {
   return /Unable to fetch the `Request\.cf` object|getaddrinfo ENOTFOUND workers\.cloudflare\.com|^\s+at (GetAddrInfoReqWrap|process\.processTicksAndRejections|.*node:internal)|update available|^npm warn/.test(line);
+}
+
+/** Builds the Worker like a deploy would (`wrangler deploy --dry-run`) into `outDir`; returns the entry file. */
+export async function buildWorkerBundle(outDir: string): Promise<string> {
+  const { env } = wranglerDevCommand({ port: 0 });
+  try {
+    await promisify(execFile)(process.execPath, [wranglerBin(), 'deploy', '--dry-run', '--outdir', outDir, '--config', path.join(ROOT, 'wrangler.toml')], { cwd: ROOT, env, maxBuffer: 16 << 20 });
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string; message: string };
+    throw new Error(`wrangler deploy --dry-run failed: ${e.message}\n${e.stdout ?? ''}\n${e.stderr ?? ''}`);
+  }
+  return path.join(outDir, 'index.js');
 }
 
 export function startWorkerProcess(options: WorkerOptions): Child {

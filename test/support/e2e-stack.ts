@@ -1,0 +1,172 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { inject } from 'vitest';
+import type { Child } from '../../replicator/dev/child.ts';
+import { startReplicatorProcess } from '../../replicator/dev/replicator-child.ts';
+import { isWranglerNoise, startWorkerProcess, waitForHttp } from '../../replicator/dev/worker-process.ts';
+import { createTestDatabase, type TestDatabase } from './database.ts';
+import { Device, type DeviceOptions } from './e2e-device.ts';
+
+export async function freePort(): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+export interface StackOptions {
+  /** Default: a fresh migrated database on the run's cluster. */
+  db?: TestDatabase;
+  /** Further replicator variables (replicator/config.ts). */
+  replicatorEnv?: Record<string, string>;
+}
+
+export interface LogEntry {
+  at: number;
+  source: 'worker' | 'replicator';
+  line: string;
+}
+
+/**
+ * The whole system for one test file: a database, the replicator as a child process (the same
+ * launcher as `npm start`), and the real Worker under `wrangler dev` (the run's bundle, storage in
+ * a folder of its own that survives restarts), each on a free port. Parts can be killed and started
+ * again on the same ports.
+ */
+export class Stack {
+  readonly logs: LogEntry[] = [];
+  replicator: Child | undefined;
+  worker: Child | undefined;
+  readonly secret = `e2e-${randomBytes(12).toString('hex')}`;
+
+  private constructor(
+    readonly db: TestDatabase,
+    readonly workerPort: number,
+    readonly replicatorPort: number,
+    readonly persistDir: string,
+    private readonly replicatorEnv: Record<string, string>,
+  ) {}
+
+  static async start(options: StackOptions = {}): Promise<Stack> {
+    const db = options.db ?? (await createTestDatabase('e2e'));
+    const stack = new Stack(db, await freePort(), await freePort(), await mkdtemp(path.join(tmpdir(), 'edgeplane-e2e-worker-')), {
+      SLOT_NAME: db.name,
+      LOG_LEVEL: 'info',
+      // Quick retries, so that a Worker that comes back is found within half a second.
+      RETRY_BASE_MS: '20',
+      RETRY_MAX_MS: '500',
+      FORWARD_TIMEOUT_MS: '3000',
+      STATUS_INTERVAL_MS: '1000',
+      ...options.replicatorEnv,
+    });
+    try {
+      // The slot first: an object must not hydrate from a snapshot older than the slot.
+      await stack.startReplicator();
+      await stack.startWorker();
+    } catch (err) {
+      await stack.close();
+      throw err;
+    }
+    return stack;
+  }
+
+  get workerUrl(): string {
+    return `http://127.0.0.1:${this.workerPort}`;
+  }
+
+  get replicatorUrl(): string {
+    return `http://127.0.0.1:${this.replicatorPort}`;
+  }
+
+  private record(source: LogEntry['source']) {
+    return (line: string) => {
+      if (source === 'worker' && isWranglerNoise(line)) return;
+      this.logs.push({ at: Date.now(), source, line });
+      if (this.logs.length > 20_000) this.logs.splice(0, 5_000);
+    };
+  }
+
+  async startReplicator(waitReady = true): Promise<void> {
+    if (this.replicator?.running) throw new Error('the replicator is already running');
+    this.replicator = startReplicatorProcess({
+      databaseUrl: this.db.url,
+      edgeUrl: this.workerUrl,
+      secret: this.secret,
+      port: this.replicatorPort,
+      env: this.replicatorEnv,
+      onLine: this.record('replicator'),
+    });
+    if (waitReady) await waitForHttp(`${this.replicatorUrl}/readyz`, this.replicator, 60_000, 'the replicator').catch((err: unknown) => this.fail(err));
+  }
+
+  async stopReplicator(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    await this.replicator?.stop(signal, 30_000);
+  }
+
+  async startWorker(): Promise<void> {
+    if (this.worker?.running) throw new Error('the Worker is already running');
+    this.worker = startWorkerProcess({
+      port: this.workerPort,
+      databaseUrl: this.db.url,
+      secret: this.secret,
+      persistTo: this.persistDir,
+      bundle: inject('e2eWorkerBundle'),
+      onLine: this.record('worker'),
+    });
+    await waitForHttp(`${this.workerUrl}/healthz`, this.worker, 90_000, 'wrangler dev').catch((err: unknown) => this.fail(err));
+  }
+
+  /** Stops wrangler dev and its workerd (SIGKILL: a crash; the objects' storage stays). */
+  async stopWorker(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    await this.worker?.stop(signal, 10_000);
+  }
+
+  private fail(err: unknown): never {
+    throw new Error(`${err instanceof Error ? err.message : String(err)}\n--- last log lines ---\n${this.tail(40)}`);
+  }
+
+  tail(n = 40): string {
+    return this.logs.slice(-n).map((l) => `[${l.source}] ${l.line}`).join('\n');
+  }
+
+  /** Waits for a log line (from index `from` on) that matches. */
+  async waitForLog(source: LogEntry['source'], test: (line: string) => boolean, timeoutMs = 15_000, from = 0): Promise<LogEntry> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.logs.slice(from).find((l) => l.source === source && test(l.line));
+      if (found) return found;
+      if (Date.now() > deadline) throw new Error(`no ${source} log line matched within ${timeoutMs} ms; last lines:\n${this.tail(20)}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  /** The replicator's Prometheus metrics as name{labels} -> value. */
+  async metrics(): Promise<Map<string, number>> {
+    const text = await (await fetch(`${this.replicatorUrl}/metrics`)).text();
+    const out = new Map<string, number>();
+    for (const line of text.split('\n')) {
+      if (line.startsWith('#') || line.trim() === '') continue;
+      const i = line.lastIndexOf(' ');
+      out.set(line.slice(0, i), Number(line.slice(i + 1)));
+    }
+    return out;
+  }
+
+  device(kind: 'client' | 'gateway', token: string, options: DeviceOptions = {}): Device {
+    return new Device(() => this.workerUrl, kind, token, options);
+  }
+
+  async close(): Promise<void> {
+    await this.stopReplicator('SIGKILL').catch(() => undefined);
+    await this.stopWorker('SIGKILL').catch(() => undefined);
+    await rm(this.persistDir, { recursive: true, force: true });
+    await this.db.drop();
+  }
+}

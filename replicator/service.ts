@@ -1,7 +1,7 @@
 import postgres, { type Sql } from 'postgres';
 import { formatLsn } from '../src/lsn.ts';
 import type { Config } from './config.ts';
-import { isSlotInUse, isTransient, StallError } from './errors.ts';
+import { isSlotInUse, isTransient, SetupError, StallError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { Metrics } from './metrics.ts';
 import { pruneChangeLogs } from './retention.ts';
@@ -34,6 +34,8 @@ export class ReplicatorService {
   private stopping = false;
   private standby = false;
   private lastError: string | undefined;
+  /** The last session failed for a reason that waiting will not fix (privileges, an invalidated slot, wal_level). */
+  private lastErrorPermanent = false;
   private readonly stopSignal = new AbortController();
   private loop: Promise<void> | undefined;
   private timers: NodeJS.Timeout[] = [];
@@ -81,6 +83,7 @@ export class ReplicatorService {
     const oldest = s?.oldestUnackedAt;
     if (oldest !== undefined && now - oldest > this.config.STALL_ALERT_MS) reasons.push(`a change has waited ${Math.round((now - oldest) / 1000)} s for delivery`);
     if (this.lastError?.startsWith('PgoutputDecodeError') && !streaming) reasons.push(`decode error: ${this.lastError}`);
+    if (this.lastErrorPermanent && !streaming) reasons.push(`cannot replicate: ${this.lastError}`);
     return {
       healthy: reasons.length === 0,
       ready: streaming,
@@ -101,8 +104,10 @@ export class ReplicatorService {
       try {
         await session.run();
         this.lastError = undefined;
+        this.lastErrorPermanent = false;
       } catch (err) {
         this.lastError = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+        this.lastErrorPermanent = err instanceof SetupError || !isTransient(err);
         if (this.stopping) break;
         if (Date.now() - started > HEALTHY_SESSION_MS) attempt = 0;
         if (err instanceof StallError) {
@@ -116,7 +121,7 @@ export class ReplicatorService {
           this.standby = true;
         } else {
           this.standby = false;
-          const level = isTransient(err) ? 'warn' : 'error';
+          const level = this.lastErrorPermanent ? 'error' : 'warn';
           this.log[level]({ err: this.lastError, acked: formatLsn(session.ackedLsn), attempt }, 'replication session ended; reconnecting');
         }
         await sleep(backoffDelay(attempt++, 250, this.standby ? 5_000 : 30_000), this.stopSignal.signal);

@@ -51,18 +51,47 @@ export interface SlotState {
   activePid: number | null;
 }
 
-/** Reads the slot, checking that it is a pgoutput slot of this database. */
-export async function readSlot(sql: Sql, slot: string): Promise<SlotState | undefined> {
-  const [row] = await sql<{ plugin: string; slot_type: string; database: string; current: string; confirmed_flush_lsn: string | null; active_pid: number | null }[]>`
-    select plugin, slot_type, database, current_database() as current, confirmed_flush_lsn::text, active_pid
-    from pg_replication_slots where slot_name = ${slot}`;
-  if (!row) return undefined;
+interface SlotRow {
+  plugin: string | null;
+  slot_type: string;
+  database: string | null;
+  current: string;
+  confirmed_flush_lsn: string | null;
+  active_pid: number | null;
+  /** PostgreSQL 13+: 'lost' once the WAL the slot needs was removed. */
+  wal_status: string | null;
+  /** PostgreSQL 17+. */
+  invalidation_reason: string | null;
+}
+
+/** Why the slot cannot be streamed from, or undefined when it can. */
+export function slotProblem(slot: string, row: SlotRow): string | undefined {
   if (row.slot_type !== 'logical' || row.plugin !== 'pgoutput' || row.database !== row.current) {
-    throw new SetupError(
-      `replication slot ${slot} exists but is a ${row.slot_type} slot of plugin ${row.plugin} in database ${row.database}; ` +
-        `expected a pgoutput slot in ${row.current} (choose another SLOT_NAME or drop it)`,
+    return (
+      `replication slot ${slot} exists but is a ${row.slot_type} slot${row.plugin ? ` of plugin ${row.plugin}` : ''}${row.database ? ` in database ${row.database}` : ''}; ` +
+      `expected a pgoutput slot in ${row.current} (choose another SLOT_NAME or drop it)`
     );
   }
+  if (row.wal_status === 'lost' || row.invalidation_reason) {
+    return (
+      `replication slot ${slot} was invalidated (${row.invalidation_reason ?? 'wal_status lost'}): Postgres removed WAL it still needed, ` +
+      `usually because it fell more than max_slot_wal_keep_size behind. The changes after ${row.confirmed_flush_lsn ?? 'its position'} cannot be replayed. ` +
+      `Drop the slot (select pg_drop_replication_slot('${slot}')) so that a new one is created, and re-hydrate the accounts' objects`
+    );
+  }
+  return undefined;
+}
+
+/** Reads the slot, checking that it is a usable pgoutput slot of this database. */
+export async function readSlot(sql: Sql, slot: string): Promise<SlotState | undefined> {
+  // Through to_jsonb: wal_status and invalidation_reason do not exist on every version.
+  const [row] = await sql<SlotRow[]>`
+    select plugin, slot_type, database, current_database() as current, confirmed_flush_lsn::text, active_pid,
+           to_jsonb(s) ->> 'wal_status' as wal_status, to_jsonb(s) ->> 'invalidation_reason' as invalidation_reason
+    from pg_replication_slots s where slot_name = ${slot}`;
+  if (!row) return undefined;
+  const problem = slotProblem(slot, row);
+  if (problem) throw new SetupError(problem);
   return { confirmedFlush: row.confirmed_flush_lsn ? parseLsn(row.confirmed_flush_lsn) : undefined, activePid: row.active_pid };
 }
 

@@ -5,6 +5,7 @@ import postgres from 'postgres';
 import { afterEach, describe, expect, it } from 'vitest';
 import { migrate } from '../../migrations/migrate.ts';
 import { startEmbeddedPostgres } from '../../replicator/dev/embedded-postgres.ts';
+import { slotProblem } from '../../replicator/setup.ts';
 import { parseLsn } from '../../src/lsn.ts';
 import { insertAccount, insertActor, Pipeline, SECRET } from '../support/pipeline.ts';
 import { firstDeliveries, isSortedByPosition, keyOf } from '../support/positions.ts';
@@ -214,6 +215,27 @@ describe('replicator configuration', () => {
     expect(text).toContain('REPLICATOR_SECRET');
     expect(text).toContain('MAX_UNACKED');
     expect(text).not.toContain('SLOT_NAME');
+  });
+
+  it('fails /healthz, naming the cause, while it cannot replicate as configured', async () => {
+    const p = await setup('unusable');
+    // A physical slot by the configured name: retrying cannot fix that, somebody has to act.
+    await p.sql`select pg_create_physical_replication_slot(${p.slot})`;
+    const r = await p.replicator({}, false);
+    await r.waitForLog((l) => l.msg === 'replication session ended; reconnecting' && l.level === 'error');
+    const health = await eventually(async () => {
+      const response = await r.get('/healthz');
+      return response.status === 503 ? (JSON.parse(response.text) as { reasons: string[]; ready: boolean }) : undefined;
+    }, 10_000, '/healthz failing');
+    expect(health.ready).toBe(false);
+    expect(health.reasons.join(' ')).toMatch(/cannot replicate: SetupError: replication slot \S+ exists but is a physical slot/);
+  });
+
+  it('recognizes an invalidated slot and says what to do', () => {
+    const row = { plugin: 'pgoutput', slot_type: 'logical', database: 'app', current: 'app', confirmed_flush_lsn: '0/16B3748', active_pid: null };
+    expect(slotProblem('edgeplane', { ...row, wal_status: 'reserved', invalidation_reason: null })).toBeUndefined();
+    expect(slotProblem('edgeplane', { ...row, wal_status: 'lost', invalidation_reason: null })).toMatch(/invalidated.*max_slot_wal_keep_size.*0\/16B3748.*pg_drop_replication_slot\('edgeplane'\)/);
+    expect(slotProblem('edgeplane', { ...row, wal_status: 'lost', invalidation_reason: 'wal_removed' })).toContain('(wal_removed)');
   });
 
   it('serves /healthz, /readyz and /metrics', async () => {

@@ -16,7 +16,7 @@ export const configSchema = z.object({
   REPLICATOR_PORT: int(0, 9187).describe('Port of /healthz, /readyz and /metrics'),
   SLOT_NAME: identifier('edgeplane').describe('Durable logical replication slot'),
   PUBLICATION_NAME: identifier('edgeplane').describe('Publication of the domain tables'),
-  MAX_UNACKED: int(1, 100_000).describe('Changes in flight before reading the stream pauses'),
+  MAX_UNACKED: int(1, 20_000).describe('Changes received and not yet acknowledged before reading the stream pauses (it resumes at half)'),
   CHANGE_LOG_BATCH_SIZE: int(1, 2000).describe('Most rows in one COPY into change_logs'),
   CHANGE_LOG_WRITERS: int(1, 2).describe('change_logs batches written at once, each on its own connection'),
   CHANGE_LOG_RETENTION_DAYS: int(1, 30).describe('change_logs rows older than this are deleted'),

@@ -28,7 +28,13 @@ export interface LocalPostgres {
   logFile: string;
   /** Whether this call ran initdb. */
   created: boolean;
-  stop(): Promise<void>;
+  /**
+   * `fast` (the default) disconnects sessions and checkpoints; `immediate` is a crash. A fast stop
+   * that does not finish within `timeoutSeconds` is an error (the server keeps shutting down).
+   */
+  stop(mode?: 'fast' | 'immediate', timeoutSeconds?: number): Promise<void>;
+  /** Stop (as `stop`) and start again with the same settings. */
+  restart(mode?: 'fast' | 'immediate', timeoutSeconds?: number): Promise<void>;
 }
 
 export const LOCAL_USER = 'postgres';
@@ -131,19 +137,29 @@ export async function startLocalPostgres(options: LocalPostgresOptions): Promise
   if (status.code === 0) await execAs(user, bin.pg_ctl, ['stop', '-D', dataDir, '-m', 'fast', '-w']);
   const settings = { ...LOCAL_SETTINGS, ...options.settings, port: String(options.port) };
   const flags = Object.entries(settings).map(([k, v]) => `-c ${k}=${shellQuote(v)}`).join(' ');
-  const start = await execAs(user, bin.pg_ctl, ['start', '-D', dataDir, '-l', logFile, '-w', '-t', '60', '-o', flags]);
-  if (start.code !== 0) {
-    throw new LocalPostgresError(`PostgreSQL did not start on port ${options.port} (pg_ctl exit ${start.code}): ${start.output.trim()}\nSee ${logFile}; is the port in use? Set EDGEPLANE_PG_PORT to another one.`);
-  }
+  const start = async () => {
+    const started = await execAs(user, bin.pg_ctl, ['start', '-D', dataDir, '-l', logFile, '-w', '-t', '60', '-o', flags]);
+    if (started.code !== 0) {
+      throw new LocalPostgresError(`PostgreSQL did not start on port ${options.port} (pg_ctl exit ${started.code}): ${started.output.trim()}\nSee ${logFile}; is the port in use? Set EDGEPLANE_PG_PORT to another one.`);
+    }
+  };
+  const stop = async (mode: 'fast' | 'immediate' = 'fast', timeoutSeconds = 60) => {
+    const stopped = await execAs(user, bin.pg_ctl, ['stop', '-D', dataDir, '-m', mode, '-w', '-t', String(timeoutSeconds)]);
+    if (stopped.code !== 0 && !/Is server running\?/.test(stopped.output)) {
+      throw new LocalPostgresError(`pg_ctl stop -m ${mode} did not finish within ${timeoutSeconds} s: ${stopped.output.trim()}`);
+    }
+  };
+  await start();
   return {
     url: `postgres://${LOCAL_USER}:${LOCAL_PASSWORD}@127.0.0.1:${options.port}/postgres`,
     port: options.port,
     dataDir,
     logFile,
     created,
-    stop: async () => {
-      const stop = await execAs(user, bin.pg_ctl, ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60']);
-      if (stop.code !== 0 && !/Is server running\?/.test(stop.output)) throw new LocalPostgresError(`pg_ctl stop failed: ${stop.output.trim()}`);
+    stop,
+    restart: async (mode, timeoutSeconds) => {
+      await stop(mode, timeoutSeconds);
+      await start();
     },
   };
 }

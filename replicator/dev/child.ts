@@ -7,6 +7,9 @@ export interface ChildOptions {
   env: Record<string, string | undefined>;
   /** Each line of stdout and stderr. */
   onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
+  /** Run as this user (when we are root). */
+  uid?: number;
+  gid?: number;
 }
 
 export interface Exit {
@@ -25,7 +28,14 @@ export class Child {
   private exit: Exit | undefined;
 
   constructor(readonly name: string, command: string, args: readonly string[], options: ChildOptions) {
-    this.process = spawn(command, args, { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    this.process = spawn(command, args, {
+      cwd: options.cwd,
+      env: options.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+      ...(options.uid !== undefined ? { uid: options.uid } : {}),
+      ...(options.gid !== undefined ? { gid: options.gid } : {}),
+    });
     const onLine = options.onLine ?? (() => {});
     createInterface({ input: this.process.stdout! }).on('line', (l) => onLine(l, 'stdout'));
     createInterface({ input: this.process.stderr! }).on('line', (l) => onLine(l, 'stderr'));

@@ -26,6 +26,8 @@ export interface StackOptions {
   db?: TestDatabase;
   /** Further replicator variables (replicator/config.ts). */
   replicatorEnv?: Record<string, string>;
+  /** Starts the replicator some other way than `node --import tsx replicator/main.ts` (e.g. the image's bundle). */
+  launchReplicator?: (env: Record<string, string>, onLine: (line: string) => void) => Child;
 }
 
 export interface LogEntry {
@@ -52,6 +54,7 @@ export class Stack {
     readonly replicatorPort: number,
     readonly persistDir: string,
     private readonly replicatorEnv: Record<string, string>,
+    private readonly launchReplicator: StackOptions['launchReplicator'],
   ) {}
 
   static async start(options: StackOptions = {}): Promise<Stack> {
@@ -65,7 +68,7 @@ export class Stack {
       FORWARD_TIMEOUT_MS: '3000',
       STATUS_INTERVAL_MS: '1000',
       ...options.replicatorEnv,
-    });
+    }, options.launchReplicator);
     try {
       // The slot first: an object must not hydrate from a snapshot older than the slot.
       await stack.startReplicator();
@@ -95,7 +98,15 @@ export class Stack {
 
   async startReplicator(waitReady = true): Promise<void> {
     if (this.replicator?.running) throw new Error('the replicator is already running');
-    this.replicator = startReplicatorProcess({
+    if (this.launchReplicator) {
+      this.replicator = this.launchReplicator({
+        ...this.replicatorEnv,
+        DATABASE_URL: this.db.url,
+        EDGE_URL: this.workerUrl,
+        REPLICATOR_SECRET: this.secret,
+        REPLICATOR_PORT: String(this.replicatorPort),
+      }, this.record('replicator'));
+    } else this.replicator = startReplicatorProcess({
       databaseUrl: this.db.url,
       edgeUrl: this.workerUrl,
       secret: this.secret,

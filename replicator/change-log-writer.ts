@@ -2,7 +2,7 @@ import type { Sql } from 'postgres';
 import { CHANGE_FORMAT_VERSION } from '../src/change.ts';
 import { copyIn } from './copy-in.ts';
 import type { Delivery } from './delivery.ts';
-import { sqlState } from './errors.ts';
+import { isConnectionLoss, sqlState } from './errors.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 import { backoffDelay, sleep } from './retry.ts';
@@ -62,6 +62,8 @@ export class ChangeLogWriter {
     private readonly onLogged: (batch: Delivery[]) => void,
     private readonly log: Logger,
     private readonly metrics: Metrics,
+    /** A write lost its connection; the writer keeps retrying, the owner decides whether to stop it. */
+    private readonly onConnectionLoss: (err: Error) => void = () => {},
   ) {}
 
   enqueue(d: Delivery): void {
@@ -119,6 +121,7 @@ export class ChangeLogWriter {
         this.metrics.retries.inc({ target: 'change_logs', reason: sqlState(err) ?? 'error' });
         const first = batch[0]?.change;
         this.log.warn({ err: String(err), lsn: first?.lsn, rows: batch.length, attempt }, 'change_logs write failed; retrying');
+        if (isConnectionLoss(err)) this.onConnectionLoss(err instanceof Error ? err : new Error(String(err)));
         await sleep(backoffDelay(attempt, this.options.retryBaseMs, this.options.retryMaxMs), this.abort.signal);
       }
     }

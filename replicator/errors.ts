@@ -33,3 +33,14 @@ export class SetupError extends Error {
 export class StallError extends Error {
   override name = 'StallError';
 }
+
+/** A change_logs connection went away (Postgres shutting down or restarting, or the network). */
+export class WriterConnectionLost extends Error {
+  override name = 'WriterConnectionLost';
+}
+
+/** Whether a failed statement lost its connection, rather than being refused by a working server. */
+export function isConnectionLoss(err: unknown): boolean {
+  const state = sqlState(err);
+  return state === undefined || state.startsWith('08') || state === '57P01' || state === '57P02' || state === '57P03';
+}

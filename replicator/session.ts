@@ -4,7 +4,7 @@ import { AckWatermark } from './ack-watermark.ts';
 import { ChangeLogWriter } from './change-log-writer.ts';
 import type { Config } from './config.ts';
 import { toDelivery, type Delivery } from './delivery.ts';
-import { StallError } from './errors.ts';
+import { StallError, WriterConnectionLost } from './errors.ts';
 import { Forwarder } from './forwarder.ts';
 import { livenessAction, livenessTimings, type LivenessTimings } from './liveness.ts';
 import type { Logger } from './logger.ts';
@@ -20,11 +20,17 @@ const ACK_DELAY_MS = 20;
 /** Setup queries on a dead link would otherwise hang until TCP gives up. */
 const SETUP_TIMEOUT_MS = 30_000;
 
-/** A change_logs writer's own connection: COPY must not share it with anything (see copy-in.ts). */
-function changeLogConnection(url: string): Sql {
+/**
+ * A change_logs writer's own connection: COPY must not share it with anything (see copy-in.ts). It
+ * lives as long as the session (no recycling), so that its closing always means something: see
+ * `ReplicationSession.writerConnectionLost`.
+ */
+function changeLogConnection(url: string, onClose: () => void): Sql {
   return postgres(url, withNoDelay({
     max: 1,
+    max_lifetime: null,
     onnotice: () => {},
+    onclose: onClose,
     connect_timeout: 10,
     connection: { application_name: 'edgeplane-replicator-change-logs' },
   }));
@@ -73,11 +79,12 @@ export class ReplicationSession {
     });
     const retry = { retryBaseMs: config.RETRY_BASE_MS, retryMaxMs: config.RETRY_MAX_MS };
     this.changeLog = new ChangeLogWriter(
-      () => changeLogConnection(config.DATABASE_URL),
+      () => changeLogConnection(config.DATABASE_URL, () => this.writerConnectionLost(new Error('a change_logs connection was closed'))),
       { batchSize: config.CHANGE_LOG_BATCH_SIZE, lingerMs: 5, lanes: config.CHANGE_LOG_WRITERS, ...retry },
       (b) => this.completed(b),
       log,
       metrics,
+      (err) => this.writerConnectionLost(err),
     );
     this.forwarder = new Forwarder(
       {
@@ -174,6 +181,19 @@ export class ReplicationSession {
   abort(err: Error): void {
     this.stream?.destroy(err);
     this.end(err);
+  }
+
+  /**
+   * A change_logs connection was closed or cannot be opened. When Postgres shuts down it ends the
+   * ordinary backends first, then keeps the walsender until we acknowledge everything it streamed,
+   * which we cannot do while those changes are not logged: holding on would block the shutdown for
+   * good. So the session ends (the replication connection with it) and the next one resumes from
+   * the slot once the server is back. A network failure is handled the same way.
+   */
+  private writerConnectionLost(err: Error): void {
+    if (this.state === 'ended') return;
+    this.log.warn({ err: String(err), acked: formatLsn(this.watermark.lsn) }, 'lost a change_logs connection; ending the session');
+    this.abort(new WriterConnectionLost(`change_logs connection lost: ${err.message}`, { cause: err }));
   }
 
   private onXLogData(frame: Buffer): void {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import postgres from 'postgres';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
 import { migrate } from '../../migrations/migrate.ts';
 import { startEmbeddedPostgres } from '../../replicator/dev/embedded-postgres.ts';
 import { slotProblem } from '../../replicator/setup.ts';
@@ -22,9 +22,20 @@ afterEach(async () => {
   pipeline = undefined;
 });
 
+/** On failure, the last log lines of every replicator the test ran. */
+function dumpLogsOnFailure(processes: () => ReplicatorProcess[]): void {
+  onTestFailed(() => {
+    for (const r of processes()) {
+      console.error(`--- replicator ${r.pid} ---\n${r.logs.slice(-40).map((l) => JSON.stringify(l)).join('\n')}\n${r.stderr.slice(-10).join('\n')}`);
+    }
+  });
+}
+
 async function setup(prefix = 'fault'): Promise<Pipeline> {
-  pipeline = await Pipeline.create(prefix);
-  return pipeline;
+  const p = await Pipeline.create(prefix);
+  pipeline = p;
+  dumpLogsOnFailure(() => p.processes);
+  return p;
 }
 
 const metric = (text: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
@@ -190,6 +201,7 @@ describe('replicator faults', () => {
     await migrate(sql);
     const r = new ReplicatorProcess({ DATABASE_URL: url, EDGE_URL: sink.url, REPLICATOR_SECRET: SECRET, RETRY_BASE_MS: '20', RETRY_MAX_MS: '200' });
     cleanups.push(() => r.stop());
+    dumpLogsOnFailure(() => [r]);
     await r.streaming();
     const a = await insertAccount(sql);
     await eventually(() => sink.changes.length >= 1);
@@ -201,6 +213,33 @@ describe('replicator faults', () => {
     await eventually(() => sink.changes.some((c) => c.data?.name === 'after-restart'), 60_000, 'delivery after the restart');
     expect(r.logs.filter((l) => l.msg === 'streaming').length).toBeGreaterThanOrEqual(2);
     expect(r.logs.some((l) => l.msg === 'replication session ended; reconnecting')).toBe(true);
+  });
+  it('lets Postgres shut down while changes wait for the Worker, and delivers them after the restart', async () => {
+    const cluster = await startEmbeddedPostgres({ dataDir: path.join(tmpdir(), `edgeplane-shutdown-${randomBytes(4).toString('hex')}`) });
+    cleanups.push(() => cluster.stop());
+    const sink = await new RecordingSink(SECRET).start();
+    cleanups.push(() => sink.stop());
+    sink.behaviour = () => 503;
+    const url = withDatabase(cluster.url, 'postgres');
+    let sql = postgres(url, { max: 1, onnotice: () => {} });
+    await migrate(sql);
+    const r = new ReplicatorProcess({ DATABASE_URL: url, EDGE_URL: sink.url, REPLICATOR_SECRET: SECRET, RETRY_BASE_MS: '20', RETRY_MAX_MS: '200' });
+    cleanups.push(() => r.stop());
+    dumpLogsOnFailure(() => [r]);
+    await r.streaming();
+    await insertAccount(sql, 'waiting');
+    // Logged, refused by the Worker, so not acknowledged: the walsender waits for an acknowledgement
+    // that cannot come, and a replicator that kept its connections would hold the shutdown forever.
+    await eventually(async () => (await sql`select 1 from change_logs`).length === 1 && sink.requests >= 2, 20_000, 'logged, delivery failing');
+    await sql.end();
+    const restarted = await Promise.race([cluster.restart().then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 20_000))]);
+    expect(restarted).toBe(true);
+    sink.behaviour = () => 200;
+    sql = postgres(url, { max: 1, onnotice: () => {} });
+    cleanups.push(() => sql.end());
+    await eventually(() => sink.changes.some((c) => c.data?.name === 'waiting'), 60_000, 'delivery after the restart');
+    const [logged] = await sql<{ n: number }[]>`select count(*)::int as n from change_logs`;
+    expect(logged!.n).toBe(1);
   });
 });
 

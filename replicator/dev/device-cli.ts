@@ -240,7 +240,7 @@ export async function runDevice(kind: DeviceKind, argv: string[]): Promise<numbe
       const reason = reasonBuf.toString();
       if (stopping) return finish(0);
       const final = FINAL_CLOSES.get(code);
-      status(`closed ${code}${reason ? ` ${reason}` : ''}${final ? ` (${final})` : ''}`);
+      status(`closed ${code} ${reason || final || ''}`.trimEnd());
       if (final || !args.reconnect) return finish(final ? 1 : 0);
       retry();
     }));

@@ -166,12 +166,12 @@ function printReady(dev: DevJson, config: LocalConfig): void {
   ];
   if (dev.demo) {
     lines.push(
-      `Demo account ${dev.demo.accountId}. In another terminal:`,
-      '  npm run client -- --demo          # a client of the demo user: prints every access change',
-      '  npm run gateway -- --demo         # a gateway of the demo site',
+      `Demo account ${dev.demo.accountId}. In other terminals (README.md walks through more):`,
+      '  npm run client -- --demo      # Ada\'s laptop: prints every access change it is told about',
+      '  npm run gateway -- --demo     # the gateway of the Home lab site',
       `  psql ${dev.databaseUrl}`,
-      "    update policies set disabled_at = now() where description like '%Wiki';   -- the client sees resource_deleted",
-      "    update policies set disabled_at = null where description like '%Wiki';    -- and gets it back",
+      "    update policies set disabled_at = now() where resource_id = (select id from resources where name = 'Wiki');",
+      "    update policies set disabled_at = null where resource_id = (select id from resources where name = 'Wiki');",
       '',
     );
   }

@@ -29,10 +29,19 @@ export function asId<Kind extends string>(text: unknown): Id<Kind> | undefined {
 
 const HEX: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
+/** Value of a hex digit by char code (lower or upper case); this runs for every id the caches write. */
+const NIBBLE = new Uint8Array(128);
+for (let i = 0; i < 10; i++) NIBBLE[48 + i] = i;
+for (let i = 0; i < 6; i++) NIBBLE[97 + i] = NIBBLE[65 + i] = 10 + i;
+/** Where each byte's two hex digits start in the canonical 8-4-4-4-12 form. */
+const BYTE_AT = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+
 export function uuidToBytes(id: string): Uint8Array {
-  const hex = id.replaceAll('-', '');
   const out = new Uint8Array(16);
-  for (let i = 0; i < 16; i++) out[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
+  for (let i = 0; i < 16; i++) {
+    const at = BYTE_AT[i] as number;
+    out[i] = ((NIBBLE[id.charCodeAt(at)] as number) << 4) | (NIBBLE[id.charCodeAt(at + 1)] as number);
+  }
   return out;
 }
 

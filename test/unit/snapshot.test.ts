@@ -30,3 +30,13 @@ describe('hydration snapshot visibility (DESIGN property 4)', () => {
     expect(visibleInSnapshot(wrapped, 4)).toBe(false);
   });
 });
+
+describe('uuid bytes', async () => {
+  const { bytesToUuid, uuidToBytes } = await import('../../src/ids.ts');
+  it('round-trips canonical and upper-case uuids through 16 bytes', () => {
+    const id = '0a1b2c3d-4e5f-6789-abcd-ef0123456789';
+    expect(Array.from(uuidToBytes(id))).toEqual([0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89]);
+    expect(bytesToUuid(uuidToBytes(id))).toBe(id);
+    expect(bytesToUuid(uuidToBytes(id.toUpperCase()))).toBe(id);
+  });
+});

@@ -18,7 +18,8 @@ import { admit } from './connect.ts';
 import { createFlow } from './create-flow.ts';
 import { DatabaseError } from './database.ts';
 import { upsertClient, upsertGateway } from './devices.ts';
-import { appendFlowLog } from './flow-log.ts';
+import { AlarmClock } from './alarm-clock.ts';
+import { FlowLogWriter } from './flow-log.ts';
 import { FlowStore } from './flow-store.ts';
 import { hydrate } from './hydrate.ts';
 import { MetaStore } from './meta-store.ts';
@@ -37,8 +38,6 @@ export type ApplyResult =
  * wrap around in between.
  */
 const SNAPSHOT_RETENTION_MS = 24 * 3600_000;
-const FLOW_LOG_BATCH = 500;
-const FLOW_LOG_RETRY_MS = { base: 1_000, max: 60_000 };
 
 const json = (status: number, body: unknown) => Response.json(body, { status });
 
@@ -49,15 +48,18 @@ const json = (status: number, body: unknown) => Response.json(body, { status });
  */
 export class AccountDO extends DurableObject<Env> {
   private readonly parts: Parts;
+  private readonly clock: AlarmClock;
+  private readonly flowLog: FlowLogWriter;
   private model: Model | undefined;
-  private flushing = false;
-  private flowLogFailures = 0;
-  private flowLogRetryAt: number | null = null;
+  /** Open sockets; undefined until counted in this instance (counting materializes every socket). */
+  private socketCount: number | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     const sql = ctx.storage.sql;
     this.parts = { ctx, env, caches: new CacheStore(sql), meta: new MetaStore(sql), views: new ViewStore(sql), flowStore: new FlowStore(sql) };
+    this.clock = new AlarmClock(ctx.storage);
+    this.flowLog = new FlowLogWriter(this.parts.flowStore, env.DB, ctx, () => this.parts.meta.accountId, (at) => this.clock.noLaterThan(at));
     // Answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair('ping', 'pong'));
   }
@@ -73,6 +75,8 @@ export class AccountDO extends DurableObject<Env> {
       const live = new Set(this.ctx.getWebSockets().map((ws) => attachmentOf(ws)?.conn ?? -1));
       this.parts.views.retain(live);
       this.model = { state: this.parts.caches.load(accountId), flows: this.parts.flowStore.load() };
+      // Flows created before a restart may still wait in the outbox.
+      if (this.parts.flowStore.logBacklog > 0) this.flowLog.soon();
     });
     return this.model!;
   }
@@ -169,8 +173,8 @@ export class AccountDO extends DurableObject<Env> {
         component: 'account', account: accountId, stale, position: position && formatPosition(position), stale_total: meta.staleSkipped,
       });
     }
-    propagate(this.parts, model, dirty, now);
-    await this.scheduleAlarm(model);
+    if (propagate(this.parts, model, dirty, now)) this.socketCount = undefined;
+    await this.clock.exactly(this.nextWake(model));
     return { ok: true, applied, skipped: stale + seen, position: position && formatPosition(position) };
   }
 
@@ -227,7 +231,9 @@ export class AccountDO extends DurableObject<Env> {
       }
     });
     send(server, first);
-    await this.scheduleAlarm(model);
+    if (this.socketCount !== undefined) this.socketCount++;
+    // Only this socket's token and, for the first socket, the time windows can bring the alarm forward.
+    await this.clock.noLaterThan(earliest(model.state.tokens.get(tokenId)?.expiresAt ?? null, nextTimeBoundary(model.state, now)));
     return new Response(null, { status: 101, webSocket: deviceEnd });
   }
 
@@ -260,9 +266,10 @@ export class AccountDO extends DurableObject<Env> {
     if (!parsed.success) return fail(`invalid ${envelope.data.event} payload: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
     const model = await this.readyStored();
     if (!model) return;
-    if (createFlow(this.parts, model, ws, a, parsed.data, Date.now())) {
-      this.ctx.waitUntil(this.flushFlowLog());
-      await this.scheduleAlarm(model);
+    const flow = createFlow(this.parts, model, ws, a, parsed.data, Date.now());
+    if (flow) {
+      this.flowLog.soon();
+      await this.clock.noLaterThan(flow.expiresAt);
     }
   }
 
@@ -280,8 +287,14 @@ export class AccountDO extends DurableObject<Env> {
   }
 
   private forget(ws: WebSocket): void {
+    this.socketCount = undefined;
     const a = attachmentOf(ws);
     if (a?.kind === 'client') this.parts.views.drop(a.conn);
+  }
+
+  private sockets(): number {
+    this.socketCount ??= this.ctx.getWebSockets().length;
+    return this.socketCount;
   }
 
   /**
@@ -289,6 +302,7 @@ export class AccountDO extends DurableObject<Env> {
    * close, tokens and flows that expire, and retries of the flow log.
    */
   override async alarm(): Promise<void> {
+    this.clock.fired();
     const model = await this.readyStored();
     if (!model) return;
     const now = Date.now();
@@ -306,56 +320,22 @@ export class AccountDO extends DurableObject<Env> {
         else dirty.clients.add(f.clientId);
       }
     }
-    propagate(this.parts, model, dirty, now);
-    if (this.parts.flowStore.logBacklog > 0) await this.flushFlowLog();
-    await this.scheduleAlarm(model);
+    if (propagate(this.parts, model, dirty, now)) this.socketCount = undefined;
+    if (this.parts.flowStore.logBacklog > 0) await this.flowLog.flush();
+    await this.clock.exactly(this.nextWake(model));
   }
 
-  /** The next instant the clock changes something: a window boundary, a token or flow expiry, a flow-log retry. */
-  private async scheduleAlarm(model: Model): Promise<void> {
+  /**
+   * The next instant the clock changes something: a time-window boundary (when devices or flows
+   * could care), a token expiry (any token: a socket's is among them), a flow expiry, a retry of the
+   * flow log. Proportional to tokens and flows, not to sockets.
+   */
+  private nextWake(model: Model): number | null {
     const now = Date.now();
-    let next: number | null = null;
-    const sockets = this.ctx.getWebSockets();
-    if (sockets.length > 0 || model.flows.flows.size > 0) next = nextTimeBoundary(model.state, now);
-    for (const ws of sockets) {
-      const a = attachmentOf(ws);
-      const expiresAt = a ? model.state.tokens.get(a.tokenId)?.expiresAt ?? null : null;
-      next = earliest(next, expiresAt);
-    }
-    next = earliest(next, model.flows.nextExpiry(), this.flowLogRetryAt);
-    const current = await this.ctx.storage.getAlarm();
-    if (next === null) {
-      if (current !== null) await this.ctx.storage.deleteAlarm();
-      return;
-    }
-    const at = Math.max(next, now + 1);
-    if (current !== at) await this.ctx.storage.setAlarm(at);
-  }
-
-  /** Appends the outbox to Postgres `flows` in batches; on failure, an alarm retries with backoff. */
-  private async flushFlowLog(): Promise<void> {
-    if (this.flushing) return;
-    this.flushing = true;
-    try {
-      for (;;) {
-        const { entries, upTo } = this.parts.flowStore.pendingLog(FLOW_LOG_BATCH);
-        if (entries.length === 0) break;
-        await appendFlowLog(this.env.DB, entries);
-        this.parts.flowStore.ackLog(upTo);
-      }
-      this.flowLogFailures = 0;
-      this.flowLogRetryAt = null;
-    } catch (err) {
-      this.flowLogFailures++;
-      const delay = Math.min(FLOW_LOG_RETRY_MS.max, FLOW_LOG_RETRY_MS.base * 2 ** Math.min(this.flowLogFailures, 16));
-      this.flowLogRetryAt = Date.now() + delay;
-      log.warn('flow log append failed; retrying', {
-        component: 'account', account: this.parts.meta.accountId, backlog: this.parts.flowStore.logBacklog, retry_ms: delay, err: String(err),
-      });
-      const model = this.model;
-      if (model) await this.scheduleAlarm(model);
-    } finally {
-      this.flushing = false;
-    }
+    let next = earliest(model.flows.nextExpiry(), this.flowLog.retryAt);
+    const devices = this.sockets() > 0;
+    if (devices || model.flows.flows.size > 0) next = earliest(next, nextTimeBoundary(model.state, now));
+    if (devices) for (const t of model.state.tokens.values()) if (t.expiresAt !== null && t.expiresAt > now) next = earliest(next, t.expiresAt);
+    return next;
   }
 }

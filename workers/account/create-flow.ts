@@ -28,9 +28,9 @@ function onlineGateways(parts: Parts, model: Model): OnlineGateway[] {
 /**
  * `create_flow`, authorized in memory (issue 4): on success the flow is stored, the gateway gets
  * `authorize_flow` and the client `flow_created`, both with fresh credentials; the flow goes to
- * Postgres later, from the outbox. Returns whether a flow was created.
+ * Postgres later, from the outbox. Returns the flow created, if any.
  */
-export function createFlow(parts: Parts, model: Model, ws: WebSocket, a: ClientAttachment, frame: CreateFlow, nowMs: number): boolean {
+export function createFlow(parts: Parts, model: Model, ws: WebSocket, a: ClientAttachment, frame: CreateFlow, nowMs: number): FlowRecord | null {
   const { state } = model;
   const resourceId = frame.payload.resource_id as FlowRecord['resourceId'];
   const reply = (status: 'ok' | 'error', extra: Record<string, unknown>) => {
@@ -46,7 +46,7 @@ export function createFlow(parts: Parts, model: Model, ws: WebSocket, a: ClientA
     const payload = { resource_id: resourceId, reason: decision.reason, ...(decision.violatedProperties ? { violated_properties: decision.violatedProperties } : {}) };
     send(ws, JSON.stringify({ event: 'flow_creation_failed', payload }));
     reply('error', { reason: decision.reason });
-    return false;
+    return null;
   }
   const flow: FlowRecord = {
     id: randomId<'flow'>(),
@@ -97,5 +97,5 @@ export function createFlow(parts: Parts, model: Model, ws: WebSocket, a: ClientA
     },
   }));
   reply('ok', { flow_id: flow.id });
-  return true;
+  return flow;
 }

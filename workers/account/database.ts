@@ -5,9 +5,9 @@ import { pgSocket } from './pg-socket.ts';
 export const databaseStats = { clients: 0 };
 
 /**
- * A Postgres client over the Hyperdrive binding (pooled at the edge). One per operation: a
- * Worker's sockets belong to the request that opened them. Plain TCP: the Worker talks to
- * Hyperdrive, which holds the TLS connection to the origin.
+ * A Postgres client over the Hyperdrive binding (pooled at the edge). Plain TCP: the Worker
+ * talks to Hyperdrive, which holds the TLS connection to the origin. Prefer withDatabase, which
+ * closes it after one operation.
  */
 export function database(binding: Hyperdrive, max = 1): Sql {
   databaseStats.clients++;
@@ -21,5 +21,21 @@ export class DatabaseError extends Error {
   override name = 'DatabaseError';
   constructor(readonly operation: string, options: { cause: unknown }) {
     super(`${operation} failed: ${options.cause instanceof Error ? options.cause.message : String(options.cause)}`, options);
+  }
+}
+
+/**
+ * Runs one operation on its own connection and closes it right after, so that no connection
+ * lingers between the object's events (a Worker's sockets belong to the event that opened them).
+ * Failures come back as DatabaseError naming the operation.
+ */
+export async function withDatabase<T>(binding: Hyperdrive, operation: string, fn: (sql: Sql) => Promise<T>): Promise<T> {
+  const sql = database(binding);
+  try {
+    return await fn(sql);
+  } catch (err) {
+    throw new DatabaseError(operation, { cause: err });
+  } finally {
+    await sql.end({ timeout: 0 }).catch(() => {});
   }
 }

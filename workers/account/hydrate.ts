@@ -3,7 +3,7 @@ import type { Row } from '../../src/json.ts';
 import { decodeRow, RowDecodeError, type Cached } from '../../src/records.ts';
 import { parseSnapshot, type Snapshot } from '../../src/snapshot.ts';
 import { DOMAIN_TABLES, type TableName } from '../../src/tables.ts';
-import { database, DatabaseError } from './database.ts';
+import { DatabaseError, withDatabase } from './database.ts';
 
 export interface Hydration {
   records: Cached[];
@@ -27,13 +27,8 @@ const HYDRATION_QUERY = [
 ].join('\nunion all\n');
 
 export async function hydrate(binding: Hyperdrive, accountId: AccountId): Promise<Hydration> {
-  const sql = database(binding);
-  let rows: { t: string; row: unknown }[];
-  try {
-    rows = await sql.begin('isolation level repeatable read read only', (tx) => tx.unsafe<{ t: string; row: unknown }[]>(HYDRATION_QUERY, [accountId]));
-  } catch (err) {
-    throw new DatabaseError(`hydrating account ${accountId}`, { cause: err });
-  }
+  const rows = await withDatabase(binding, `hydrating account ${accountId}`, (sql) =>
+    sql.begin('isolation level repeatable read read only', (tx) => tx.unsafe<{ t: string; row: unknown }[]>(HYDRATION_QUERY, [accountId])));
   let snapshot: Snapshot | undefined;
   const records: Cached[] = [];
   const problems: RowDecodeError[] = [];

@@ -30,10 +30,10 @@ export const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toI
  * Pushes the consequences of a batch (or of the clock) to the sockets it can affect: closes the
  * devices that lost their right to be connected, sends each client the difference in its
  * resource views, and reviews the flows whose grant may have changed. Storage writes happen in
- * one transaction; frames go out after it.
+ * one transaction; frames go out after it. Returns whether it closed any socket.
  */
-export function propagate(parts: Parts, model: Model, dirty: Dirty, nowMs: number): void {
-  if (dirty.empty) return;
+export function propagate(parts: Parts, model: Model, dirty: Dirty, nowMs: number): boolean {
+  if (dirty.empty) return false;
   const out: Outbox = { frames: new Map(), closes: [] };
   parts.ctx.storage.transactionSync(() => {
     syncClients(parts, model, dirty, nowMs, out);
@@ -42,6 +42,7 @@ export function propagate(parts: Parts, model: Model, dirty: Dirty, nowMs: numbe
   });
   for (const [ws, frames] of out.frames) for (const f of frames) send(ws, f);
   for (const c of out.closes) close(c.ws, c.code, c.reason);
+  return out.closes.length > 0;
 }
 
 function clientSockets(parts: Parts, dirty: Dirty): WebSocket[] {

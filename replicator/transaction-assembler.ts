@@ -1,8 +1,8 @@
 import type { Change } from '../src/change.ts';
-import { accountIdOf } from '../src/change.ts';
+import { accountIdOf, softDeleteAware } from '../src/change.ts';
 import type { Row } from '../src/json.ts';
 import { formatLsn, type Lsn } from '../src/lsn.ts';
-import { isDomainTable, SOFT_DELETE_TABLES, type TableName } from '../src/tables.ts';
+import { isDomainTable, type TableName } from '../src/tables.ts';
 import type { PgoutputMessage, Relation } from './pgoutput/messages.ts';
 
 export interface RowEvent {
@@ -164,25 +164,9 @@ export class TransactionAssembler {
       this.onSkip({ reason: 'no account id', table, xid: target.xid });
       return;
     }
-    let kind = op;
-    if (op === 'update' && SOFT_DELETE_TABLES.has(table) && data) {
-      // Soft deletes are deletes, and restoring a soft-deleted row creates it again (DESIGN property 5).
-      const wasDeleted = old !== null && old.deleted_at != null;
-      const isDeleted = data.deleted_at != null;
-      if (isDeleted && !wasDeleted) {
-        target.events.push({ op: 'delete', table, accountId, old: old ?? data, data: null, xid: xid ?? target.xid });
-        return;
-      }
-      if (wasDeleted && !isDeleted) kind = 'insert';
-    }
-    target.events.push({
-      op: kind,
-      table,
-      accountId,
-      old: kind === 'insert' ? null : old,
-      data,
-      xid: xid ?? target.xid,
-    });
+    // Soft deletes are deletes, and restoring a soft-deleted row creates it again (DESIGN property 5).
+    const effective = softDeleteAware(table, op, old, data);
+    target.events.push({ ...effective, table, accountId, xid: xid ?? target.xid });
   }
 }
 

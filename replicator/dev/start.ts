@@ -189,7 +189,15 @@ async function step(what: string, fn: () => Promise<unknown>): Promise<void> {
   }
 }
 
-async function shutdown(code: number): Promise<never> {
+let stopped: Promise<never> | undefined;
+
+/** Stops what runs, once (a failed start-up and a Ctrl-C may both ask). */
+function shutdown(code: number): Promise<never> {
+  stopped ??= stopAll(code);
+  return stopped;
+}
+
+async function stopAll(code: number): Promise<never> {
   shuttingDown = true;
   if (ready) say('\nStopping...');
   const { replicator, worker, sql, pg } = running;
@@ -226,7 +234,7 @@ let currentConfig: LocalConfig | undefined;
 let startup: Promise<void> | undefined;
 let signals = 0;
 
-function onSignal(signal: NodeJS.Signals): void {
+function onSignal(): void {
   signals++;
   if (signals > 1) {
     void forceStop();
@@ -235,7 +243,6 @@ function onSignal(signal: NodeJS.Signals): void {
   abort.abort();
   // Whatever start-up was doing finishes (or gives up) first, so that nothing it started is missed.
   void (startup ?? Promise.resolve()).catch(() => undefined).then(() => shutdown(0));
-  void signal;
 }
 
 for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, onSignal);
@@ -243,7 +250,7 @@ for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, onSignal
 // on: a new parent means the one that started us is gone, and that is a stop too.
 const parentAtStart = process.ppid;
 setInterval(() => {
-  if (process.ppid !== parentAtStart && signals === 0) onSignal('SIGTERM');
+  if (process.ppid !== parentAtStart && signals === 0) onSignal();
 }, 250).unref();
 
 try {

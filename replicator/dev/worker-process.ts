@@ -1,5 +1,8 @@
 import { execFile } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -17,6 +20,8 @@ export interface WorkerOptions {
   persistTo?: string;
   /** A bundle made by `wrangler deploy --dry-run --outdir` to serve as it is (`--no-bundle`), instead of wrangler.toml's `main`. */
   bundle?: string;
+  /** wrangler's dev registry (default: the user's shared one). */
+  registryPath?: string;
   extraArgs?: readonly string[];
   onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
 }
@@ -49,6 +54,7 @@ export function wranglerDevCommand(options: WorkerOptions): { command: string; a
     NO_UPDATE_NOTIFIER: '1',
     CLOUDFLARE_CF_FETCH_ENABLED: 'false',
   };
+  if (options.registryPath) env.WRANGLER_REGISTRY_PATH = options.registryPath;
   if (options.databaseUrl) env.CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_DB = options.databaseUrl;
   return { command: process.execPath, args, env };
 }
@@ -70,9 +76,17 @@ export async function buildWorkerBundle(outDir: string): Promise<string> {
   return path.join(outDir, 'index.js');
 }
 
+/**
+ * `wrangler dev` as a child process, with a dev registry of its own: other `wrangler dev` processes
+ * on the machine (tests, benchmarks) come and go, and a change of a shared registry can reload the
+ * Worker, which closes its sockets.
+ */
 export function startWorkerProcess(options: WorkerOptions): Child {
-  const { command, args, env } = wranglerDevCommand(options);
-  return new Child('worker', command, args, { cwd: ROOT, env, ...(options.onLine ? { onLine: options.onLine } : {}) });
+  const registryPath = options.registryPath ?? mkdtempSync(path.join(tmpdir(), 'edgeplane-wrangler-registry-'));
+  const { command, args, env } = wranglerDevCommand({ ...options, registryPath });
+  const child = new Child('worker', command, args, { cwd: ROOT, env, ...(options.onLine ? { onLine: options.onLine } : {}) });
+  if (!options.registryPath) void child.exited.then(() => rm(registryPath, { recursive: true, force: true }));
+  return child;
 }
 
 /** Polls `url` until it answers 2xx, the child exits, or the time is up. */

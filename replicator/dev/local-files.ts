@@ -3,8 +3,11 @@ import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ROOT } from './worker-process.ts';
 
-/** Everything the local run keeps lives here (git-ignored); `rm -rf .edgeplane` resets it. */
-export const LOCAL_DIR = path.join(ROOT, '.edgeplane');
+/**
+ * Everything the local run keeps lives here (git-ignored); `rm -rf .edgeplane` resets it.
+ * `EDGEPLANE_DIR` moves it (the tests of the local run use a folder of their own).
+ */
+export const LOCAL_DIR = process.env.EDGEPLANE_DIR ? path.resolve(process.env.EDGEPLANE_DIR) : path.join(ROOT, '.edgeplane');
 export const DEV_JSON = path.join(LOCAL_DIR, 'dev.json');
 /** The demo tokens' secrets (the database keeps only their hashes), so that a restart prints the same dev.json. */
 export const DEMO_JSON = path.join(LOCAL_DIR, 'demo.json');

@@ -1,0 +1,160 @@
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import postgres from 'postgres';
+import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
+import { Child } from '../../replicator/dev/child.ts';
+import { portInUse } from '../../replicator/dev/local-config.ts';
+import type { DevJson } from '../../replicator/dev/local-files.ts';
+import { startLocalPostgres } from '../../replicator/dev/local-postgres.ts';
+import { ROOT } from '../../replicator/dev/worker-process.ts';
+import { freePort } from '../support/e2e-stack.ts';
+
+/**
+ * `npm start` as a user runs it (PROTOCOL section 6), in a folder of its own (EDGEPLANE_DIR) and on
+ * free ports: the embedded server, migrations, the demo, the replicator and `wrangler dev`, then
+ * dev.json; the device and token CLIs against it; Ctrl-C stops everything, leaves no process and
+ * no slot behind; a second start prints the same demo.
+ */
+const exec = promisify(execFile);
+let dir: string;
+let ports: { PORT: string; REPLICATOR_PORT: string; EDGEPLANE_PG_PORT: string };
+const children: Child[] = [];
+const output: string[] = [];
+
+afterAll(async () => {
+  for (const c of children) await c.stop('SIGKILL', 1000);
+  // Whatever a failed run left: the embedded server of this folder.
+  if (dir && existsSync(path.join(dir, 'pg', 'postmaster.pid'))) {
+    const pg = await startLocalPostgres({ dataDir: path.join(dir, 'pg'), port: Number(ports.EDGEPLANE_PG_PORT) }).catch(() => undefined);
+    await pg?.stop('immediate');
+  }
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+function env(extra: Record<string, string> = {}): Record<string, string | undefined> {
+  return { PATH: process.env.PATH, HOME: process.env.HOME, EDGEPLANE_DIR: dir, ...ports, ...extra };
+}
+
+function node(name: string, script: string, args: string[], extra: Record<string, string> = {}): Child {
+  const c = new Child(name, process.execPath, ['--import', 'tsx', path.join(ROOT, script), ...args], {
+    cwd: ROOT,
+    env: env(extra),
+    onLine: (l) => output.push(`[${name}] ${l}`),
+  });
+  children.push(c);
+  return c;
+}
+
+async function devJson(start: Child, timeoutMs = 120_000): Promise<DevJson> {
+  const file = path.join(dir, 'dev.json');
+  const deadline = Date.now() + timeoutMs;
+  while (!existsSync(file)) {
+    if (!start.running) throw new Error(`npm start exited: ${JSON.stringify(await start.exited)}`);
+    if (Date.now() > deadline) throw new Error('no dev.json in time');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return JSON.parse(await readFile(file, 'utf8')) as DevJson;
+}
+
+/** Processes whose command line names this run's folder or ports. */
+async function leftovers(): Promise<string[]> {
+  const out: string[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      const cmd = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).replaceAll('\0', ' ');
+      if (cmd.includes(dir) || cmd.includes(`--port ${ports.PORT}`)) out.push(`${entry}: ${cmd.slice(0, 200)}`);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return out;
+}
+
+async function lines(c: Child, test: (line: string) => boolean, timeoutMs = 15_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const found = output.find((l) => l.startsWith(`[${c.name}] `) && test(l.slice(c.name.length + 3)));
+    if (found) return found.slice(c.name.length + 3);
+    if (Date.now() > deadline) throw new Error(`no matching line from ${c.name}; output:\n${output.slice(-30).join('\n')}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('npm start', () => {
+  it('runs the whole system with a demo, and Ctrl-C stops it all, slot included', async () => {
+    onTestFailed(() => console.error(output.slice(-80).join('\n')));
+    dir = await mkdtemp(path.join(tmpdir(), 'edgeplane-local-run-'));
+    await chmod(dir, 0o755);
+    ports = { PORT: String(await freePort()), REPLICATOR_PORT: String(await freePort()), EDGEPLANE_PG_PORT: String(await freePort()) };
+
+    const start = node('start', 'replicator/dev/start.ts', []);
+    const dev = await devJson(start);
+    expect(dev).toMatchObject({ workerUrl: `http://127.0.0.1:${ports.PORT}`, replicatorUrl: `http://127.0.0.1:${ports.REPLICATOR_PORT}` });
+    expect(dev.databaseUrl).toContain(`:${ports.EDGEPLANE_PG_PORT}/`);
+    expect(dev.demo?.clientToken.split('.')[0]).toBe(dev.demo?.accountId);
+    expect((await fetch(`${dev.workerUrl}/healthz`)).status).toBe(200);
+    expect((await fetch(`${dev.replicatorUrl}/readyz`)).status).toBe(200);
+
+    // The client CLI sees the demo's three resources, then a policy change.
+    const client = node('client', 'replicator/dev/client.ts', ['--demo', '--json', '--external-id', 'local-run-test']);
+    const init = JSON.parse(await lines(client, (l) => l.startsWith('{"event":"init"'))) as { payload: { resources: { id: string; name: string }[] } };
+    expect(init.payload.resources.map((r) => r.name).sort()).toEqual(['Build server', 'Office LAN', 'Wiki']);
+    const sql = postgres(dev.databaseUrl, { max: 1, onnotice: () => {} });
+    try {
+      await sql`update policies set disabled_at = now() where resource_id = (select id from resources where name = 'Wiki')`;
+      const wiki = init.payload.resources.find((r) => r.name === 'Wiki')!;
+      expect(JSON.parse(await lines(client, (l) => l.includes('resource_deleted')))).toEqual({ event: 'resource_deleted', payload: { id: wiki.id } });
+
+      // The token CLI: a token for the demo's actor opens a client; bad arguments exit 2.
+      const [actor] = await sql<{ id: string }[]>`select id::text from actors where name = 'Ada Lovelace'`;
+      const made = await exec(process.execPath, ['--import', 'tsx', 'replicator/dev/token.ts', 'client', '--account', dev.demo!.accountId, '--actor', actor!.id], { cwd: ROOT, env: env() });
+      expect(made.stdout.trim().split('.')).toHaveLength(3);
+      const bad = await exec(process.execPath, ['--import', 'tsx', 'replicator/dev/token.ts', 'client', '--account', 'nope'], { cwd: ROOT, env: env() }).then(() => 0, (e: { code: number }) => e.code);
+      expect(bad).toBe(2);
+    } finally {
+      await sql.end();
+    }
+    const clientExit = await client.stop('SIGINT', 5000);
+    expect(clientExit.code).toBe(0);
+
+    // Ctrl-C: the terminal signals the foreground group, which is the start process alone (its children run in groups of their own).
+    start.signal('SIGINT');
+    const exit = await Promise.race([start.exited, new Promise((r) => setTimeout(() => r('timeout'), 60_000))]);
+    expect(exit).toEqual({ code: 0, signal: null });
+    await lines(start, (l) => l.startsWith('Dropped the replication slot edgeplane'));
+    expect(existsSync(path.join(dir, 'dev.json'))).toBe(false);
+    expect(await leftovers()).toEqual([]);
+    for (const p of Object.values(ports)) expect(await portInUse(Number(p))).toBe(false);
+    const pg = await startLocalPostgres({ dataDir: path.join(dir, 'pg'), port: Number(ports.EDGEPLANE_PG_PORT) });
+    try {
+      const check = postgres(pg.url, { max: 1, onnotice: () => {} });
+      expect(await check`select slot_name from pg_replication_slots`).toEqual([]);
+      await check.end();
+    } finally {
+      await pg.stop();
+    }
+
+    // A second start: the same database, the same demo tokens.
+    output.length = 0;
+    const again = node('start', 'replicator/dev/start.ts', []);
+    const dev2 = await devJson(again);
+    expect(dev2.demo).toEqual(dev.demo);
+    again.signal('SIGTERM');
+    expect(await again.exited).toEqual({ code: 0, signal: null });
+    expect(await leftovers()).toEqual([]);
+  });
+
+  it('refuses bad configuration with exit code 2', async () => {
+    const bad = await exec(process.execPath, ['--import', 'tsx', 'replicator/dev/start.ts'], {
+      cwd: ROOT, env: { PATH: process.env.PATH, PORT: 'eighty', REPLICATOR_SECRET: 'short' },
+    }).then(() => ({ code: 0, stderr: '' }), (e: { code: number; stderr: string }) => e);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('PORT=eighty is not a TCP port');
+    expect(bad.stderr).toContain('REPLICATOR_SECRET must be at least 16 characters');
+  });
+});

@@ -76,6 +76,7 @@ async function main(): Promise<void> {
 
     console.log('\nsummary');
     console.log(`  decoder: ours ${fmt(decoder.ours)} changes/s median, pg-logical-replication ${fmt(decoder.peer)}: ${(decoder.ours / decoder.peer).toFixed(2)}x`);
+    console.log(`           per CPU-second: ours ${fmt(decoder.oursCpu)}, pg-logical-replication ${fmt(decoder.peerCpu)}: ${(decoder.oursCpu / decoder.peerCpu).toFixed(2)}x`);
     console.log(`  catch-up of ${fmt(written)} changes:`);
     console.log(`    pg_recvlogical:       ${secs(peer.ms)} s  (${fmt(written / (peer.ms / 1000))} changes/s)${cpuNote(peer.cpu)}`);
     console.log(`    edgeplane replicator: ${secs(ours.streamingMs)} s from streaming to acked (${fmt(written / (ours.streamingMs / 1000))} changes/s), ${secs(ours.totalMs)} s including process start${cpuNote(ours.cpu)}`);
@@ -92,7 +93,7 @@ function cpuNote(cpu: Record<string, number>): string {
   return parts.length === 0 ? '' : `; CPU ${parts.map(([k, s]) => `${k} ${s.toFixed(2)} s`).join(', ')}`;
 }
 
-async function decoderBench(sql: Sql): Promise<{ ours: number; peer: number }> {
+async function decoderBench(sql: Sql): Promise<{ ours: number; peer: number; oursCpu: number; peerCpu: number }> {
   const rows = await sql<{ data: Buffer }[]>`
     select data from pg_logical_slot_get_binary_changes('bench_capture', null, null, 'proto_version', '1', 'publication_names', 'edgeplane')`;
   const messages = rows.map((r) => r.data);
@@ -109,22 +110,33 @@ async function decoderBench(sql: Sql): Promise<{ ours: number; peer: number }> {
       for (const m of messages) p.parse(m);
     }],
   ];
+  // Wall-clock rates, and rates per CPU-second of this process, which other load on a shared machine
+  // disturbs much less (it also counts V8's helper threads, so it slightly favours neither).
   const rates = decoders.map(() => [] as number[]);
+  const cpuRates = decoders.map(() => [] as number[]);
   for (let round = 0; round < 12; round++) {
     decoders.forEach(([, decode], i) => {
+      const cpu = process.cpuUsage();
       const t = performance.now();
       decode();
-      if (round >= 3) rates[i]!.push(changes / ((performance.now() - t) / 1000));
+      const wall = performance.now() - t;
+      const used = process.cpuUsage(cpu);
+      if (round < 3) return;
+      rates[i]!.push(changes / (wall / 1000));
+      cpuRates[i]!.push(changes / ((used.user + used.system) / 1e6));
     });
   }
+  const medianOf = (r: number[]) => [...r].sort((a, b) => a - b)[r.length >> 1]!;
   const medians = decoders.map(([name], i) => {
-    const r = rates[i]!.sort((a, b) => a - b);
-    const median = r[r.length >> 1]!;
-    console.log(`  ${name.padEnd(38)} median ${fmt(median)} changes/s (best ${fmt(r[r.length - 1]!)}, worst ${fmt(r[0]!)})`);
-    return median;
+    const r = [...rates[i]!].sort((a, b) => a - b);
+    console.log(
+      `  ${name.padEnd(38)} median ${fmt(medianOf(r))} changes/s (best ${fmt(r[r.length - 1]!)}, worst ${fmt(r[0]!)}); per CPU-second: median ${fmt(medianOf(cpuRates[i]!))}`,
+    );
+    return medianOf(r);
   });
-  console.log(`  ratio: ${(medians[0]! / medians[1]!).toFixed(2)}x`);
-  return { ours: medians[0]!, peer: medians[1]! };
+  const cpuMedians = cpuRates.map(medianOf);
+  console.log(`  ratio: ${(medians[0]! / medians[1]!).toFixed(2)}x (per CPU-second ${(cpuMedians[0]! / cpuMedians[1]!).toFixed(2)}x)`);
+  return { ours: medians[0]!, peer: medians[1]!, oursCpu: cpuMedians[0]!, peerCpu: cpuMedians[1]! };
 }
 
 /** CPU seconds of Postgres backends (when the server runs on this machine) and of local processes, sampled while a run goes. */

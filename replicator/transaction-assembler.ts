@@ -165,8 +165,9 @@ export class TransactionAssembler {
       return;
     }
     // Soft deletes are deletes, and restoring a soft-deleted row creates it again (DESIGN property 5).
-    const effective = softDeleteAware(table, op, old, data);
-    target.events.push({ ...effective, table, accountId, xid: xid ?? target.xid });
+    const e = softDeleteAware(table, op, old, data);
+    // An object literal with every field: spreading `e` into it costs microseconds a row.
+    target.events.push({ op: e.op, table, accountId, old: e.old, data: e.data, xid: xid ?? target.xid });
   }
 }
 

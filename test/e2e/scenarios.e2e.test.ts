@@ -222,6 +222,63 @@ describe('end to end', () => {
     expect(again.authorized.payload.resource).toMatchObject({ id: r0.id, address: 'moved.example.internal' });
   });
 
+  it('group deleted, connection removed, site deleted: resources go, the site\'s gateways are closed with 4003', async () => {
+    showLogsOnFailure();
+    const sql = stack.db.sql;
+    const a = await createAccount(sql, { resources: 3 });
+    const c = await client(a);
+    const g = await gateway(a);
+    const [r0, r1] = a.resources;
+    await sql`delete from resource_connections where resource_id = ${r0!.id}`;
+    expect((await c.next('resource_deleted')).payload).toEqual({ id: r0!.id });
+    await expectConverged(sql, [c]);
+
+    // A second group grants r1 too: deleting the first group leaves r1, takes the rest.
+    const [g2] = await sql<{ id: string }[]>`insert into actor_groups (account_id, name) values (${a.id}, 'second') returning id::text`;
+    await sql`insert into actor_group_memberships (account_id, actor_id, group_id) values (${a.id}, ${a.actorId}, ${g2!.id})`;
+    await sql`insert into policies (account_id, actor_group_id, resource_id) values (${a.id}, ${g2!.id}, ${r1!.id})`;
+    await sql`update actor_groups set deleted_at = now() where id = ${a.groupId}`;
+    await expectConverged(sql, [c]);
+    expect(viewIds(c)).toEqual([r1!.id]);
+
+    await sql`update sites set deleted_at = now() where id = ${a.siteId}`;
+    expect((await g.waitClosed()).code).toBe(4003);
+    await expectConverged(sql, [c]);
+    expect(c.view.size).toBe(0);
+    expect(c.open).toBe(true);
+  });
+
+  it('actor disabled, account disabled: sockets closed with 4003, and refused while so', async () => {
+    showLogsOnFailure();
+    const sql = stack.db.sql;
+    const a = await createAccount(sql, { resources: 1 });
+    const c = await client(a);
+    await sql`update actors set disabled_at = now() where id = ${a.actorId}`;
+    expect((await c.waitClosed()).code).toBe(4003);
+    const again = stack.device('client', a.clientToken);
+    const refused = await again.connect().then(() => undefined, (err: unknown) => err);
+    expect((refused as ConnectRefused).status).toBe(401);
+    await sql`update actors set disabled_at = null where id = ${a.actorId}`;
+    // The object learns of it through the replicator: connect once it has.
+    const back = stack.device('client', a.clientToken);
+    devices.push(back);
+    for (const deadline = Date.now() + 15_000; ;) {
+      try {
+        await back.connect();
+        break;
+      } catch (err) {
+        if (!(err instanceof ConnectRefused) || err.status !== 401 || Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    await expectConverged(sql, [back]);
+
+    const g = await gateway(a);
+    await sql`update accounts set disabled_at = now() where id = ${a.id}`;
+    expect((await back.waitClosed()).code).toBe(4003);
+    expect((await g.waitClosed()).code).toBe(4003);
+  });
+
   it('two accounts are isolated', async () => {
     showLogsOnFailure();
     const sql = stack.db.sql;

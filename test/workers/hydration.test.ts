@@ -1,4 +1,5 @@
-import { env, evictDurableObject, runInDurableObject } from 'cloudflare:test';
+import { env, evictDurableObject, runInDurableObject, SELF } from 'cloudflare:test';
+import { signBody } from '../../src/signature.ts';
 import { describe, expect, it } from 'vitest';
 import type { Row } from '../../src/json.ts';
 import { TestAccount } from './support/account.ts';
@@ -101,5 +102,30 @@ describe('hydration (DESIGN property 4)', () => {
     await evictDurableObject(stub, { webSockets: 'hibernate' });
     const after = await connect('client', s.token);
     expect(ids(after.init)).toEqual([s.r1.id, r2!.id].sort());
+  });
+});
+
+describe('POST /v1/accounts/:id/rehydrate', () => {
+  it('reloads the account from Postgres (changes lost for good) and sends connected clients the difference', async () => {
+    const account = await TestAccount.create(sql);
+    const s = await undelivered(account);
+    const { device } = await connect('client', s.token);
+    // Changes that will never be delivered, as after an invalidated slot.
+    let r2: Row | undefined;
+    await account.commit(async (t) => {
+      r2 = await account.resource(t, { name: 'R2', address: 'r2.example.com' });
+      await account.connection(t, r2.id, s.site.id);
+      await account.policy(t, s.group.id, r2.id);
+      await t.update('resources', { id: s.r1.id }, { deleted_at: new Date() });
+    });
+    const unsigned = await SELF.fetch(`http://edgeplane.test/v1/accounts/${account.id}/rehydrate`, { method: 'POST', body: '{}' });
+    expect(unsigned.status).toBe(401);
+    const body = '{}';
+    const res = await SELF.fetch(`http://edgeplane.test/v1/accounts/${account.id}/rehydrate`, {
+      method: 'POST', body, headers: { 'x-edgeplane-signature': await signBody(env.REPLICATOR_SECRET, body, Math.floor(Date.now() / 1000)) },
+    });
+    expect(res.status).toBe(200);
+    const frames = (await device.drain()).map((f) => `${f.event} ${String(f.payload.id)}`).sort();
+    expect(frames).toEqual([`resource_created_or_updated ${String(r2!.id)}`, `resource_deleted ${String(s.r1.id)}`].sort());
   });
 });

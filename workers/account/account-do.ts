@@ -179,6 +179,33 @@ export class AccountDO extends DurableObject<Env> {
     return { ok: true, applied, skipped: stale + seen, position: position && formatPosition(position) };
   }
 
+  /**
+   * POST /v1/accounts/:id/rehydrate (an extension of PROTOCOL section 2): reload the account from
+   * Postgres, as after an invalidated replication slot, when changes were lost for good. No batch
+   * runs meanwhile; afterwards every socket gets the difference and every flow is reviewed.
+   */
+  async rehydrate(accountIdText: string): Promise<ApplyResult> {
+    const accountId = asId<'account'>(accountIdText);
+    if (!accountId) return { ok: false, status: 400, error: `not an account id: ${accountIdText}` };
+    const previous = await this.ready(accountId);
+    try {
+      await this.ctx.blockConcurrencyWhile(async () => {
+        await this.hydrate(accountId);
+        this.model = { state: this.parts.caches.load(accountId), flows: previous.flows };
+      });
+    } catch (err) {
+      if (err instanceof DatabaseError) return { ok: false, status: 503, error: err.message };
+      throw err;
+    }
+    const model = this.model!;
+    const dirty = new Dirty();
+    dirty.everything = true;
+    if (propagate(this.parts, model, dirty, Date.now())) this.socketCount = undefined;
+    await this.clock.exactly(this.nextWake(model));
+    const position = this.parts.meta.position;
+    return { ok: true, applied: 0, skipped: 0, position: position && formatPosition(position) };
+  }
+
   /** GET /v1/{client,gateway}/websocket, routed here by the Worker (PROTOCOL section 3). */
   override async fetch(request: Request): Promise<Response> {
     const url = new URL(request.url);

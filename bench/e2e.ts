@@ -697,7 +697,7 @@ function section(r: {
     '',
     '**Highest sustained rate** (wrangler dev, FORWARD_LINGER_MS=0 as `npm start` runs the replicator; a step passes when the writer keeps its rate and the last fifth\'s median latency stays under twice the first fifth\'s + 10 ms; CPU in cores, over the commits):',
     '',
-    '| rate/s | achieved | p50 | p99 | first/last fifth p50 | Postgres | replicator | Worker (wrangler dev's processes) | bench (writer + clients) |',
+    '| rate/s | achieved | p50 | p99 | first/last fifth p50 | Postgres | replicator | Worker (wrangler dev\'s processes) | bench (writer + clients) |',
     '|---|---|---|---|---|---|---|---|---|',
     ...r.ramp.map((x) => `| ${x.rate} | ${Math.round(x.achieved)} | ${ms(x.e2e.p50)} | ${ms(x.e2e.p99)} | ${ms(x.first)} / ${ms(x.last)}${x.grows ? ' (grows)' : ''} | ${x.cpu.postgres.toFixed(2)} | ${x.cpu.replicator.toFixed(2)} | ${x.cpu.worker.toFixed(2)} | ${x.cpu.bench.toFixed(2)} |`),
     '',

@@ -1,7 +1,9 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
+import path from 'node:path';
 import type { Sql } from 'postgres';
-import { readJson, WORKER_DIR, WORKER_STATE_JSON, writeJson } from './local-files.ts';
+import { LOCAL_DIR, readJson, WORKER_DIR, WORKER_STATE_JSON, writeJson } from './local-files.ts';
 
 /** Which server and database this is: its system identifier and name (the URL's host and path when the identifier is not readable). */
 export async function databaseIdentity(sql: Sql, url: string): Promise<string> {
@@ -56,4 +58,49 @@ export async function dropSlot(sql: Sql, slot: string, waitMs = 10_000): Promise
     if (Date.now() > deadline) throw new Error(`slot ${slot} is still in use by another process; left in place`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+export const PROCESSES_JSON = path.join(LOCAL_DIR, 'processes.json');
+
+interface Recorded {
+  name: string;
+  /** Also the process group: children run in groups of their own. */
+  pid: number;
+  /** A piece of its command line, so that a pid reused by another program is left alone. */
+  marker: string;
+}
+
+function commandOf(pid: number): string | undefined {
+  try {
+    return execFileSync('ps', ['-o', 'command=', '-p', String(pid)], { encoding: 'utf8' }).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Remembers the children of this run, so that a run killed with SIGKILL does not leave them to the next one. */
+export async function recordProcesses(list: Recorded[]): Promise<void> {
+  await writeJson(PROCESSES_JSON, list, 0o644);
+}
+
+/** Stops what a killed earlier run left running (its replicator and wrangler dev); returns their names. */
+export async function stopLeftovers(): Promise<string[]> {
+  const list = (await readJson<Recorded[]>(PROCESSES_JSON)) ?? [];
+  const stopped: string[] = [];
+  for (const p of list) {
+    if (!commandOf(p.pid)?.includes(p.marker)) continue;
+    for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+      try {
+        process.kill(-p.pid, signal);
+      } catch {
+        break;
+      }
+      const deadline = Date.now() + 5000;
+      while (commandOf(p.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      if (!commandOf(p.pid)) break;
+    }
+    stopped.push(`${p.name} (pid ${p.pid})`);
+  }
+  await rm(PROCESSES_JSON, { force: true });
+  return stopped;
 }

@@ -5,6 +5,7 @@
  * run uses, and stops the embedded server.
  */
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import postgres, { type Sql } from 'postgres';
 import { migrate } from '../../migrations/migrate.ts';
@@ -14,7 +15,7 @@ import { DEV_JSON, ensureLocalDir, LOCAL_DIR, PG_DIR, removeFile, WORKER_DIR, wr
 import { LocalPostgresError, startLocalPostgres, type LocalPostgres } from './local-postgres.ts';
 import { ConfigProblem, parseLocalConfig, portInUse, type LocalConfig } from './local-config.ts';
 import { formatReplicatorLine, startReplicatorProcess } from './replicator-child.ts';
-import { databaseIdentity, dropSlot, prepareWorkerState, slotExists } from './local-state.ts';
+import { databaseIdentity, dropSlot, prepareWorkerState, PROCESSES_JSON, recordProcesses, slotExists, stopLeftovers } from './local-state.ts';
 import { isWranglerNoise, ROOT, startWorkerProcess, waitForHttp } from './worker-process.ts';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
@@ -62,8 +63,11 @@ function outputSink(name: string, format: (line: string) => string | null) {
 async function start(config: LocalConfig): Promise<void> {
   await ensureLocalDir();
   await removeFile(DEV_JSON);
+  const leftovers = await stopLeftovers();
+  if (leftovers.length > 0) say(`Stopped what an earlier run that was killed left running: ${leftovers.join(', ')}.`);
   const ports: [string, number][] = [['PORT', config.port], ['REPLICATOR_PORT', config.replicatorPort]];
-  if (!config.databaseUrl) ports.push(['EDGEPLANE_PG_PORT', config.pgPort]);
+  // A server of this folder still running (its run was killed) is ours: startLocalPostgres restarts it.
+  if (!config.databaseUrl && !existsSync(path.join(PG_DIR, 'postmaster.pid'))) ports.push(['EDGEPLANE_PG_PORT', config.pgPort]);
   for (const [name, port] of ports) {
     if (await portInUse(port)) throw new ConfigProblem(`port ${port} (${name}) is in use: is another \`npm start\` running? Stop it, or set ${name} to a free port.`);
   }
@@ -131,6 +135,10 @@ async function start(config: LocalConfig): Promise<void> {
   say('Starting the Worker (wrangler dev)...');
   const workerOut = outputSink('worker', (line) => (isWranglerNoise(line) || line.trim() === '' ? null : line));
   running.worker = startWorkerProcess({ port: config.port, databaseUrl, secret, persistTo: WORKER_DIR, onLine: workerOut.onLine });
+  await recordProcesses([
+    { name: 'the replicator', pid: running.replicator.pid!, marker: 'replicator/main.ts' },
+    { name: 'wrangler dev', pid: running.worker.pid!, marker: 'wrangler' },
+  ]);
   try {
     await waitForHttp(`${workerUrl}/healthz`, running.worker, 120_000, 'wrangler dev', abort.signal);
   } catch (err) {
@@ -216,6 +224,7 @@ async function stopAll(code: number): Promise<never> {
     });
   }
   await step('removing dev.json', () => removeFile(DEV_JSON));
+  await step('removing processes.json', () => removeFile(PROCESSES_JSON));
   if (sql) await step('closing the database connection', () => sql.end({ timeout: 2 }));
   if (pg) await step('stopping PostgreSQL', () => pg.stop());
   if (ready || code === 0) say('Stopped.');

@@ -86,7 +86,7 @@ async function lines(c: Child, test: (line: string) => boolean, timeoutMs = 15_0
 }
 
 describe('npm start', () => {
-  it('runs the whole system with a demo, and Ctrl-C stops it all, slot included', async () => {
+  it('runs the whole system with a demo; Ctrl-C stops it all, slot included; a start after a SIGKILL cleans up', async () => {
     onTestFailed(() => console.error(output.slice(-80).join('\n')));
     dir = await mkdtemp(path.join(tmpdir(), 'edgeplane-local-run-'));
     await chmod(dir, 0o755);
@@ -139,14 +139,25 @@ describe('npm start', () => {
       await pg.stop();
     }
 
-    // A second start: the same database, the same demo tokens.
+    // A second start: the same database, the same demo tokens. Then it is killed (SIGKILL: no
+    // chance to stop anything) and a third start takes over what it left running.
     output.length = 0;
     const again = node('start', 'replicator/dev/start.ts', []);
     const dev2 = await devJson(again);
     expect(dev2.demo).toEqual(dev.demo);
-    again.signal('SIGTERM');
-    expect(await again.exited).toEqual({ code: 0, signal: null });
+    again.process.kill('SIGKILL');
+    await again.exited;
+    expect(await leftovers()).not.toEqual([]);
+    await rm(path.join(dir, 'dev.json'), { force: true });
+    output.length = 0;
+    const third = node('start', 'replicator/dev/start.ts', []);
+    const dev3 = await devJson(third);
+    expect(dev3.demo).toEqual(dev.demo);
+    await lines(third, (l) => l.startsWith('Stopped what an earlier run that was killed left running'));
+    third.signal('SIGTERM');
+    expect(await third.exited).toEqual({ code: 0, signal: null });
     expect(await leftovers()).toEqual([]);
+    for (const p of Object.values(ports)) expect(await portInUse(Number(p))).toBe(false);
   });
 
   it('refuses bad configuration with exit code 2', async () => {

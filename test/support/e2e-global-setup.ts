@@ -33,7 +33,12 @@ function keepFailedExitCode(): void {
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   keepFailedExitCode();
   const dir = await mkdtemp(path.join(tmpdir(), 'edgeplane-e2e-bundle-'));
-  project.provide('e2eWorkerBundle', await buildWorkerBundle(dir));
+  try {
+    project.provide('e2eWorkerBundle', await buildWorkerBundle(dir));
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
   return async () => {
     await rm(dir, { recursive: true, force: true });
   };

@@ -60,7 +60,6 @@ interface OpenTransaction {
  */
 export class TransactionAssembler {
   private current: OpenTransaction | null = null;
-  private currentBegin: { finalLsn: Lsn; commitTime: bigint } | null = null;
   private readonly streamed = new Map<number, OpenTransaction>();
   private block: OpenTransaction | null = null;
 
@@ -83,13 +82,11 @@ export class TransactionAssembler {
       case 'begin':
         if (this.current) throw new AssemblyError(`Begin of ${message.xid} inside transaction ${this.current.xid}`);
         this.current = { xid: message.xid, events: [] };
-        this.currentBegin = { finalLsn: message.finalLsn, commitTime: message.commitTime };
         return null;
       case 'commit': {
         const open = this.current;
         if (!open) throw new AssemblyError('Commit without Begin');
         this.current = null;
-        this.currentBegin = null;
         return { xid: open.xid, commitLsn: message.commitLsn, endLsn: message.endLsn, commitTime: message.commitTime, events: open.events };
       }
       case 'stream_start': {

@@ -8,17 +8,7 @@ import type { AccountId, ActorId, ClientId, ResourceId } from '../../src/ids.ts'
 import type { Row } from '../../src/json.ts';
 import type { TableName } from '../../src/tables.ts';
 import { insert, remove, rows, update, uuid } from './support/builder.ts';
-
-function random(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from '../support/seeded-random.ts';
 
 /** The rows of a small random account, kept current as changes are generated. */
 class Model {
@@ -106,7 +96,7 @@ function snapshotViews(state: AccountState, clients: ClientContext[]): Map<strin
 describe('dirty marking is sound (DESIGN property 8)', () => {
   it('marks every (client, resource) whose view or grant changes, over random batches', () => {
     const seed = Date.now() % 1_000_000;
-    const rnd = random(seed);
+    const rnd = seededRandom(seed);
     for (let round = 0; round < 300; round++) {
       const { model, changes } = seedModel(rnd);
       const state = new AccountState(model.account as AccountId);

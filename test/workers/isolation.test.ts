@@ -3,20 +3,9 @@ import type { Row } from '../../src/json.ts';
 import { basicSetup, TestAccount, type Basic } from './support/account.ts';
 import { connect, type Device, type Frame } from './support/device.ts';
 import { database } from './support/world.ts';
+import { seededRandom } from '../support/seeded-random.ts';
 
 const sql = database();
-
-/** A small deterministic generator, so that a failure can be replayed from its seed. */
-function random(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Tenant {
   account: TestAccount;
@@ -52,7 +41,7 @@ function replay(frames: Frame[]): Map<string, string> {
 describe('tenant isolation (DESIGN property 6)', () => {
   it('randomized changes in two accounts never reach the other account, and each view converges', async () => {
     const seed = Date.now() % 100_000;
-    const rnd = random(seed);
+    const rnd = seededRandom(seed);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
     const tenants = [await tenant('alpha'), await tenant('bravo')];
     for (let step = 0; step < 40; step++) {

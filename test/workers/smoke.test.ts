@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { TestAccount, basicSetup } from './support/account.ts';
 import { connect } from './support/device.ts';
 import { database } from './support/world.ts';

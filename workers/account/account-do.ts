@@ -7,14 +7,13 @@ import { earliest } from '../../src/flows/authorize.ts';
 import { asId, type AccountId } from '../../src/ids.ts';
 import { clientFrameSchema, frameEnvelopeSchema } from '../../src/messages.ts';
 import { comparePositions, formatPosition, parseLsn, type Position } from '../../src/lsn.ts';
-import { decodeRow, type RowDecodeError } from '../../src/records.ts';
+import type { RowDecodeError } from '../../src/records.ts';
 import { visibleInSnapshot } from '../../src/snapshot.ts';
-import { COUNTRY_HEADER, parseConnectParams, REMOTE_IP_HEADER, type DeviceKind } from '../connect-params.ts';
+import { parseConnectParams, type DeviceKind } from '../connect-params.ts';
 import { log } from '../log.ts';
 import { CacheStore } from './cache-store.ts';
 import { CACHE_SCHEMA_VERSION } from './cache-tables.ts';
-import { initClient, ViewRenderer } from '../../src/access/client-views.ts';
-import { admit } from './connect.ts';
+import { acceptDevice, admit } from './connect.ts';
 import { createFlow } from './create-flow.ts';
 import { DatabaseError } from './database.ts';
 import { upsertClient, upsertGateway } from './devices.ts';
@@ -24,8 +23,8 @@ import { FlowStore } from './flow-store.ts';
 import { hydrate } from './hydrate.ts';
 import { MetaStore } from './meta-store.ts';
 import type { Model, Parts } from './parts.ts';
-import { iso, propagate } from './propagate.ts';
-import { attach, attachmentOf, send, tags, tagsOf, type Attachment } from './sockets.ts';
+import { propagate } from './propagate.ts';
+import { attachmentOf, send } from './sockets.ts';
 import { ViewStore } from './view-store.ts';
 
 export type ApplyResult =
@@ -227,53 +226,15 @@ export class AccountDO extends DurableObject<Env> {
       const now = Date.now();
       const second = await admit(model.state, kind, params.token, now);
       if (!second.ok) return json(401, { error: second.error });
-      return this.accept(model, kind, row, second.token.id, request, now);
+      const deviceEnd = acceptDevice(this.parts, model, kind, row, second.token.id, request, now);
+      if (this.socketCount !== undefined) this.socketCount++;
+      // Only this socket's token and, for the first socket, the time windows can bring the alarm forward.
+      await this.clock.noLaterThan(earliest(second.token.expiresAt, nextTimeBoundary(model.state, now)));
+      return new Response(null, { status: 101, webSocket: deviceEnd });
     } catch (err) {
       if (err instanceof DatabaseError) return json(503, { error: 'database unavailable, retry later' });
       throw err;
     }
-  }
-
-  private async accept(model: Model, kind: DeviceKind, row: Parameters<typeof decodeRow>[1], tokenId: Attachment['tokenId'], request: Request, now: number): Promise<Response> {
-    const device = decodeRow(kind === 'client' ? 'clients' : 'gateways', row).cached;
-    const remoteIp = request.headers.get(REMOTE_IP_HEADER);
-    const country = request.headers.get(COUNTRY_HEADER);
-    const version = new URL(request.url).searchParams.get('version')!;
-    const [deviceEnd, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
-    let first = '';
-    this.ctx.storage.transactionSync(() => {
-      model.state.put(device);
-      this.parts.caches.put(device);
-      const conn = this.parts.meta.nextConnection();
-      let a: Attachment;
-      if (device.table === 'clients') {
-        a = { kind: 'client', conn, clientId: device.record.id, actorId: device.record.actorId, tokenId, version, remoteIp, country };
-        this.ctx.acceptWebSocket(server, tagsOf(a));
-        attach(server, a);
-        first = initClient(model.state, this.parts.views, new ViewRenderer(model.state), a, now);
-      } else if (device.table === 'gateways') {
-        a = { kind: 'gateway', conn, gatewayId: device.record.id, siteId: device.record.siteId, tokenId, version, remoteIp, country };
-        this.ctx.acceptWebSocket(server, tagsOf(a));
-        attach(server, a);
-        first = this.gatewayInit(model, a);
-      }
-    });
-    send(server, first);
-    if (this.socketCount !== undefined) this.socketCount++;
-    // Only this socket's token and, for the first socket, the time windows can bring the alarm forward.
-    await this.clock.noLaterThan(earliest(model.state.tokens.get(tokenId)?.expiresAt ?? null, nextTimeBoundary(model.state, now)));
-    return new Response(null, { status: 101, webSocket: deviceEnd });
-  }
-
-  /** The gateway's live authorizations, so that a reconnecting gateway keeps serving them. */
-  private gatewayInit(model: Model, a: Extract<Attachment, { kind: 'gateway' }>): string {
-    const flows = model.flows.ofGateway(a.gatewayId).map((f) => ({
-      flow_id: f.id,
-      client_id: f.clientId,
-      resource_id: f.resourceId,
-      expires_at: iso(f.expiresAt),
-    }));
-    return JSON.stringify({ event: 'init', payload: { gateway_id: a.gatewayId, site_id: a.siteId, flows } });
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {

@@ -160,7 +160,18 @@ export class Stack {
 
   /** The replicator's Prometheus metrics as name{labels} -> value. */
   async metrics(): Promise<Map<string, number>> {
-    const text = await (await fetch(`${this.replicatorUrl}/metrics`)).text();
+    // A replicator that was just restarted may not listen yet; one that keeps refusing is a failure.
+    let text: string | undefined;
+    for (const deadline = Date.now() + 10_000; text === undefined;) {
+      try {
+        text = await (await fetch(`${this.replicatorUrl}/metrics`)).text();
+      } catch (err) {
+        if (Date.now() > deadline) {
+          throw new Error(`GET ${this.replicatorUrl}/metrics failed (replicator pid ${this.replicator?.pid}, running: ${this.replicator?.running})`, { cause: err });
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
     const out = new Map<string, number>();
     for (const line of text.split('\n')) {
       if (line.startsWith('#') || line.trim() === '') continue;

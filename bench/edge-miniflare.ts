@@ -58,6 +58,9 @@ const mf = new Miniflare({
   port: Number(env.EDGE_PORT),
   ...(env.EDGE_INSPECTOR_PORT ? { inspectorPort: Number(env.EDGE_INSPECTOR_PORT) } : {}),
   log: new Log(LogLevel.INFO),
+  // As `wrangler dev` runs its Worker: Miniflare's entry worker would otherwise report every
+  // request to this Node process over HTTP, a cost of the simulator rather than of the Worker.
+  logRequests: false,
 });
 const url = await mf.ready;
 console.log(`ready ${url.href}`);

@@ -13,7 +13,8 @@
  *    the object hibernated;
  * 2. a 10k-membership bulk delete (and insert) in one batch with some sockets connected;
  * 3. cache bytes per record against the full-row JSON the replicator sends (plain Node);
- * 4. create_flow -> authorize_flow latency, and revocation fan-out for 1,000 live flows.
+ * 4. create_flow -> authorize_flow latency, and revocation fan-out for 1,000 live flows;
+ * 5. one-change batches one after the other: latency and the Worker's CPU per batch.
  *
  * --profile adds CPU profiles of the Worker's isolate (through the inspector) of 300 connects, a
  * fan-out round (warm and after hibernation), a bulk batch, create_flow and a revocation, run in
@@ -33,6 +34,7 @@ import { freePort, startEmbeddedPostgres, type EmbeddedCluster } from '../replic
 import { cacheBytes } from './edge-cache-bytes.ts';
 import type { Device } from './edge-devices.ts';
 import { bulkMemberships, policyFanout, type Bench } from './edge-fanout.ts';
+import { smallBatches } from './edge-batch.ts';
 import { flows } from './edge-flows.ts';
 import { summarizeProfile, WorkerProfiler } from './edge-profile.ts';
 import { cpuSample, memory, processes, startWorker, type Processes, type Runtime, type RunningWorker } from './edge-worker.ts';
@@ -51,6 +53,7 @@ const BULK_CONNECTED = num('bulk-connected', 500);
 const BULK_ROUNDS = num('bulk-rounds', 3);
 const FLOWS = num('flows', 1000);
 const GATEWAYS = num('gateways', 2);
+const BATCHES = num('batches', 1000);
 const ECHO = argv.includes('--echo');
 const PROFILE = argv.includes('--profile');
 const RUNTIME = (argv.indexOf('--runtime') >= 0 ? argv[argv.indexOf('--runtime') + 1] : 'miniflare') as Runtime;
@@ -113,6 +116,7 @@ async function main(): Promise<void> {
     if (only('fanout')) devices.push(...(await policyFanout(b, CLIENTS, ROUNDS)).devices);
     if (only('bulk')) devices.push(...(await bulkMemberships(b, BULK, BULK_CONNECTED, BULK_ROUNDS)).devices);
     if (only('flows')) devices.push(...(await flows(b, FLOWS, GATEWAYS)).devices);
+    if (only('batch')) await smallBatches(b, BATCHES);
     if (procs) say(`\n${memory(procs)}; ${devices.length} sockets open`);
     profiler?.close();
     if (only('cache')) await cacheBytes(sql, say);

@@ -91,14 +91,19 @@ export class AccountDO extends DurableObject<Env> {
     const started = Date.now();
     const h = await hydrate(this.env.DB, accountId);
     const { caches, meta } = this.parts;
-    this.ctx.storage.transactionSync(() => {
-      caches.dropTables();
-      caches.createTables();
-      for (const r of h.records) caches.put(r);
-      meta.accountId = accountId;
-      meta.cacheVersion = CACHE_SCHEMA_VERSION;
-      meta.snapshot = { snapshot: h.snapshot, takenAt: Date.now() };
-    });
+    try {
+      this.ctx.storage.transactionSync(() => {
+        caches.dropTables();
+        caches.createTables();
+        for (const r of h.records) caches.put(r);
+        meta.accountId = accountId;
+        meta.cacheVersion = CACHE_SCHEMA_VERSION;
+        meta.snapshot = { snapshot: h.snapshot, takenAt: Date.now() };
+      });
+    } catch (err) {
+      meta.reset();
+      throw err;
+    }
     this.logProblems(accountId, h.problems, null);
     log.info('hydrated', { component: 'account', account: accountId, records: h.records.length, ms: Date.now() - started });
   }
@@ -166,6 +171,7 @@ export class AccountDO extends DurableObject<Env> {
       // Memory may be ahead of storage: rebuild it from SQLite on the next call.
       this.model = undefined;
       this.parts.views.reset();
+      this.parts.meta.reset();
       throw err;
     }
     if (stale > 0) {

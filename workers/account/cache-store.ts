@@ -5,6 +5,14 @@ import type { Cached } from '../../src/records.ts';
 import { DOMAIN_TABLES } from '../../src/tables.ts';
 import { CACHE_TABLES, encodeCached, type SqlValue } from './cache-tables.ts';
 
+const upsertSql = Object.fromEntries(Object.entries(CACHE_TABLES).map(([table, codec]) => [
+  table, `insert or replace into ${codec.name} (${codec.columns.join(', ')}) values (${codec.columns.map(() => '?').join(', ')})`,
+])) as Record<keyof typeof CACHE_TABLES, string>;
+
+const deleteSql = Object.fromEntries(Object.entries(CACHE_TABLES).map(([table, codec]) => [
+  table, `delete from ${codec.name} where ${codec.keyColumns.map((c) => `${c} = ?`).join(' and ')}`,
+])) as Record<keyof typeof CACHE_TABLES, string>;
+
 /** Reads and writes the object's compact caches. Calls are synchronous; group them in transactionSync. */
 export class CacheStore {
   constructor(private readonly sql: SqlStorage) {}
@@ -30,16 +38,13 @@ export class CacheStore {
   }
 
   put(cached: Cached): void {
-    const codec = CACHE_TABLES[cached.table];
-    const marks = codec.columns.map(() => '?').join(', ');
-    this.sql.exec(`insert or replace into ${codec.name} (${codec.columns.join(', ')}) values (${marks})`, ...encodeCached(cached));
+    this.sql.exec(upsertSql[cached.table], ...encodeCached(cached));
   }
 
   delete(cached: Cached): void {
     const codec = CACHE_TABLES[cached.table];
     const values = encodeCached(cached);
-    const where = codec.keyColumns.map((c) => `${c} = ?`).join(' and ');
-    this.sql.exec(`delete from ${codec.name} where ${where}`, ...codec.keyColumns.map((c) => values[codec.columns.indexOf(c)] ?? null));
+    this.sql.exec(deleteSql[cached.table], ...codec.keyColumns.map((c) => values[codec.columns.indexOf(c)] ?? null));
   }
 
   write(ops: readonly StorageOp[]): void {

@@ -8,7 +8,7 @@ import { checkToken, type ParsedToken } from '../../src/tokens.ts';
 import { COUNTRY_HEADER, REMOTE_IP_HEADER, type DeviceKind } from '../connect-params.ts';
 import type { Model, Parts } from './parts.ts';
 import { iso } from './propagate.ts';
-import { attach, send, tagsOf, type Attachment, type GatewayAttachment } from './sockets.ts';
+import { attach, send, tagsOf, type Attachment, type ClientAttachment, type GatewayAttachment } from './sockets.ts';
 
 export type Admission = { ok: true; token: TokenRecord } | { ok: false; error: string };
 
@@ -47,10 +47,11 @@ export function acceptDevice(parts: Parts, model: Model, kind: DeviceKind, row: 
     const conn = parts.meta.nextConnection();
     let a: Attachment;
     if (device.table === 'clients') {
-      a = { kind: 'client', conn, clientId: device.record.id, actorId: device.record.actorId, tokenId, version, remoteIp, country };
+      const client: ClientAttachment = { kind: 'client', conn, clientId: device.record.id, actorId: device.record.actorId, tokenId, version, remoteIp, country };
+      a = client;
       parts.ctx.acceptWebSocket(server, tagsOf(a));
       attach(server, a);
-      first = initClient(model.state, parts.views, new ViewRenderer(model.state), a, nowMs);
+      first = parts.views.batch(() => initClient(model.state, parts.views, new ViewRenderer(model.state), client, nowMs));
     } else if (device.table === 'gateways') {
       a = { kind: 'gateway', conn, gatewayId: device.record.id, siteId: device.record.siteId, tokenId, version, remoteIp, country };
       parts.ctx.acceptWebSocket(server, tagsOf(a));

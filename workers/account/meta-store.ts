@@ -8,20 +8,38 @@ export interface HydrationSnapshot {
   takenAt: number;
 }
 
-/** Small key/value facts about the object: its account, cache version, position, hydration snapshot. */
+/**
+ * Small key/value facts about the object: its account, cache version, position, hydration snapshot.
+ * Values read once are kept in memory (every batch reads the position and the snapshot); after a
+ * failed transaction, `reset` forgets them so that memory is never ahead of storage.
+ */
 export class MetaStore {
+  private readonly known = new Map<string, string | null>();
+  private position_: Position | null | undefined;
+  private snapshot_: HydrationSnapshot | null | undefined;
+
   constructor(private readonly sql: SqlStorage) {
     sql.exec('create table if not exists meta (key text primary key, value text not null) without rowid');
   }
 
   private get(key: string): string | null {
+    if (this.known.has(key)) return this.known.get(key)!;
     const rows = this.sql.exec<{ value: string }>('select value from meta where key = ?', key).toArray();
-    return rows[0]?.value ?? null;
+    const value = rows[0]?.value ?? null;
+    this.known.set(key, value);
+    return value;
   }
 
   private set(key: string, value: string | null): void {
     if (value === null) this.sql.exec('delete from meta where key = ?', key);
     else this.sql.exec('insert or replace into meta (key, value) values (?, ?)', key, value);
+    this.known.set(key, value);
+  }
+
+  reset(): void {
+    this.known.clear();
+    this.position_ = undefined;
+    this.snapshot_ = undefined;
   }
 
   get accountId(): AccountId | null {
@@ -41,21 +59,28 @@ export class MetaStore {
 
   /** The last applied change's position (DESIGN property 2); null before the first change. */
   get position(): Position | null {
-    const v = this.get('position');
-    return v === null ? null : parsePosition(v);
+    if (this.position_ === undefined) {
+      const v = this.get('position');
+      this.position_ = v === null ? null : parsePosition(v);
+    }
+    return this.position_;
   }
   set position(p: Position | null) {
     this.set('position', p === null ? null : formatPosition(p));
+    this.position_ = p;
   }
 
   get snapshot(): HydrationSnapshot | null {
-    const v = this.get('snapshot');
-    if (v === null) return null;
-    const [takenAt, text] = v.split('|');
-    return { snapshot: parseSnapshot(text ?? ''), takenAt: Number(takenAt) };
+    if (this.snapshot_ === undefined) {
+      const v = this.get('snapshot');
+      const [takenAt, text] = v === null ? [] : v.split('|');
+      this.snapshot_ = v === null ? null : { snapshot: parseSnapshot(text ?? ''), takenAt: Number(takenAt) };
+    }
+    return this.snapshot_;
   }
   set snapshot(s: HydrationSnapshot | null) {
     this.set('snapshot', s === null ? null : `${s.takenAt}|${formatSnapshot(s.snapshot)}`);
+    this.snapshot_ = s;
   }
 
   /** Changes dropped for being at or below the position, since the object was created. */

@@ -35,11 +35,11 @@ export const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toI
 export function propagate(parts: Parts, model: Model, dirty: Dirty, nowMs: number): boolean {
   if (dirty.empty) return false;
   const out: Outbox = { frames: new Map(), closes: [] };
-  parts.ctx.storage.transactionSync(() => {
+  parts.ctx.storage.transactionSync(() => parts.views.batch(() => {
     syncClients(parts, model, dirty, nowMs, out);
     syncGateways(parts, model, dirty, nowMs, out);
     reviewFlows(parts, model, dirty, nowMs, out);
-  });
+  }));
   for (const [ws, frames] of out.frames) for (const f of frames) send(ws, f);
   for (const c of out.closes) close(c.ws, c.code, c.reason);
   return out.closes.length > 0;

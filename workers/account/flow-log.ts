@@ -2,12 +2,15 @@ import { log } from '../log.ts';
 import { withDatabase, DatabaseError } from './database.ts';
 import type { FlowLogEntry, FlowStore } from './flow-store.ts';
 
-const BATCH = 500;
+const BATCH = 2_000;
 /**
- * New flows wait this long (or until a batch is full) so that bursts go to Postgres in one
- * statement and connection setup stays off the object's busy moments.
+ * The outbox is flushed once no flow arrived for QUIET_MS, or MAX_DELAY_MS after its oldest
+ * entry, or when a batch is full: bursts go to Postgres in one statement, and the flush (a new
+ * connection, whose SCRAM authentication alone takes the object's thread for tens of
+ * milliseconds) happens between bursts rather than in the middle of one.
  */
-const DELAY_MS = 2_000;
+const QUIET_MS = 1_000;
+const MAX_DELAY_MS = 10_000;
 const RETRY_MS = { base: 1_000, max: 60_000 };
 
 /** Appends outbox entries to Postgres `flows`; replays after a failure insert nothing twice. */
@@ -27,6 +30,8 @@ async function append(binding: Hyperdrive, entries: readonly FlowLogEntry[]): Pr
  */
 export class FlowLogWriter {
   private timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the oldest entry not yet handed to a flush was added (epoch ms). */
+  private oldest: number | undefined;
   private flushing: Promise<void> | undefined;
   private failures = 0;
   /** When a failed flush should be retried (epoch ms), for the alarm; null when none failed. */
@@ -41,20 +46,26 @@ export class FlowLogWriter {
     private readonly wakeBy: (at: number) => Promise<void>,
   ) {}
 
-  /** A flow was added to the outbox: flush soon (now, if a batch is full), unless a retry is pending. */
+  /** A flow was added to the outbox: flush once flows pause (now, if one is overdue or a batch is full), unless a retry is pending. */
   soon(): void {
     if (this.retryAt !== null) return;
-    if (this.store.logBacklog >= BATCH) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
-      this.ctx.waitUntil(this.flush());
+    const now = Date.now();
+    this.oldest ??= now;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.store.logBacklog >= BATCH || now - this.oldest >= MAX_DELAY_MS) {
+      this.start();
       return;
     }
-    if (this.timer !== undefined) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.ctx.waitUntil(this.flush());
-    }, DELAY_MS);
+      this.start();
+    }, Math.min(QUIET_MS, this.oldest + MAX_DELAY_MS - now));
+  }
+
+  private start(): void {
+    this.oldest = undefined;
+    this.ctx.waitUntil(this.flush());
   }
 
   /** Flushes the whole outbox; resolves once it is empty or a write failed (then retryAt is set). */

@@ -163,7 +163,8 @@ export class AccountDO extends DurableObject<Env> {
       }
       this.ctx.storage.transactionSync(() => {
         caches.write(ops);
-        if (position) meta.position = position;
+        // Only a batch that moved the position writes it (an empty or all-stale batch leaves it).
+        if (position && position !== meta.position) meta.position = position;
         if (snapshotExpired) meta.snapshot = null;
         if (stale > 0) meta.staleSkipped += stale;
       });

@@ -4,7 +4,7 @@ import type { Config } from './config.ts';
 import { isSlotInUse, isTransient, SetupError, StallError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { Metrics } from './metrics.ts';
-import { pruneChangeLogs } from './retention.ts';
+import { pruneChangeLogs } from './log/retention.ts';
 import { backoffDelay, sleep } from './retry.ts';
 import { ReplicationSession } from './session.ts';
 import { withNoDelay } from './pg-socket.ts';

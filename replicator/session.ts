@@ -1,18 +1,18 @@
 import postgres, { type Sql } from 'postgres';
 import { formatLsn, type Lsn } from '../src/lsn.ts';
-import { AckWatermark } from './ack-watermark.ts';
-import { ChangeLogWriter } from './change-log-writer.ts';
+import { AckWatermark } from './stream/ack-watermark.ts';
+import { ChangeLogWriter } from './log/change-log-writer.ts';
 import type { Config } from './config.ts';
-import { toDelivery, type Delivery } from './delivery.ts';
+import { toDelivery, type Delivery } from './deliver/delivery.ts';
 import { StallError, WriterConnectionLost } from './errors.ts';
-import { Forwarder } from './forwarder.ts';
-import { livenessAction, livenessTimings, type LivenessTimings } from './liveness.ts';
+import { Forwarder } from './deliver/forwarder.ts';
+import { livenessAction, livenessTimings, type LivenessTimings } from './stream/liveness.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 import { PgoutputDecoder } from './pgoutput/decoder.ts';
-import { ReplicationStream } from './replication-stream.ts';
-import { ensurePublication, ensureSlot, readSlot, releaseStaleBackend, serverInfo, startReplicationCommand, streamOptions } from './setup.ts';
-import { hasTruncate, toChanges, TransactionAssembler, type AssembledTransaction } from './transaction-assembler.ts';
+import { ReplicationStream } from './stream/replication-stream.ts';
+import { ensurePublication, ensureSlot, readSlot, releaseStaleBackend, serverInfo, startReplicationCommand, streamOptions } from './stream/setup.ts';
+import { hasTruncate, toChanges, TransactionAssembler, type AssembledTransaction } from './assemble/transaction-assembler.ts';
 import { withNoDelay } from './pg-socket.ts';
 
 /** How soon after the watermark moves the new position is acknowledged (coalesces acks of a burst). */
@@ -21,7 +21,7 @@ const ACK_DELAY_MS = 20;
 const SETUP_TIMEOUT_MS = 30_000;
 
 /**
- * A change_logs writer's own connection: COPY must not share it with anything (see copy-in.ts). It
+ * A change_logs writer's own connection: COPY must not share it with anything (see log/copy-in.ts). It
  * lives as long as the session (no recycling), so that its closing always means something: see
  * `ReplicationSession.writerConnectionLost`.
  */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { livenessAction, livenessTimings } from '../../replicator/liveness.ts';
+import { livenessAction, livenessTimings } from '../../replicator/stream/liveness.ts';
 import { backoffDelay, classifyStatus } from '../../replicator/retry.ts';
 
 describe('liveness', () => {

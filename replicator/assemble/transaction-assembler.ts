@@ -1,9 +1,9 @@
-import type { Change } from '../src/change.ts';
-import { accountIdOf, softDeleteAware } from '../src/change.ts';
-import type { Row } from '../src/json.ts';
-import { formatLsn, type Lsn } from '../src/lsn.ts';
-import { isDomainTable, type TableName } from '../src/tables.ts';
-import type { PgoutputMessage, Relation } from './pgoutput/messages.ts';
+import type { Change } from '../../src/change.ts';
+import { accountIdOf, softDeleteAware } from '../../src/change.ts';
+import type { Row } from '../../src/json.ts';
+import { formatLsn, type Lsn } from '../../src/lsn.ts';
+import { isDomainTable, type TableName } from '../../src/tables.ts';
+import type { PgoutputMessage, Relation } from '../pgoutput/messages.ts';
 
 export interface RowEvent {
   op: 'insert' | 'update' | 'delete';

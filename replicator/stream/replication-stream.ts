@@ -1,7 +1,7 @@
 import type { Duplex } from 'node:stream';
 import postgres, { type Sql } from 'postgres';
-import type { Lsn } from '../src/lsn.ts';
-import { withNoDelay } from './pg-socket.ts';
+import type { Lsn } from '../../src/lsn.ts';
+import { withNoDelay } from '../pg-socket.ts';
 
 export interface FrameHandlers {
   /** An XLogData frame; the pgoutput message starts at byte 25. */

@@ -1,11 +1,11 @@
 import type { Sql } from 'postgres';
-import { CHANGE_FORMAT_VERSION } from '../src/change.ts';
+import { CHANGE_FORMAT_VERSION } from '../../src/change.ts';
 import { copyIn } from './copy-in.ts';
-import type { Delivery } from './delivery.ts';
-import { isConnectionLoss, sqlState } from './errors.ts';
-import type { Logger } from './logger.ts';
-import type { Metrics } from './metrics.ts';
-import { backoffDelay, sleep } from './retry.ts';
+import type { Delivery } from '../deliver/delivery.ts';
+import { isConnectionLoss, sqlState } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { Metrics } from '../metrics.ts';
+import { backoffDelay, sleep } from '../retry.ts';
 
 export interface ChangeLogOptions {
   batchSize: number;

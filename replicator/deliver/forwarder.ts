@@ -1,9 +1,9 @@
-import { formatPosition, parseLsn } from '../src/lsn.ts';
+import { formatPosition, parseLsn } from '../../src/lsn.ts';
 import { batchBody, type Delivery } from './delivery.ts';
 import { EdgeClient } from './edge-client.ts';
-import type { Logger } from './logger.ts';
-import type { Metrics } from './metrics.ts';
-import { backoffDelay, classifyStatus, sleep } from './retry.ts';
+import type { Logger } from '../logger.ts';
+import type { Metrics } from '../metrics.ts';
+import { backoffDelay, classifyStatus, sleep } from '../retry.ts';
 
 export interface ForwarderOptions {
   edgeUrl: string;

@@ -4,6 +4,7 @@ import type { Row } from '../../src/json.ts';
 import { formatLsn, type Lsn } from '../../src/lsn.ts';
 import { isDomainTable, type TableName } from '../../src/tables.ts';
 import type { PgoutputMessage, Relation } from '../pgoutput/messages.ts';
+import { postgresTimeToIso } from '../pg-time.ts';
 
 export interface RowEvent {
   op: 'insert' | 'update' | 'delete';
@@ -166,17 +167,6 @@ export class TransactionAssembler {
     // An object literal with every field: spreading `e` into it costs microseconds a row.
     target.events.push({ op: e.op, table, accountId, old: e.old, data: e.data, xid: xid ?? target.xid });
   }
-}
-
-const POSTGRES_EPOCH_MS = 946_684_800_000;
-
-/** Microseconds since 2000-01-01 to ISO-8601 UTC with six fraction digits. */
-export function postgresTimeToIso(micros: bigint): string {
-  let seconds = micros / 1_000_000n;
-  if (micros % 1_000_000n < 0n) seconds -= 1n; // floor, for times before 2000
-  const us = Number(micros - seconds * 1_000_000n);
-  const iso = new Date(Number(seconds) * 1000 + POSTGRES_EPOCH_MS).toISOString();
-  return `${iso.slice(0, 19)}.${String(us).padStart(6, '0')}Z`;
 }
 
 /**

@@ -12,7 +12,8 @@ import type { Metrics } from './metrics.ts';
 import { PgoutputDecoder } from './pgoutput/decoder.ts';
 import { ReplicationStream } from './stream/replication-stream.ts';
 import { ensurePublication, ensureSlot, readSlot, releaseStaleBackend, serverInfo, startReplicationCommand, streamOptions } from './stream/setup.ts';
-import { hasTruncate, toChanges, TransactionAssembler, type AssembledTransaction } from './assemble/transaction-assembler.ts';
+import { hasTruncate, toChanges } from './assemble/routed-changes.ts';
+import { TransactionAssembler, type AssembledTransaction } from './assemble/transaction-assembler.ts';
 import { withNoDelay } from './pg-socket.ts';
 
 /** How soon after the watermark moves the new position is acknowledged (coalesces acks of a burst). */

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import type { PgoutputMessage, Relation } from '../../replicator/pgoutput/messages.ts';
 import { rowBuilder } from '../../replicator/pgoutput/decoder.ts';
 import { columnType } from '../../replicator/pgoutput/values.ts';
-import { AssemblyError, toChanges, TransactionAssembler, type SkippedRow } from '../../replicator/assemble/transaction-assembler.ts';
+import { toChanges } from '../../replicator/assemble/routed-changes.ts';
+import { AssemblyError, TransactionAssembler, type SkippedRow } from '../../replicator/assemble/transaction-assembler.ts';
 import { postgresTimeToIso } from '../../replicator/pg-time.ts';
 
 const relation = (name: string): Relation => {

@@ -3,7 +3,8 @@ import { batchBody, type Delivery } from './delivery.ts';
 import { EdgeClient } from './edge-client.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
-import { backoffDelay, classifyStatus, sleep } from '../retry.ts';
+import { backoffDelay, sleep } from '../retry.ts';
+import { classifyStatus } from './worker-response.ts';
 
 export interface ForwarderOptions {
   edgeUrl: string;

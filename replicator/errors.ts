@@ -1,3 +1,83 @@
+import { formatLsn, type Lsn } from '../src/lsn.ts';
+
+// The replicator's errors, in the order of a change's path; then the classification of Postgres's.
+
+/** The environment does not configure a replicator; each problem names its variable. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+  }
+}
+
+/** The server or the slot cannot be used as configured; somebody has to act. */
+export class SetupError extends Error {
+  override name = 'SetupError';
+}
+
+/** The server stopped talking to us for longer than the replication timeout. */
+export class StallError extends Error {
+  override name = 'StallError';
+}
+
+/** Input that is not valid pgoutput. Names the WAL position of the frame that carried it. */
+export class PgoutputDecodeError extends Error {
+  override name = 'PgoutputDecodeError';
+  constructor(
+    message: string,
+    readonly context: { lsn: Lsn | undefined; messageType: string; offset: number },
+    options?: ErrorOptions,
+  ) {
+    super(
+      `${message} (message '${context.messageType}' at offset ${context.offset}${context.lsn === undefined ? '' : `, WAL ${formatLsn(context.lsn)}`})`,
+      options,
+    );
+  }
+}
+
+/** A pgoutput message ended before a field it announced; the decoder wraps it in a PgoutputDecodeError. */
+export class TruncatedMessageError extends Error {
+  override name = 'TruncatedMessageError';
+  constructor() {
+    super('message ends early');
+  }
+}
+
+/** A column value that is not valid text of its type; the decoder wraps it in a PgoutputDecodeError. */
+export class ValueError extends Error {
+  override name = 'ValueError';
+}
+
+/** Decoded messages that do not form transactions (a Commit without its Begin, a change outside one). */
+export class AssemblyError extends Error {
+  override name = 'AssemblyError';
+  constructor(
+    message: string,
+    readonly context: { xid?: number; lsn?: Lsn } = {},
+  ) {
+    super(message);
+  }
+}
+
+/** A change_logs connection went away (Postgres shutting down or restarting, or the network). */
+export class WriterConnectionLost extends Error {
+  override name = 'WriterConnectionLost';
+}
+
+/** Failure of one attempt to deliver a batch to an account's object; the batch is retried. */
+export class DeliveryError extends Error {
+  override name = 'DeliveryError';
+  constructor(
+    message: string,
+    readonly account: string,
+    readonly reason: 'status' | 'timeout' | 'network',
+    readonly status?: number,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
 /** SQLSTATEs that mean "try again later" for the replication connection. */
 const TRANSIENT_SQLSTATES = new Set([
   '55006', // object_in_use: the slot is active for another process (we are the standby)
@@ -22,21 +102,6 @@ export function isSlotInUse(err: unknown): boolean {
 export function isTransient(err: unknown): boolean {
   const state = sqlState(err);
   return state === undefined || TRANSIENT_SQLSTATES.has(state);
-}
-
-/** The server or the slot cannot be used as configured; somebody has to act. */
-export class SetupError extends Error {
-  override name = 'SetupError';
-}
-
-/** The server stopped talking to us for longer than the replication timeout. */
-export class StallError extends Error {
-  override name = 'StallError';
-}
-
-/** A change_logs connection went away (Postgres shutting down or restarting, or the network). */
-export class WriterConnectionLost extends Error {
-  override name = 'WriterConnectionLost';
 }
 
 /** Whether a failed statement lost its connection, rather than being refused by a working server. */

@@ -2,6 +2,7 @@ import { accountIdOf, softDeleteAware } from '../../src/change.ts';
 import type { Row } from '../../src/json.ts';
 import type { Lsn } from '../../src/lsn.ts';
 import { isDomainTable, type TableName } from '../../src/tables.ts';
+import { AssemblyError } from '../errors.ts';
 import type { PgoutputMessage, Relation } from '../pgoutput/messages.ts';
 
 export interface RowEvent {
@@ -29,10 +30,6 @@ export interface AssembledTransaction {
   endLsn: Lsn;
   commitTime: bigint;
   events: TransactionEvent[];
-}
-
-export class AssemblyError extends Error {
-  override name = 'AssemblyError';
 }
 
 export interface SkippedRow {
@@ -73,12 +70,12 @@ export class TransactionAssembler {
   push(message: PgoutputMessage): AssembledTransaction | null {
     switch (message.tag) {
       case 'begin':
-        if (this.current) throw new AssemblyError(`Begin of ${message.xid} inside transaction ${this.current.xid}`);
+        if (this.current) throw new AssemblyError(`Begin of ${message.xid} inside transaction ${this.current.xid}`, { xid: message.xid });
         this.current = { xid: message.xid, events: [] };
         return null;
       case 'commit': {
         const open = this.current;
-        if (!open) throw new AssemblyError('Commit without Begin');
+        if (!open) throw new AssemblyError('Commit without Begin', { lsn: message.commitLsn });
         this.current = null;
         return { xid: open.xid, commitLsn: message.commitLsn, endLsn: message.endLsn, commitTime: message.commitTime, events: open.events };
       }
@@ -135,7 +132,7 @@ export class TransactionAssembler {
 
   private target(xid: number | undefined): OpenTransaction {
     if (xid !== undefined) {
-      if (!this.block) throw new AssemblyError(`change of streamed transaction ${xid} outside a stream block`);
+      if (!this.block) throw new AssemblyError(`change of streamed transaction ${xid} outside a stream block`, { xid });
       return this.block;
     }
     if (!this.current) throw new AssemblyError('change outside a transaction');

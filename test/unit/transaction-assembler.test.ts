@@ -3,7 +3,8 @@ import type { PgoutputMessage, Relation } from '../../replicator/pgoutput/messag
 import { rowBuilder } from '../../replicator/pgoutput/decoder.ts';
 import { columnType } from '../../replicator/pgoutput/values.ts';
 import { toChanges } from '../../replicator/assemble/routed-changes.ts';
-import { AssemblyError, TransactionAssembler, type SkippedRow } from '../../replicator/assemble/transaction-assembler.ts';
+import { TransactionAssembler, type SkippedRow } from '../../replicator/assemble/transaction-assembler.ts';
+import { AssemblyError } from '../../replicator/errors.ts';
 import { postgresTimeToIso } from '../../replicator/pg-time.ts';
 
 const relation = (name: string): Relation => {

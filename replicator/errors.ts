@@ -1,3 +1,4 @@
+import { errorSummary } from '../src/errors.ts';
 import { formatLsn, type Lsn } from '../src/lsn.ts';
 
 // The replicator's errors, in the order of a change's path; then the classification of Postgres's.
@@ -78,6 +79,11 @@ export class DeliveryError extends Error {
   }
 }
 
+/** A thrown value as an Error: the same object when it is one, since callers classify it by class and SQLSTATE. */
+export function toError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(errorSummary(err));
+}
+
 /** SQLSTATEs that mean "try again later" for the replication connection. */
 const TRANSIENT_SQLSTATES = new Set([
   '55006', // object_in_use: the slot is active for another process (we are the standby)
@@ -102,6 +108,11 @@ export function isSlotInUse(err: unknown): boolean {
 export function isTransient(err: unknown): boolean {
   const state = sqlState(err);
   return state === undefined || TRANSIENT_SQLSTATES.has(state);
+}
+
+/** A session failure that waiting will not fix (privileges, an invalidated slot, wal_level). */
+export function isPermanent(err: unknown): boolean {
+  return err instanceof SetupError || !isTransient(err);
 }
 
 /** Whether a failed statement lost its connection, rather than being refused by a working server. */

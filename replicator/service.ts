@@ -135,7 +135,7 @@ export class ReplicatorService {
       const deleted = await pruneChangeLogs(this.sql, this.config.CHANGE_LOG_RETENTION_DAYS, 5000, this.stopSignal.signal);
       if (deleted > 0) this.log.info({ deleted, days: this.config.CHANGE_LOG_RETENTION_DAYS }, 'pruned change_logs');
     } catch (err) {
-      this.log.warn({ err: String(err) }, 'change_logs retention failed; will try again');
+      this.log.warn({ err: errorSummary(err) }, 'change_logs retention failed; will try again');
     }
   }
 

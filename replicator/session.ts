@@ -1,10 +1,11 @@
 import postgres, { type Sql } from 'postgres';
+import { errorSummary } from '../src/errors.ts';
 import { formatLsn, type Lsn } from '../src/lsn.ts';
 import { AckWatermark } from './stream/ack-watermark.ts';
 import { ChangeLogWriter } from './log/change-log-writer.ts';
 import type { Config } from './config.ts';
 import { toDelivery, type Delivery } from './deliver/delivery.ts';
-import { StallError, WriterConnectionLost } from './errors.ts';
+import { StallError, toError, WriterConnectionLost } from './errors.ts';
 import { Forwarder } from './deliver/forwarder.ts';
 import { livenessAction, livenessTimings, type LivenessTimings } from './stream/liveness.ts';
 import type { Logger } from './logger.ts';
@@ -153,7 +154,7 @@ export class ReplicationSession {
       this.log.info({ slot: this.config.SLOT_NAME, lsn: formatLsn(this.watermark.lsn), protocol: options.protocolVersion, ...this.timings }, 'streaming');
       this.tickTimer = setInterval(() => this.tick(), Math.min(1000, this.timings.statusIntervalMs));
     } catch (err) {
-      this.end(err instanceof Error ? err : new Error(String(err)));
+      this.end(toError(err));
     } finally {
       clearTimeout(setupTimer);
     }
@@ -193,7 +194,7 @@ export class ReplicationSession {
    */
   private writerConnectionLost(err: Error): void {
     if (this.state === 'ended') return;
-    this.log.warn({ err: String(err), acked: formatLsn(this.watermark.lsn) }, 'lost a change_logs connection; ending the session');
+    this.log.warn({ err: errorSummary(err), acked: formatLsn(this.watermark.lsn) }, 'lost a change_logs connection; ending the session');
     this.abort(new WriterConnectionLost(`change_logs connection lost: ${err.message}`, { cause: err }));
   }
 
@@ -206,8 +207,8 @@ export class ReplicationSession {
       // Nothing after this message is processed and the ack stays where it is: the next session
       // starts again from the slot's confirmed position.
       this.metrics.decodeErrors.inc();
-      this.log.error({ err: String(err), lsn: formatLsn(frame.readBigUInt64BE(1)), acked: formatLsn(this.watermark.lsn) }, 'undecodable replication message; reconnecting without acknowledging it');
-      this.abort(err instanceof Error ? err : new Error(String(err)));
+      this.log.error({ err: errorSummary(err), lsn: formatLsn(frame.readBigUInt64BE(1)), acked: formatLsn(this.watermark.lsn) }, 'undecodable replication message; reconnecting without acknowledging it');
+      this.abort(toError(err));
       return;
     }
     if (txn) this.commit(txn);

@@ -1,3 +1,4 @@
+import { errorSummary } from '../../src/errors.ts';
 import { formatPosition, parseLsn } from '../../src/lsn.ts';
 import { DeliveryError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
@@ -109,7 +110,7 @@ export class Forwarder {
           this.metrics.batchesInFlight.inc();
           await this.post(q.id, body);
         } catch (err) {
-          failure = err instanceof DeliveryError ? err : new DeliveryError(String(err), q.id, 'network', undefined, { cause: err });
+          failure = err instanceof DeliveryError ? err : new DeliveryError(errorSummary(err), q.id, 'network', undefined, { cause: err });
         } finally {
           this.metrics.batchesInFlight.dec();
           this.release();
@@ -136,7 +137,7 @@ export class Forwarder {
       response = await this.client.post(`/v1/accounts/${accountId}/changes`, body, AbortSignal.any([this.abort.signal, timeout]));
     } catch (err) {
       const timedOut = timeout.aborted && !this.abort.signal.aborted;
-      throw new DeliveryError(timedOut ? 'request timed out' : `request failed: ${String(err)}`, accountId, timedOut ? 'timeout' : 'network', undefined, { cause: err });
+      throw new DeliveryError(timedOut ? 'request timed out' : `request failed: ${errorSummary(err)}`, accountId, timedOut ? 'timeout' : 'network', undefined, { cause: err });
     }
     if (classifyStatus(response.status) !== 'delivered') {
       throw new DeliveryError(`HTTP ${response.status}: ${response.text.slice(0, 500)}`, accountId, 'status', response.status);

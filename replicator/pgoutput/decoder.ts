@@ -1,3 +1,4 @@
+import { errorMessage } from '../../src/errors.ts';
 import type { JsonValue, Row } from '../../src/json.ts';
 import type { Lsn } from '../../src/lsn.ts';
 import { PgoutputDecodeError, TruncatedMessageError } from '../errors.ts';
@@ -54,8 +55,7 @@ export class PgoutputDecoder {
       return message;
     } catch (err) {
       const messageType = TAG_NAMES[type] ?? (type < 0 ? 'empty' : `0x${type.toString(16)}`);
-      const reason = err instanceof TruncatedMessageError ? 'message ends early' : err instanceof Error ? err.message : String(err);
-      throw new PgoutputDecodeError(reason, { lsn, messageType, offset: this.pos }, { cause: err });
+      throw new PgoutputDecodeError(errorMessage(err), { lsn, messageType, offset: this.pos }, { cause: err });
     }
   }
 

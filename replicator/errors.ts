@@ -60,6 +60,17 @@ export class AssemblyError extends Error {
   }
 }
 
+/** The accounts a TRUNCATE goes to could not be listed; the transaction is not routed. */
+export class TruncateRoutingError extends Error {
+  override name = 'TruncateRoutingError';
+  constructor(
+    readonly lsn: Lsn,
+    options: { cause: unknown },
+  ) {
+    super(`could not list accounts for a TRUNCATE: ${errorSummary(options.cause)}`, options);
+  }
+}
+
 /** A change_logs connection went away (Postgres shutting down or restarting, or the network). */
 export class WriterConnectionLost extends Error {
   override name = 'WriterConnectionLost';

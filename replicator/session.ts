@@ -5,7 +5,7 @@ import { AckWatermark } from './stream/ack-watermark.ts';
 import { ChangeLogWriter } from './log/change-log-writer.ts';
 import type { Config } from './config.ts';
 import { toDelivery, type Delivery } from './deliver/delivery.ts';
-import { StallError, toError, WriterConnectionLost } from './errors.ts';
+import { StallError, toError, TruncateRoutingError, WriterConnectionLost } from './errors.ts';
 import { Forwarder } from './deliver/forwarder.ts';
 import { livenessAction, livenessTimings, type LivenessTimings } from './stream/liveness.ts';
 import type { Logger } from './logger.ts';
@@ -15,6 +15,7 @@ import { ReplicationStream } from './stream/replication-stream.ts';
 import { ensurePublication, ensureSlot, readSlot, releaseStaleBackend, serverInfo, startReplicationCommand, streamOptions } from './stream/setup.ts';
 import { hasTruncate, toChanges } from './assemble/routed-changes.ts';
 import { TransactionAssembler, type AssembledTransaction } from './assemble/transaction-assembler.ts';
+import { listAccountsForTruncate } from './assemble/truncate-accounts.ts';
 import { withNoDelay } from './pg-socket.ts';
 
 /** How soon after the watermark moves the new position is acknowledged (coalesces acks of a burst). */
@@ -221,13 +222,13 @@ export class ReplicationSession {
     }
     // A truncate goes to every account; look them up with the stream held, so nothing overtakes it.
     this.pause('truncate');
-    this.sql<{ id: string }[]>`select id::text as id from accounts union select distinct account_id::text from change_logs`
-      .then((rows) => {
-        this.log.warn({ lsn: formatLsn(txn.commitLsn), accounts: rows.length }, 'TRUNCATE of a domain table; every account is told');
-        this.route(txn, rows.map((r) => r.id));
+    listAccountsForTruncate(this.sql)
+      .then((accounts) => {
+        this.log.warn({ lsn: formatLsn(txn.commitLsn), accounts: accounts.length }, 'TRUNCATE of a domain table; every account is told');
+        this.route(txn, accounts);
         this.resume('truncate');
       })
-      .catch((err: unknown) => this.abort(new Error(`could not list accounts for a TRUNCATE: ${String(err)}`)));
+      .catch((err: unknown) => this.abort(new TruncateRoutingError(txn.commitLsn, { cause: err })));
   }
 
   private route(txn: AssembledTransaction, truncateAccounts: string[]): void {

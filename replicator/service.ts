@@ -3,12 +3,12 @@ import { errorSummary } from '../src/errors.ts';
 import { formatLsn } from '../src/lsn.ts';
 import type { Config } from './config.ts';
 import { isPermanent, isSlotInUse, PgoutputDecodeError, StallError, toError } from './errors.ts';
+import { pruneChangeLogs } from './log/retention.ts';
 import type { Logger } from './logger.ts';
 import { Metrics } from './metrics.ts';
-import { pruneChangeLogs } from './log/retention.ts';
+import { withNoDelay } from './pg-socket.ts';
 import { backoffDelay, sleep } from './retry.ts';
 import { ReplicationSession } from './session.ts';
-import { withNoDelay } from './pg-socket.ts';
 
 const RETENTION_INTERVAL_MS = 60 * 60 * 1000;
 const SLOT_METRICS_INTERVAL_MS = 10_000;

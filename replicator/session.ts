@@ -1,22 +1,22 @@
 import postgres, { type Sql } from 'postgres';
 import { errorSummary } from '../src/errors.ts';
 import { formatLsn, type Lsn } from '../src/lsn.ts';
-import { AckWatermark } from './stream/ack-watermark.ts';
-import { ChangeLogWriter } from './log/change-log-writer.ts';
-import type { Config } from './config.ts';
-import { toDelivery, type Delivery } from './deliver/delivery.ts';
-import { StallError, toError, TruncateRoutingError, WriterConnectionLost } from './errors.ts';
-import { Forwarder } from './deliver/forwarder.ts';
-import { livenessAction, livenessTimings, type LivenessTimings } from './stream/liveness.ts';
-import type { Logger } from './logger.ts';
-import type { Metrics } from './metrics.ts';
-import { PgoutputDecoder } from './pgoutput/decoder.ts';
-import { ReplicationStream } from './stream/replication-stream.ts';
-import { ensurePublication, ensureSlot, readSlot, releaseStaleBackend, serverInfo, startReplicationCommand, streamOptions } from './stream/setup.ts';
 import { hasTruncate, toChanges } from './assemble/routed-changes.ts';
 import { TransactionAssembler, type AssembledTransaction } from './assemble/transaction-assembler.ts';
 import { listAccountsForTruncate } from './assemble/truncate-accounts.ts';
+import type { Config } from './config.ts';
+import { toDelivery, type Delivery } from './deliver/delivery.ts';
+import { Forwarder } from './deliver/forwarder.ts';
+import { StallError, toError, TruncateRoutingError, WriterConnectionLost } from './errors.ts';
+import { ChangeLogWriter } from './log/change-log-writer.ts';
+import type { Logger } from './logger.ts';
+import type { Metrics } from './metrics.ts';
 import { withNoDelay } from './pg-socket.ts';
+import { PgoutputDecoder } from './pgoutput/decoder.ts';
+import { AckWatermark } from './stream/ack-watermark.ts';
+import { livenessAction, livenessTimings, type LivenessTimings } from './stream/liveness.ts';
+import { ReplicationStream } from './stream/replication-stream.ts';
+import { ensurePublication, ensureSlot, readSlot, releaseStaleBackend, serverInfo, startReplicationCommand, streamOptions } from './stream/setup.ts';
 
 /** How soon after the watermark moves the new position is acknowledged (coalesces acks of a burst). */
 const ACK_DELAY_MS = 20;

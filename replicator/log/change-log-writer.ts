@@ -1,12 +1,12 @@
 import type { Sql } from 'postgres';
 import { CHANGE_FORMAT_VERSION } from '../../src/change.ts';
 import { errorSummary } from '../../src/errors.ts';
-import { copyIn } from './copy-in.ts';
 import type { Delivery } from '../deliver/delivery.ts';
 import { isConnectionLoss, sqlState, toError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
 import { backoffDelay, sleep } from '../retry.ts';
+import { copyIn } from './copy-in.ts';
 
 export interface ChangeLogOptions {
   batchSize: number;

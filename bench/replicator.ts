@@ -23,7 +23,7 @@ import { promisify } from 'node:util';
 import postgres, { type Sql } from 'postgres';
 import { PgoutputParser } from 'pg-logical-replication/dist/output-plugins/pgoutput/pgoutput-parser.js';
 import { migrate } from '../migrations/migrate.ts';
-import { copyIn } from '../replicator/copy-in.ts';
+import { copyIn } from '../replicator/log/copy-in.ts';
 import { startEmbeddedPostgres } from '../replicator/dev/embedded-postgres.ts';
 import { withNoDelay } from '../replicator/pg-socket.ts';
 import { PgoutputDecoder } from '../replicator/pgoutput/decoder.ts';

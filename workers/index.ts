@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
+import { errorSummary } from '../src/errors.ts';
 import { log } from './log.ts';
 import { changes } from './routes/changes.ts';
 import { websockets } from './routes/websockets.ts';
@@ -18,7 +19,7 @@ app.onError((err, c) => {
     if (err.status >= 500) log.error('request failed', { component: 'worker', path: new URL(c.req.url).pathname, status: err.status, err: err.message });
     return c.json({ error: err.message }, err.status);
   }
-  log.error('unhandled error', { component: 'worker', path: new URL(c.req.url).pathname, err: String(err) });
+  log.error('unhandled error', { component: 'worker', path: new URL(c.req.url).pathname, err: errorSummary(err) });
   return c.json({ error: 'internal error' }, 500);
 });
 

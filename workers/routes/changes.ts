@@ -1,6 +1,7 @@
 import { Hono, type Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { accountIdOf, changeBatchSchema } from '../../src/change.ts';
+import { errorMessage } from '../../src/errors.ts';
 import { asId } from '../../src/ids.ts';
 import { SIGNATURE_HEADER, verifySignature } from '../../src/signature.ts';
 
@@ -19,7 +20,7 @@ async function refuse(c: Context<{ Bindings: Env }>, body: string): Promise<Resp
 }
 
 function unavailable(err: unknown): HTTPException {
-  return new HTTPException(503, { message: `account object unavailable: ${err instanceof Error ? err.message : String(err)}`, cause: err });
+  return new HTTPException(503, { message: `account object unavailable: ${errorMessage(err)}`, cause: err });
 }
 
 changes.post('/v1/accounts/:id/changes', async (c) => {
@@ -32,7 +33,7 @@ changes.post('/v1/accounts/:id/changes', async (c) => {
   try {
     raw = JSON.parse(body);
   } catch (err) {
-    return c.json({ error: 'malformed JSON', detail: err instanceof Error ? err.message : String(err) }, 400);
+    return c.json({ error: 'malformed JSON', detail: errorMessage(err) }, 400);
   }
   const parsed = changeBatchSchema.safeParse(raw);
   if (!parsed.success) {

@@ -16,10 +16,10 @@ app.route('/', websockets);
 app.notFound((c) => c.json({ error: 'not found', detail: `${c.req.method} ${new URL(c.req.url).pathname}` }, 404));
 app.onError((err, c) => {
   if (err instanceof HTTPException) {
-    if (err.status >= 500) log.error('request failed', { component: 'worker', path: new URL(c.req.url).pathname, status: err.status, err: err.message });
+    if (err.status >= 500) log.error({ component: 'worker', path: new URL(c.req.url).pathname, status: err.status, err: err.message }, 'request failed');
     return c.json({ error: err.message }, err.status);
   }
-  log.error('unhandled error', { component: 'worker', path: new URL(c.req.url).pathname, err: errorSummary(err) });
+  log.error({ component: 'worker', path: new URL(c.req.url).pathname, err: errorSummary(err) }, 'unhandled error');
   return c.json({ error: 'internal error' }, 500);
 });
 

@@ -105,11 +105,11 @@ export class AccountDO extends DurableObject<Env> {
       throw err;
     }
     this.logProblems(accountId, h.problems, null);
-    log.info('hydrated', { component: 'account', account: accountId, records: h.records.length, ms: Date.now() - started });
+    log.info({ component: 'account', account: accountId, records: h.records.length, ms: Date.now() - started }, 'hydrated');
   }
 
   private logProblems(accountId: AccountId, problems: readonly RowDecodeError[], lsn: string | null): void {
-    for (const p of problems) log.error('row does not fit the schema; treated as deleted', { component: 'account', account: accountId, lsn, table: p.table, issues: p.issues });
+    for (const p of problems) log.error({ component: 'account', account: accountId, lsn, table: p.table, issues: p.issues }, 'row does not fit the schema; treated as deleted');
   }
 
   /**
@@ -176,9 +176,9 @@ export class AccountDO extends DurableObject<Env> {
       throw err;
     }
     if (stale > 0) {
-      log.warn('skipped changes at or below the applied position', {
+      log.warn({
         component: 'account', account: accountId, stale, position: position && formatPosition(position), stale_total: meta.staleSkipped,
-      });
+      }, 'skipped changes at or below the applied position');
     }
     if (propagate(this.parts, model, dirty, now)) this.socketCount = undefined;
     await this.clock.exactly(this.nextWake(model));

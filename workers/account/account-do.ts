@@ -22,7 +22,7 @@ import { FlowLogWriter } from './flow-log.ts';
 import { FlowStore } from './flow-store.ts';
 import { hydrate } from './hydrate.ts';
 import { MetaStore } from './meta-store.ts';
-import type { Model, Parts } from './parts.ts';
+import type { AccountMemory, ObjectContext } from './object-context.ts';
 import { propagate } from './propagate.ts';
 import { attachmentOf, send } from './sockets.ts';
 import { ViewStore } from './view-store.ts';
@@ -46,43 +46,43 @@ const json = (status: number, body: unknown) => Response.json(body, { status });
  * flow decisions pushed to them.
  */
 export class AccountDO extends DurableObject<Env> {
-  private readonly parts: Parts;
+  private readonly object: ObjectContext;
   private readonly clock: AlarmClock;
   private readonly flowLog: FlowLogWriter;
-  private model: Model | undefined;
+  private memory: AccountMemory | undefined;
   /** Open sockets; undefined until counted in this instance (counting materializes every socket). */
   private socketCount: number | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     const sql = ctx.storage.sql;
-    this.parts = { ctx, env, caches: new CacheStore(sql), meta: new MetaStore(sql), views: new ViewStore(sql), flowStore: new FlowStore(sql) };
+    this.object = { ctx, caches: new CacheStore(sql), meta: new MetaStore(sql), views: new ViewStore(sql), flowStore: new FlowStore(sql) };
     this.clock = new AlarmClock(ctx.storage);
-    this.flowLog = new FlowLogWriter(this.parts.flowStore, env.DB, ctx, () => this.parts.meta.accountId, (at) => this.clock.noLaterThan(at));
+    this.flowLog = new FlowLogWriter(this.object.flowStore, env.DB, ctx, () => this.object.meta.accountId, (at) => this.clock.noLaterThan(at));
     // Answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair('ping', 'pong'));
   }
 
   /** The account's state, hydrating from Postgres first when the object has none (or an older cache). */
-  private async ready(accountId: AccountId): Promise<Model> {
-    if (this.model) return this.model;
-    const owner = this.parts.meta.accountId;
+  private async ready(accountId: AccountId): Promise<AccountMemory> {
+    if (this.memory) return this.memory;
+    const owner = this.object.meta.accountId;
     if (owner !== null && owner !== accountId) throw new Error(`object of account ${owner} asked to serve account ${accountId}`);
     await this.ctx.blockConcurrencyWhile(async () => {
-      if (this.model) return;
-      if (owner === null || this.parts.meta.cacheVersion !== CACHE_SCHEMA_VERSION) await this.hydrate(accountId);
+      if (this.memory) return;
+      if (owner === null || this.object.meta.cacheVersion !== CACHE_SCHEMA_VERSION) await this.hydrate(accountId);
       const live = new Set(this.ctx.getWebSockets().map((ws) => attachmentOf(ws)?.conn ?? -1));
-      this.parts.views.retain(live);
-      this.model = { state: this.parts.caches.load(accountId), flows: this.parts.flowStore.load() };
+      this.object.views.retain(live);
+      this.memory = { state: this.object.caches.load(accountId), flows: this.object.flowStore.load() };
       // Flows created before a restart may still wait in the outbox.
-      if (this.parts.flowStore.logBacklog > 0) this.flowLog.soon();
+      if (this.object.flowStore.logBacklog > 0) this.flowLog.soon();
     });
-    return this.model!;
+    return this.memory!;
   }
 
-  private async readyStored(): Promise<Model | undefined> {
-    if (this.model) return this.model;
-    const accountId = this.parts.meta.accountId;
+  private async readyStored(): Promise<AccountMemory | undefined> {
+    if (this.memory) return this.memory;
+    const accountId = this.object.meta.accountId;
     return accountId === null ? undefined : await this.ready(accountId);
   }
 
@@ -90,7 +90,7 @@ export class AccountDO extends DurableObject<Env> {
   private async hydrate(accountId: AccountId): Promise<void> {
     const started = Date.now();
     const h = await hydrate(this.env.DB, accountId);
-    const { caches, meta } = this.parts;
+    const { caches, meta } = this.object;
     try {
       this.ctx.storage.transactionSync(() => {
         caches.dropTables();
@@ -124,15 +124,15 @@ export class AccountDO extends DurableObject<Env> {
       const owner: string | undefined = c.op === 'truncate' ? accountId : accountIdOf(c.table, (c.data ?? c.old)!);
       if (owner !== accountId) return { ok: false, status: 400, error: `change ${i} (${c.table} at ${c.lsn}:${c.seq}) belongs to account ${owner}, not ${accountId}` };
     }
-    let model: Model;
+    let memory: AccountMemory;
     try {
-      model = await this.ready(accountId);
+      memory = await this.ready(accountId);
     } catch (err) {
       if (err instanceof DatabaseError) return { ok: false, status: 503, error: err.message };
       throw err;
     }
     const now = Date.now();
-    const { meta, caches } = this.parts;
+    const { meta, caches } = this.object;
     const hydration = meta.snapshot;
     let snapshotExpired = false;
     let position: Position | null = meta.position;
@@ -156,7 +156,7 @@ export class AccountDO extends DurableObject<Env> {
             continue;
           }
         }
-        const result = applyChange(model.state, change, dirty);
+        const result = applyChange(memory.state, change, dirty);
         for (const op of result.ops) ops.push(op);
         this.logProblems(accountId, result.problems, change.lsn);
         applied++;
@@ -170,9 +170,9 @@ export class AccountDO extends DurableObject<Env> {
       });
     } catch (err) {
       // Memory may be ahead of storage: rebuild it from SQLite on the next call.
-      this.model = undefined;
-      this.parts.views.reset();
-      this.parts.meta.reset();
+      this.memory = undefined;
+      this.object.views.reset();
+      this.object.meta.reset();
       throw err;
     }
     if (stale > 0) {
@@ -180,8 +180,8 @@ export class AccountDO extends DurableObject<Env> {
         component: 'account', account: accountId, stale, position: position && formatPosition(position), stale_total: meta.staleSkipped,
       }, 'skipped changes at or below the applied position');
     }
-    if (propagate(this.parts, model, dirty, now)) this.socketCount = undefined;
-    await this.clock.exactly(this.nextWake(model));
+    if (propagate(this.object, memory, dirty, now)) this.socketCount = undefined;
+    await this.clock.exactly(this.nextWake(memory));
     return { ok: true, applied, skipped: stale + seen, position: position && formatPosition(position) };
   }
 
@@ -197,18 +197,18 @@ export class AccountDO extends DurableObject<Env> {
     try {
       await this.ctx.blockConcurrencyWhile(async () => {
         await this.hydrate(accountId);
-        this.model = { state: this.parts.caches.load(accountId), flows: previous.flows };
+        this.memory = { state: this.object.caches.load(accountId), flows: previous.flows };
       });
     } catch (err) {
       if (err instanceof DatabaseError) return { ok: false, status: 503, error: err.message };
       throw err;
     }
-    const model = this.model!;
+    const memory = this.memory!;
     const dirty = new Dirty();
     dirty.everything = true;
-    if (propagate(this.parts, model, dirty, Date.now())) this.socketCount = undefined;
-    await this.clock.exactly(this.nextWake(model));
-    const position = this.parts.meta.position;
+    if (propagate(this.object, memory, dirty, Date.now())) this.socketCount = undefined;
+    await this.clock.exactly(this.nextWake(memory));
+    const position = this.object.meta.position;
     return { ok: true, applied: 0, skipped: 0, position: position && formatPosition(position) };
   }
 
@@ -229,14 +229,14 @@ export class AccountDO extends DurableObject<Env> {
         ? await upsertClient(this.env.DB, accountId, first.token.ownerId as never, device)
         : await upsertGateway(this.env.DB, accountId, first.token.ownerId as never, device);
       // The state may have moved while the database answered: admit again against the current one.
-      const model = await this.ready(accountId);
+      const memory = await this.ready(accountId);
       const now = Date.now();
-      const second = await admit(model.state, kind, params.token, now);
+      const second = await admit(memory.state, kind, params.token, now);
       if (!second.ok) return json(401, { error: second.error });
-      const deviceEnd = acceptDevice(this.parts, model, kind, row, second.token.id, request, now);
+      const deviceEnd = acceptDevice(this.object, memory, kind, row, second.token.id, request, now);
       if (this.socketCount !== undefined) this.socketCount++;
       // Only this socket's token and, for the first socket, the time windows can bring the alarm forward.
-      await this.clock.noLaterThan(earliest(second.token.expiresAt, nextTimeBoundary(model.state, now)));
+      await this.clock.noLaterThan(earliest(second.token.expiresAt, nextTimeBoundary(memory.state, now)));
       return new Response(null, { status: 101, webSocket: deviceEnd });
     } catch (err) {
       if (err instanceof DatabaseError) return json(503, { error: 'database unavailable, retry later' });
@@ -260,9 +260,9 @@ export class AccountDO extends DurableObject<Env> {
     if (a.kind === 'gateway' || envelope.data.event !== 'create_flow') return fail(`unknown event: ${envelope.data.event.slice(0, 64)}`);
     const parsed = clientFrameSchema.safeParse(frame);
     if (!parsed.success) return fail(`invalid ${envelope.data.event} payload: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-    const model = await this.readyStored();
-    if (!model) return;
-    const flow = createFlow(this.parts, model, ws, a, parsed.data, Date.now());
+    const memory = await this.readyStored();
+    if (!memory) return;
+    const flow = createFlow(this.object, memory, ws, a, parsed.data, Date.now());
     if (flow) {
       this.flowLog.soon();
       await this.clock.noLaterThan(flow.expiresAt);
@@ -285,7 +285,7 @@ export class AccountDO extends DurableObject<Env> {
   private forget(ws: WebSocket): void {
     this.socketCount = undefined;
     const a = attachmentOf(ws);
-    if (a?.kind === 'client') this.parts.views.drop(a.conn);
+    if (a?.kind === 'client') this.object.views.drop(a.conn);
   }
 
   private sockets(): number {
@@ -299,10 +299,10 @@ export class AccountDO extends DurableObject<Env> {
    */
   override async alarm(): Promise<void> {
     this.clock.fired();
-    const model = await this.readyStored();
-    if (!model) return;
+    const memory = await this.readyStored();
+    if (!memory) return;
     const now = Date.now();
-    const { state, flows } = model;
+    const { state, flows } = memory;
     const dirty = new Dirty();
     for (const policyId of state.timedPolicies) {
       const p = state.policies.get(policyId)!;
@@ -316,9 +316,9 @@ export class AccountDO extends DurableObject<Env> {
         else dirty.clients.add(f.clientId);
       }
     }
-    if (propagate(this.parts, model, dirty, now)) this.socketCount = undefined;
-    if (this.parts.flowStore.logBacklog > 0) await this.flowLog.flush();
-    await this.clock.exactly(this.nextWake(model));
+    if (propagate(this.object, memory, dirty, now)) this.socketCount = undefined;
+    if (this.object.flowStore.logBacklog > 0) await this.flowLog.flush();
+    await this.clock.exactly(this.nextWake(memory));
   }
 
   /**
@@ -326,12 +326,12 @@ export class AccountDO extends DurableObject<Env> {
    * could care), a token expiry (any token: a socket's is among them), a flow expiry, a retry of the
    * flow log. Proportional to tokens and flows, not to sockets.
    */
-  private nextWake(model: Model): number | null {
+  private nextWake(memory: AccountMemory): number | null {
     const now = Date.now();
-    let next = earliest(model.flows.nextExpiry(), this.flowLog.retryAt);
+    let next = earliest(memory.flows.nextExpiry(), this.flowLog.retryAt);
     const devices = this.sockets() > 0;
-    if (devices || model.flows.flows.size > 0) next = earliest(next, nextTimeBoundary(model.state, now));
-    if (devices) for (const t of model.state.tokens.values()) if (t.expiresAt !== null && t.expiresAt > now) next = earliest(next, t.expiresAt);
+    if (devices || memory.flows.flows.size > 0) next = earliest(next, nextTimeBoundary(memory.state, now));
+    if (devices) for (const t of memory.state.tokens.values()) if (t.expiresAt !== null && t.expiresAt > now) next = earliest(next, t.expiresAt);
     return next;
   }
 }

@@ -7,20 +7,20 @@ import { buildView } from '../../src/resource-view.ts';
 import { parseVersion } from '../../src/versions.ts';
 import { clientContext, ViewRenderer } from '../../src/access/client-views.ts';
 import { newFlowCredentials } from './credentials.ts';
-import type { Model, Parts } from './parts.ts';
+import type { AccountMemory, ObjectContext } from './object-context.ts';
 import { iso } from './propagate.ts';
 import { attachmentOf, send, tags, type ClientAttachment } from './sockets.ts';
 
 type CreateFlow = Extract<ClientFrame, { event: 'create_flow' }>;
 
 /** Gateways with an open socket, one entry per gateway, with their live flow counts. */
-function onlineGateways(parts: Parts, model: Model): OnlineGateway[] {
+function onlineGateways(object: ObjectContext, memory: AccountMemory): OnlineGateway[] {
   const seen = new Map<GatewayId, OnlineGateway>();
-  for (const ws of parts.ctx.getWebSockets(tags.gateways)) {
+  for (const ws of object.ctx.getWebSockets(tags.gateways)) {
     const a = attachmentOf(ws);
-    if (a?.kind !== 'gateway' || seen.has(a.gatewayId) || !model.state.gateways.has(a.gatewayId)) continue;
+    if (a?.kind !== 'gateway' || seen.has(a.gatewayId) || !memory.state.gateways.has(a.gatewayId)) continue;
     const version = parseVersion(a.version);
-    if (version) seen.set(a.gatewayId, { id: a.gatewayId, siteId: a.siteId, version, load: model.flows.byGateway.get(a.gatewayId).size });
+    if (version) seen.set(a.gatewayId, { id: a.gatewayId, siteId: a.siteId, version, load: memory.flows.byGateway.get(a.gatewayId).size });
   }
   return [...seen.values()];
 }
@@ -30,8 +30,8 @@ function onlineGateways(parts: Parts, model: Model): OnlineGateway[] {
  * `authorize_flow` and the client `flow_created`, both with fresh credentials; the flow goes to
  * Postgres later, from the outbox. Returns the flow created, if any.
  */
-export function createFlow(parts: Parts, model: Model, ws: WebSocket, a: ClientAttachment, frame: CreateFlow, nowMs: number): FlowRecord | null {
-  const { state } = model;
+export function createFlow(object: ObjectContext, memory: AccountMemory, ws: WebSocket, a: ClientAttachment, frame: CreateFlow, nowMs: number): FlowRecord | null {
+  const { state } = memory;
   const resourceId = frame.payload.resource_id as FlowRecord['resourceId'];
   const reply = (status: 'ok' | 'error', extra: Record<string, unknown>) => {
     if (frame.ref !== undefined) send(ws, JSON.stringify({ event: 'reply', ref: frame.ref, payload: { status, ...extra } }));
@@ -40,7 +40,7 @@ export function createFlow(parts: Parts, model: Model, ws: WebSocket, a: ClientA
   const renderer = new ViewRenderer(state);
   const ctx = clientContext(a, renderer);
   const decision: FlowDecision = token
-    ? decideFlow(state, ctx, token, resourceId, onlineGateways(parts, model), frame.payload.connected_gateway_ids as GatewayId[], nowMs)
+    ? decideFlow(state, ctx, token, resourceId, onlineGateways(object, memory), frame.payload.connected_gateway_ids as GatewayId[], nowMs)
     : { ok: false, reason: 'forbidden' };
   if (!decision.ok) {
     const payload = { resource_id: resourceId, reason: decision.reason, ...(decision.violatedProperties ? { violated_properties: decision.violatedProperties } : {}) };
@@ -59,7 +59,7 @@ export function createFlow(parts: Parts, model: Model, ws: WebSocket, a: ClientA
     remoteIp: a.remoteIp,
     country: a.country,
   };
-  const gatewaySocket = parts.ctx.getWebSockets(tags.gateway(decision.gatewayId))[0]!;
+  const gatewaySocket = object.ctx.getWebSockets(tags.gateway(decision.gatewayId))[0]!;
   const gatewayAttachment = attachmentOf(gatewaySocket);
   const gatewayVersion = parseVersion(gatewayAttachment?.version);
   const resource = state.resources.get(resourceId)!;
@@ -67,14 +67,14 @@ export function createFlow(parts: Parts, model: Model, ws: WebSocket, a: ClientA
   const clientRecord = state.clients.get(a.clientId)!;
   const gateway = state.gateways.get(decision.gatewayId)!;
   const credentials = newFlowCredentials();
-  parts.ctx.storage.transactionSync(() => {
-    parts.flowStore.put(flow);
-    parts.flowStore.enqueueLog(flow.id, JSON.stringify({
+  object.ctx.storage.transactionSync(() => {
+    object.flowStore.put(flow);
+    object.flowStore.enqueueLog(flow.id, JSON.stringify({
       id: flow.id, account_id: state.accountId, client_id: flow.clientId, gateway_id: flow.gatewayId, resource_id: flow.resourceId,
       policy_id: flow.policyId, token_id: flow.tokenId, expires_at: iso(flow.expiresAt),
     }));
   });
-  model.flows.put(flow);
+  memory.flows.put(flow);
   send(gatewaySocket, JSON.stringify({
     event: 'authorize_flow',
     payload: {

@@ -4,6 +4,7 @@ import { applyChange, type StorageOp } from '../../src/access/apply-change.ts';
 import { Dirty } from '../../src/access/dirty.ts';
 import { accountIdOf, type Change } from '../../src/change.ts';
 import { earliest } from '../../src/flows/authorize.ts';
+import { frame } from '../../src/frames.ts';
 import { asId, type AccountId } from '../../src/ids.ts';
 import { clientFrameSchema, frameEnvelopeSchema } from '../../src/messages.ts';
 import { comparePositions, formatPosition, parseLsn, type Position } from '../../src/lsn.ts';
@@ -247,18 +248,18 @@ export class AccountDO extends DurableObject<Env> {
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     const a = attachmentOf(ws);
     if (!a) return;
-    const fail = (reason: string) => send(ws, JSON.stringify({ event: 'error', payload: { reason } }));
+    const fail = (reason: string) => send(ws, frame({ event: 'error', payload: { reason } }));
     if (typeof message !== 'string') return fail('binary frames are not supported; send JSON text');
-    let frame: unknown;
+    let received: unknown;
     try {
-      frame = JSON.parse(message);
+      received = JSON.parse(message);
     } catch {
       return fail('malformed JSON');
     }
-    const envelope = frameEnvelopeSchema.safeParse(frame);
+    const envelope = frameEnvelopeSchema.safeParse(received);
     if (!envelope.success) return fail('expected {"event": string, "payload": object, "ref"?: string|number}');
     if (a.kind === 'gateway' || envelope.data.event !== 'create_flow') return fail(`unknown event: ${envelope.data.event.slice(0, 64)}`);
-    const parsed = clientFrameSchema.safeParse(frame);
+    const parsed = clientFrameSchema.safeParse(received);
     if (!parsed.success) return fail(`invalid ${envelope.data.event} payload: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
     const memory = await this.readyStored();
     if (!memory) return;

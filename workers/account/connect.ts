@@ -1,13 +1,13 @@
 import type { AccountState } from '../../src/access/account-state.ts';
 import { accountActive, actorActive } from '../../src/access/access.ts';
 import { initClient, ViewRenderer } from '../../src/access/client-views.ts';
+import { frame, iso } from '../../src/frames.ts';
 import type { ActorId, SiteId, TokenId } from '../../src/ids.ts';
 import type { Row } from '../../src/json.ts';
 import { decodeRow, type TokenRecord } from '../../src/records.ts';
 import { checkToken, type ParsedToken } from '../../src/tokens.ts';
 import { COUNTRY_HEADER, REMOTE_IP_HEADER, type DeviceKind } from '../connect-params.ts';
 import type { AccountMemory, ObjectContext } from './object-context.ts';
-import { iso } from './propagate.ts';
 import { attach, send, tagsOf, type Attachment, type ClientAttachment, type GatewayAttachment } from './sockets.ts';
 
 export type Admission = { ok: true; token: TokenRecord } | { ok: false; error: string };
@@ -71,5 +71,5 @@ function gatewayInit(memory: AccountMemory, a: GatewayAttachment): string {
     resource_id: f.resourceId,
     expires_at: iso(f.expiresAt),
   }));
-  return JSON.stringify({ event: 'init', payload: { gateway_id: a.gatewayId, site_id: a.siteId, flows } });
+  return frame({ event: 'init', payload: { gateway_id: a.gatewayId, site_id: a.siteId, flows } });
 }

@@ -1,14 +1,14 @@
 import { sitesOf } from '../../src/access/access.ts';
 import { decideFlow, type FlowDecision, type OnlineGateway } from '../../src/flows/authorize.ts';
 import type { FlowRecord } from '../../src/flows/flow-index.ts';
+import { frame, iso } from '../../src/frames.ts';
 import { randomId, type GatewayId } from '../../src/ids.ts';
-import type { ClientFrame } from '../../src/messages.ts';
+import type { ClientFrame, ReplyPayload } from '../../src/messages.ts';
 import { buildView } from '../../src/resource-view.ts';
 import { parseVersion } from '../../src/versions.ts';
 import { clientContext, ViewRenderer } from '../../src/access/client-views.ts';
 import { newFlowCredentials } from './credentials.ts';
 import type { AccountMemory, ObjectContext } from './object-context.ts';
-import { iso } from './propagate.ts';
 import { attachmentOf, send, tags, type ClientAttachment } from './sockets.ts';
 
 type CreateFlow = Extract<ClientFrame, { event: 'create_flow' }>;
@@ -30,22 +30,22 @@ function onlineGateways(object: ObjectContext, memory: AccountMemory): OnlineGat
  * `authorize_flow` and the client `flow_created`, both with fresh credentials; the flow goes to
  * Postgres later, from the outbox. Returns the flow created, if any.
  */
-export function createFlow(object: ObjectContext, memory: AccountMemory, ws: WebSocket, a: ClientAttachment, frame: CreateFlow, nowMs: number): FlowRecord | null {
+export function createFlow(object: ObjectContext, memory: AccountMemory, ws: WebSocket, a: ClientAttachment, request: CreateFlow, nowMs: number): FlowRecord | null {
   const { state } = memory;
-  const resourceId = frame.payload.resource_id as FlowRecord['resourceId'];
-  const reply = (status: 'ok' | 'error', extra: Record<string, unknown>) => {
-    if (frame.ref !== undefined) send(ws, JSON.stringify({ event: 'reply', ref: frame.ref, payload: { status, ...extra } }));
+  const resourceId = request.payload.resource_id as FlowRecord['resourceId'];
+  const reply = (payload: ReplyPayload) => {
+    if (request.ref !== undefined) send(ws, frame({ event: 'reply', ref: request.ref, payload }));
   };
   const token = state.tokens.get(a.tokenId);
   const renderer = new ViewRenderer(state);
   const ctx = clientContext(a, renderer);
   const decision: FlowDecision = token
-    ? decideFlow(state, ctx, token, resourceId, onlineGateways(object, memory), frame.payload.connected_gateway_ids as GatewayId[], nowMs)
+    ? decideFlow(state, ctx, token, resourceId, onlineGateways(object, memory), request.payload.connected_gateway_ids as GatewayId[], nowMs)
     : { ok: false, reason: 'forbidden' };
   if (!decision.ok) {
     const payload = { resource_id: resourceId, reason: decision.reason, ...(decision.violatedProperties ? { violated_properties: decision.violatedProperties } : {}) };
-    send(ws, JSON.stringify({ event: 'flow_creation_failed', payload }));
-    reply('error', { reason: decision.reason });
+    send(ws, frame({ event: 'flow_creation_failed', payload }));
+    reply({ status: 'error', reason: decision.reason });
     return null;
   }
   const flow: FlowRecord = {
@@ -75,7 +75,7 @@ export function createFlow(object: ObjectContext, memory: AccountMemory, ws: Web
     }));
   });
   memory.flows.put(flow);
-  send(gatewaySocket, JSON.stringify({
+  send(gatewaySocket, frame({
     event: 'authorize_flow',
     payload: {
       flow_id: flow.id,
@@ -85,10 +85,10 @@ export function createFlow(object: ObjectContext, memory: AccountMemory, ws: Web
       ...credentials,
     },
   }));
-  send(ws, JSON.stringify({
+  send(ws, frame({
     event: 'flow_created',
     payload: {
-      ...(frame.ref !== undefined ? { ref: frame.ref } : {}),
+      ...(request.ref !== undefined ? { ref: request.ref } : {}),
       resource_id: resourceId,
       gateway_id: decision.gatewayId,
       site_id: decision.siteId,
@@ -96,6 +96,6 @@ export function createFlow(object: ObjectContext, memory: AccountMemory, ws: Web
       ...credentials,
     },
   }));
-  reply('ok', { flow_id: flow.id });
+  reply({ status: 'ok', flow_id: flow.id });
   return flow;
 }

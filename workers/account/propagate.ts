@@ -1,7 +1,8 @@
 import type { Dirty } from '../../src/access/dirty.ts';
 import { sitesOf } from '../../src/access/access.ts';
 import { pairKey, type FlowRecord } from '../../src/flows/flow-index.ts';
-import { noticesForPair, reviewFlow } from '../../src/flows/review.ts';
+import { noticesForPair, reviewFlow, type GatewayNotice } from '../../src/flows/review.ts';
+import { frame, iso } from '../../src/frames.ts';
 import type { FlowId, GatewayId, ResourceId } from '../../src/ids.ts';
 import { buildView } from '../../src/resource-view.ts';
 import { parseVersion } from '../../src/versions.ts';
@@ -18,13 +19,11 @@ interface Outbox {
   closes: { ws: WebSocket; code: number; reason: string }[];
 }
 
-function queue(out: Outbox, ws: WebSocket, frame: string): void {
+function queue(out: Outbox, ws: WebSocket, text: string): void {
   const list = out.frames.get(ws);
-  if (list) list.push(frame);
-  else out.frames.set(ws, [frame]);
+  if (list) list.push(text);
+  else out.frames.set(ws, [text]);
 }
-
-export const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
 /**
  * Pushes the consequences of a batch (or of the clock) to the sockets it can affect: closes the
@@ -136,14 +135,17 @@ function reviewFlows(object: ObjectContext, memory: AccountMemory, dirty: Dirty,
       }
     }
     for (const n of noticesForPair(reviewed, kept)) {
-      const payload = n.event === 'reject_access'
-        ? { client_id: n.clientId, resource_id: n.resourceId }
-        : { client_id: n.clientId, resource_id: n.resourceId, expires_at: iso(n.expiresAt) };
-      const frame = JSON.stringify({ event: n.event, payload });
-      for (const ws of object.ctx.getWebSockets(tags.gateway(n.gatewayId))) queue(out, ws, frame);
+      const text = noticeFrame(n);
+      for (const ws of object.ctx.getWebSockets(tags.gateway(n.gatewayId))) queue(out, ws, text);
     }
   }
   notifyReshaped(object, memory, dirty, out);
+}
+
+function noticeFrame(n: GatewayNotice): string {
+  return n.event === 'reject_access'
+    ? frame({ event: 'reject_access', payload: { client_id: n.clientId, resource_id: n.resourceId } })
+    : frame({ event: n.event, payload: { client_id: n.clientId, resource_id: n.resourceId, expires_at: iso(n.expiresAt) } });
 }
 
 /** A resource's name or filters changed: each gateway with live flows for it gets the new view once. */
@@ -159,7 +161,7 @@ function notifyReshaped(object: ObjectContext, memory: AccountMemory, dirty: Dir
         const a = attachmentOf(ws) as GatewayAttachment | null;
         const version = parseVersion(a?.version);
         const view = version && buildView(resource, sitesOf(state, resourceId as ResourceId), version);
-        if (view) queue(out, ws, JSON.stringify({ event: 'resource_updated', payload: view }));
+        if (view) queue(out, ws, frame({ event: 'resource_updated', payload: view }));
       }
     }
   }

@@ -2,7 +2,7 @@ import { DurableObject } from 'cloudflare:workers';
 import { nextTimeBoundary } from '../../src/access/access.ts';
 import { applyChange, type StorageOp } from '../../src/access/apply-change.ts';
 import { Dirty } from '../../src/access/dirty.ts';
-import { accountIdOf, type Change } from '../../src/change.ts';
+import type { Change } from '../../src/change.ts';
 import { earliest } from '../../src/flows/authorize.ts';
 import { frame } from '../../src/frames.ts';
 import { asId, type AccountId } from '../../src/ids.ts';
@@ -11,6 +11,7 @@ import { comparePositions, formatPosition, parseLsn, type Position } from '../..
 import type { RowDecodeError } from '../../src/records.ts';
 import { visibleInSnapshot } from '../../src/snapshot.ts';
 import { parseConnectParams, type DeviceKind } from '../connect-params.ts';
+import { errorResponse } from '../http-errors.ts';
 import { log } from '../log.ts';
 import { CacheStore } from './cache-store.ts';
 import { CACHE_SCHEMA_VERSION } from './cache-tables.ts';
@@ -38,8 +39,6 @@ export type ApplyResult =
  * wrap around in between.
  */
 const SNAPSHOT_RETENTION_MS = 24 * 3600_000;
-
-const json = (status: number, body: unknown) => Response.json(body, { status });
 
 /**
  * One account's object (DESIGN "AccountDO"): ordered compact caches in SQLite, consistent
@@ -114,17 +113,14 @@ export class AccountDO extends DurableObject<Env> {
   }
 
   /**
-   * POST /v1/accounts/:id/changes, after the Worker checked the signature and the body. Changes at
+   * POST /v1/accounts/:id/changes, after the Worker checked the signature, the body and that every
+   * change is of this account (the object is reached only through that route). Changes at
    * or below the stored position are skipped (DESIGN properties 2-3); the batch is stored in one
    * transaction with the new position, then pushed to the sockets it affects.
    */
   async applyChanges(accountIdText: string, changes: Change[]): Promise<ApplyResult> {
     const accountId = asId<'account'>(accountIdText);
     if (!accountId) return { ok: false, status: 400, error: `not an account id: ${accountIdText}` };
-    for (const [i, c] of changes.entries()) {
-      const owner: string | undefined = c.op === 'truncate' ? accountId : accountIdOf(c.table, (c.data ?? c.old)!);
-      if (owner !== accountId) return { ok: false, status: 400, error: `change ${i} (${c.table} at ${c.lsn}:${c.seq}) belongs to account ${owner}, not ${accountId}` };
-    }
     let memory: AccountMemory;
     try {
       memory = await this.ready(accountId);
@@ -217,14 +213,14 @@ export class AccountDO extends DurableObject<Env> {
   override async fetch(request: Request): Promise<Response> {
     const url = new URL(request.url);
     const kind: DeviceKind = url.pathname.startsWith('/v1/gateway/') ? 'gateway' : 'client';
-    if (request.headers.get('upgrade')?.toLowerCase() !== 'websocket') return json(426, { error: 'expected a WebSocket upgrade' });
+    if (request.headers.get('upgrade')?.toLowerCase() !== 'websocket') return errorResponse(426, { error: 'expected a WebSocket upgrade' });
     const parsed = parseConnectParams(url);
-    if (!parsed.ok) return json(400, { error: 'invalid parameters', detail: parsed.detail });
+    if (!parsed.ok) return errorResponse(400, { error: 'invalid parameters', detail: parsed.detail });
     const { params } = parsed;
     const accountId = params.token.accountId;
     try {
       const first = await admit((await this.ready(accountId)).state, kind, params.token, Date.now());
-      if (!first.ok) return json(401, { error: first.error });
+      if (!first.ok) return errorResponse(401, { error: first.error });
       const device = { externalId: params.external_id, name: params.name, publicKey: params.public_key, version: params.version };
       const row = kind === 'client'
         ? await upsertClient(this.env.DB, accountId, first.token.ownerId as never, device)
@@ -233,14 +229,14 @@ export class AccountDO extends DurableObject<Env> {
       const memory = await this.ready(accountId);
       const now = Date.now();
       const second = await admit(memory.state, kind, params.token, now);
-      if (!second.ok) return json(401, { error: second.error });
+      if (!second.ok) return errorResponse(401, { error: second.error });
       const deviceEnd = acceptDevice(this.object, memory, kind, row, second.token.id, request, now);
       if (this.socketCount !== undefined) this.socketCount++;
       // Only this socket's token and, for the first socket, the time windows can bring the alarm forward.
       await this.clock.noLaterThan(earliest(second.token.expiresAt, nextTimeBoundary(memory.state, now)));
       return new Response(null, { status: 101, webSocket: deviceEnd });
     } catch (err) {
-      if (err instanceof DatabaseError) return json(503, { error: 'database unavailable, retry later' });
+      if (err instanceof DatabaseError) return errorResponse(503, { error: 'database unavailable, retry later' });
       throw err;
     }
   }

@@ -7,9 +7,9 @@ import { earliest } from '../../src/flows/authorize.ts';
 import { frame } from '../../src/frames.ts';
 import { asId, type AccountId } from '../../src/ids.ts';
 import { clientFrameSchema, frameEnvelopeSchema } from '../../src/messages.ts';
-import { comparePositions, formatPosition, parseLsn, type Position } from '../../src/lsn.ts';
+import { formatPosition } from '../../src/lsn.ts';
+import { planBatch } from '../../src/ordering.ts';
 import type { RowDecodeError } from '../../src/records.ts';
-import { visibleInSnapshot } from '../../src/snapshot.ts';
 import { parseConnectParams, type DeviceKind } from '../connect-params.ts';
 import { errorResponse } from '../http-errors.ts';
 import { log } from '../log.ts';
@@ -32,13 +32,6 @@ import { ViewStore } from './view-store.ts';
 export type ApplyResult =
   | { ok: true; applied: number; skipped: number; position: string | null }
   | { ok: false; status: 400 | 503; error: string };
-
-/**
- * A hydration snapshot filters changes until their commit time is this far past it: long enough
- * for any transaction in progress at hydration to commit, short enough that 32-bit xids cannot
- * wrap around in between.
- */
-const SNAPSHOT_RETENTION_MS = 24 * 3600_000;
 
 /**
  * One account's object (DESIGN "AccountDO"): ordered compact caches in SQLite, consistent
@@ -130,40 +123,22 @@ export class AccountDO extends DurableObject<Env> {
     }
     const now = Date.now();
     const { meta, caches } = this.object;
-    const hydration = meta.snapshot;
-    let snapshotExpired = false;
-    let position: Position | null = meta.position;
-    let applied = 0;
-    let stale = 0;
-    let seen = 0;
+    const stored = meta.position;
+    const plan = planBatch(stored, meta.snapshot, changes);
     const dirty = new Dirty();
     const ops: StorageOp[] = [];
     try {
-      for (const change of changes) {
-        const at: Position = { lsn: parseLsn(change.lsn), seq: change.seq };
-        if (position && comparePositions(at, position) <= 0) {
-          stale++;
-          continue;
-        }
-        position = at;
-        if (hydration && !snapshotExpired) {
-          if (Date.parse(change.committed_at) - hydration.takenAt > SNAPSHOT_RETENTION_MS) snapshotExpired = true;
-          else if (visibleInSnapshot(hydration.snapshot, change.xid)) {
-            seen++;
-            continue;
-          }
-        }
+      for (const change of plan.apply) {
         const result = applyChange(memory.state, change, dirty);
         for (const op of result.ops) ops.push(op);
         this.logProblems(accountId, result.problems, change.lsn);
-        applied++;
       }
       this.ctx.storage.transactionSync(() => {
         caches.write(ops);
         // Only a batch that moved the position writes it (an empty or all-stale batch leaves it).
-        if (position && position !== meta.position) meta.position = position;
-        if (snapshotExpired) meta.snapshot = null;
-        if (stale > 0) meta.staleSkipped += stale;
+        if (plan.advancedTo) meta.position = plan.advancedTo;
+        if (plan.snapshotExpired) meta.snapshot = null;
+        if (plan.stale > 0) meta.staleSkipped += plan.stale;
       });
     } catch (err) {
       // Memory may be ahead of storage: rebuild it from SQLite on the next call.
@@ -172,14 +147,15 @@ export class AccountDO extends DurableObject<Env> {
       this.object.meta.reset();
       throw err;
     }
-    if (stale > 0) {
+    const position = plan.advancedTo ?? stored;
+    if (plan.stale > 0) {
       log.warn({
-        component: 'account', account: accountId, stale, position: position && formatPosition(position), stale_total: meta.staleSkipped,
+        component: 'account', account: accountId, stale: plan.stale, position: position && formatPosition(position), stale_total: meta.staleSkipped,
       }, 'skipped changes at or below the applied position');
     }
     if (propagate(this.object, memory, dirty, now)) this.socketCount = undefined;
     await this.clock.exactly(this.nextWake(memory));
-    return { ok: true, applied, skipped: stale + seen, position: position && formatPosition(position) };
+    return { ok: true, applied: plan.apply.length, skipped: plan.stale + plan.seen, position: position && formatPosition(position) };
   }
 
   /**

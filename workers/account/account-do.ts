@@ -1,5 +1,6 @@
 import { DurableObject } from 'cloudflare:workers';
 import { nextTimeBoundary } from '../../src/access/access.ts';
+import { dueAt, nextWake } from '../../src/alarm.ts';
 import { applyChange, type StorageOp } from '../../src/access/apply-change.ts';
 import { Dirty } from '../../src/access/dirty.ts';
 import type { Change } from '../../src/change.ts';
@@ -154,7 +155,7 @@ export class AccountDO extends DurableObject<Env> {
       }, 'skipped changes at or below the applied position');
     }
     if (propagate(this.object, memory, dirty, now)) this.socketCount = undefined;
-    await this.clock.exactly(this.nextWake(memory));
+    await this.rescheduleAlarm(memory);
     return { ok: true, applied: plan.apply.length, skipped: plan.stale + plan.seen, position: position && formatPosition(position) };
   }
 
@@ -180,7 +181,7 @@ export class AccountDO extends DurableObject<Env> {
     const dirty = new Dirty();
     dirty.everything = true;
     if (propagate(this.object, memory, dirty, Date.now())) this.socketCount = undefined;
-    await this.clock.exactly(this.nextWake(memory));
+    await this.rescheduleAlarm(memory);
     const position = this.object.meta.position;
     return { ok: true, applied: 0, skipped: 0, position: position && formatPosition(position) };
   }
@@ -275,36 +276,13 @@ export class AccountDO extends DurableObject<Env> {
     const memory = await this.readyStored();
     if (!memory) return;
     const now = Date.now();
-    const { state, flows } = memory;
-    const dirty = new Dirty();
-    for (const policyId of state.timedPolicies) {
-      const p = state.policies.get(policyId)!;
-      for (const actorId of state.actorsOfGroup.get(p.groupId)) dirty.pair(actorId, p.resourceId);
-    }
-    for (const token of state.tokens.values()) if (token.expiresAt !== null && token.expiresAt <= now) dirty.tokens.add(token.id);
-    for (const f of flows.flows.values()) {
-      const client = state.clients.get(f.clientId);
-      if (f.expiresAt !== null && f.expiresAt <= now) {
-        if (client) dirty.pair(client.actorId, f.resourceId);
-        else dirty.clients.add(f.clientId);
-      }
-    }
-    if (propagate(this.object, memory, dirty, now)) this.socketCount = undefined;
+    if (propagate(this.object, memory, dueAt(memory.state, memory.flows, now), now)) this.socketCount = undefined;
     if (this.object.flowStore.logBacklog > 0) await this.flowLog.flush();
-    await this.clock.exactly(this.nextWake(memory));
+    await this.rescheduleAlarm(memory);
   }
 
-  /**
-   * The next instant the clock changes something: a time-window boundary (when devices or flows
-   * could care), a token expiry (any token: a socket's is among them), a flow expiry, a retry of the
-   * flow log. Proportional to tokens and flows, not to sockets.
-   */
-  private nextWake(memory: AccountMemory): number | null {
-    const now = Date.now();
-    let next = earliest(memory.flows.nextExpiry(), this.flowLog.retryAt);
-    const devices = this.sockets() > 0;
-    if (devices || memory.flows.flows.size > 0) next = earliest(next, nextTimeBoundary(memory.state, now));
-    if (devices) for (const t of memory.state.tokens.values()) if (t.expiresAt !== null && t.expiresAt > now) next = earliest(next, t.expiresAt);
-    return next;
+  /** Sets the alarm to the next instant the clock changes something (a full recompute). */
+  private async rescheduleAlarm(memory: AccountMemory): Promise<void> {
+    await this.clock.exactly(nextWake(memory.state, memory.flows, Date.now(), { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.retryAt }));
   }
 }

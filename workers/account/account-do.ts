@@ -1,8 +1,8 @@
 import { DurableObject } from 'cloudflare:workers';
 import { nextTimeBoundary } from '../../src/access/access.ts';
-import { dueAt, nextWake } from '../../src/alarm.ts';
 import { applyChange, type StorageOp } from '../../src/access/apply-change.ts';
 import { Dirty } from '../../src/access/dirty.ts';
+import { dueAt, nextWake } from '../../src/alarm.ts';
 import type { Change } from '../../src/change.ts';
 import { earliest } from '../../src/flows/authorize.ts';
 import { frame } from '../../src/frames.ts';

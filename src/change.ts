@@ -70,6 +70,25 @@ export function accountIdOf(table: TableName, row: Row): string | undefined {
   return typeof value === 'string' ? value : undefined;
 }
 
+/** A change of a batch that is not of the batch's account: its index and the account it names (null: none). */
+export interface ForeignChange {
+  index: number;
+  accountId: string | null;
+}
+
+/**
+ * DESIGN property 6, checked once where batches enter the edge: the first change that does not
+ * belong to `accountId`, or null when every one does. A truncate belongs to every account.
+ */
+export function firstForeignChange(accountId: string, changes: readonly Change[]): ForeignChange | null {
+  for (const [index, c] of changes.entries()) {
+    if (c.op === 'truncate') continue;
+    const owner = accountIdOf(c.table, c.op === 'delete' ? c.old : c.data);
+    if (owner !== accountId) return { index, accountId: owner ?? null };
+  }
+  return null;
+}
+
 /**
  * DESIGN property 5: an update that sets `deleted_at` on a soft-deletable table is a delete (of the
  * old row), and one that clears it inserts the row again.

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { ActorId, ClientId, GatewayId, ResourceId, SiteId } from './ids.ts';
+import type { ActorId, ClientId, FlowId, GatewayId, ResourceId, SiteId } from './ids.ts';
 import type { ResourceView } from './resource-view.ts';
 
 /**
@@ -33,15 +33,18 @@ export interface FlowCredentials {
   gateway_ice: { username: string; password: string };
 }
 
+/** Why `create_flow` failed (PROTOCOL section 3, `flow_creation_failed`). */
+export type FlowFailureReason = 'not_found' | 'forbidden' | 'offline';
+
 export type ClientMessage =
   | { event: 'init'; payload: { client_id: ClientId; actor_id: ActorId; resources: ResourceView[] } }
   | { event: 'resource_created_or_updated'; payload: ResourceView }
   | { event: 'resource_deleted'; payload: { id: ResourceId } }
   | { event: 'flow_created'; payload: { ref?: string | number; resource_id: ResourceId; gateway_id: GatewayId; site_id: SiteId; gateway_public_key: string } & FlowCredentials }
-  | { event: 'flow_creation_failed'; payload: { resource_id: string; reason: 'not_found' | 'forbidden' | 'offline'; violated_properties?: string[] } };
+  | { event: 'flow_creation_failed'; payload: { resource_id: ResourceId; reason: FlowFailureReason; violated_properties?: string[] } };
 
 export interface GatewayFlowView {
-  flow_id: string;
+  flow_id: FlowId;
   client_id: ClientId;
   resource_id: ResourceId;
   expires_at: string | null;
@@ -50,17 +53,23 @@ export interface GatewayFlowView {
 export type GatewayMessage =
   | { event: 'init'; payload: { gateway_id: GatewayId; site_id: SiteId; flows: GatewayFlowView[] } }
   | { event: 'authorize_flow'; payload: {
-      flow_id: string;
+      flow_id: FlowId;
       client: { id: ClientId; public_key: string; version: string };
-      resource: ResourceView;
+      /** null only if the gateway's version cannot handle the resource, which choosing a compatible gateway rules out. */
+      resource: ResourceView | null;
       expires_at: string | null;
     } & FlowCredentials }
   | { event: 'reject_access'; payload: { client_id: ClientId; resource_id: ResourceId } }
   | { event: 'access_authorization_expiry_updated'; payload: { client_id: ClientId; resource_id: ResourceId; expires_at: string | null } }
   | { event: 'resource_updated'; payload: ResourceView };
 
+/** The answer to a device request that carried a `ref` (`create_flow` is the only request). */
+export type ReplyPayload =
+  | { status: 'ok'; flow_id: FlowId }
+  | { status: 'error'; reason: FlowFailureReason };
+
 export type CommonMessage =
-  | { event: 'reply'; ref: string | number; payload: { status: 'ok' | 'error'; [key: string]: unknown } }
+  | { event: 'reply'; ref: string | number; payload: ReplyPayload }
   | { event: 'error'; payload: { reason: string } };
 
 export type ServerMessage = ClientMessage | GatewayMessage | CommonMessage;

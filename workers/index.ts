@@ -1,5 +1,7 @@
 import { Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
+import { errorSummary } from '../src/errors.ts';
+import { errorBodyOf, errorResponse } from './http-errors.ts';
 import { log } from './log.ts';
 import { changes } from './routes/changes.ts';
 import { websockets } from './routes/websockets.ts';
@@ -12,14 +14,14 @@ app.get('/healthz', (c) => c.json({ ok: true }));
 app.route('/', changes);
 app.route('/', websockets);
 
-app.notFound((c) => c.json({ error: 'not found', detail: `${c.req.method} ${new URL(c.req.url).pathname}` }, 404));
+app.notFound((c) => errorResponse(404, { error: 'not found', detail: `${c.req.method} ${new URL(c.req.url).pathname}` }));
 app.onError((err, c) => {
   if (err instanceof HTTPException) {
-    if (err.status >= 500) log.error('request failed', { component: 'worker', path: new URL(c.req.url).pathname, status: err.status, err: err.message });
-    return c.json({ error: err.message }, err.status);
+    if (err.status >= 500) log.error({ component: 'worker', path: new URL(c.req.url).pathname, status: err.status, err: err.message }, 'request failed');
+    return errorResponse(err.status, errorBodyOf(err));
   }
-  log.error('unhandled error', { component: 'worker', path: new URL(c.req.url).pathname, err: String(err) });
-  return c.json({ error: 'internal error' }, 500);
+  log.error({ component: 'worker', path: new URL(c.req.url).pathname, err: errorSummary(err) }, 'unhandled error');
+  return errorResponse(500, { error: 'internal error' });
 });
 
 export default app;

@@ -86,7 +86,11 @@ export function clientContext(a: ClientConnection, renderer: ViewRenderer): Clie
   return { clientId: a.clientId, actorId: a.actorId, version: renderer.version(a.version), remoteIp: a.remoteIp, country: a.country };
 }
 
-const frame = (event: ClientMessage['event'], payloadJson: string) => `{"event":"${event}","payload":${payloadJson}}`;
+/**
+ * A frame around a payload already rendered as JSON: views are serialized once per (resource,
+ * version) and spliced into every client's frame, rather than each frame going through `frame()`.
+ */
+const splicedFrame = (event: ClientMessage['event'], payloadJson: string) => `{"event":"${event}","payload":${payloadJson}}`;
 
 /** The `init` frame of a new connection, recording every view it carries. */
 export function initClient(state: AccountState, views: SentViews, renderer: ViewRenderer, a: ClientConnection, nowMs: number): string {
@@ -99,7 +103,7 @@ export function initClient(state: AccountState, views: SentViews, renderer: View
     parts.push(view.json);
     views.set(a.conn, resourceId, renderer.digest(view, grants));
   }
-  return frame('init', `{"client_id":"${a.clientId}","actor_id":"${a.actorId}","resources":[${parts.join(',')}]}`);
+  return splicedFrame('init', `{"client_id":"${a.clientId}","actor_id":"${a.actorId}","resources":[${parts.join(',')}]}`);
 }
 
 /**
@@ -127,10 +131,10 @@ export function diffClient(
       const digest = renderer.digest(view, grants);
       if (before === digest) continue;
       views.set(a.conn, resourceId, digest);
-      frames.push(frame('resource_created_or_updated', view.json));
+      frames.push(splicedFrame('resource_created_or_updated', view.json));
     } else if (before !== undefined) {
       views.delete(a.conn, resourceId);
-      frames.push(frame('resource_deleted', `{"id":"${resourceId}"}`));
+      frames.push(splicedFrame('resource_deleted', `{"id":"${resourceId}"}`));
     }
   }
   return frames;

@@ -2,6 +2,7 @@ import type { AccountState } from '../access/account-state.ts';
 import { clientActive, conditionContext, grantsFor, longestGrant, sitesOf, type ClientContext, type Grant } from '../access/access.ts';
 import { evaluateConditions } from '../conditions.ts';
 import type { GatewayId, ResourceId, SiteId } from '../ids.ts';
+import type { FlowFailureReason } from '../messages.ts';
 import type { TokenRecord } from '../records.ts';
 import { adaptResource, gatewayCompatible, type Version } from '../versions.ts';
 
@@ -16,7 +17,7 @@ export interface OnlineGateway {
 
 export type FlowDecision =
   | { ok: true; gatewayId: GatewayId; siteId: SiteId; grant: Grant; expiresAt: number | null }
-  | { ok: false; reason: 'not_found' | 'forbidden' | 'offline'; violatedProperties?: string[] };
+  | { ok: false; reason: FlowFailureReason; violatedProperties?: string[] };
 
 /** min over the ends that exist; null when none does. */
 export function earliest(...ends: (number | null)[]): number | null {

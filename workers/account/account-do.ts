@@ -2,14 +2,17 @@ import { DurableObject } from 'cloudflare:workers';
 import { nextTimeBoundary } from '../../src/access/access.ts';
 import { applyChange, type StorageOp } from '../../src/access/apply-change.ts';
 import { Dirty } from '../../src/access/dirty.ts';
-import { accountIdOf, type Change } from '../../src/change.ts';
+import { dueAt, nextWake } from '../../src/alarm.ts';
+import type { Change } from '../../src/change.ts';
 import { earliest } from '../../src/flows/authorize.ts';
+import { frame } from '../../src/frames.ts';
 import { asId, type AccountId } from '../../src/ids.ts';
 import { clientFrameSchema, frameEnvelopeSchema } from '../../src/messages.ts';
-import { comparePositions, formatPosition, parseLsn, type Position } from '../../src/lsn.ts';
+import { formatPosition } from '../../src/lsn.ts';
+import { planBatch } from '../../src/ordering.ts';
 import type { RowDecodeError } from '../../src/records.ts';
-import { visibleInSnapshot } from '../../src/snapshot.ts';
 import { parseConnectParams, type DeviceKind } from '../connect-params.ts';
+import { errorResponse } from '../http-errors.ts';
 import { log } from '../log.ts';
 import { CacheStore } from './cache-store.ts';
 import { CACHE_SCHEMA_VERSION } from './cache-tables.ts';
@@ -22,7 +25,7 @@ import { FlowLogWriter } from './flow-log.ts';
 import { FlowStore } from './flow-store.ts';
 import { hydrate } from './hydrate.ts';
 import { MetaStore } from './meta-store.ts';
-import type { Model, Parts } from './parts.ts';
+import type { AccountMemory, ObjectContext } from './object-context.ts';
 import { propagate } from './propagate.ts';
 import { attachmentOf, send } from './sockets.ts';
 import { ViewStore } from './view-store.ts';
@@ -32,57 +35,48 @@ export type ApplyResult =
   | { ok: false; status: 400 | 503; error: string };
 
 /**
- * A hydration snapshot filters changes until their commit time is this far past it: long enough
- * for any transaction in progress at hydration to commit, short enough that 32-bit xids cannot
- * wrap around in between.
- */
-const SNAPSHOT_RETENTION_MS = 24 * 3600_000;
-
-const json = (status: number, body: unknown) => Response.json(body, { status });
-
-/**
  * One account's object (DESIGN "AccountDO"): ordered compact caches in SQLite, consistent
  * hydration, the hibernating sockets of the account's clients and gateways, and the diffs and
  * flow decisions pushed to them.
  */
 export class AccountDO extends DurableObject<Env> {
-  private readonly parts: Parts;
+  private readonly object: ObjectContext;
   private readonly clock: AlarmClock;
   private readonly flowLog: FlowLogWriter;
-  private model: Model | undefined;
+  private memory: AccountMemory | undefined;
   /** Open sockets; undefined until counted in this instance (counting materializes every socket). */
   private socketCount: number | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     const sql = ctx.storage.sql;
-    this.parts = { ctx, env, caches: new CacheStore(sql), meta: new MetaStore(sql), views: new ViewStore(sql), flowStore: new FlowStore(sql) };
+    this.object = { ctx, caches: new CacheStore(sql), meta: new MetaStore(sql), views: new ViewStore(sql), flowStore: new FlowStore(sql) };
     this.clock = new AlarmClock(ctx.storage);
-    this.flowLog = new FlowLogWriter(this.parts.flowStore, env.DB, ctx, () => this.parts.meta.accountId, (at) => this.clock.noLaterThan(at));
+    this.flowLog = new FlowLogWriter(this.object.flowStore, env.DB, ctx, () => this.object.meta.accountId, (at) => this.clock.noLaterThan(at));
     // Answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair('ping', 'pong'));
   }
 
   /** The account's state, hydrating from Postgres first when the object has none (or an older cache). */
-  private async ready(accountId: AccountId): Promise<Model> {
-    if (this.model) return this.model;
-    const owner = this.parts.meta.accountId;
+  private async ready(accountId: AccountId): Promise<AccountMemory> {
+    if (this.memory) return this.memory;
+    const owner = this.object.meta.accountId;
     if (owner !== null && owner !== accountId) throw new Error(`object of account ${owner} asked to serve account ${accountId}`);
     await this.ctx.blockConcurrencyWhile(async () => {
-      if (this.model) return;
-      if (owner === null || this.parts.meta.cacheVersion !== CACHE_SCHEMA_VERSION) await this.hydrate(accountId);
+      if (this.memory) return;
+      if (owner === null || this.object.meta.cacheVersion !== CACHE_SCHEMA_VERSION) await this.hydrate(accountId);
       const live = new Set(this.ctx.getWebSockets().map((ws) => attachmentOf(ws)?.conn ?? -1));
-      this.parts.views.retain(live);
-      this.model = { state: this.parts.caches.load(accountId), flows: this.parts.flowStore.load() };
+      this.object.views.retain(live);
+      this.memory = { state: this.object.caches.load(accountId), flows: this.object.flowStore.load() };
       // Flows created before a restart may still wait in the outbox.
-      if (this.parts.flowStore.logBacklog > 0) this.flowLog.soon();
+      if (this.object.flowStore.logBacklog > 0) this.flowLog.soon();
     });
-    return this.model!;
+    return this.memory!;
   }
 
-  private async readyStored(): Promise<Model | undefined> {
-    if (this.model) return this.model;
-    const accountId = this.parts.meta.accountId;
+  private async readyStored(): Promise<AccountMemory | undefined> {
+    if (this.memory) return this.memory;
+    const accountId = this.object.meta.accountId;
     return accountId === null ? undefined : await this.ready(accountId);
   }
 
@@ -90,7 +84,7 @@ export class AccountDO extends DurableObject<Env> {
   private async hydrate(accountId: AccountId): Promise<void> {
     const started = Date.now();
     const h = await hydrate(this.env.DB, accountId);
-    const { caches, meta } = this.parts;
+    const { caches, meta } = this.object;
     try {
       this.ctx.storage.transactionSync(() => {
         caches.dropTables();
@@ -105,84 +99,64 @@ export class AccountDO extends DurableObject<Env> {
       throw err;
     }
     this.logProblems(accountId, h.problems, null);
-    log.info('hydrated', { component: 'account', account: accountId, records: h.records.length, ms: Date.now() - started });
+    log.info({ component: 'account', account: accountId, records: h.records.length, ms: Date.now() - started }, 'hydrated');
   }
 
   private logProblems(accountId: AccountId, problems: readonly RowDecodeError[], lsn: string | null): void {
-    for (const p of problems) log.error('row does not fit the schema; treated as deleted', { component: 'account', account: accountId, lsn, table: p.table, issues: p.issues });
+    for (const p of problems) log.error({ component: 'account', account: accountId, lsn, table: p.table, issues: p.issues }, 'row does not fit the schema; treated as deleted');
   }
 
   /**
-   * POST /v1/accounts/:id/changes, after the Worker checked the signature and the body. Changes at
+   * POST /v1/accounts/:id/changes, after the Worker checked the signature, the body and that every
+   * change is of this account (the object is reached only through that route). Changes at
    * or below the stored position are skipped (DESIGN properties 2-3); the batch is stored in one
    * transaction with the new position, then pushed to the sockets it affects.
    */
   async applyChanges(accountIdText: string, changes: Change[]): Promise<ApplyResult> {
     const accountId = asId<'account'>(accountIdText);
     if (!accountId) return { ok: false, status: 400, error: `not an account id: ${accountIdText}` };
-    for (const [i, c] of changes.entries()) {
-      const owner: string | undefined = c.op === 'truncate' ? accountId : accountIdOf(c.table, (c.data ?? c.old)!);
-      if (owner !== accountId) return { ok: false, status: 400, error: `change ${i} (${c.table} at ${c.lsn}:${c.seq}) belongs to account ${owner}, not ${accountId}` };
-    }
-    let model: Model;
+    let memory: AccountMemory;
     try {
-      model = await this.ready(accountId);
+      memory = await this.ready(accountId);
     } catch (err) {
       if (err instanceof DatabaseError) return { ok: false, status: 503, error: err.message };
       throw err;
     }
     const now = Date.now();
-    const { meta, caches } = this.parts;
-    const hydration = meta.snapshot;
-    let snapshotExpired = false;
-    let position: Position | null = meta.position;
-    let applied = 0;
-    let stale = 0;
-    let seen = 0;
+    const { meta, caches } = this.object;
+    const stored = meta.position;
+    const plan = planBatch(stored, meta.snapshot, changes);
     const dirty = new Dirty();
     const ops: StorageOp[] = [];
     try {
-      for (const change of changes) {
-        const at: Position = { lsn: parseLsn(change.lsn), seq: change.seq };
-        if (position && comparePositions(at, position) <= 0) {
-          stale++;
-          continue;
-        }
-        position = at;
-        if (hydration && !snapshotExpired) {
-          if (Date.parse(change.committed_at) - hydration.takenAt > SNAPSHOT_RETENTION_MS) snapshotExpired = true;
-          else if (visibleInSnapshot(hydration.snapshot, change.xid)) {
-            seen++;
-            continue;
-          }
-        }
-        const result = applyChange(model.state, change, dirty);
+      for (const change of plan.apply) {
+        const result = applyChange(memory.state, change, dirty);
         for (const op of result.ops) ops.push(op);
         this.logProblems(accountId, result.problems, change.lsn);
-        applied++;
       }
       this.ctx.storage.transactionSync(() => {
         caches.write(ops);
         // Only a batch that moved the position writes it (an empty or all-stale batch leaves it).
-        if (position && position !== meta.position) meta.position = position;
-        if (snapshotExpired) meta.snapshot = null;
-        if (stale > 0) meta.staleSkipped += stale;
+        if (plan.advancedTo) meta.position = plan.advancedTo;
+        if (plan.snapshotExpired) meta.snapshot = null;
+        if (plan.stale > 0) meta.staleSkipped += plan.stale;
       });
     } catch (err) {
       // Memory may be ahead of storage: rebuild it from SQLite on the next call.
-      this.model = undefined;
-      this.parts.views.reset();
-      this.parts.meta.reset();
+      this.memory = undefined;
+      this.object.views.reset();
+      this.object.meta.reset();
       throw err;
     }
-    if (stale > 0) {
-      log.warn('skipped changes at or below the applied position', {
-        component: 'account', account: accountId, stale, position: position && formatPosition(position), stale_total: meta.staleSkipped,
-      });
+    const position = plan.advancedTo ?? stored;
+    if (plan.stale > 0) {
+      log.warn({
+        component: 'account', account: accountId, stale: plan.stale, position: position && formatPosition(position), stale_total: meta.staleSkipped,
+      }, 'skipped changes at or below the applied position');
     }
-    if (propagate(this.parts, model, dirty, now)) this.socketCount = undefined;
-    await this.clock.exactly(this.nextWake(model));
-    return { ok: true, applied, skipped: stale + seen, position: position && formatPosition(position) };
+    if (propagate(this.object, memory, dirty, now)) this.socketCount = undefined;
+    await this.rescheduleAlarm(memory);
+    return { ok: true, applied: plan.apply.length, skipped: plan.stale + plan.seen, position: position && formatPosition(position) };
   }
 
   /**
@@ -197,18 +171,18 @@ export class AccountDO extends DurableObject<Env> {
     try {
       await this.ctx.blockConcurrencyWhile(async () => {
         await this.hydrate(accountId);
-        this.model = { state: this.parts.caches.load(accountId), flows: previous.flows };
+        this.memory = { state: this.object.caches.load(accountId), flows: previous.flows };
       });
     } catch (err) {
       if (err instanceof DatabaseError) return { ok: false, status: 503, error: err.message };
       throw err;
     }
-    const model = this.model!;
+    const memory = this.memory!;
     const dirty = new Dirty();
     dirty.everything = true;
-    if (propagate(this.parts, model, dirty, Date.now())) this.socketCount = undefined;
-    await this.clock.exactly(this.nextWake(model));
-    const position = this.parts.meta.position;
+    if (propagate(this.object, memory, dirty, Date.now())) this.socketCount = undefined;
+    await this.rescheduleAlarm(memory);
+    const position = this.object.meta.position;
     return { ok: true, applied: 0, skipped: 0, position: position && formatPosition(position) };
   }
 
@@ -216,30 +190,30 @@ export class AccountDO extends DurableObject<Env> {
   override async fetch(request: Request): Promise<Response> {
     const url = new URL(request.url);
     const kind: DeviceKind = url.pathname.startsWith('/v1/gateway/') ? 'gateway' : 'client';
-    if (request.headers.get('upgrade')?.toLowerCase() !== 'websocket') return json(426, { error: 'expected a WebSocket upgrade' });
+    if (request.headers.get('upgrade')?.toLowerCase() !== 'websocket') return errorResponse(426, { error: 'expected a WebSocket upgrade' });
     const parsed = parseConnectParams(url);
-    if (!parsed.ok) return json(400, { error: 'invalid parameters', detail: parsed.detail });
+    if (!parsed.ok) return errorResponse(400, { error: 'invalid parameters', detail: parsed.detail });
     const { params } = parsed;
     const accountId = params.token.accountId;
     try {
       const first = await admit((await this.ready(accountId)).state, kind, params.token, Date.now());
-      if (!first.ok) return json(401, { error: first.error });
+      if (!first.ok) return errorResponse(401, { error: first.error });
       const device = { externalId: params.external_id, name: params.name, publicKey: params.public_key, version: params.version };
       const row = kind === 'client'
         ? await upsertClient(this.env.DB, accountId, first.token.ownerId as never, device)
         : await upsertGateway(this.env.DB, accountId, first.token.ownerId as never, device);
       // The state may have moved while the database answered: admit again against the current one.
-      const model = await this.ready(accountId);
+      const memory = await this.ready(accountId);
       const now = Date.now();
-      const second = await admit(model.state, kind, params.token, now);
-      if (!second.ok) return json(401, { error: second.error });
-      const deviceEnd = acceptDevice(this.parts, model, kind, row, second.token.id, request, now);
+      const second = await admit(memory.state, kind, params.token, now);
+      if (!second.ok) return errorResponse(401, { error: second.error });
+      const deviceEnd = acceptDevice(this.object, memory, kind, row, second.token.id, request, now);
       if (this.socketCount !== undefined) this.socketCount++;
       // Only this socket's token and, for the first socket, the time windows can bring the alarm forward.
-      await this.clock.noLaterThan(earliest(second.token.expiresAt, nextTimeBoundary(model.state, now)));
+      await this.clock.noLaterThan(earliest(second.token.expiresAt, nextTimeBoundary(memory.state, now)));
       return new Response(null, { status: 101, webSocket: deviceEnd });
     } catch (err) {
-      if (err instanceof DatabaseError) return json(503, { error: 'database unavailable, retry later' });
+      if (err instanceof DatabaseError) return errorResponse(503, { error: 'database unavailable, retry later' });
       throw err;
     }
   }
@@ -247,22 +221,22 @@ export class AccountDO extends DurableObject<Env> {
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     const a = attachmentOf(ws);
     if (!a) return;
-    const fail = (reason: string) => send(ws, JSON.stringify({ event: 'error', payload: { reason } }));
+    const fail = (reason: string) => send(ws, frame({ event: 'error', payload: { reason } }));
     if (typeof message !== 'string') return fail('binary frames are not supported; send JSON text');
-    let frame: unknown;
+    let received: unknown;
     try {
-      frame = JSON.parse(message);
+      received = JSON.parse(message);
     } catch {
       return fail('malformed JSON');
     }
-    const envelope = frameEnvelopeSchema.safeParse(frame);
+    const envelope = frameEnvelopeSchema.safeParse(received);
     if (!envelope.success) return fail('expected {"event": string, "payload": object, "ref"?: string|number}');
     if (a.kind === 'gateway' || envelope.data.event !== 'create_flow') return fail(`unknown event: ${envelope.data.event.slice(0, 64)}`);
-    const parsed = clientFrameSchema.safeParse(frame);
+    const parsed = clientFrameSchema.safeParse(received);
     if (!parsed.success) return fail(`invalid ${envelope.data.event} payload: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-    const model = await this.readyStored();
-    if (!model) return;
-    const flow = createFlow(this.parts, model, ws, a, parsed.data, Date.now());
+    const memory = await this.readyStored();
+    if (!memory) return;
+    const flow = createFlow(this.object, memory, ws, a, parsed.data, Date.now());
     if (flow) {
       this.flowLog.soon();
       await this.clock.noLaterThan(flow.expiresAt);
@@ -285,7 +259,7 @@ export class AccountDO extends DurableObject<Env> {
   private forget(ws: WebSocket): void {
     this.socketCount = undefined;
     const a = attachmentOf(ws);
-    if (a?.kind === 'client') this.parts.views.drop(a.conn);
+    if (a?.kind === 'client') this.object.views.drop(a.conn);
   }
 
   private sockets(): number {
@@ -299,39 +273,16 @@ export class AccountDO extends DurableObject<Env> {
    */
   override async alarm(): Promise<void> {
     this.clock.fired();
-    const model = await this.readyStored();
-    if (!model) return;
+    const memory = await this.readyStored();
+    if (!memory) return;
     const now = Date.now();
-    const { state, flows } = model;
-    const dirty = new Dirty();
-    for (const policyId of state.timedPolicies) {
-      const p = state.policies.get(policyId)!;
-      for (const actorId of state.actorsOfGroup.get(p.groupId)) dirty.pair(actorId, p.resourceId);
-    }
-    for (const token of state.tokens.values()) if (token.expiresAt !== null && token.expiresAt <= now) dirty.tokens.add(token.id);
-    for (const f of flows.flows.values()) {
-      const client = state.clients.get(f.clientId);
-      if (f.expiresAt !== null && f.expiresAt <= now) {
-        if (client) dirty.pair(client.actorId, f.resourceId);
-        else dirty.clients.add(f.clientId);
-      }
-    }
-    if (propagate(this.parts, model, dirty, now)) this.socketCount = undefined;
-    if (this.parts.flowStore.logBacklog > 0) await this.flowLog.flush();
-    await this.clock.exactly(this.nextWake(model));
+    if (propagate(this.object, memory, dueAt(memory.state, memory.flows, now), now)) this.socketCount = undefined;
+    if (this.object.flowStore.logBacklog > 0) await this.flowLog.flush();
+    await this.rescheduleAlarm(memory);
   }
 
-  /**
-   * The next instant the clock changes something: a time-window boundary (when devices or flows
-   * could care), a token expiry (any token: a socket's is among them), a flow expiry, a retry of the
-   * flow log. Proportional to tokens and flows, not to sockets.
-   */
-  private nextWake(model: Model): number | null {
-    const now = Date.now();
-    let next = earliest(model.flows.nextExpiry(), this.flowLog.retryAt);
-    const devices = this.sockets() > 0;
-    if (devices || model.flows.flows.size > 0) next = earliest(next, nextTimeBoundary(model.state, now));
-    if (devices) for (const t of model.state.tokens.values()) if (t.expiresAt !== null && t.expiresAt > now) next = earliest(next, t.expiresAt);
-    return next;
+  /** Sets the alarm to the next instant the clock changes something (a full recompute). */
+  private async rescheduleAlarm(memory: AccountMemory): Promise<void> {
+    await this.clock.exactly(nextWake(memory.state, memory.flows, Date.now(), { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.retryAt }));
   }
 }

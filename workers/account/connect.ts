@@ -1,13 +1,13 @@
 import type { AccountState } from '../../src/access/account-state.ts';
 import { accountActive, actorActive } from '../../src/access/access.ts';
 import { initClient, ViewRenderer } from '../../src/access/client-views.ts';
+import { frame, iso } from '../../src/frames.ts';
 import type { ActorId, SiteId, TokenId } from '../../src/ids.ts';
 import type { Row } from '../../src/json.ts';
 import { decodeRow, type TokenRecord } from '../../src/records.ts';
 import { checkToken, type ParsedToken } from '../../src/tokens.ts';
 import { COUNTRY_HEADER, REMOTE_IP_HEADER, type DeviceKind } from '../connect-params.ts';
-import type { Model, Parts } from './parts.ts';
-import { iso } from './propagate.ts';
+import type { AccountMemory, ObjectContext } from './object-context.ts';
 import { attach, send, tagsOf, type Attachment, type ClientAttachment, type GatewayAttachment } from './sockets.ts';
 
 export type Admission = { ok: true; token: TokenRecord } | { ok: false; error: string };
@@ -34,29 +34,29 @@ export async function admit(state: AccountState, kind: DeviceKind, presented: Pa
  * Stores the upserted device, accepts its socket (hibernatable, tagged, with its attachment) and
  * sends its `init`. Returns the device's end of the socket for the 101 response.
  */
-export function acceptDevice(parts: Parts, model: Model, kind: DeviceKind, row: Row, tokenId: TokenId, request: Request, nowMs: number): WebSocket {
+export function acceptDevice(object: ObjectContext, memory: AccountMemory, kind: DeviceKind, row: Row, tokenId: TokenId, request: Request, nowMs: number): WebSocket {
   const device = decodeRow(kind === 'client' ? 'clients' : 'gateways', row).cached;
   const remoteIp = request.headers.get(REMOTE_IP_HEADER);
   const country = request.headers.get(COUNTRY_HEADER);
   const version = new URL(request.url).searchParams.get('version')!;
   const [deviceEnd, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
   let first = '';
-  parts.ctx.storage.transactionSync(() => {
-    model.state.put(device);
-    parts.caches.put(device);
-    const conn = parts.meta.nextConnection();
+  object.ctx.storage.transactionSync(() => {
+    memory.state.put(device);
+    object.caches.put(device);
+    const conn = object.meta.nextConnection();
     let a: Attachment;
     if (device.table === 'clients') {
       const client: ClientAttachment = { kind: 'client', conn, clientId: device.record.id, actorId: device.record.actorId, tokenId, version, remoteIp, country };
       a = client;
-      parts.ctx.acceptWebSocket(server, tagsOf(a));
+      object.ctx.acceptWebSocket(server, tagsOf(a));
       attach(server, a);
-      first = parts.views.batch(() => initClient(model.state, parts.views, new ViewRenderer(model.state), client, nowMs));
+      first = object.views.batch(() => initClient(memory.state, object.views, new ViewRenderer(memory.state), client, nowMs));
     } else if (device.table === 'gateways') {
       a = { kind: 'gateway', conn, gatewayId: device.record.id, siteId: device.record.siteId, tokenId, version, remoteIp, country };
-      parts.ctx.acceptWebSocket(server, tagsOf(a));
+      object.ctx.acceptWebSocket(server, tagsOf(a));
       attach(server, a);
-      first = gatewayInit(model, a);
+      first = gatewayInit(memory, a);
     }
   });
   send(server, first);
@@ -64,12 +64,12 @@ export function acceptDevice(parts: Parts, model: Model, kind: DeviceKind, row: 
 }
 
 /** The gateway's live authorizations, so that a reconnecting gateway keeps serving them. */
-function gatewayInit(model: Model, a: GatewayAttachment): string {
-  const flows = model.flows.ofGateway(a.gatewayId).map((f) => ({
+function gatewayInit(memory: AccountMemory, a: GatewayAttachment): string {
+  const flows = memory.flows.ofGateway(a.gatewayId).map((f) => ({
     flow_id: f.id,
     client_id: f.clientId,
     resource_id: f.resourceId,
     expires_at: iso(f.expiresAt),
   }));
-  return JSON.stringify({ event: 'init', payload: { gateway_id: a.gatewayId, site_id: a.siteId, flows } });
+  return frame({ event: 'init', payload: { gateway_id: a.gatewayId, site_id: a.siteId, flows } });
 }

@@ -1,26 +1,26 @@
 import { sitesOf } from '../../src/access/access.ts';
 import { decideFlow, type FlowDecision, type OnlineGateway } from '../../src/flows/authorize.ts';
 import type { FlowRecord } from '../../src/flows/flow-index.ts';
+import { frame, iso } from '../../src/frames.ts';
 import { randomId, type GatewayId } from '../../src/ids.ts';
-import type { ClientFrame } from '../../src/messages.ts';
+import type { ClientFrame, ReplyPayload } from '../../src/messages.ts';
 import { buildView } from '../../src/resource-view.ts';
 import { parseVersion } from '../../src/versions.ts';
 import { clientContext, ViewRenderer } from '../../src/access/client-views.ts';
 import { newFlowCredentials } from './credentials.ts';
-import type { Model, Parts } from './parts.ts';
-import { iso } from './propagate.ts';
+import type { AccountMemory, ObjectContext } from './object-context.ts';
 import { attachmentOf, send, tags, type ClientAttachment } from './sockets.ts';
 
 type CreateFlow = Extract<ClientFrame, { event: 'create_flow' }>;
 
 /** Gateways with an open socket, one entry per gateway, with their live flow counts. */
-function onlineGateways(parts: Parts, model: Model): OnlineGateway[] {
+function onlineGateways(object: ObjectContext, memory: AccountMemory): OnlineGateway[] {
   const seen = new Map<GatewayId, OnlineGateway>();
-  for (const ws of parts.ctx.getWebSockets(tags.gateways)) {
+  for (const ws of object.ctx.getWebSockets(tags.gateways)) {
     const a = attachmentOf(ws);
-    if (a?.kind !== 'gateway' || seen.has(a.gatewayId) || !model.state.gateways.has(a.gatewayId)) continue;
+    if (a?.kind !== 'gateway' || seen.has(a.gatewayId) || !memory.state.gateways.has(a.gatewayId)) continue;
     const version = parseVersion(a.version);
-    if (version) seen.set(a.gatewayId, { id: a.gatewayId, siteId: a.siteId, version, load: model.flows.byGateway.get(a.gatewayId).size });
+    if (version) seen.set(a.gatewayId, { id: a.gatewayId, siteId: a.siteId, version, load: memory.flows.byGateway.get(a.gatewayId).size });
   }
   return [...seen.values()];
 }
@@ -30,22 +30,22 @@ function onlineGateways(parts: Parts, model: Model): OnlineGateway[] {
  * `authorize_flow` and the client `flow_created`, both with fresh credentials; the flow goes to
  * Postgres later, from the outbox. Returns the flow created, if any.
  */
-export function createFlow(parts: Parts, model: Model, ws: WebSocket, a: ClientAttachment, frame: CreateFlow, nowMs: number): FlowRecord | null {
-  const { state } = model;
-  const resourceId = frame.payload.resource_id as FlowRecord['resourceId'];
-  const reply = (status: 'ok' | 'error', extra: Record<string, unknown>) => {
-    if (frame.ref !== undefined) send(ws, JSON.stringify({ event: 'reply', ref: frame.ref, payload: { status, ...extra } }));
+export function createFlow(object: ObjectContext, memory: AccountMemory, ws: WebSocket, a: ClientAttachment, request: CreateFlow, nowMs: number): FlowRecord | null {
+  const { state } = memory;
+  const resourceId = request.payload.resource_id as FlowRecord['resourceId'];
+  const reply = (payload: ReplyPayload) => {
+    if (request.ref !== undefined) send(ws, frame({ event: 'reply', ref: request.ref, payload }));
   };
   const token = state.tokens.get(a.tokenId);
   const renderer = new ViewRenderer(state);
   const ctx = clientContext(a, renderer);
   const decision: FlowDecision = token
-    ? decideFlow(state, ctx, token, resourceId, onlineGateways(parts, model), frame.payload.connected_gateway_ids as GatewayId[], nowMs)
+    ? decideFlow(state, ctx, token, resourceId, onlineGateways(object, memory), request.payload.connected_gateway_ids as GatewayId[], nowMs)
     : { ok: false, reason: 'forbidden' };
   if (!decision.ok) {
     const payload = { resource_id: resourceId, reason: decision.reason, ...(decision.violatedProperties ? { violated_properties: decision.violatedProperties } : {}) };
-    send(ws, JSON.stringify({ event: 'flow_creation_failed', payload }));
-    reply('error', { reason: decision.reason });
+    send(ws, frame({ event: 'flow_creation_failed', payload }));
+    reply({ status: 'error', reason: decision.reason });
     return null;
   }
   const flow: FlowRecord = {
@@ -59,7 +59,7 @@ export function createFlow(parts: Parts, model: Model, ws: WebSocket, a: ClientA
     remoteIp: a.remoteIp,
     country: a.country,
   };
-  const gatewaySocket = parts.ctx.getWebSockets(tags.gateway(decision.gatewayId))[0]!;
+  const gatewaySocket = object.ctx.getWebSockets(tags.gateway(decision.gatewayId))[0]!;
   const gatewayAttachment = attachmentOf(gatewaySocket);
   const gatewayVersion = parseVersion(gatewayAttachment?.version);
   const resource = state.resources.get(resourceId)!;
@@ -67,15 +67,15 @@ export function createFlow(parts: Parts, model: Model, ws: WebSocket, a: ClientA
   const clientRecord = state.clients.get(a.clientId)!;
   const gateway = state.gateways.get(decision.gatewayId)!;
   const credentials = newFlowCredentials();
-  parts.ctx.storage.transactionSync(() => {
-    parts.flowStore.put(flow);
-    parts.flowStore.enqueueLog(flow.id, JSON.stringify({
+  object.ctx.storage.transactionSync(() => {
+    object.flowStore.put(flow);
+    object.flowStore.enqueueLog(flow.id, JSON.stringify({
       id: flow.id, account_id: state.accountId, client_id: flow.clientId, gateway_id: flow.gatewayId, resource_id: flow.resourceId,
       policy_id: flow.policyId, token_id: flow.tokenId, expires_at: iso(flow.expiresAt),
     }));
   });
-  model.flows.put(flow);
-  send(gatewaySocket, JSON.stringify({
+  memory.flows.put(flow);
+  send(gatewaySocket, frame({
     event: 'authorize_flow',
     payload: {
       flow_id: flow.id,
@@ -85,10 +85,10 @@ export function createFlow(parts: Parts, model: Model, ws: WebSocket, a: ClientA
       ...credentials,
     },
   }));
-  send(ws, JSON.stringify({
+  send(ws, frame({
     event: 'flow_created',
     payload: {
-      ...(frame.ref !== undefined ? { ref: frame.ref } : {}),
+      ...(request.ref !== undefined ? { ref: request.ref } : {}),
       resource_id: resourceId,
       gateway_id: decision.gatewayId,
       site_id: decision.siteId,
@@ -96,6 +96,6 @@ export function createFlow(parts: Parts, model: Model, ws: WebSocket, a: ClientA
       ...credentials,
     },
   }));
-  reply('ok', { flow_id: flow.id });
+  reply({ status: 'ok', flow_id: flow.id });
   return flow;
 }

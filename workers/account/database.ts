@@ -1,4 +1,5 @@
 import postgres, { type Sql } from 'postgres';
+import { errorMessage } from '../../src/errors.ts';
 import { pgSocket } from './pg-socket.ts';
 
 /** Postgres clients made so far in this isolate: tests use it to prove a path makes none. */
@@ -20,7 +21,7 @@ export function database(binding: Hyperdrive, max = 1): Sql {
 export class DatabaseError extends Error {
   override name = 'DatabaseError';
   constructor(readonly operation: string, options: { cause: unknown }) {
-    super(`${operation} failed: ${options.cause instanceof Error ? options.cause.message : String(options.cause)}`, options);
+    super(`${operation} failed: ${errorMessage(options.cause)}`, options);
   }
 }
 

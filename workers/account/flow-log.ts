@@ -89,7 +89,7 @@ export class FlowLogWriter {
       this.failures++;
       const delay = Math.min(RETRY_MS.max, RETRY_MS.base * 2 ** Math.min(this.failures, 16));
       this.retryAt = Date.now() + delay;
-      log.warn('flow log append failed; retrying', { component: 'account', account: this.accountId(), backlog: this.store.logBacklog, retry_ms: delay, err: err.message });
+      log.warn({ component: 'account', account: this.accountId(), backlog: this.store.logBacklog, retry_ms: delay, err: err.message }, 'flow log append failed; retrying');
       await this.wakeBy(this.retryAt);
     }
   }

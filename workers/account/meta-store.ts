@@ -1,12 +1,7 @@
 import type { AccountId } from '../../src/ids.ts';
 import { formatPosition, parsePosition, type Position } from '../../src/lsn.ts';
-import { formatSnapshot, parseSnapshot, type Snapshot } from '../../src/snapshot.ts';
-
-/** The hydration snapshot and the time (epoch ms) it was taken. */
-export interface HydrationSnapshot {
-  snapshot: Snapshot;
-  takenAt: number;
-}
+import type { HydrationSnapshot } from '../../src/ordering.ts';
+import { formatSnapshot, parseSnapshot } from '../../src/snapshot.ts';
 
 /**
  * Small key/value facts about the object: its account, cache version, position, hydration snapshot.

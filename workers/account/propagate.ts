@@ -1,12 +1,13 @@
 import type { Dirty } from '../../src/access/dirty.ts';
 import { sitesOf } from '../../src/access/access.ts';
 import { pairKey, type FlowRecord } from '../../src/flows/flow-index.ts';
-import { noticesForPair, reviewFlow } from '../../src/flows/review.ts';
+import { noticesForPair, reviewFlow, type GatewayNotice } from '../../src/flows/review.ts';
+import { frame, iso } from '../../src/frames.ts';
 import type { FlowId, GatewayId, ResourceId } from '../../src/ids.ts';
 import { buildView } from '../../src/resource-view.ts';
 import { parseVersion } from '../../src/versions.ts';
 import { diffClient, ViewRenderer } from '../../src/access/client-views.ts';
-import type { Model, Parts } from './parts.ts';
+import type { AccountMemory, ObjectContext } from './object-context.ts';
 import { attachmentOf, close, send, tags, type GatewayAttachment } from './sockets.ts';
 import { socketVerdict } from './verdicts.ts';
 
@@ -18,13 +19,11 @@ interface Outbox {
   closes: { ws: WebSocket; code: number; reason: string }[];
 }
 
-function queue(out: Outbox, ws: WebSocket, frame: string): void {
+function queue(out: Outbox, ws: WebSocket, text: string): void {
   const list = out.frames.get(ws);
-  if (list) list.push(frame);
-  else out.frames.set(ws, [frame]);
+  if (list) list.push(text);
+  else out.frames.set(ws, [text]);
 }
-
-export const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
 /**
  * Pushes the consequences of a batch (or of the clock) to the sockets it can affect: closes the
@@ -32,25 +31,25 @@ export const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toI
  * resource views, and reviews the flows whose grant may have changed. Storage writes happen in
  * one transaction; frames go out after it. Returns whether it closed any socket.
  */
-export function propagate(parts: Parts, model: Model, dirty: Dirty, nowMs: number): boolean {
+export function propagate(object: ObjectContext, memory: AccountMemory, dirty: Dirty, nowMs: number): boolean {
   if (dirty.empty) return false;
   const out: Outbox = { frames: new Map(), closes: [] };
-  parts.ctx.storage.transactionSync(() => parts.views.batch(() => {
-    syncClients(parts, model, dirty, nowMs, out);
-    syncGateways(parts, model, dirty, nowMs, out);
-    reviewFlows(parts, model, dirty, nowMs, out);
+  object.ctx.storage.transactionSync(() => object.views.batch(() => {
+    syncClients(object, memory, dirty, nowMs, out);
+    syncGateways(object, memory, dirty, nowMs, out);
+    reviewFlows(object, memory, dirty, nowMs, out);
   }));
   for (const [ws, frames] of out.frames) for (const f of frames) send(ws, f);
   for (const c of out.closes) close(c.ws, c.code, c.reason);
   return out.closes.length > 0;
 }
 
-function clientSockets(parts: Parts, dirty: Dirty): WebSocket[] {
+function clientSockets(object: ObjectContext, dirty: Dirty): WebSocket[] {
   const targeted = dirty.actors.size + dirty.pairs.size + dirty.clients.size + dirty.tokens.size;
-  if (dirty.everything || dirty.resources.size > 0 || targeted > TARGETED_LOOKUP_LIMIT) return parts.ctx.getWebSockets(tags.clients);
+  if (dirty.everything || dirty.resources.size > 0 || targeted > TARGETED_LOOKUP_LIMIT) return object.ctx.getWebSockets(tags.clients);
   const found = new Set<WebSocket>();
   const add = (tag: string) => {
-    for (const ws of parts.ctx.getWebSockets(tag)) found.add(ws);
+    for (const ws of object.ctx.getWebSockets(tag)) found.add(ws);
   };
   for (const id of dirty.actors) add(tags.actor(id));
   for (const id of dirty.pairs.keys()) add(tags.actor(id));
@@ -59,35 +58,35 @@ function clientSockets(parts: Parts, dirty: Dirty): WebSocket[] {
   return [...found];
 }
 
-function syncClients(parts: Parts, model: Model, dirty: Dirty, nowMs: number, out: Outbox): void {
-  const renderer = new ViewRenderer(model.state);
-  for (const ws of clientSockets(parts, dirty)) {
+function syncClients(object: ObjectContext, memory: AccountMemory, dirty: Dirty, nowMs: number, out: Outbox): void {
+  const renderer = new ViewRenderer(memory.state);
+  for (const ws of clientSockets(object, dirty)) {
     const a = attachmentOf(ws);
     if (a?.kind !== 'client') continue;
-    const verdict = socketVerdict(model.state, a, nowMs);
+    const verdict = socketVerdict(memory.state, a, nowMs);
     if (verdict) {
-      parts.views.drop(a.conn);
+      object.views.drop(a.conn);
       out.closes.push({ ws, ...verdict });
       continue;
     }
     if (!dirty.touches(a.actorId, a.clientId)) continue;
-    for (const f of diffClient(model.state, parts.views, renderer, a, dirty.resourcesFor(a.actorId, a.clientId), nowMs)) queue(out, ws, f);
+    for (const f of diffClient(memory.state, object.views, renderer, a, dirty.resourcesFor(a.actorId, a.clientId), nowMs)) queue(out, ws, f);
   }
 }
 
-function syncGateways(parts: Parts, model: Model, dirty: Dirty, nowMs: number, out: Outbox): void {
+function syncGateways(object: ObjectContext, memory: AccountMemory, dirty: Dirty, nowMs: number, out: Outbox): void {
   if (!dirty.everything && dirty.gateways.size === 0 && dirty.sites.size === 0 && dirty.tokens.size === 0) return;
-  for (const ws of parts.ctx.getWebSockets(tags.gateways)) {
+  for (const ws of object.ctx.getWebSockets(tags.gateways)) {
     const a = attachmentOf(ws);
     if (a?.kind !== 'gateway') continue;
-    const verdict = socketVerdict(model.state, a, nowMs);
+    const verdict = socketVerdict(memory.state, a, nowMs);
     if (verdict) out.closes.push({ ws, ...verdict });
   }
 }
 
 /** The flows a batch may have affected, grouped by (client, resource) pair with all of the pair's flows. */
-function affectedPairs(model: Model, dirty: Dirty): Map<string, FlowRecord[]> {
-  const { state, flows } = model;
+function affectedPairs(memory: AccountMemory, dirty: Dirty): Map<string, FlowRecord[]> {
+  const { state, flows } = memory;
   const ids = new Set<FlowId>();
   const addAll = (set: Iterable<FlowId>) => {
     for (const id of set) ids.add(id);
@@ -113,53 +112,56 @@ function affectedPairs(model: Model, dirty: Dirty): Map<string, FlowRecord[]> {
   return pairs;
 }
 
-function reviewFlows(parts: Parts, model: Model, dirty: Dirty, nowMs: number, out: Outbox): void {
-  const { state, flows } = model;
+function reviewFlows(object: ObjectContext, memory: AccountMemory, dirty: Dirty, nowMs: number, out: Outbox): void {
+  const { state, flows } = memory;
   if (flows.flows.size === 0) return;
-  for (const before of affectedPairs(model, dirty).values()) {
+  for (const before of affectedPairs(memory, dirty).values()) {
     const kept: FlowRecord[] = [];
     const reviewed: FlowRecord[] = [];
     for (const f of before) {
       const verdict = reviewFlow(state, f, nowMs, dirty.breaking.has(f.resourceId));
       if (verdict.kind === 'drop' || verdict.kind === 'revoke') {
         flows.remove(f.id);
-        parts.flowStore.delete(f.id);
+        object.flowStore.delete(f.id);
         if (verdict.kind === 'revoke') reviewed.push(f);
       } else {
         reviewed.push(f);
         const next = verdict.kind === 'reauthorize' ? verdict.flow : f;
         if (verdict.kind === 'reauthorize') {
           flows.put(next);
-          parts.flowStore.put(next);
+          object.flowStore.put(next);
         }
         kept.push(next);
       }
     }
     for (const n of noticesForPair(reviewed, kept)) {
-      const payload = n.event === 'reject_access'
-        ? { client_id: n.clientId, resource_id: n.resourceId }
-        : { client_id: n.clientId, resource_id: n.resourceId, expires_at: iso(n.expiresAt) };
-      const frame = JSON.stringify({ event: n.event, payload });
-      for (const ws of parts.ctx.getWebSockets(tags.gateway(n.gatewayId))) queue(out, ws, frame);
+      const text = noticeFrame(n);
+      for (const ws of object.ctx.getWebSockets(tags.gateway(n.gatewayId))) queue(out, ws, text);
     }
   }
-  notifyReshaped(parts, model, dirty, out);
+  notifyReshaped(object, memory, dirty, out);
+}
+
+function noticeFrame(n: GatewayNotice): string {
+  return n.event === 'reject_access'
+    ? frame({ event: 'reject_access', payload: { client_id: n.clientId, resource_id: n.resourceId } })
+    : frame({ event: n.event, payload: { client_id: n.clientId, resource_id: n.resourceId, expires_at: iso(n.expiresAt) } });
 }
 
 /** A resource's name or filters changed: each gateway with live flows for it gets the new view once. */
-function notifyReshaped(parts: Parts, model: Model, dirty: Dirty, out: Outbox): void {
-  const { state, flows } = model;
+function notifyReshaped(object: ObjectContext, memory: AccountMemory, dirty: Dirty, out: Outbox): void {
+  const { state, flows } = memory;
   for (const resourceId of dirty.reshaped) {
     const resource = state.resources.get(resourceId);
     if (!resource) continue;
     const gateways = new Set<GatewayId>();
     for (const id of flows.byResource.get(resourceId)) gateways.add(flows.flows.get(id)!.gatewayId);
     for (const gatewayId of gateways) {
-      for (const ws of parts.ctx.getWebSockets(tags.gateway(gatewayId))) {
+      for (const ws of object.ctx.getWebSockets(tags.gateway(gatewayId))) {
         const a = attachmentOf(ws) as GatewayAttachment | null;
         const version = parseVersion(a?.version);
         const view = version && buildView(resource, sitesOf(state, resourceId as ResourceId), version);
-        if (view) queue(out, ws, JSON.stringify({ event: 'resource_updated', payload: view }));
+        if (view) queue(out, ws, frame({ event: 'resource_updated', payload: view }));
       }
     }
   }

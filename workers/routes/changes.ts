@@ -1,8 +1,10 @@
 import { Hono, type Context } from 'hono';
-import { HTTPException } from 'hono/http-exception';
-import { accountIdOf, changeBatchSchema } from '../../src/change.ts';
-import { asId } from '../../src/ids.ts';
+import type { HTTPException } from 'hono/http-exception';
+import { changeBatchSchema, firstForeignChange } from '../../src/change.ts';
+import { errorMessage } from '../../src/errors.ts';
+import { asId, type AccountId } from '../../src/ids.ts';
 import { SIGNATURE_HEADER, verifySignature } from '../../src/signature.ts';
+import { httpError } from '../http-errors.ts';
 
 /**
  * POST /v1/accounts/:id/changes (PROTOCOL section 2): the signature first, then the body, validated
@@ -11,38 +13,41 @@ import { SIGNATURE_HEADER, verifySignature } from '../../src/signature.ts';
  */
 export const changes = new Hono<{ Bindings: Env }>();
 
-/** The replicator's HMAC over the raw body (PROTOCOL section 2): null when it holds, else the 401. */
-async function refuse(c: Context<{ Bindings: Env }>, body: string): Promise<Response | null> {
+type RouteContext = Context<{ Bindings: Env }>;
+
+/** The replicator's HMAC over the raw body (PROTOCOL section 2); a 401 unless it holds. */
+async function checkSignature(c: RouteContext, body: string): Promise<void> {
   const check = await verifySignature(c.env.REPLICATOR_SECRET, c.req.header(SIGNATURE_HEADER), body, Math.floor(Date.now() / 1000));
-  if (check === 'ok') return null;
-  return c.json({ error: `signature ${check}`, detail: `expected ${SIGNATURE_HEADER}: t=<unix seconds>,v1=<hex HMAC-SHA256>` }, 401);
+  if (check !== 'ok') throw httpError(401, { error: `signature ${check}`, detail: `expected ${SIGNATURE_HEADER}: t=<unix seconds>,v1=<hex HMAC-SHA256>` });
+}
+
+function accountIdParam(c: RouteContext): AccountId {
+  const accountId = asId<'account'>(c.req.param('id'));
+  if (!accountId) throw httpError(400, { error: 'invalid account id', detail: c.req.param('id') });
+  return accountId;
 }
 
 function unavailable(err: unknown): HTTPException {
-  return new HTTPException(503, { message: `account object unavailable: ${err instanceof Error ? err.message : String(err)}`, cause: err });
+  return httpError(503, { error: `account object unavailable: ${errorMessage(err)}` }, { cause: err });
 }
 
 changes.post('/v1/accounts/:id/changes', async (c) => {
   const body = await c.req.text();
-  const refused = await refuse(c, body);
-  if (refused) return refused;
-  const accountId = asId<'account'>(c.req.param('id'));
-  if (!accountId) return c.json({ error: 'invalid account id', detail: c.req.param('id') }, 400);
+  await checkSignature(c, body);
+  const accountId = accountIdParam(c);
   let raw: unknown;
   try {
     raw = JSON.parse(body);
   } catch (err) {
-    return c.json({ error: 'malformed JSON', detail: err instanceof Error ? err.message : String(err) }, 400);
+    throw httpError(400, { error: 'malformed JSON', detail: errorMessage(err) });
   }
   const parsed = changeBatchSchema.safeParse(raw);
   if (!parsed.success) {
-    return c.json({ error: 'invalid change batch', detail: parsed.error.issues.slice(0, 20).map((i) => ({ path: i.path.join('.'), message: i.message })) }, 400);
+    throw httpError(400, { error: 'invalid change batch', detail: parsed.error.issues.slice(0, 20).map((i) => ({ path: i.path.join('.'), message: i.message })) });
   }
-  for (const [i, change] of parsed.data.changes.entries()) {
-    if (change.op === 'truncate') continue;
-    const owner = accountIdOf(change.table, (change.data ?? change.old)!);
-    if (owner !== accountId) return c.json({ error: 'change of another account', detail: { index: i, account_id: owner ?? null } }, 400);
-  }
+  // The trust boundary: the object takes every change it is given as its own.
+  const foreign = firstForeignChange(accountId, parsed.data.changes);
+  if (foreign) throw httpError(400, { error: 'change of another account', detail: { index: foreign.index, account_id: foreign.accountId } });
   const stub = c.env.ACCOUNT.get(c.env.ACCOUNT.idFromName(accountId));
   let result;
   try {
@@ -50,7 +55,7 @@ changes.post('/v1/accounts/:id/changes', async (c) => {
   } catch (err) {
     throw unavailable(err);
   }
-  if (!result.ok) return c.json({ error: result.error }, result.status);
+  if (!result.ok) throw httpError(result.status, { error: result.error });
   return c.json({ applied: result.applied, skipped: result.skipped, position: result.position });
 });
 
@@ -59,16 +64,14 @@ changes.post('/v1/accounts/:id/changes', async (c) => {
  * account from Postgres. The recovery after changes were lost for good (an invalidated slot).
  */
 changes.post('/v1/accounts/:id/rehydrate', async (c) => {
-  const refused = await refuse(c, await c.req.text());
-  if (refused) return refused;
-  const accountId = asId<'account'>(c.req.param('id'));
-  if (!accountId) return c.json({ error: 'invalid account id', detail: c.req.param('id') }, 400);
+  await checkSignature(c, await c.req.text());
+  const accountId = accountIdParam(c);
   let result;
   try {
     result = await c.env.ACCOUNT.get(c.env.ACCOUNT.idFromName(accountId)).rehydrate(accountId);
   } catch (err) {
     throw unavailable(err);
   }
-  if (!result.ok) return c.json({ error: result.error }, result.status);
+  if (!result.ok) throw httpError(result.status, { error: result.error });
   return c.json({ rehydrated: true, position: result.position });
 });

@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import { COUNTRY_HEADER, parseConnectParams, REMOTE_IP_HEADER } from '../connect-params.ts';
+import { httpError } from '../http-errors.ts';
 
 /**
  * GET /v1/{client,gateway}/websocket (PROTOCOL section 3): parameters and the token's shape are
@@ -8,8 +9,8 @@ import { COUNTRY_HEADER, parseConnectParams, REMOTE_IP_HEADER } from '../connect
  */
 export const websockets = new Hono<{ Bindings: Env }>().get('/v1/:kind{client|gateway}/websocket', async (c) => {
   const parsed = parseConnectParams(new URL(c.req.url));
-  if (!parsed.ok) return c.json({ error: 'invalid parameters', detail: parsed.detail }, 400);
-  if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') return c.json({ error: 'expected a WebSocket upgrade' }, 426);
+  if (!parsed.ok) throw httpError(400, { error: 'invalid parameters', detail: parsed.detail });
+  if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') throw httpError(426, { error: 'expected a WebSocket upgrade' });
   const headers = new Headers(c.req.raw.headers);
   headers.delete(REMOTE_IP_HEADER);
   headers.delete(COUNTRY_HEADER);

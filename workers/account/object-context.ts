@@ -5,16 +5,15 @@ import type { FlowStore } from './flow-store.ts';
 import type { MetaStore } from './meta-store.ts';
 import type { ViewStore } from './view-store.ts';
 
-/** The account's state in memory, rebuilt from SQLite after each wake. */
-export interface Model {
+/** The account's state in memory (caches and live flows), rebuilt from SQLite after each wake. */
+export interface AccountMemory {
   state: AccountState;
   flows: FlowIndex;
 }
 
-/** What the object's handlers share: its runtime context and its stores. */
-export interface Parts {
+/** What the object's handlers share: its runtime context (sockets, transactions) and its SQLite stores. */
+export interface ObjectContext {
   ctx: DurableObjectState;
-  env: Env;
   caches: CacheStore;
   meta: MetaStore;
   views: ViewStore;

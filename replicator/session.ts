@@ -5,23 +5,24 @@ import { hasTruncate, toChanges } from './assemble/routed-changes.ts';
 import { TransactionAssembler, type AssembledTransaction } from './assemble/transaction-assembler.ts';
 import { listAccountsForTruncate } from './assemble/truncate-accounts.ts';
 import type { Config } from './config.ts';
-import { toDelivery, type Delivery } from './deliver/delivery.ts';
-import { Forwarder } from './deliver/forwarder.ts';
+import type { Deliverer } from './deliver/deliverer.ts';
+import { toDelivery } from './deliver/delivery.ts';
 import { StallError, toError, TruncateRoutingError, WriterConnectionLost } from './errors.ts';
-import { ChangeLogWriter } from './log/change-log-writer.ts';
+import { ChangeLogWriter, type LogEntry } from './log/change-log-writer.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 import { withNoDelay } from './pg-socket.ts';
 import { PgoutputDecoder } from './pgoutput/decoder.ts';
 import { AckWatermark } from './stream/ack-watermark.ts';
+import { type Epoch, resolveEpoch } from './stream/epoch.ts';
 import { livenessAction, livenessTimings, type LivenessTimings } from './stream/liveness.ts';
 import { ReplicationStream } from './stream/replication-stream.ts';
-import { ensurePublication, ensureSlot, readSlot, releaseStaleBackend, serverInfo, startReplicationCommand, streamOptions } from './stream/setup.ts';
+import { ensurePublication, ensureSlot, identifySystem, readSlot, releaseStaleBackend, serverInfo, startReplicationCommand, streamOptions } from './stream/setup.ts';
 
 /** How soon after the watermark moves the new position is acknowledged (coalesces acks of a burst). */
 const ACK_DELAY_MS = 20;
-/** Setup queries on a dead link would otherwise hang until TCP gives up. */
-const SETUP_TIMEOUT_MS = 30_000;
+/** Setup queries on a dead link would otherwise hang until TCP gives up; a new epoch's reset counts too. */
+const SETUP_TIMEOUT_MS = 120_000;
 
 /**
  * A change_logs writer's own connection: COPY must not share it with anything (see log/copy-in.ts). It
@@ -40,10 +41,13 @@ function changeLogConnection(url: string, onClose: () => void): Sql {
 }
 
 export type SessionState = 'starting' | 'streaming' | 'draining' | 'ended';
+type PauseReason = 'backpressure' | 'truncate' | 'draining';
 
 /**
- * One replication connection's life: set up, stream, decode, assemble, log and forward, acknowledge.
- * Any failure ends the session; the service starts a new one, which resumes from the slot.
+ * One replication connection's life: set up (publication, slot, epoch), stream, decode, assemble,
+ * then each change goes to change_logs and to the deliverer; a position is acknowledged once every
+ * change up to it is logged (docs/architecture.md#1-no-loss). Any failure ends the session; the
+ * service starts a new one, which resumes from the slot. The deliverer outlives sessions.
  */
 export class ReplicationSession {
   state: SessionState = 'starting';
@@ -58,12 +62,16 @@ export class ReplicationSession {
   private readonly decoder = new PgoutputDecoder();
   private readonly assembler: TransactionAssembler;
   private readonly changeLog: ChangeLogWriter;
-  private readonly forwarder: Forwarder;
+  epoch: Epoch | undefined;
+  /** When reading last paused (undefined while reading): silence while paused is ours, not the server's. */
+  pausedSince: number | undefined;
+  /** When change_logs last took a batch. */
+  lastLoggedAt = Date.now();
   private timings: LivenessTimings = { statusIntervalMs: 10_000, timeoutMs: 120_000 };
   private lastStatusAt = 0;
   private ackTimer: NodeJS.Timeout | undefined;
   private tickTimer: NodeJS.Timeout | undefined;
-  private pausedFor = new Set<'backpressure' | 'truncate' | 'draining'>();
+  private pausedFor = new Set<PauseReason>();
   private settle!: { resolve: () => void; reject: (err: Error) => void };
   private readonly done: Promise<void>;
 
@@ -72,6 +80,7 @@ export class ReplicationSession {
     private readonly sql: Sql,
     private readonly log: Logger,
     private readonly metrics: Metrics,
+    private readonly deliverer: Deliverer,
     private readonly previousBackendPid: number | undefined,
   ) {
     this.done = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
@@ -89,20 +98,6 @@ export class ReplicationSession {
       metrics,
       (err) => this.writerConnectionLost(err),
     );
-    this.forwarder = new Forwarder(
-      {
-        edgeUrl: config.EDGE_URL.replace(/\/+$/, ''),
-        secret: config.REPLICATOR_SECRET,
-        batchSize: config.FORWARD_BATCH_SIZE,
-        lingerMs: config.FORWARD_LINGER_MS,
-        concurrency: config.FORWARD_CONCURRENCY,
-        timeoutMs: config.FORWARD_TIMEOUT_MS,
-        ...retry,
-      },
-      (b) => this.completed(b),
-      log,
-      metrics,
-    );
   }
 
   get ackedLsn(): Lsn {
@@ -111,6 +106,10 @@ export class ReplicationSession {
 
   get unackedChanges(): number {
     return this.watermark.unackedChanges;
+  }
+
+  get paused(): boolean {
+    return this.pausedFor.size > 0;
   }
 
   get oldestUnackedAt(): number | undefined {
@@ -130,8 +129,13 @@ export class ReplicationSession {
       await ensurePublication(this.sql, this.config.PUBLICATION_NAME, this.log);
       await releaseStaleBackend(this.sql, this.config.SLOT_NAME, this.previousBackendPid, this.log);
       this.replication = ReplicationStream.connect(this.config.DATABASE_URL, () => {});
+      const system = await identifySystem(this.replication);
       const slot = await ensureSlot(this.sql, this.replication, this.config.SLOT_NAME, this.log);
+      // Before streaming: a new epoch's reset must not race with rows of the new stream.
+      this.epoch = await resolveEpoch(this.sql, { slot: this.config.SLOT_NAME, ...system, slotCreated: slot.created, startLsn: slot.startLsn }, this.log);
+      this.metrics.epoch.set(this.epoch.number);
       this.watermark = new AckWatermark(slot.confirmedFlush ?? 0n);
+      this.deliverer.loggedThrough(this.watermark.lsn);
       const options = streamOptions(info.versionNum);
       this.stream = await ReplicationStream.start(
         this.replication,
@@ -152,8 +156,9 @@ export class ReplicationSession {
       this.backendPid = (await readSlot(this.sql, this.config.SLOT_NAME))?.activePid ?? undefined;
       this.metrics.connected.set(1);
       this.metrics.ackedLsn.set(Number(this.watermark.lsn));
-      this.log.info({ slot: this.config.SLOT_NAME, lsn: formatLsn(this.watermark.lsn), protocol: options.protocolVersion, ...this.timings }, 'streaming');
+      this.log.info({ slot: this.config.SLOT_NAME, epoch: this.epoch.id, lsn: formatLsn(this.watermark.lsn), protocol: options.protocolVersion, ...this.timings }, 'streaming');
       this.tickTimer = setInterval(() => this.tick(), Math.min(1000, this.timings.statusIntervalMs));
+      await this.deliverer.begin(this.epoch.id);
     } catch (err) {
       this.end(toError(err));
     } finally {
@@ -162,7 +167,7 @@ export class ReplicationSession {
     return this.done;
   }
 
-  /** Stops reading, waits (bounded) for in-flight batches, acknowledges what was delivered, closes. */
+  /** Stops reading, waits (bounded) for change_logs and the live batches, acknowledges what was logged, closes. */
   async drain(timeoutMs: number): Promise<void> {
     if (this.state !== 'streaming') {
       this.end(undefined);
@@ -170,11 +175,11 @@ export class ReplicationSession {
     }
     this.state = 'draining';
     this.pause('draining');
-    const idle = Promise.all([this.forwarder.idle(), this.changeLog.idle()]);
+    const idle = Promise.all([this.changeLog.idle(), this.deliverer.idle()]);
     const timedOut = await Promise.race([idle.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), timeoutMs).unref())]);
     this.watermark.advance();
     this.sendStatus(false);
-    this.log.info({ lsn: formatLsn(this.watermark.lsn), undelivered: this.watermark.unackedChanges, timedOut }, 'drained');
+    this.log.info({ lsn: formatLsn(this.watermark.lsn), unlogged: this.watermark.unackedChanges, timedOut }, 'drained');
     await this.stream?.close();
     this.end(undefined);
     return this.done.catch(() => {});
@@ -233,24 +238,26 @@ export class ReplicationSession {
 
   private route(txn: AssembledTransaction, truncateAccounts: string[]): void {
     const routed = toChanges(txn, truncateAccounts);
-    const ticket = this.watermark.add(txn.endLsn, routed.length, routed.length * 2, Date.now());
+    const ticket = this.watermark.add(txn.endLsn, routed.length, routed.length, Date.now());
     for (const r of routed) {
-      const d = toDelivery(r, ticket);
-      this.changeLog.enqueue(d);
-      this.forwarder.enqueue(d);
+      const d = toDelivery(r);
+      this.changeLog.enqueue({ ...d, ticket });
+      this.deliverer.route(d);
     }
     this.receivedLsn = txn.endLsn;
     this.metrics.transactions.inc();
     this.metrics.changes.inc(routed.length);
     this.metrics.receivedLsn.set(Number(txn.endLsn));
     this.metrics.unacked.set(this.watermark.unackedChanges);
-    if (routed.length === 0 && this.watermark.advance()) this.scheduleAck();
+    if (routed.length === 0 && this.watermark.advance()) this.acknowledge();
     if (this.watermark.unackedChanges > this.config.MAX_UNACKED) this.pause('backpressure');
   }
 
-  private completed(batch: Delivery[]): void {
+  private completed(batch: LogEntry[]): void {
+    this.lastLoggedAt = Date.now();
     for (const d of batch) this.watermark.complete(d.ticket);
-    if (this.watermark.advance()) this.scheduleAck();
+    if (this.watermark.advance()) this.acknowledge();
+
     this.metrics.unacked.set(this.watermark.unackedChanges);
     if (this.watermark.unackedChanges <= this.config.MAX_UNACKED / 2) this.resume('backpressure');
   }
@@ -259,7 +266,14 @@ export class ReplicationSession {
     this.lastReceivedAt = Date.now();
     this.serverWalEnd = walEnd;
     const moved = this.watermark.followServer(walEnd, this.assembler.idle && !this.pausedFor.has('truncate'));
+    if (moved) this.deliverer.loggedThrough(this.watermark.lsn);
     if (replyRequested || moved) this.sendStatus(false);
+  }
+
+  /** The watermark moved: the log is complete further on, and Postgres hears of it shortly. */
+  private acknowledge(): void {
+    this.deliverer.loggedThrough(this.watermark.lsn);
+    this.scheduleAck();
   }
 
   private scheduleAck(): void {
@@ -280,6 +294,8 @@ export class ReplicationSession {
     const now = Date.now();
     const oldest = this.watermark.oldestReceivedAt;
     this.metrics.lagSeconds.set(oldest === undefined ? 0 : (now - oldest) / 1000);
+    // While reading is paused the server's messages wait unread: that silence is not a stall.
+    if (this.pausedSince !== undefined) this.lastReceivedAt = now;
     const action = livenessAction(now, this.lastReceivedAt, this.lastStatusAt, this.timings);
     if (action === 'reconnect') {
       this.log.error({ silentMs: now - this.lastReceivedAt, lsn: formatLsn(this.watermark.lsn) }, 'no message from the server; reconnecting');
@@ -287,17 +303,20 @@ export class ReplicationSession {
     } else if (action !== 'none') this.sendStatus(action === 'ping');
   }
 
-  private pause(reason: 'backpressure' | 'truncate' | 'draining'): void {
+  private pause(reason: PauseReason): void {
     if (this.pausedFor.has(reason)) return;
     this.pausedFor.add(reason);
+    this.pausedSince ??= Date.now();
     this.stream?.pause();
     this.metrics.paused.set(1);
     if (reason === 'backpressure') this.log.info({ unacked: this.watermark.unackedChanges }, 'backpressure: reading paused');
   }
 
-  private resume(reason: 'backpressure' | 'truncate'): void {
+  private resume(reason: Exclude<PauseReason, 'draining'>): void {
     if (!this.pausedFor.delete(reason)) return;
     if (this.pausedFor.size > 0) return;
+    this.pausedSince = undefined;
+    this.lastReceivedAt = Date.now();
     this.stream?.resume();
     this.metrics.paused.set(0);
   }
@@ -307,7 +326,6 @@ export class ReplicationSession {
     this.state = 'ended';
     clearInterval(this.tickTimer);
     clearTimeout(this.ackTimer);
-    this.forwarder.stop();
     this.changeLog.stop();
     this.metrics.connected.set(0);
     this.metrics.paused.set(0);

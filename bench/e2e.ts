@@ -25,11 +25,11 @@ import { fileURLToPath } from 'node:url';
 import postgres, { type Sql } from 'postgres';
 import WebSocket from 'ws';
 import { migrate } from '../migrations/migrate.ts';
-import { Child } from '../replicator/dev/child.ts';
-import { startLocalPostgres, type LocalPostgres } from '../replicator/dev/local-postgres.ts';
-import { startReplicatorProcess } from '../replicator/dev/replicator-child.ts';
-import { createToken } from '../replicator/dev/tokens.ts';
-import { buildWorkerBundle, startWorkerProcess, waitForHttp } from '../replicator/dev/worker-process.ts';
+import { Child } from '../dev/child.ts';
+import { startLocalPostgres, type LocalPostgres } from '../dev/local-postgres.ts';
+import { startReplicatorProcess } from '../dev/replicator-child.ts';
+import { createToken } from '../dev/tokens.ts';
+import { buildWorkerBundle, startWorkerProcess, waitForHttp } from '../dev/worker-process.ts';
 import { SIGNATURE_HEADER, signBody } from '../src/signature.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

@@ -30,7 +30,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import postgres from 'postgres';
 import { migrate } from '../migrations/migrate.ts';
-import { freePort, startEmbeddedPostgres, type EmbeddedCluster } from '../replicator/dev/embedded-postgres.ts';
+import { freePort, startEmbeddedPostgres, type EmbeddedCluster } from '../dev/embedded-postgres.ts';
 import { cacheBytes } from './edge-cache-bytes.ts';
 import type { Device } from './edge-devices.ts';
 import { bulkMemberships, policyFanout, type Bench } from './edge-fanout.ts';

@@ -24,7 +24,7 @@ import postgres, { type Sql } from 'postgres';
 import { PgoutputParser } from 'pg-logical-replication/dist/output-plugins/pgoutput/pgoutput-parser.js';
 import { migrate } from '../migrations/migrate.ts';
 import { copyIn } from '../replicator/copy-in.ts';
-import { startEmbeddedPostgres } from '../replicator/dev/embedded-postgres.ts';
+import { startEmbeddedPostgres } from '../dev/embedded-postgres.ts';
 import { withNoDelay } from '../replicator/pg-socket.ts';
 import { PgoutputDecoder } from '../replicator/pgoutput/decoder.ts';
 import { parseLsn } from '../src/lsn.ts';

@@ -4,7 +4,7 @@ import path from 'node:path';
 import postgres from 'postgres';
 import { afterAll, beforeAll, expect, it, onTestFailed } from 'vitest';
 import { migrate } from '../../migrations/migrate.ts';
-import { startLocalPostgres, type LocalPostgres } from '../../replicator/dev/local-postgres.ts';
+import { startLocalPostgres, type LocalPostgres } from '../../dev/local-postgres.ts';
 import { withDatabase, type TestDatabase } from '../support/database.ts';
 import { expectConverged } from '../support/e2e-convergence.ts';
 import type { Device } from '../support/e2e-device.ts';

@@ -4,9 +4,9 @@ import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { bundleReplicator } from '../../replicator/dev/bundle.ts';
-import { Child } from '../../replicator/dev/child.ts';
-import { ROOT } from '../../replicator/dev/worker-process.ts';
+import { bundleReplicator } from '../../dev/bundle.ts';
+import { Child } from '../../dev/child.ts';
+import { ROOT } from '../../dev/worker-process.ts';
 import { expectConverged } from '../support/e2e-convergence.ts';
 import type { Device } from '../support/e2e-device.ts';
 import { Stack } from '../support/e2e-stack.ts';
@@ -54,7 +54,7 @@ const user = userInfo().uid === 0 ? { uid: 65534, gid: 65534 } : {};
 
 beforeAll(async () => {
   image = await readDockerfile();
-  expect(image.buildLine).toBe('RUN node --import tsx replicator/dev/bundle.ts /out/replicator.mjs');
+  expect(image.buildLine).toBe('RUN node --import tsx dev/bundle.ts /out/replicator.mjs');
   expect(image.cmd[0]).toBe('node');
   app = await mkdtemp(path.join(tmpdir(), 'edgeplane-image-'));
   await chmod(app, 0o755);

@@ -4,9 +4,9 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { inject } from 'vitest';
-import type { Child } from '../../replicator/dev/child.ts';
-import { startReplicatorProcess } from '../../replicator/dev/replicator-child.ts';
-import { isWranglerNoise, startWorkerProcess, waitForHttp } from '../../replicator/dev/worker-process.ts';
+import type { Child } from '../../dev/child.ts';
+import { startReplicatorProcess } from '../../dev/replicator-child.ts';
+import { isWranglerNoise, startWorkerProcess, waitForHttp } from '../../dev/worker-process.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
 import { Device, type DeviceOptions } from './e2e-device.ts';
 

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import postgres, { type Sql } from 'postgres';
-import { migrate } from '../../migrations/migrate.ts';
+import { migrate } from '../migrations/migrate.ts';
 import type { Child } from './child.ts';
 import { ensureDemo } from './demo.ts';
 import { DEV_JSON, ensureLocalDir, LOCAL_DIR, PG_DIR, removeFile, WORKER_DIR, writeJson, type DevJson } from './local-files.ts';

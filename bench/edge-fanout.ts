@@ -6,7 +6,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Sql } from 'postgres';
 import { Child } from '../dev/child.ts';
-import { ROOT } from '../dev/worker-process.ts';
+import { ROOT } from '../dev/root.ts';
 import type { Change } from '../src/change.ts';
 import { commit, createAccount, type BenchAccount } from './edge-db.ts';
 import { connectMany, firstFrames, websocketUrl, type Device } from './edge-devices.ts';

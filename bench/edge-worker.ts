@@ -10,7 +10,8 @@ import { performance } from 'node:perf_hooks';
 import type { Change } from '../src/change.ts';
 import { SIGNATURE_HEADER, signBody } from '../src/signature.ts';
 import { Child } from '../dev/child.ts';
-import { isWranglerNoise, ROOT, waitForHttp, wranglerDevCommand } from '../dev/worker-process.ts';
+import { ROOT } from '../dev/root.ts';
+import { isWranglerNoise, waitForHttp, wranglerDevCommand } from '../dev/worker-process.ts';
 
 export type Runtime = 'wrangler' | 'miniflare';
 

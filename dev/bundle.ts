@@ -7,8 +7,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+import { ROOT } from './root.ts';
 
 export async function bundleReplicator(outfile: string): Promise<string> {
   await build({

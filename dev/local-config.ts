@@ -1,5 +1,3 @@
-import { createServer } from 'node:net';
-
 /** The local run's environment (PROTOCOL section 6). */
 export interface LocalConfig {
   /** The Worker's port (`wrangler dev`). */
@@ -52,13 +50,4 @@ export function parseLocalConfig(env: Record<string, string | undefined>): Local
   if (new Set(ports).size !== ports.length) problems.push(`PORT, REPLICATOR_PORT and EDGEPLANE_PG_PORT must differ (${ports.join(', ')})`);
   if (problems.length > 0) throw new ConfigProblem(`invalid configuration:\n  ${problems.join('\n  ')}`);
   return config;
-}
-
-/** Whether something already listens on the port (on any address that would clash with 127.0.0.1). */
-export function portInUse(p: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once('error', () => resolve(true));
-    server.listen(p, '127.0.0.1', () => server.close(() => resolve(false)));
-  });
 }

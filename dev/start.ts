@@ -13,10 +13,12 @@ import type { Child } from './child.ts';
 import { ensureDemo } from './demo.ts';
 import { DEV_JSON, ensureLocalDir, LOCAL_DIR, PG_DIR, removeFile, WORKER_DIR, writeJson, type DevJson } from './local-files.ts';
 import { LocalPostgresError, startLocalPostgres, type LocalPostgres } from './local-postgres.ts';
-import { ConfigProblem, parseLocalConfig, portInUse, type LocalConfig } from './local-config.ts';
+import { ConfigProblem, parseLocalConfig, type LocalConfig } from './local-config.ts';
+import { portInUse } from './ports.ts';
 import { formatReplicatorLine, startReplicatorProcess } from './replicator-child.ts';
 import { databaseIdentity, dropSlot, prepareWorkerState, PROCESSES_JSON, recordProcesses, slotExists, stopLeftovers } from './local-state.ts';
-import { isWranglerNoise, ROOT, startWorkerProcess, waitForHttp } from './worker-process.ts';
+import { ROOT } from './root.ts';
+import { isWranglerNoise, startWorkerProcess, waitForHttp } from './worker-process.ts';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 const warn = (line: string) => process.stderr.write(`${line}\n`);

@@ -5,7 +5,8 @@
  * CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_DB). Further arguments go to `wrangler dev`.
  */
 import { spawn } from 'node:child_process';
-import { ROOT, wranglerDevCommand } from './worker-process.ts';
+import { ROOT } from './root.ts';
+import { wranglerDevCommand } from './worker-process.ts';
 
 const env = process.env;
 const problems: string[] = [];

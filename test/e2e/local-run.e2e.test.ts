@@ -7,11 +7,10 @@ import { promisify } from 'node:util';
 import postgres from 'postgres';
 import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
 import { Child } from '../../dev/child.ts';
-import { portInUse } from '../../dev/local-config.ts';
 import type { DevJson } from '../../dev/local-files.ts';
 import { startLocalPostgres } from '../../dev/local-postgres.ts';
-import { ROOT } from '../../dev/worker-process.ts';
-import { freePort } from '../support/e2e-stack.ts';
+import { freePort, portInUse } from '../../dev/ports.ts';
+import { ROOT } from '../../dev/root.ts';
 
 /**
  * `npm start` as a user runs it (PROTOCOL section 6), in a folder of its own (EDGEPLANE_DIR) and on

@@ -3,12 +3,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import postgres from 'postgres';
 import { afterAll, beforeAll, expect, it, onTestFailed } from 'vitest';
-import { migrate } from '../../migrations/migrate.ts';
 import { startLocalPostgres, type LocalPostgres } from '../../dev/local-postgres.ts';
+import { freePort } from '../../dev/ports.ts';
+import { migrate } from '../../migrations/migrate.ts';
 import { withDatabase, type TestDatabase } from '../support/database.ts';
 import { expectConverged } from '../support/e2e-convergence.ts';
 import type { Device } from '../support/e2e-device.ts';
-import { freePort, Stack } from '../support/e2e-stack.ts';
+import { Stack } from '../support/e2e-stack.ts';
 import { Workload } from '../support/e2e-workload.ts';
 
 /**

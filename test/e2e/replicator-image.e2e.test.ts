@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { bundleReplicator } from '../../dev/bundle.ts';
 import { Child } from '../../dev/child.ts';
-import { ROOT } from '../../dev/worker-process.ts';
+import { ROOT } from '../../dev/root.ts';
 import { expectConverged } from '../support/e2e-convergence.ts';
 import type { Device } from '../support/e2e-device.ts';
 import { Stack } from '../support/e2e-stack.ts';

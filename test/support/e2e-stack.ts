@@ -1,25 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { inject } from 'vitest';
 import type { Child } from '../../dev/child.ts';
+import { freePort } from '../../dev/ports.ts';
 import { startReplicatorProcess } from '../../dev/replicator-child.ts';
 import { isWranglerNoise, startWorkerProcess, waitForHttp } from '../../dev/worker-process.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
 import { Device, type DeviceOptions } from './e2e-device.ts';
-
-export async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 export interface StackOptions {
   /** Default: a fresh migrated database on the run's cluster. */

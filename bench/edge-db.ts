@@ -3,11 +3,12 @@
  * transactions turned into Changes as the replicator would deliver them (real xid, full old and
  * new rows, soft deletes as deletes, positions at the commit), like test/workers/support/world.ts.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Sql, TransactionSql } from 'postgres';
 import { softDeleteAware, type Change } from '../src/change.ts';
 import type { Row } from '../src/json.ts';
 import type { TableName } from '../src/tables.ts';
+import { secretHash } from '../src/tokens.ts';
 
 type Values = Record<string, unknown>;
 
@@ -100,11 +101,10 @@ async function insertMany(sql: Sql, table: TableName, rows: Values[]): Promise<R
 /** Token rows and the texts devices present (`<account_id>.<token_id>.<secret>`). */
 export async function insertTokens(sql: Sql, accountId: string, type: 'client' | 'site', owners: readonly string[]): Promise<string[]> {
   const secrets = owners.map(() => text(32));
-  const rows = owners.map((owner, i) => {
+  const rows = await Promise.all(owners.map(async (owner, i) => {
     const salt = text(16);
-    const hash = createHash('sha256').update(salt + secrets[i]!, 'utf8').digest('hex');
-    return { account_id: accountId, type, [type === 'client' ? 'actor_id' : 'site_id']: owner, secret_salt: salt, secret_hash: hash };
-  });
+    return { account_id: accountId, type, [type === 'client' ? 'actor_id' : 'site_id']: owner, secret_salt: salt, secret_hash: await secretHash(salt, secrets[i]!) };
+  }));
   const inserted = await insertMany(sql, 'tokens', rows);
   return inserted.map((r, i) => `${accountId}.${r.id as string}.${secrets[i]!}`);
 }

@@ -7,8 +7,11 @@ import { hostname } from 'node:os';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
-import { readDevJson } from './local-files.ts';
+import { errorMessage } from '../src/errors.ts';
+import { isUuid } from '../src/ids.ts';
+import { parseToken } from '../src/tokens.ts';
 import { describeFrame, type Frame } from './device-format.ts';
+import { readDevJson } from './local-files.ts';
 
 export type DeviceKind = 'client' | 'gateway';
 
@@ -81,17 +84,17 @@ export function parseDeviceArgs(kind: DeviceKind, argv: string[]): DeviceArgs {
       },
     });
   } catch (err) {
-    throw new UsageError(err instanceof Error ? err.message : String(err));
+    throw new UsageError(errorMessage(err));
   }
   const v = parsed.values;
   if (v.help) throw new UsageError('');
   if (!v.token && !v.demo) throw new UsageError('--token or --demo is required');
   if (v.token && v.demo) throw new UsageError('--token and --demo exclude each other');
-  if (v.token && v.token.split('.').length < 3) throw new UsageError('--token must look like <account_id>.<token_id>.<secret>');
+  if (v.token && !parseToken(v.token)) throw new UsageError('--token must look like <account_id>.<token_id>.<secret>');
   if (kind === 'gateway' && v.flow?.length) throw new UsageError('--flow is for clients');
   if (v.url && !/^(https?|wss?):\/\//.test(v.url)) throw new UsageError('--url must be an http(s):// or ws(s):// URL');
   if (v.version !== undefined && !/^\d+\.\d+\.\d+/.test(v.version)) throw new UsageError('--version must be a semantic version like 1.4.2');
-  for (const id of v.flow ?? []) if (!/^[0-9a-f-]{36}$/i.test(id)) throw new UsageError(`--flow ${id} is not a resource id (uuid)`);
+  for (const id of v.flow ?? []) if (!isUuid(id)) throw new UsageError(`--flow ${id} is not a resource id (uuid)`);
   return {
     kind,
     token: v.token,
@@ -138,7 +141,7 @@ export async function runDevice(kind: DeviceKind, argv: string[]): Promise<numbe
   let url = args.url;
   if (args.demo || !url) {
     const dev = await readDevJson().catch((err: unknown) => {
-      if (args.demo) throw new UsageError(err instanceof Error ? err.message : String(err));
+      if (args.demo) throw new UsageError(errorMessage(err));
       return undefined;
     });
     url ??= dev?.workerUrl ?? 'http://127.0.0.1:8787';
@@ -267,7 +270,7 @@ export function main(kind: DeviceKind): void {
         process.stderr.write(`npm run ${kind}: ${err.message}\n`);
         process.exit(2);
       }
-      process.stderr.write(`npm run ${kind}: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.stderr.write(`npm run ${kind}: ${errorMessage(err)}\n`);
       process.exit(1);
     });
 }

@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import postgres, { type Sql } from 'postgres';
 import { migrate } from '../migrations/migrate.ts';
+import { errorMessage } from '../src/errors.ts';
 import type { Child } from './child.ts';
 import { ensureDemo } from './demo.ts';
 import { DEV_JSON, ensureLocalDir, LOCAL_DIR, PG_DIR, removeFile, WORKER_DIR, writeJson, type DevJson } from './local-files.ts';
@@ -198,7 +199,7 @@ async function step(what: string, fn: () => Promise<unknown>): Promise<void> {
   try {
     await fn();
   } catch (err) {
-    if (!forced) warn(`while stopping, ${what} failed: ${err instanceof Error ? err.message : String(err)}`);
+    if (!forced) warn(`while stopping, ${what} failed: ${errorMessage(err)}`);
   }
 }
 

@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { errorMessage } from '../src/errors.ts';
 import { Child } from './child.ts';
 import { ROOT } from './root.ts';
 
@@ -105,7 +106,7 @@ export async function waitForHttp(url: string, child: Child | undefined, timeout
       }
       last = `${res.status} ${(await res.text()).slice(0, 200)}`;
     } catch (err) {
-      last = err instanceof Error ? err.message : String(err);
+      last = errorMessage(err);
     }
     await new Promise((r) => setTimeout(r, 100));
   }

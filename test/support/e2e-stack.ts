@@ -7,6 +7,7 @@ import type { Child } from '../../dev/child.ts';
 import { freePort } from '../../dev/ports.ts';
 import { startReplicatorProcess } from '../../dev/replicator-child.ts';
 import { isWranglerNoise, startWorkerProcess, waitForHttp } from '../../dev/worker-process.ts';
+import { errorMessage } from '../../src/errors.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
 import { Device, type DeviceOptions } from './e2e-device.ts';
 
@@ -129,7 +130,7 @@ export class Stack {
   }
 
   private fail(err: unknown): never {
-    throw new Error(`${err instanceof Error ? err.message : String(err)}\n--- last log lines ---\n${this.tail(40)}`);
+    throw new Error(`${errorMessage(err)}\n--- last log lines ---\n${this.tail(40)}`);
   }
 
   tail(n = 40): string {

@@ -4,6 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import postgres from 'postgres';
+import { configSchema } from '../replicator/config.ts';
 import { errorMessage } from '../src/errors.ts';
 import { isUuid } from '../src/ids.ts';
 import { readDevJson } from './local-files.ts';
@@ -57,7 +58,7 @@ function parse(argv: string[]) {
     if (!m) throw new Usage('--expires-in must look like 90s, 30m, 12h or 7d');
     expiresAt = new Date(Date.now() + Number(m[1]) * UNITS[m[2]!]!);
   }
-  if (v['database-url'] && !/^postgres(ql)?:\/\//.test(v['database-url'])) throw new Usage('--database-url must be a postgres:// connection string');
+  if (v['database-url'] && !configSchema.shape.DATABASE_URL.safeParse(v['database-url']).success) throw new Usage('--database-url must be a postgres:// connection string');
   return { type: (kind === 'client' ? 'client' : 'site') as TokenType, accountId: v.account, ownerId: owner, expiresAt, databaseUrl: v['database-url'] };
 }
 

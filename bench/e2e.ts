@@ -24,6 +24,7 @@ import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import postgres, { type Sql } from 'postgres';
 import WebSocket from 'ws';
 import { Child } from '../dev/child.ts';
+import { deviceSocketUrl } from '../dev/device-url.ts';
 import { startLocalPostgres, type LocalPostgres } from '../dev/local-postgres.ts';
 import { freePort } from '../dev/ports.ts';
 import { startReplicatorProcess } from '../dev/replicator-child.ts';
@@ -216,8 +217,8 @@ class Bench {
 
   async connectClients(): Promise<void> {
     for (const a of this.accounts) {
-      const q = new URLSearchParams({ token: a.clientToken, external_id: `bench-${a.id.slice(0, 8)}`, name: 'bench', public_key: 'pk', version: '1.4.2' });
-      const ws = new WebSocket(`ws://127.0.0.1:${this.workerPort}/v1/client/websocket?${q}`, { perMessageDeflate: false });
+      const url = deviceSocketUrl(`ws://127.0.0.1:${this.workerPort}`, 'client', { token: a.clientToken, externalId: `bench-${a.id.slice(0, 8)}`, name: 'bench', publicKey: 'pk', version: '1.4.2' });
+      const ws = new WebSocket(url, { perMessageDeflate: false });
       await new Promise<void>((resolve, reject) => {
         ws.once('message', () => resolve());
         ws.once('error', reject);

@@ -11,9 +11,8 @@ import { errorMessage } from '../src/errors.ts';
 import { isUuid } from '../src/ids.ts';
 import { parseToken } from '../src/tokens.ts';
 import { describeFrame, type Frame } from './device-format.ts';
+import { deviceSocketUrl, type DeviceKind } from './device-url.ts';
 import { readDevJson } from './local-files.ts';
-
-export type DeviceKind = 'client' | 'gateway';
 
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -112,13 +111,6 @@ export function parseDeviceArgs(kind: DeviceKind, argv: string[]): DeviceArgs {
   };
 }
 
-/** The WebSocket URL of PROTOCOL section 3 for a device. */
-export function websocketUrl(base: string, kind: DeviceKind, p: { token: string; externalId: string; name: string; publicKey: string; version: string }): string {
-  const u = new URL(`/v1/${kind}/websocket`, base.replace(/^http/, 'ws'));
-  u.search = new URLSearchParams({ token: p.token, external_id: p.externalId, name: p.name, public_key: p.publicKey, version: p.version }).toString();
-  return u.toString();
-}
-
 const stamp = () => new Date().toISOString().slice(11, 23);
 
 /** Close codes after which reconnecting cannot help. */
@@ -152,7 +144,7 @@ export async function runDevice(kind: DeviceKind, argv: string[]): Promise<numbe
   }
   const out = (line: string) => process.stdout.write(`${line}\n`);
   const status = (line: string) => (args.json ? process.stderr : process.stdout).write(`${stamp()} ${line}\n`);
-  const target = websocketUrl(url, kind, { token: token!, externalId: args.externalId, name: args.name, publicKey: args.publicKey, version: args.version });
+  const target = deviceSocketUrl(url, kind, { token: token!, externalId: args.externalId, name: args.name, publicKey: args.publicKey, version: args.version });
   const headers: Record<string, string> = {};
   if (args.ip) headers['cf-connecting-ip'] = args.ip;
   if (args.country) headers['cf-ipcountry'] = args.country;

@@ -111,9 +111,9 @@ describe('npm start', () => {
 
       // The token CLI: a token for the demo's actor opens a client; bad arguments exit 2.
       const [actor] = await sql<{ id: string }[]>`select id::text from actors where name = 'Ada Lovelace'`;
-      const made = await exec(process.execPath, ['--import', 'tsx', 'dev/token.ts', 'client', '--account', dev.demo!.accountId, '--actor', actor!.id], { cwd: ROOT, env: env() });
+      const made = await exec(process.execPath, ['--import', 'tsx', 'dev/token-cli.ts', 'client', '--account', dev.demo!.accountId, '--actor', actor!.id], { cwd: ROOT, env: env() });
       expect(made.stdout.trim().split('.')).toHaveLength(3);
-      const bad = await exec(process.execPath, ['--import', 'tsx', 'dev/token.ts', 'client', '--account', 'nope'], { cwd: ROOT, env: env() }).then(() => 0, (e: { code: number }) => e.code);
+      const bad = await exec(process.execPath, ['--import', 'tsx', 'dev/token-cli.ts', 'client', '--account', 'nope'], { cwd: ROOT, env: env() }).then(() => 0, (e: { code: number }) => e.code);
       expect(bad).toBe(2);
     } finally {
       await sql.end();

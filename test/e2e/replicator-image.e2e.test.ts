@@ -4,7 +4,7 @@ import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { bundleReplicator } from '../../dev/bundle.ts';
+import { bundleReplicator } from '../../dev/replicator-bundle.ts';
 import { Child } from '../../dev/child.ts';
 import { ROOT } from '../../dev/root.ts';
 import { expectConverged } from '../support/e2e-convergence.ts';
@@ -52,7 +52,7 @@ const user = userInfo().uid === 0 ? { uid: 65534, gid: 65534 } : {};
 
 beforeAll(async () => {
   image = await readDockerfile();
-  expect(image.buildLine).toBe('RUN node --import tsx dev/bundle.ts /out/replicator.mjs');
+  expect(image.buildLine).toBe('RUN node --import tsx dev/replicator-bundle.ts /out/replicator.mjs');
   expect(image.cmd[0]).toBe('node');
   app = await mkdtemp(path.join(tmpdir(), 'edgeplane-image-'));
   await chmod(app, 0o755);

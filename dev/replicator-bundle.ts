@@ -2,7 +2,7 @@
  * The replicator as one self-contained ES module (what replicator/Dockerfile runs): every
  * dependency inlined, so the image needs Node and this file only.
  *
- *   node --import tsx dev/bundle.ts [out-file]   (default dist/replicator.mjs)
+ *   node --import tsx dev/replicator-bundle.ts [out-file]   (default dist/replicator.mjs)
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';

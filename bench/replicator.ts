@@ -24,7 +24,7 @@ import { PgoutputParser } from 'pg-logical-replication/dist/output-plugins/pgout
 import { startEmbeddedPostgres } from '../dev/embedded-postgres.ts';
 import { ROOT } from '../dev/root.ts';
 import { migrate } from '../migrations/migrate.ts';
-import { copyIn } from '../replicator/copy-in.ts';
+import { copyIn } from '../replicator/log/copy-in.ts';
 import { withNoDelay } from '../replicator/pg-socket.ts';
 import { PgoutputDecoder } from '../replicator/pgoutput/decoder.ts';
 import { parseLsn } from '../src/lsn.ts';

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ConfigError } from './errors.ts';
 
 const postgresUrl = z
   .string()
@@ -34,13 +35,6 @@ export const configSchema = z.object({
 });
 
 export type Config = z.infer<typeof configSchema>;
-
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-  constructor(readonly problems: string[]) {
-    super(`invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
-  }
-}
 
 export function loadConfig(env: Record<string, string | undefined>): Config {
   // Empty variables count as unset, so that `FOO= npm run replicator` falls back to the default.

@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import { errorSummary } from '../src/errors.ts';
 import type { ReplicatorService } from './service.ts';
 
 /** `/healthz` (liveness), `/readyz` (streaming), `/metrics` (Prometheus text). */
@@ -19,7 +20,7 @@ export function startHttpServer(service: ReplicatorService, port: number): Promi
       service.metrics.registry
         .metrics()
         .then((text) => res.writeHead(200, { 'content-type': service.metrics.registry.contentType }).end(text))
-        .catch((err: unknown) => res.writeHead(500).end(String(err)));
+        .catch((err: unknown) => res.writeHead(500).end(errorSummary(err)));
       return;
     }
     res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'not found' }));

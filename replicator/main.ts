@@ -1,4 +1,5 @@
-import { ConfigError, loadConfig } from './config.ts';
+import { loadConfig } from './config.ts';
+import { ConfigError } from './errors.ts';
 import { startHttpServer } from './http-server.ts';
 import { createLogger } from './logger.ts';
 import { ReplicatorService } from './service.ts';

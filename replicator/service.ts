@@ -1,13 +1,14 @@
 import postgres, { type Sql } from 'postgres';
+import { errorSummary } from '../src/errors.ts';
 import { formatLsn } from '../src/lsn.ts';
 import type { Config } from './config.ts';
-import { isSlotInUse, isTransient, SetupError, StallError } from './errors.ts';
+import { isPermanent, isSlotInUse, PgoutputDecodeError, StallError, toError } from './errors.ts';
+import { pruneChangeLogs } from './log/retention.ts';
 import type { Logger } from './logger.ts';
 import { Metrics } from './metrics.ts';
-import { pruneChangeLogs } from './retention.ts';
+import { withNoDelay } from './pg-socket.ts';
 import { backoffDelay, sleep } from './retry.ts';
 import { ReplicationSession } from './session.ts';
-import { withNoDelay } from './pg-socket.ts';
 
 const RETENTION_INTERVAL_MS = 60 * 60 * 1000;
 const SLOT_METRICS_INTERVAL_MS = 10_000;
@@ -33,9 +34,8 @@ export class ReplicatorService {
   private session: ReplicationSession | undefined;
   private stopping = false;
   private standby = false;
-  private lastError: string | undefined;
-  /** The last session failed for a reason that waiting will not fix (privileges, an invalidated slot, wal_level). */
-  private lastErrorPermanent = false;
+  /** Why the last session failed, until one ends cleanly. */
+  private lastError: Error | undefined;
   private readonly stopSignal = new AbortController();
   private loop: Promise<void> | undefined;
   private timers: NodeJS.Timeout[] = [];
@@ -82,8 +82,9 @@ export class ReplicatorService {
     if (s && streaming && now - s.lastReceivedAt > s.replicationTimeoutMs / 2) reasons.push('stream stalled: nothing received from the server');
     const oldest = s?.oldestUnackedAt;
     if (oldest !== undefined && now - oldest > this.config.STALL_ALERT_MS) reasons.push(`a change has waited ${Math.round((now - oldest) / 1000)} s for delivery`);
-    if (this.lastError?.startsWith('PgoutputDecodeError') && !streaming) reasons.push(`decode error: ${this.lastError}`);
-    if (this.lastErrorPermanent && !streaming) reasons.push(`cannot replicate: ${this.lastError}`);
+    const failed = this.lastError;
+    if (failed instanceof PgoutputDecodeError && !streaming) reasons.push(`decode error: ${errorSummary(failed)}`);
+    if (failed !== undefined && isPermanent(failed) && !streaming) reasons.push(`cannot replicate: ${errorSummary(failed)}`);
     return {
       healthy: reasons.length === 0,
       ready: streaming,
@@ -104,10 +105,8 @@ export class ReplicatorService {
       try {
         await session.run();
         this.lastError = undefined;
-        this.lastErrorPermanent = false;
       } catch (err) {
-        this.lastError = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-        this.lastErrorPermanent = err instanceof SetupError || !isTransient(err);
+        this.lastError = toError(err);
         if (this.stopping) break;
         if (Date.now() - started > HEALTHY_SESSION_MS) attempt = 0;
         if (err instanceof StallError) {
@@ -121,8 +120,8 @@ export class ReplicatorService {
           this.standby = true;
         } else {
           this.standby = false;
-          const level = this.lastErrorPermanent ? 'error' : 'warn';
-          this.log[level]({ err: this.lastError, acked: formatLsn(session.ackedLsn), attempt }, 'replication session ended; reconnecting');
+          const level = isPermanent(err) ? 'error' : 'warn';
+          this.log[level]({ err: errorSummary(err), acked: formatLsn(session.ackedLsn), attempt }, 'replication session ended; reconnecting');
         }
         await sleep(backoffDelay(attempt++, 250, this.standby ? 5_000 : 30_000), this.stopSignal.signal);
         continue;
@@ -136,7 +135,7 @@ export class ReplicatorService {
       const deleted = await pruneChangeLogs(this.sql, this.config.CHANGE_LOG_RETENTION_DAYS, 5000, this.stopSignal.signal);
       if (deleted > 0) this.log.info({ deleted, days: this.config.CHANGE_LOG_RETENTION_DAYS }, 'pruned change_logs');
     } catch (err) {
-      this.log.warn({ err: String(err) }, 'change_logs retention failed; will try again');
+      this.log.warn({ err: errorSummary(err) }, 'change_logs retention failed; will try again');
     }
   }
 

@@ -1,19 +1,22 @@
 import postgres, { type Sql } from 'postgres';
+import { errorSummary } from '../src/errors.ts';
 import { formatLsn, type Lsn } from '../src/lsn.ts';
-import { AckWatermark } from './ack-watermark.ts';
-import { ChangeLogWriter } from './change-log-writer.ts';
+import { hasTruncate, toChanges } from './assemble/routed-changes.ts';
+import { TransactionAssembler, type AssembledTransaction } from './assemble/transaction-assembler.ts';
+import { listAccountsForTruncate } from './assemble/truncate-accounts.ts';
 import type { Config } from './config.ts';
-import { toDelivery, type Delivery } from './delivery.ts';
-import { StallError, WriterConnectionLost } from './errors.ts';
-import { Forwarder } from './forwarder.ts';
-import { livenessAction, livenessTimings, type LivenessTimings } from './liveness.ts';
+import { toDelivery, type Delivery } from './deliver/delivery.ts';
+import { Forwarder } from './deliver/forwarder.ts';
+import { StallError, toError, TruncateRoutingError, WriterConnectionLost } from './errors.ts';
+import { ChangeLogWriter } from './log/change-log-writer.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
-import { PgoutputDecoder } from './pgoutput/decoder.ts';
-import { ReplicationStream } from './replication-stream.ts';
-import { ensurePublication, ensureSlot, readSlot, releaseStaleBackend, serverInfo, startReplicationCommand, streamOptions } from './setup.ts';
-import { hasTruncate, toChanges, TransactionAssembler, type AssembledTransaction } from './transaction-assembler.ts';
 import { withNoDelay } from './pg-socket.ts';
+import { PgoutputDecoder } from './pgoutput/decoder.ts';
+import { AckWatermark } from './stream/ack-watermark.ts';
+import { livenessAction, livenessTimings, type LivenessTimings } from './stream/liveness.ts';
+import { ReplicationStream } from './stream/replication-stream.ts';
+import { ensurePublication, ensureSlot, readSlot, releaseStaleBackend, serverInfo, startReplicationCommand, streamOptions } from './stream/setup.ts';
 
 /** How soon after the watermark moves the new position is acknowledged (coalesces acks of a burst). */
 const ACK_DELAY_MS = 20;
@@ -21,7 +24,7 @@ const ACK_DELAY_MS = 20;
 const SETUP_TIMEOUT_MS = 30_000;
 
 /**
- * A change_logs writer's own connection: COPY must not share it with anything (see copy-in.ts). It
+ * A change_logs writer's own connection: COPY must not share it with anything (see log/copy-in.ts). It
  * lives as long as the session (no recycling), so that its closing always means something: see
  * `ReplicationSession.writerConnectionLost`.
  */
@@ -152,7 +155,7 @@ export class ReplicationSession {
       this.log.info({ slot: this.config.SLOT_NAME, lsn: formatLsn(this.watermark.lsn), protocol: options.protocolVersion, ...this.timings }, 'streaming');
       this.tickTimer = setInterval(() => this.tick(), Math.min(1000, this.timings.statusIntervalMs));
     } catch (err) {
-      this.end(err instanceof Error ? err : new Error(String(err)));
+      this.end(toError(err));
     } finally {
       clearTimeout(setupTimer);
     }
@@ -192,7 +195,7 @@ export class ReplicationSession {
    */
   private writerConnectionLost(err: Error): void {
     if (this.state === 'ended') return;
-    this.log.warn({ err: String(err), acked: formatLsn(this.watermark.lsn) }, 'lost a change_logs connection; ending the session');
+    this.log.warn({ err: errorSummary(err), acked: formatLsn(this.watermark.lsn) }, 'lost a change_logs connection; ending the session');
     this.abort(new WriterConnectionLost(`change_logs connection lost: ${err.message}`, { cause: err }));
   }
 
@@ -205,8 +208,8 @@ export class ReplicationSession {
       // Nothing after this message is processed and the ack stays where it is: the next session
       // starts again from the slot's confirmed position.
       this.metrics.decodeErrors.inc();
-      this.log.error({ err: String(err), lsn: formatLsn(frame.readBigUInt64BE(1)), acked: formatLsn(this.watermark.lsn) }, 'undecodable replication message; reconnecting without acknowledging it');
-      this.abort(err instanceof Error ? err : new Error(String(err)));
+      this.log.error({ err: errorSummary(err), lsn: formatLsn(frame.readBigUInt64BE(1)), acked: formatLsn(this.watermark.lsn) }, 'undecodable replication message; reconnecting without acknowledging it');
+      this.abort(toError(err));
       return;
     }
     if (txn) this.commit(txn);
@@ -219,13 +222,13 @@ export class ReplicationSession {
     }
     // A truncate goes to every account; look them up with the stream held, so nothing overtakes it.
     this.pause('truncate');
-    this.sql<{ id: string }[]>`select id::text as id from accounts union select distinct account_id::text from change_logs`
-      .then((rows) => {
-        this.log.warn({ lsn: formatLsn(txn.commitLsn), accounts: rows.length }, 'TRUNCATE of a domain table; every account is told');
-        this.route(txn, rows.map((r) => r.id));
+    listAccountsForTruncate(this.sql)
+      .then((accounts) => {
+        this.log.warn({ lsn: formatLsn(txn.commitLsn), accounts: accounts.length }, 'TRUNCATE of a domain table; every account is told');
+        this.route(txn, accounts);
         this.resume('truncate');
       })
-      .catch((err: unknown) => this.abort(new Error(`could not list accounts for a TRUNCATE: ${String(err)}`)));
+      .catch((err: unknown) => this.abort(new TruncateRoutingError(txn.commitLsn, { cause: err })));
   }
 
   private route(txn: AssembledTransaction, truncateAccounts: string[]): void {

@@ -1,24 +1,9 @@
+import { errorMessage } from '../../src/errors.ts';
 import type { JsonValue, Row } from '../../src/json.ts';
-import { formatLsn, type Lsn } from '../../src/lsn.ts';
+import type { Lsn } from '../../src/lsn.ts';
+import { PgoutputDecodeError, TruncatedMessageError } from '../errors.ts';
 import type { PgoutputMessage, Relation, RelationColumn } from './messages.ts';
 import { columnType, readValue, type FastBuffer } from './values.ts';
-
-/** Input that is not valid pgoutput. Names the WAL position of the frame that carried it. */
-export class PgoutputDecodeError extends Error {
-  override name = 'PgoutputDecodeError';
-  constructor(
-    message: string,
-    readonly context: { lsn: Lsn | undefined; messageType: string; offset: number },
-    options?: { cause?: unknown },
-  ) {
-    super(
-      `${message} (message '${context.messageType}' at offset ${context.offset}${context.lsn === undefined ? '' : `, WAL ${formatLsn(context.lsn)}`})`,
-      options,
-    );
-  }
-}
-
-class Truncated extends Error {}
 
 /**
  * A function that makes a relation's row as one object literal with constant keys. V8 then creates
@@ -63,15 +48,14 @@ export class PgoutputDecoder {
     this.end = payload.length;
     const type = payload.length > 0 ? (payload[0] as number) : -1;
     try {
-      if (type < 0) throw new Truncated();
+      if (type < 0) throw new TruncatedMessageError();
       this.pos = 1;
       const message = this.message(type);
       if (this.pos !== this.end && message.tag !== 'unknown') throw new Error(`${this.end - this.pos} trailing bytes`);
       return message;
     } catch (err) {
       const messageType = TAG_NAMES[type] ?? (type < 0 ? 'empty' : `0x${type.toString(16)}`);
-      const reason = err instanceof Truncated ? 'message ends early' : err instanceof Error ? err.message : String(err);
-      throw new PgoutputDecodeError(reason, { lsn, messageType, offset: this.pos }, { cause: err });
+      throw new PgoutputDecodeError(errorMessage(err), { lsn, messageType, offset: this.pos }, { cause: err });
     }
   }
 
@@ -208,13 +192,13 @@ export class PgoutputDecoder {
     let unfilled: number[] | null = null;
     for (let i = 0; i < count; i++) {
       const column = columns[i] as RelationColumn;
-      if (pos >= end) throw new Truncated();
+      if (pos >= end) throw new TruncatedMessageError();
       const kind = buf[pos++];
       if (kind === 0x74) { // t
-        if (pos + 4 > end) throw new Truncated();
+        if (pos + 4 > end) throw new TruncatedMessageError();
         const length = ((buf[pos] as number) << 24) | ((buf[pos + 1] as number) << 16) | ((buf[pos + 2] as number) << 8) | (buf[pos + 3] as number);
         pos += 4;
-        if (length < 0 || pos + length > end) throw new Truncated();
+        if (length < 0 || pos + length > end) throw new TruncatedMessageError();
         values[i] = readValue(buf, pos, pos + length, column.type);
         pos += length;
       } else if (kind === 0x6e) { // n
@@ -253,7 +237,7 @@ export class PgoutputDecoder {
   }
 
   private need(n: number): void {
-    if (this.pos + n > this.end) throw new Truncated();
+    if (this.pos + n > this.end) throw new TruncatedMessageError();
   }
 
   private uint8(): number {
@@ -298,7 +282,7 @@ export class PgoutputDecoder {
 
   private cstring(): string {
     const zero = this.buf.indexOf(0, this.pos);
-    if (zero < 0 || zero >= this.end) throw new Truncated();
+    if (zero < 0 || zero >= this.end) throw new TruncatedMessageError();
     const s = this.buf.utf8Slice(this.pos, zero);
     this.pos = zero + 1;
     return s;

@@ -1,4 +1,5 @@
 import type { JsonValue } from '../../src/json.ts';
+import { ValueError } from '../errors.ts';
 
 /**
  * Column values of pgoutput's text format, converted by type OID (DESIGN property 5): uuid and text
@@ -77,10 +78,6 @@ export function columnType(typeOid: number): ColumnType {
   if (element !== undefined) return makeType(ValueKind.Array, SCALARS.get(element) ?? ValueKind.Text);
   // text, varchar, bpchar, name, inet, enums, domains and every other type: their text form.
   return makeType(ValueKind.Text, ValueKind.Text);
-}
-
-export class ValueError extends Error {
-  override name = 'ValueError';
 }
 
 const scratch = Buffer.alloc(32) as FastBuffer;

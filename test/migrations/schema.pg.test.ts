@@ -81,4 +81,31 @@ describe('migrations', () => {
     expect(row?.n).toBe(again.skipped.length);
   });
 
+  it('refuses writes over the limits of PROTOCOL section 1 with the named CHECK constraint', async () => {
+    const [account] = await db.sql<{ id: string }[]>`insert into accounts (name, slug) values ('Limits', 'limits') returning id`;
+    const accountId = account!.id;
+    const [group] = await db.sql<{ id: string }[]>`insert into actor_groups (account_id, name) values (${accountId}, 'g') returning id`;
+    const [resource] = await db.sql<{ id: string }[]>`
+      insert into resources (account_id, type, name, address) values (${accountId}, 'dns', 'r', 'a.example') returning id`;
+    const refused = async (constraint: string, write: Promise<unknown>) => {
+      await expect(write).rejects.toMatchObject({ code: '23514', constraint_name: constraint });
+    };
+    const long = (n: number) => 'x'.repeat(n);
+    await refused('accounts_name_length', db.sql`update accounts set name = ${long(256)} where id = ${accountId}`);
+    await refused('accounts_slug_length', db.sql`update accounts set slug = ${long(256)} where id = ${accountId}`);
+    await refused('resources_address_description_length', db.sql`update resources set address_description = ${long(3_000_000)} where id = ${resource!.id}`);
+    await refused('resources_address_length', db.sql`update resources set address = ${long(1025)} where id = ${resource!.id}`);
+    const filters = Array.from({ length: 65 }, () => ({ protocol: 'tcp', ports: ['80'] }));
+    await refused('resources_filters_entries', db.sql`update resources set filters = ${db.sql.json(filters)} where id = ${resource!.id}`);
+    const condition = (values: number) => ({ property: 'remote_ip', operator: 'is_in_cidr', values: Array.from({ length: values }, (_, i) => `10.0.${i}.0/24`) });
+    const policy = (conditions: unknown) => db.sql`
+      insert into policies (account_id, actor_group_id, resource_id, conditions) values (${accountId}, ${group!.id}, ${resource!.id}, ${db.sql.json(conditions as never)})`;
+    await refused('policies_conditions_entries', policy(Array.from({ length: 65 }, () => condition(1))));
+    await refused('policies_conditions_entries', policy([condition(65)]));
+    await refused('policies_description_length', db.sql`
+      insert into policies (account_id, actor_group_id, resource_id, description) values (${accountId}, ${group!.id}, ${resource!.id}, ${long(1025)})`);
+    // At the limits, writes go through.
+    await policy(Array.from({ length: 64 }, () => condition(64)));
+    await db.sql`update resources set name = ${long(255)}, address = ${long(1024)}, address_description = ${long(1024)}, filters = ${db.sql.json(filters.slice(1))} where id = ${resource!.id}`;
+  });
 });

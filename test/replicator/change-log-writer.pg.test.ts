@@ -1,8 +1,8 @@
 import postgres, { type Sql } from 'postgres';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ChangeLogWriter } from '../../replicator/change-log-writer.ts';
-import { copyIn } from '../../replicator/copy-in.ts';
-import { toDelivery, type Delivery } from '../../replicator/delivery.ts';
+import { ChangeLogWriter } from '../../replicator/log/change-log-writer.ts';
+import { copyIn } from '../../replicator/log/copy-in.ts';
+import { toDelivery, type Delivery } from '../../replicator/deliver/delivery.ts';
 import { createLogger } from '../../replicator/logger.ts';
 import { Metrics } from '../../replicator/metrics.ts';
 import { withNoDelay } from '../../replicator/pg-socket.ts';

@@ -1,6 +1,7 @@
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PgoutputDecodeError, PgoutputDecoder } from '../../replicator/pgoutput/decoder.ts';
+import { PgoutputDecodeError } from '../../replicator/errors.ts';
+import { PgoutputDecoder } from '../../replicator/pgoutput/decoder.ts';
 import { capturePgoutput, type CapturedMessage } from '../support/capture.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 

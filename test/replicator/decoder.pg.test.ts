@@ -1,9 +1,10 @@
 import postgres, { type Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseLsn } from '../../src/lsn.ts';
-import { PgoutputDecodeError, PgoutputDecoder } from '../../replicator/pgoutput/decoder.ts';
+import { PgoutputDecodeError } from '../../replicator/errors.ts';
+import { PgoutputDecoder } from '../../replicator/pgoutput/decoder.ts';
 import type { PgoutputMessage } from '../../replicator/pgoutput/messages.ts';
-import { TransactionAssembler } from '../../replicator/transaction-assembler.ts';
+import { TransactionAssembler } from '../../replicator/assemble/transaction-assembler.ts';
 import { capturePgoutput, LiveCapture } from '../support/capture.ts';
 import { eventually } from '../support/replicator-process.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';

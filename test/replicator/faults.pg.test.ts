@@ -5,7 +5,7 @@ import postgres from 'postgres';
 import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
 import { migrate } from '../../migrations/migrate.ts';
 import { startEmbeddedPostgres } from '../../dev/embedded-postgres.ts';
-import { slotProblem } from '../../replicator/setup.ts';
+import { slotProblem } from '../../replicator/stream/setup.ts';
 import { parseLsn } from '../../src/lsn.ts';
 import { insertAccount, insertActor, Pipeline, SECRET } from '../support/pipeline.ts';
 import { firstDeliveries, isSortedByPosition, keyOf } from '../support/positions.ts';

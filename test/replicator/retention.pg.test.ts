@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { pruneChangeLogs } from '../../replicator/retention.ts';
+import { pruneChangeLogs } from '../../replicator/log/retention.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 
 let db: TestDatabase;

@@ -1,7 +1,7 @@
 import type { Sql } from 'postgres';
 import { formatLsn } from '../../src/lsn.ts';
-import { ReplicationStream } from '../../replicator/replication-stream.ts';
-import { startReplicationCommand } from '../../replicator/setup.ts';
+import { ReplicationStream } from '../../replicator/stream/replication-stream.ts';
+import { startReplicationCommand } from '../../replicator/stream/setup.ts';
 
 export interface CapturedMessage {
   /** WAL position of the record the message came from. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { AckWatermark } from '../../replicator/ack-watermark.ts';
+import { AckWatermark } from '../../replicator/stream/ack-watermark.ts';
 
 describe('AckWatermark', () => {
   it('moves only through the completed prefix, in commit order', () => {

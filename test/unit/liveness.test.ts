@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { livenessAction, livenessTimings } from '../../replicator/liveness.ts';
-import { backoffDelay, classifyStatus } from '../../replicator/retry.ts';
+import { livenessAction, livenessTimings } from '../../replicator/stream/liveness.ts';
+import { classifyStatus } from '../../replicator/deliver/worker-response.ts';
+import { backoffDelay } from '../../replicator/retry.ts';
 
 describe('liveness', () => {
   it('sends status updates well before wal_sender_timeout and gives up after twice it', () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { comparePositions, formatLsn, formatPosition, parseLsn, parsePosition } from '../../src/lsn.ts';
-import { signBodyBytes } from '../../replicator/edge-client.ts';
+import { signBodyBytes } from '../../replicator/deliver/edge-client.ts';
 import { signBody, verifySignature } from '../../src/signature.ts';
 
 describe('LSN', () => {

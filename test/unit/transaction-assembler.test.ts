@@ -2,7 +2,10 @@ import { describe, expect, it } from 'vitest';
 import type { PgoutputMessage, Relation } from '../../replicator/pgoutput/messages.ts';
 import { rowBuilder } from '../../replicator/pgoutput/decoder.ts';
 import { columnType } from '../../replicator/pgoutput/values.ts';
-import { AssemblyError, postgresTimeToIso, toChanges, TransactionAssembler, type SkippedRow } from '../../replicator/transaction-assembler.ts';
+import { toChanges } from '../../replicator/assemble/routed-changes.ts';
+import { TransactionAssembler, type SkippedRow } from '../../replicator/assemble/transaction-assembler.ts';
+import { AssemblyError } from '../../replicator/errors.ts';
+import { postgresTimeToIso } from '../../replicator/pg-time.ts';
 
 const relation = (name: string): Relation => {
   const columns = ['id', 'account_id', 'deleted_at'].map((c) => ({ name: c, typeOid: 25, typeMod: -1, isKey: false, type: columnType(25) }));

@@ -1,9 +1,9 @@
-import type { Change } from '../src/change.ts';
-import { accountIdOf, softDeleteAware } from '../src/change.ts';
-import type { Row } from '../src/json.ts';
-import { formatLsn, type Lsn } from '../src/lsn.ts';
-import { isDomainTable, type TableName } from '../src/tables.ts';
-import type { PgoutputMessage, Relation } from './pgoutput/messages.ts';
+import { accountIdOf, softDeleteAware } from '../../src/change.ts';
+import type { Row } from '../../src/json.ts';
+import type { Lsn } from '../../src/lsn.ts';
+import { isDomainTable, type TableName } from '../../src/tables.ts';
+import { AssemblyError } from '../errors.ts';
+import type { PgoutputMessage, Relation } from '../pgoutput/messages.ts';
 
 export interface RowEvent {
   op: 'insert' | 'update' | 'delete';
@@ -30,16 +30,6 @@ export interface AssembledTransaction {
   endLsn: Lsn;
   commitTime: bigint;
   events: TransactionEvent[];
-}
-
-/** A change and the account whose object must receive it. */
-export interface RoutedChange {
-  accountId: string;
-  change: Change;
-}
-
-export class AssemblyError extends Error {
-  override name = 'AssemblyError';
 }
 
 export interface SkippedRow {
@@ -80,12 +70,12 @@ export class TransactionAssembler {
   push(message: PgoutputMessage): AssembledTransaction | null {
     switch (message.tag) {
       case 'begin':
-        if (this.current) throw new AssemblyError(`Begin of ${message.xid} inside transaction ${this.current.xid}`);
+        if (this.current) throw new AssemblyError(`Begin of ${message.xid} inside transaction ${this.current.xid}`, { xid: message.xid });
         this.current = { xid: message.xid, events: [] };
         return null;
       case 'commit': {
         const open = this.current;
-        if (!open) throw new AssemblyError('Commit without Begin');
+        if (!open) throw new AssemblyError('Commit without Begin', { lsn: message.commitLsn });
         this.current = null;
         return { xid: open.xid, commitLsn: message.commitLsn, endLsn: message.endLsn, commitTime: message.commitTime, events: open.events };
       }
@@ -142,7 +132,7 @@ export class TransactionAssembler {
 
   private target(xid: number | undefined): OpenTransaction {
     if (xid !== undefined) {
-      if (!this.block) throw new AssemblyError(`change of streamed transaction ${xid} outside a stream block`);
+      if (!this.block) throw new AssemblyError(`change of streamed transaction ${xid} outside a stream block`, { xid });
       return this.block;
     }
     if (!this.current) throw new AssemblyError('change outside a transaction');
@@ -166,47 +156,4 @@ export class TransactionAssembler {
     // An object literal with every field: spreading `e` into it costs microseconds a row.
     target.events.push({ op: e.op, table, accountId, old: e.old, data: e.data, xid: xid ?? target.xid });
   }
-}
-
-const POSTGRES_EPOCH_MS = 946_684_800_000;
-
-/** Microseconds since 2000-01-01 to ISO-8601 UTC with six fraction digits. */
-export function postgresTimeToIso(micros: bigint): string {
-  let seconds = micros / 1_000_000n;
-  if (micros % 1_000_000n < 0n) seconds -= 1n; // floor, for times before 2000
-  const us = Number(micros - seconds * 1_000_000n);
-  const iso = new Date(Number(seconds) * 1000 + POSTGRES_EPOCH_MS).toISOString();
-  return `${iso.slice(0, 19)}.${String(us).padStart(6, '0')}Z`;
-}
-
-/**
- * Gives every event of a committed transaction its position (commit LSN, seq). A truncate becomes
- * one change per account in `truncateAccounts`, since it removed the table's rows in all of them.
- */
-export function toChanges(txn: AssembledTransaction, truncateAccounts: readonly string[] = []): RoutedChange[] {
-  const lsn = formatLsn(txn.commitLsn);
-  const committedAt = postgresTimeToIso(txn.commitTime);
-  const out: RoutedChange[] = [];
-  let seq = 0;
-  for (const e of txn.events) {
-    if (e.op === 'truncate') {
-      for (const accountId of truncateAccounts) {
-        out.push({ accountId, change: { lsn, seq: seq++, xid: txn.xid, table: e.table, op: 'truncate', old: null, data: null, committed_at: committedAt } });
-      }
-      continue;
-    }
-    // One object literal per change: spreading a shared base object costs tens of times more.
-    const change: Change =
-      e.op === 'insert'
-        ? { lsn, seq: seq++, xid: txn.xid, table: e.table, op: 'insert', old: null, data: e.data as Row, committed_at: committedAt }
-        : e.op === 'update'
-          ? { lsn, seq: seq++, xid: txn.xid, table: e.table, op: 'update', old: e.old, data: e.data as Row, committed_at: committedAt }
-          : { lsn, seq: seq++, xid: txn.xid, table: e.table, op: 'delete', old: e.old as Row, data: null, committed_at: committedAt };
-    out.push({ accountId: e.accountId, change });
-  }
-  return out;
-}
-
-export function hasTruncate(txn: AssembledTransaction): boolean {
-  return txn.events.some((e) => e.op === 'truncate');
 }

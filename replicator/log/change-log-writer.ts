@@ -1,11 +1,12 @@
 import type { Sql } from 'postgres';
-import { CHANGE_FORMAT_VERSION } from '../src/change.ts';
+import { CHANGE_FORMAT_VERSION } from '../../src/change.ts';
+import { errorSummary } from '../../src/errors.ts';
+import type { Delivery } from '../deliver/delivery.ts';
+import { isConnectionLoss, sqlState, toError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { Metrics } from '../metrics.ts';
+import { backoffDelay, sleep } from '../retry.ts';
 import { copyIn } from './copy-in.ts';
-import type { Delivery } from './delivery.ts';
-import { isConnectionLoss, sqlState } from './errors.ts';
-import type { Logger } from './logger.ts';
-import type { Metrics } from './metrics.ts';
-import { backoffDelay, sleep } from './retry.ts';
 
 export interface ChangeLogOptions {
   batchSize: number;
@@ -120,8 +121,8 @@ export class ChangeLogWriter {
         if (this.abort.signal.aborted) break;
         this.metrics.retries.inc({ target: 'change_logs', reason: sqlState(err) ?? 'error' });
         const first = batch[0]?.change;
-        this.log.warn({ err: String(err), lsn: first?.lsn, rows: batch.length, attempt }, 'change_logs write failed; retrying');
-        if (isConnectionLoss(err)) this.onConnectionLoss(err instanceof Error ? err : new Error(String(err)));
+        this.log.warn({ err: errorSummary(err), lsn: first?.lsn, rows: batch.length, attempt }, 'change_logs write failed; retrying');
+        if (isConnectionLoss(err)) this.onConnectionLoss(toError(err));
         await sleep(backoffDelay(attempt, this.options.retryBaseMs, this.options.retryMaxMs), this.abort.signal);
       }
     }

@@ -1,7 +1,8 @@
 import type { Duplex } from 'node:stream';
 import postgres, { type Sql } from 'postgres';
-import type { Lsn } from '../src/lsn.ts';
-import { withNoDelay } from './pg-socket.ts';
+import type { Lsn } from '../../src/lsn.ts';
+import { withNoDelay } from '../pg-socket.ts';
+import { postgresTimeFromUnixMs } from '../pg-time.ts';
 
 export interface FrameHandlers {
   /** An XLogData frame; the pgoutput message starts at byte 25. */
@@ -11,15 +12,13 @@ export interface FrameHandlers {
   onEnd(err: Error | undefined): void;
 }
 
-const POSTGRES_EPOCH_MS = 946_684_800_000n;
-
 export function statusUpdate(lsn: Lsn, replyRequested: boolean, nowMs: number): Buffer {
   const buf = Buffer.alloc(34);
   buf[0] = 0x72; // 'r'
   buf.writeBigUInt64BE(lsn, 1); // written
   buf.writeBigUInt64BE(lsn, 9); // flushed
   buf.writeBigUInt64BE(lsn, 17); // applied
-  buf.writeBigInt64BE((BigInt(nowMs) - POSTGRES_EPOCH_MS) * 1000n, 25);
+  buf.writeBigInt64BE(postgresTimeFromUnixMs(nowMs), 25);
   buf[33] = replyRequested ? 1 : 0;
   return buf;
 }

@@ -1,8 +1,8 @@
 import type { Sql } from 'postgres';
-import { parseLsn, type Lsn } from '../src/lsn.ts';
-import { DOMAIN_TABLES } from '../src/tables.ts';
-import { SetupError, sqlState } from './errors.ts';
-import type { Logger } from './logger.ts';
+import { parseLsn, type Lsn } from '../../src/lsn.ts';
+import { DOMAIN_TABLES } from '../../src/tables.ts';
+import { SetupError, sqlState } from '../errors.ts';
+import type { Logger } from '../logger.ts';
 
 export interface ServerInfo {
   versionNum: number;

@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
-import { SIGNATURE_HEADER } from '../src/signature.ts';
+import { SIGNATURE_HEADER } from '../../src/signature.ts';
 
 /**
  * The header of PROTOCOL section 2 (`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`),

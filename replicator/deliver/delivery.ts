@@ -1,6 +1,6 @@
-import type { Change } from '../src/change.ts';
-import type { Ticket } from './ack-watermark.ts';
-import type { RoutedChange } from './transaction-assembler.ts';
+import type { Change } from '../../src/change.ts';
+import type { RoutedChange } from '../assemble/routed-changes.ts';
+import type { Ticket } from '../stream/ack-watermark.ts';
 
 /** A change on its way to change_logs and to its account's object; rows are serialized once for both. */
 export interface Delivery {

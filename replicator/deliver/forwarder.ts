@@ -1,9 +1,12 @@
-import { formatPosition, parseLsn } from '../src/lsn.ts';
+import { errorSummary } from '../../src/errors.ts';
+import { formatPosition, parseLsn } from '../../src/lsn.ts';
+import { DeliveryError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { Metrics } from '../metrics.ts';
+import { backoffDelay, sleep } from '../retry.ts';
 import { batchBody, type Delivery } from './delivery.ts';
 import { EdgeClient } from './edge-client.ts';
-import type { Logger } from './logger.ts';
-import type { Metrics } from './metrics.ts';
-import { backoffDelay, classifyStatus, sleep } from './retry.ts';
+import { classifyStatus } from './worker-response.ts';
 
 export interface ForwarderOptions {
   edgeUrl: string;
@@ -21,19 +24,6 @@ interface AccountQueue {
   items: Delivery[];
   busy: boolean;
   timer: NodeJS.Timeout | undefined;
-}
-
-/** Failure of one attempt to deliver a batch; the batch is retried. */
-export class DeliveryError extends Error {
-  override name = 'DeliveryError';
-  constructor(
-    message: string,
-    readonly reason: 'status' | 'timeout' | 'network',
-    readonly status?: number,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
 }
 
 /**
@@ -120,7 +110,7 @@ export class Forwarder {
           this.metrics.batchesInFlight.inc();
           await this.post(q.id, body);
         } catch (err) {
-          failure = err instanceof DeliveryError ? err : new DeliveryError(String(err), 'network', undefined, { cause: err });
+          failure = err instanceof DeliveryError ? err : new DeliveryError(errorSummary(err), q.id, 'network', undefined, { cause: err });
         } finally {
           this.metrics.batchesInFlight.dec();
           this.release();
@@ -147,10 +137,10 @@ export class Forwarder {
       response = await this.client.post(`/v1/accounts/${accountId}/changes`, body, AbortSignal.any([this.abort.signal, timeout]));
     } catch (err) {
       const timedOut = timeout.aborted && !this.abort.signal.aborted;
-      throw new DeliveryError(timedOut ? 'request timed out' : `request failed: ${String(err)}`, timedOut ? 'timeout' : 'network', undefined, { cause: err });
+      throw new DeliveryError(timedOut ? 'request timed out' : `request failed: ${errorSummary(err)}`, accountId, timedOut ? 'timeout' : 'network', undefined, { cause: err });
     }
     if (classifyStatus(response.status) !== 'delivered') {
-      throw new DeliveryError(`HTTP ${response.status}: ${response.text.slice(0, 500)}`, 'status', response.status);
+      throw new DeliveryError(`HTTP ${response.status}: ${response.text.slice(0, 500)}`, accountId, 'status', response.status);
     }
   }
 

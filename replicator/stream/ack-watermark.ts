@@ -1,4 +1,4 @@
-import { maxLsn, type Lsn } from '../src/lsn.ts';
+import { maxLsn, type Lsn } from '../../src/lsn.ts';
 
 /** One committed transaction on its way out: done when every part (a change log row, a delivery) is. */
 export interface Ticket {

@@ -21,18 +21,19 @@ import type { AddressInfo } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import postgres, { type Sql } from 'postgres';
 import WebSocket from 'ws';
+import { Child } from '../dev/child.ts';
+import { deviceSocketUrl } from '../dev/device-url.ts';
+import { startLocalPostgres, type LocalPostgres } from '../dev/local-postgres.ts';
+import { freePort } from '../dev/ports.ts';
+import { startReplicatorProcess } from '../dev/replicator-child.ts';
+import { ROOT } from '../dev/root.ts';
+import { createToken } from '../dev/tokens.ts';
+import { buildWorkerBundle, startWorkerProcess, waitForHttp } from '../dev/worker-process.ts';
 import { migrate } from '../migrations/migrate.ts';
-import { Child } from '../replicator/dev/child.ts';
-import { startLocalPostgres, type LocalPostgres } from '../replicator/dev/local-postgres.ts';
-import { startReplicatorProcess } from '../replicator/dev/replicator-child.ts';
-import { createToken } from '../replicator/dev/tokens.ts';
-import { buildWorkerBundle, startWorkerProcess, waitForHttp } from '../replicator/dev/worker-process.ts';
 import { SIGNATURE_HEADER, signBody } from '../src/signature.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const QUICK = process.argv.includes('--quick');
 /** Only the probes of the Worker's paths (an investigation aid; writes nothing). */
 const PROBES_ONLY = process.argv.includes('--probes-only');
@@ -56,14 +57,6 @@ interface Account {
 }
 
 const now = () => performance.now();
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as AddressInfo).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
 
 /** Forwards the replicator's requests to the Worker and notes when each renamed resource passed. */
 class TapProxy {
@@ -224,8 +217,8 @@ class Bench {
 
   async connectClients(): Promise<void> {
     for (const a of this.accounts) {
-      const q = new URLSearchParams({ token: a.clientToken, external_id: `bench-${a.id.slice(0, 8)}`, name: 'bench', public_key: 'pk', version: '1.4.2' });
-      const ws = new WebSocket(`ws://127.0.0.1:${this.workerPort}/v1/client/websocket?${q}`, { perMessageDeflate: false });
+      const url = deviceSocketUrl(`ws://127.0.0.1:${this.workerPort}`, 'client', { token: a.clientToken, externalId: `bench-${a.id.slice(0, 8)}`, name: 'bench', publicKey: 'pk', version: '1.4.2' });
+      const ws = new WebSocket(url, { perMessageDeflate: false });
       await new Promise<void>((resolve, reject) => {
         ws.once('message', () => resolve());
         ws.once('error', reject);

@@ -8,8 +8,8 @@ import type { Sql } from 'postgres';
 import type { Row } from '../src/json.ts';
 import { decodeRow } from '../src/records.ts';
 import { DOMAIN_TABLES } from '../src/tables.ts';
+import { replicatorRow } from '../test/support/recorded-transaction.ts';
 import { storedBytes } from '../workers/account/cache-tables.ts';
-import { replicatorRow } from './edge-db.ts';
 import { fmt } from './edge-stats.ts';
 
 export interface TableBytes {

@@ -5,6 +5,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
+import { deviceSocketUrl, type DeviceKind } from '../dev/device-url.ts';
 
 export interface Frame {
   event: string;
@@ -50,9 +51,8 @@ export interface ConnectOptions {
   version?: string;
 }
 
-export function websocketUrl(base: string, kind: 'client' | 'gateway', token: string, o: ConnectOptions): string {
-  const q = new URLSearchParams({ token, external_id: o.externalId, name: `bench ${o.externalId}`, public_key: `pk-${o.externalId}`, version: o.version ?? '1.4.2' });
-  return `${base.replace(/^http/, 'ws')}/v1/${kind}/websocket?${q}`;
+export function websocketUrl(base: string, kind: DeviceKind, token: string, o: ConnectOptions): string {
+  return deviceSocketUrl(base, kind, { token, externalId: o.externalId, name: `bench ${o.externalId}`, publicKey: `pk-${o.externalId}`, version: o.version ?? '1.4.2' });
 }
 
 class ConnectError extends Error {

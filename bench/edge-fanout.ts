@@ -5,10 +5,11 @@
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Sql } from 'postgres';
-import { Child } from '../replicator/dev/child.ts';
-import { ROOT } from '../replicator/dev/worker-process.ts';
+import { Child } from '../dev/child.ts';
+import { ROOT } from '../dev/root.ts';
 import type { Change } from '../src/change.ts';
-import { commit, createAccount, type BenchAccount } from './edge-db.ts';
+import { commit } from '../test/support/recorded-transaction.ts';
+import { createAccount, type BenchAccount } from './edge-db.ts';
 import { connectMany, firstFrames, websocketUrl, type Device } from './edge-devices.ts';
 import { fmt, median, ms, sleep, worst } from './edge-stats.ts';
 import { cpuDelta, cpuSample, deliver, type Processes, type RunningWorker } from './edge-worker.ts';
@@ -103,9 +104,9 @@ export async function policyFanout(b: Bench, clients: number, rounds: number): P
   const policyId = account.policies[0]!.id as string;
   const resourceId = account.resources[0]!.id as string;
   const kinds = [
-    { kind: 'policy soft-deleted', event: 'resource_deleted', write: () => commit(b.sql, (t) => t.update('policies', policyId, { deleted_at: new Date() })) },
-    { kind: 'policy restored', event: 'resource_created_or_updated', write: () => commit(b.sql, (t) => t.update('policies', policyId, { deleted_at: null })) },
-    { kind: 'resource renamed', event: 'resource_created_or_updated', write: (n: number) => commit(b.sql, (t) => t.update('resources', resourceId, { name: `Wiki renamed ${n}` })) },
+    { kind: 'policy soft-deleted', event: 'resource_deleted', write: () => commit(b.sql, (t) => t.update('policies', { id: policyId }, { deleted_at: new Date() })) },
+    { kind: 'policy restored', event: 'resource_created_or_updated', write: () => commit(b.sql, (t) => t.update('policies', { id: policyId }, { deleted_at: null })) },
+    { kind: 'resource renamed', event: 'resource_created_or_updated', write: (n: number) => commit(b.sql, (t) => t.update('resources', { id: resourceId }, { name: `Wiki renamed ${n}` })) },
   ];
   const out: Round[] = [];
   const base: number[] = [];
@@ -199,7 +200,7 @@ export async function bulkMemberships(b: Bench, memberships: number, connected: 
   const deletes: Round[] = [];
   const inserts: Round[] = [];
   const round = async (profiled: boolean) => {
-    const removed = await commit(b.sql, (t) => t.deleteWhere('actor_group_memberships', 'group_id', groupId));
+    const removed = await commit(b.sql, (t) => t.delete('actor_group_memberships', { group_id: groupId }));
     if (removed.length !== memberships) throw new Error(`expected ${memberships} membership deletions, got ${removed.length}`);
     const measure = () => measureRound(b, account.id, removed, devices, 'resource_deleted', `delete ${fmt(removed.length)}${profiled ? ' (profiled)' : ''}`);
     if (profiled) await b.profile!(`a ${fmt(memberships)}-membership delete batch`, measure);

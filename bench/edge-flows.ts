@@ -4,7 +4,8 @@
  * revocation fan-out for many live flows.
  */
 import { performance } from 'node:perf_hooks';
-import { commit, createAccount, insertTokens } from './edge-db.ts';
+import { commit } from '../test/support/recorded-transaction.ts';
+import { createAccount, insertTokens } from './edge-db.ts';
 import { connectMany, countFrames, firstFrames, websocketUrl, type Device } from './edge-devices.ts';
 import { connectClients, type Bench } from './edge-fanout.ts';
 import { fmt, median, ms, sleep, spread, worst } from './edge-stats.ts';
@@ -83,7 +84,7 @@ export async function flows(b: Bench, count: number, gatewayCount: number): Prom
     b.say(`  round ${round}: ${fmt(count)} create_flow sent at once: all flow_created within ${ms(Math.max(...createdAt) - t0)}`);
     await sleep(300);
     const marks = gateways.map((g) => g.texts.length);
-    const changes = await commit(b.sql, (t) => t.update('policies', policyId, { deleted_at: new Date() }));
+    const changes = await commit(b.sql, (t) => t.update('policies', { id: policyId }, { deleted_at: new Date() }));
     const s0 = cpuSample(b.procs());
     const rejects = countFrames(gateways, starts('{"event":"reject_access"'), count, 60_000);
     const deleted = firstFrames(clients, starts('{"event":"resource_deleted"'), 60_000);
@@ -106,7 +107,7 @@ export async function flows(b: Bench, count: number, gatewayCount: number): Prom
     b.say(`    policy soft-deleted${profiled ? ' (profiled)' : ''}: last of ${fmt(rejectTimes.length)} reject_access ${ms(last)}, first ${ms(Math.min(...rejectTimes) - posted.startedAt)}; ` +
       `last client resource_deleted ${ms(Math.max(...deletedTimes) - posted.startedAt)}; POST ${ms(posted.ms)}; ${pairs.size} distinct pairs rejected`);
     b.say(`    ${cpuDelta(s0, s1)}`);
-    const restored = await commit(b.sql, (t) => t.update('policies', policyId, { deleted_at: null }));
+    const restored = await commit(b.sql, (t) => t.update('policies', { id: policyId }, { deleted_at: null }));
     const back = firstFrames(clients, starts('{"event":"resource_created_or_updated"'), 60_000);
     await deliver(b.worker, account.id, restored);
     await back;

@@ -18,20 +18,19 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import postgres, { type Sql } from 'postgres';
 import { PgoutputParser } from 'pg-logical-replication/dist/output-plugins/pgoutput/pgoutput-parser.js';
+import { startEmbeddedPostgres } from '../dev/embedded-postgres.ts';
+import { ROOT } from '../dev/root.ts';
 import { migrate } from '../migrations/migrate.ts';
 import { copyIn } from '../replicator/log/copy-in.ts';
-import { startEmbeddedPostgres } from '../replicator/dev/embedded-postgres.ts';
 import { withNoDelay } from '../replicator/pg-socket.ts';
 import { PgoutputDecoder } from '../replicator/pgoutput/decoder.ts';
 import { parseLsn } from '../src/lsn.ts';
 import { DOMAIN_TABLES } from '../src/tables.ts';
 import { writeWorkload } from './capture-workload.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? Number(process.argv[i + 1]) : fallback;

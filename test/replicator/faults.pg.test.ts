@@ -4,7 +4,7 @@ import path from 'node:path';
 import postgres from 'postgres';
 import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
 import { migrate } from '../../migrations/migrate.ts';
-import { startEmbeddedPostgres } from '../../replicator/dev/embedded-postgres.ts';
+import { startEmbeddedPostgres } from '../../dev/embedded-postgres.ts';
 import { slotProblem } from '../../replicator/stream/setup.ts';
 import { parseLsn } from '../../src/lsn.ts';
 import { insertAccount, insertActor, Pipeline, SECRET } from '../support/pipeline.ts';

@@ -1,4 +1,5 @@
 import WebSocket from 'ws';
+import { deviceSocketUrl } from '../../dev/device-url.ts';
 
 export interface Frame {
   event: string;
@@ -60,15 +61,13 @@ export class Device {
   }
 
   get url(): string {
-    const u = new URL(`/v1/${this.kind}/websocket`, this.baseUrl().replace(/^http/, 'ws'));
-    u.search = new URLSearchParams({
+    return deviceSocketUrl(this.baseUrl(), this.kind, {
       token: this.token,
-      external_id: this.externalId,
+      externalId: this.externalId,
       name: this.options.name ?? this.externalId,
-      public_key: this.publicKey,
+      publicKey: this.publicKey,
       version: this.options.version ?? '1.4.2',
-    }).toString();
-    return u.toString();
+    });
   }
 
   get id(): string {

@@ -1,25 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { inject } from 'vitest';
-import type { Child } from '../../replicator/dev/child.ts';
-import { startReplicatorProcess } from '../../replicator/dev/replicator-child.ts';
-import { isWranglerNoise, startWorkerProcess, waitForHttp } from '../../replicator/dev/worker-process.ts';
+import { afterAll, beforeAll, beforeEach, inject } from 'vitest';
+import type { Child } from '../../dev/child.ts';
+import { freePort } from '../../dev/ports.ts';
+import { startReplicatorProcess } from '../../dev/replicator-child.ts';
+import { isWranglerNoise, startWorkerProcess, waitForHttp } from '../../dev/worker-process.ts';
+import { errorMessage } from '../../src/errors.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
 import { Device, type DeviceOptions } from './e2e-device.ts';
-
-export async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 export interface StackOptions {
   /** Default: a fresh migrated database on the run's cluster. */
@@ -44,6 +34,8 @@ export interface LogEntry {
  */
 export class Stack {
   readonly logs: LogEntry[] = [];
+  /** Every device handed out, dropped on close: a test that failed midway leaves no socket behind. */
+  private readonly devices: Device[] = [];
   replicator: Child | undefined;
   worker: Child | undefined;
   readonly secret = `e2e-${randomBytes(12).toString('hex')}`;
@@ -140,7 +132,7 @@ export class Stack {
   }
 
   private fail(err: unknown): never {
-    throw new Error(`${err instanceof Error ? err.message : String(err)}\n--- last log lines ---\n${this.tail(40)}`);
+    throw new Error(`${errorMessage(err)}\n--- last log lines ---\n${this.tail(40)}`);
   }
 
   tail(n = 40): string {
@@ -182,13 +174,39 @@ export class Stack {
   }
 
   device(kind: 'client' | 'gateway', token: string, options: DeviceOptions = {}): Device {
-    return new Device(() => this.workerUrl, kind, token, options);
+    const device = new Device(() => this.workerUrl, kind, token, options);
+    this.devices.push(device);
+    return device;
   }
 
   async close(): Promise<void> {
+    for (const d of this.devices) d.terminate();
     await this.stopReplicator('SIGKILL').catch(() => undefined);
     await this.stopWorker('SIGKILL').catch(() => undefined);
     await rm(this.persistDir, { recursive: true, force: true });
     await this.db.drop();
   }
+}
+
+/**
+ * The stack of a test file: started before its tests, closed after them, and its last `tail` log
+ * lines printed under each test that fails.
+ */
+export function useStack(options: { tail?: number } = {}): { readonly stack: Stack } {
+  let stack: Stack | undefined;
+  beforeAll(async () => {
+    stack = await Stack.start();
+  });
+  afterAll(async () => {
+    await stack?.close();
+  });
+  beforeEach(({ onTestFailed }) => {
+    onTestFailed(() => console.error(`--- stack logs ---\n${stack?.tail(options.tail)}`));
+  });
+  return {
+    get stack(): Stack {
+      if (!stack) throw new Error('the stack is not started: use it inside a test or a hook');
+      return stack;
+    },
+  };
 }

@@ -4,11 +4,10 @@ import { rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { errorMessage } from '../src/errors.ts';
 import { Child } from './child.ts';
-
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+import { ROOT } from './root.ts';
 
 export interface WorkerOptions {
   port: number;
@@ -107,7 +106,7 @@ export async function waitForHttp(url: string, child: Child | undefined, timeout
       }
       last = `${res.status} ${(await res.text()).slice(0, 200)}`;
     } catch (err) {
-      last = err instanceof Error ? err.message : String(err);
+      last = errorMessage(err);
     }
     await new Promise((r) => setTimeout(r, 100));
   }

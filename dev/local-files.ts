@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ROOT } from './worker-process.ts';
+import { ROOT } from './root.ts';
 
 /**
  * Everything the local run keeps lives here (git-ignored); `rm -rf .edgeplane` resets it.

@@ -8,15 +8,18 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import postgres, { type Sql } from 'postgres';
-import { migrate } from '../../migrations/migrate.ts';
+import { migrate } from '../migrations/migrate.ts';
+import { errorMessage } from '../src/errors.ts';
 import type { Child } from './child.ts';
 import { ensureDemo } from './demo.ts';
 import { DEV_JSON, ensureLocalDir, LOCAL_DIR, PG_DIR, removeFile, WORKER_DIR, writeJson, type DevJson } from './local-files.ts';
 import { LocalPostgresError, startLocalPostgres, type LocalPostgres } from './local-postgres.ts';
-import { ConfigProblem, parseLocalConfig, portInUse, type LocalConfig } from './local-config.ts';
+import { ConfigProblem, parseLocalConfig, type LocalConfig } from './local-config.ts';
+import { portInUse } from './ports.ts';
 import { formatReplicatorLine, startReplicatorProcess } from './replicator-child.ts';
 import { databaseIdentity, dropSlot, prepareWorkerState, PROCESSES_JSON, recordProcesses, slotExists, stopLeftovers } from './local-state.ts';
-import { isWranglerNoise, ROOT, startWorkerProcess, waitForHttp } from './worker-process.ts';
+import { ROOT } from './root.ts';
+import { isWranglerNoise, startWorkerProcess, waitForHttp } from './worker-process.ts';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 const warn = (line: string) => process.stderr.write(`${line}\n`);
@@ -196,7 +199,7 @@ async function step(what: string, fn: () => Promise<unknown>): Promise<void> {
   try {
     await fn();
   } catch (err) {
-    if (!forced) warn(`while stopping, ${what} failed: ${err instanceof Error ? err.message : String(err)}`);
+    if (!forced) warn(`while stopping, ${what} failed: ${errorMessage(err)}`);
   }
 }
 

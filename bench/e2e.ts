@@ -694,7 +694,7 @@ function section(r: {
     '|---|---|---|---|---|---|---|---|---|',
     ...r.ramp.map((x) => `| ${x.rate} | ${Math.round(x.achieved)} | ${ms(x.e2e.p50)} | ${ms(x.e2e.p99)} | ${ms(x.first)} / ${ms(x.last)}${x.grows ? ' (grows)' : ''} | ${x.cpu.postgres.toFixed(2)} | ${x.cpu.replicator.toFixed(2)} | ${x.cpu.worker.toFixed(2)} | ${x.cpu.bench.toFixed(2)} |`),
     '',
-    `Highest sustained: **${r.sustained} commits/s**. Renames the client never saw: ${r.lost}; renames it saw through a later rename of the same resource (the object coalesces a batch into one view per resource, DESIGN property 8): ${r.coalesced}. Load average at the end: ${r.load}.`,
+    `Highest sustained: **${r.sustained} commits/s**. Renames the client never saw: ${r.lost}; renames it saw through a later rename of the same resource (the object coalesces a batch into one view per resource, docs/architecture.md#8-no-n1): ${r.coalesced}. Load average at the end: ${r.load}.`,
     '',
     ...reading(r),
   ];

@@ -1,5 +1,5 @@
 /**
- * `npm run client` and `npm run gateway`: a device on the Worker's WebSocket (PROTOCOL section 3),
+ * `npm run client` and `npm run gateway`: a device on the Worker's WebSocket (docs/protocol.md#websocket-routes),
  * printing each event as a readable line (raw JSON with --json). The client can ask for flows.
  */
 import { randomBytes } from 'node:crypto';

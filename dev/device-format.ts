@@ -1,4 +1,4 @@
-/** Readable lines for the frames a device gets (PROTOCOL section 3). */
+/** Readable lines for the frames a device gets (docs/protocol.md#websocket-routes). */
 export interface Frame {
   event: string;
   ref?: string | number;

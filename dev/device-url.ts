@@ -1,6 +1,6 @@
 export type DeviceKind = 'client' | 'gateway';
 
-/** What a device presents when it connects (PROTOCOL section 3). */
+/** What a device presents when it connects (docs/protocol.md#websocket-routes). */
 export interface ConnectParams {
   token: string;
   externalId: string;
@@ -9,7 +9,7 @@ export interface ConnectParams {
   version: string;
 }
 
-/** The WebSocket URL of PROTOCOL section 3 for a device of the Worker at `base` (http(s) or ws(s)). */
+/** The WebSocket URL of docs/protocol.md#websocket-routes for a device of the Worker at `base` (http(s) or ws(s)). */
 export function deviceSocketUrl(base: string, kind: DeviceKind, p: ConnectParams): string {
   const u = new URL(`/v1/${kind}/websocket`, base.replace(/^http/, 'ws'));
   u.search = new URLSearchParams({ token: p.token, external_id: p.externalId, name: p.name, public_key: p.publicKey, version: p.version }).toString();

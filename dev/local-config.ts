@@ -3,7 +3,7 @@ import { configSchema } from '../replicator/config.ts';
 
 type Env = Record<string, string | undefined>;
 
-/** The local run's environment (PROTOCOL section 6). */
+/** The local run's environment (docs/protocol.md#local-run). */
 export interface LocalConfig {
   /** The Worker's port (`wrangler dev`). */
   port: number;

@@ -16,7 +16,7 @@ export const WORKER_STATE_JSON = path.join(LOCAL_DIR, 'worker-state.json');
 export const PG_DIR = path.join(LOCAL_DIR, 'pg');
 export const WORKER_DIR = path.join(LOCAL_DIR, 'worker');
 
-/** PROTOCOL section 6. */
+/** docs/protocol.md#local-run. */
 export interface DevJson {
   databaseUrl: string;
   workerUrl: string;

@@ -1,5 +1,5 @@
 /**
- * `npm start` (PROTOCOL section 6): PostgreSQL (embedded, or DATABASE_URL), migrations, the demo
+ * `npm start` (docs/protocol.md#local-run): PostgreSQL (embedded, or DATABASE_URL), migrations, the demo
  * account, the replicator and `wrangler dev`, then `.edgeplane/dev.json`. Ctrl-C or SIGTERM stops
  * the replicator first (it drains into the Worker), then the Worker, drops the slot this local
  * run uses, and stops the embedded server.

@@ -8,7 +8,7 @@ export type TokenType = 'client' | 'site';
 
 export interface NewToken {
   id: string;
-  /** `<account_id>.<token_id>.<secret>` (PROTOCOL section 3): shown once; only its salted hash is stored. */
+  /** `<account_id>.<token_id>.<secret>` (docs/protocol.md#websocket-routes): shown once; only its salted hash is stored. */
   token: string;
   expiresAt: Date | null;
 }

@@ -1,6 +1,6 @@
 /**
  * `npm run worker`: `wrangler dev` with the Worker and its objects, configured by environment
- * (PROTOCOL section 6): PORT (default 8787), REPLICATOR_SECRET (overrides wrangler.toml's dev
+ * (docs/protocol.md#local-run): PORT (default 8787), REPLICATOR_SECRET (overrides wrangler.toml's dev
  * value), and the database of the Hyperdrive binding from DATABASE_URL (or wrangler's own
  * CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_DB). Further arguments go to `wrangler dev`.
  */

@@ -9,7 +9,7 @@ const int = (min: number, fallback: number) => z.coerce.number().int().min(min).
 const identifier = (fallback: string) =>
   z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, { message: 'expected a lower-case Postgres identifier' }).default(fallback);
 
-/** The replicator's environment (PROTOCOL section 6), each variable with what it does. */
+/** The replicator's environment (docs/protocol.md#local-run), each variable with what it does. */
 export const configSchema = z.object({
   DATABASE_URL: postgresUrl.describe('Postgres to replicate from, connected directly (not through a pooler)'),
   EDGE_URL: httpUrl.describe("The Worker's base URL; changes go to POST {EDGE_URL}/v1/accounts/:id/changes"),

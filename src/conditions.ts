@@ -1,5 +1,5 @@
 /**
- * Policy conditions (PROTOCOL 4): parsing a policy's `conditions` and deciding whether they hold.
+ * Policy conditions (docs/protocol.md#access-rule): parsing a policy's `conditions` and deciding whether they hold.
  * Anything we cannot read makes the policy grant nothing (fail closed), including unknown keys, since
  * they may carry a restriction newer than this code.
  */

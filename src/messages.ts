@@ -3,7 +3,7 @@ import type { ActorId, ClientId, FlowId, GatewayId, ResourceId, SiteId } from '.
 import type { ResourceView } from './resource-view.ts';
 
 /**
- * WebSocket frames (PROTOCOL section 3): JSON text `{"event", "payload", "ref"?}`. Device frames
+ * WebSocket frames (docs/protocol.md#websocket-routes): JSON text `{"event", "payload", "ref"?}`. Device frames
  * are validated here, once; server frames are typed so that each handler builds exactly one shape.
  */
 const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, { message: 'expected a uuid' })
@@ -33,7 +33,7 @@ export interface FlowCredentials {
   gateway_ice: { username: string; password: string };
 }
 
-/** Why `create_flow` failed (PROTOCOL section 3, `flow_creation_failed`). */
+/** Why `create_flow` failed (docs/protocol.md#websocket-routes, `flow_creation_failed`). */
 export type FlowFailureReason = 'not_found' | 'forbidden' | 'offline';
 
 export type ClientMessage =

@@ -1,5 +1,5 @@
 /**
- * The replicator's request signature (PROTOCOL section 2):
+ * The replicator's request signature (docs/protocol.md#changes-route):
  * `x-edgeplane-signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + raw body)>`.
  * WebCrypto, so that the same code signs in Node and verifies in workerd.
  */

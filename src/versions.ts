@@ -1,5 +1,5 @@
 /**
- * Client and gateway versions (PROTOCOL 5): what an older device can be shown of a resource, and
+ * Client and gateway versions (docs/protocol.md#versions): what an older device can be shown of a resource, and
  * which gateways may serve a client.
  */
 export interface Version {
@@ -62,7 +62,7 @@ export function adaptResource(
 }
 
 /**
- * PROTOCOL 5: gateway version >= client major.(minor-1).0 and < major.(minor+2).0 (lexicographic
+ * docs/protocol.md#versions: gateway version >= client major.(minor-1).0 and < major.(minor+2).0 (lexicographic
  * tuples, so minor-1 = -1 admits any minor of that major), and the gateway can handle the resource
  * by adaptResource's rules (adaptResource(resource, gatewayVersion) !== null).
  */

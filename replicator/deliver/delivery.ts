@@ -22,7 +22,7 @@ export function toDelivery(routed: RoutedChange, ticket: Ticket): Delivery {
   };
 }
 
-/** The Change's JSON (PROTOCOL section 2), from the pre-serialized rows. */
+/** The Change's JSON (docs/protocol.md#changes-route), from the pre-serialized rows. */
 export function changeJson(d: Delivery): string {
   const c = d.change;
   return `{"lsn":"${c.lsn}","seq":${c.seq},"xid":${c.xid},"table":"${c.table}","op":"${c.op}","old":${d.oldJson ?? 'null'},"data":${d.dataJson ?? 'null'},"committed_at":"${c.committed_at}"}`;

@@ -2,7 +2,7 @@ import type { JsonValue } from '../../src/json.ts';
 import { ValueError } from '../errors.ts';
 
 /**
- * Column values of pgoutput's text format, converted by type OID (DESIGN property 5): uuid and text
+ * Column values of pgoutput's text format, converted by type OID (docs/architecture.md#5-fat-typed-changes): uuid and text
  * as strings, int2/int4 as numbers, int8 and numeric as strings, booleans, timestamps as ISO-8601
  * UTC with microseconds, json/jsonb parsed, arrays as arrays. Written against the Buffer's bytes
  * rather than through strings, because this runs for every column of every row.

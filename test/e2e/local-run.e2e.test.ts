@@ -13,7 +13,7 @@ import { freePort, portInUse } from '../../dev/ports.ts';
 import { ROOT } from '../../dev/root.ts';
 
 /**
- * `npm start` as a user runs it (PROTOCOL section 6), in a folder of its own (EDGEPLANE_DIR) and on
+ * `npm start` as a user runs it (docs/protocol.md#local-run), in a folder of its own (EDGEPLANE_DIR) and on
  * free ports: the embedded server, migrations, the demo, the replicator and `wrangler dev`, then
  * dev.json; the device and token CLIs against it; Ctrl-C stops everything, leaves no process and
  * no slot behind; a second start prints the same demo.

@@ -33,7 +33,7 @@ export class ConnectRefused extends Error {
 let counter = 0;
 
 /**
- * A device on the real Worker's WebSocket (PROTOCOL section 3), as a test sees it: every frame in
+ * A device on the real Worker's WebSocket (docs/protocol.md#websocket-routes), as a test sees it: every frame in
  * order, the close code from the close frame, reconnection, and (for clients) the view that its
  * events add up to: init, resource_created_or_updated and resource_deleted replayed.
  */

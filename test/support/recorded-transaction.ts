@@ -13,7 +13,7 @@ type Values = Record<string, unknown>;
 const PG_TIMESTAMP = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?\+00:00$/;
 
 /**
- * A row from `to_jsonb` in the form the replicator sends (DESIGN property 5): timestamps as
+ * A row from `to_jsonb` in the form the replicator sends (docs/architecture.md#5-fat-typed-changes): timestamps as
  * `2026-11-22T20:00:00.123456Z` rather than Postgres's `...123456+00:00` (sessions run in UTC).
  */
 export function replicatorRow(row: Row): Row {

@@ -23,7 +23,7 @@ function world() {
   return { account, acc, actor, group, site, resource, policy, client, base, ctx };
 }
 
-describe('access computation (PROTOCOL section 4)', () => {
+describe('access computation (docs/protocol.md#access-rule)', () => {
   it('grants through an enabled policy of a live group the actor is in, for a connected resource', () => {
     const w = world();
     const state = stateOf(w.account, w.base);

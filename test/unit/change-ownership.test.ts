@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { firstForeignChange, type Change } from '../../src/change.ts';
 import { insert, remove, rows, update, uuid } from './support/builder.ts';
 
-describe('firstForeignChange (DESIGN property 6)', () => {
+describe('firstForeignChange (docs/architecture.md#6-isolation)', () => {
   const mine = uuid();
   const other = uuid();
 

@@ -17,7 +17,7 @@ class MemoryViews implements SentViews {
   }
 }
 
-describe('client view diffing (DESIGN property 7)', () => {
+describe('client view diffing (docs/architecture.md#7-diffs-not-re-sends)', () => {
   it('sends a view once, again only when it changes, and a delete when it goes', () => {
     const account = uuid();
     const actor = rows.actor(account);

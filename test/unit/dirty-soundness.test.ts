@@ -93,7 +93,7 @@ function snapshotViews(state: AccountState, clients: ClientContext[]): Map<strin
   return out;
 }
 
-describe('dirty marking is sound (DESIGN property 8)', () => {
+describe('dirty marking is sound (docs/architecture.md#8-no-n1)', () => {
   it('marks every (client, resource) whose view or grant changes, over random batches', () => {
     const seed = Date.now() % 1_000_000;
     const rnd = seededRandom(seed);

@@ -15,7 +15,7 @@ async function setup(): Promise<{ account: TestAccount; s: Basic; device: Device
 
 const deleted = (id: unknown) => ({ event: 'resource_deleted', payload: { id } });
 
-/** Each clause of PROTOCOL section 4's rule, taken away and given back, with the exact frames. */
+/** Each clause of docs/protocol.md#access-rule's rule, taken away and given back, with the exact frames. */
 describe('the access rule, clause by clause', () => {
   it('policy deleted, then restored', async () => {
     const { account, s, device } = await setup();

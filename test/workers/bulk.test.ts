@@ -11,7 +11,7 @@ const ACTORS = 10_000;
 const CONNECTED = 20;
 const IN_BOTH = 5;
 
-describe('bulk changes (DESIGN property 8)', () => {
+describe('bulk changes (docs/architecture.md#8-no-n1)', () => {
   it('applies 10k membership deletions in one batch: one message per socket and resource, no database query', async () => {
     const account = await TestAccount.create(sql);
     let g1: Row | undefined;

@@ -26,7 +26,7 @@ async function undelivered(account: TestAccount) {
 
 const ids = (init: { payload: Record<string, unknown> }) => (init.payload.resources as { id: string }[]).map((r) => r.id).sort();
 
-describe('hydration (DESIGN property 4)', () => {
+describe('hydration (docs/architecture.md#4-consistent-hydration)', () => {
   it('skips a change committed before the snapshot that arrives after it', async () => {
     const account = await TestAccount.create(sql);
     const s = await undelivered(account);

@@ -11,7 +11,7 @@ function snapshot(store: ViewStore, conns: readonly number[]): Record<number, Re
   return Object.fromEntries(conns.map((c) => [c, Object.fromEntries(store.of(c))]));
 }
 
-describe('ViewStore (the digests each connection was sent, DESIGN property 7)', () => {
+describe('ViewStore (the digests each connection was sent, docs/architecture.md#7-diffs-not-re-sends)', () => {
   it('writes gathered in a batch (multi-row statements, deletes, dropped connections) are what a fresh instance reads back', async () => {
     const stub = env.ACCOUNT.get(env.ACCOUNT.idFromName(`view-store-${crypto.randomUUID()}`));
     await runInDurableObject(stub, (_instance, state) => {

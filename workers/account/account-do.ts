@@ -35,7 +35,7 @@ export type ApplyResult =
   | { ok: false; status: 400 | 503; error: string };
 
 /**
- * One account's object (DESIGN "AccountDO"): ordered compact caches in SQLite, consistent
+ * One account's object (docs/architecture.md#the-path-of-a-change): ordered compact caches in SQLite, consistent
  * hydration, the hibernating sockets of the account's clients and gateways, and the diffs and
  * flow decisions pushed to them.
  */
@@ -80,7 +80,7 @@ export class AccountDO extends DurableObject<Env> {
     return accountId === null ? undefined : await this.ready(accountId);
   }
 
-  /** DESIGN property 4: load the account in one REPEATABLE READ query, with its snapshot. */
+  /** docs/architecture.md#4-consistent-hydration: load the account in one REPEATABLE READ query, with its snapshot. */
   private async hydrate(accountId: AccountId): Promise<void> {
     const started = Date.now();
     const h = await hydrate(this.env.DB, accountId);
@@ -109,7 +109,7 @@ export class AccountDO extends DurableObject<Env> {
   /**
    * POST /v1/accounts/:id/changes, after the Worker checked the signature, the body and that every
    * change is of this account (the object is reached only through that route). Changes at
-   * or below the stored position are skipped (DESIGN properties 2-3); the batch is stored in one
+   * or below the stored position are skipped (docs/architecture.md#2-order and #3-idempotence); the batch is stored in one
    * transaction with the new position, then pushed to the sockets it affects.
    */
   async applyChanges(accountIdText: string, changes: Change[]): Promise<ApplyResult> {
@@ -160,7 +160,7 @@ export class AccountDO extends DurableObject<Env> {
   }
 
   /**
-   * POST /v1/accounts/:id/rehydrate (an extension of PROTOCOL section 2): reload the account from
+   * POST /v1/accounts/:id/rehydrate (an extension of docs/protocol.md#changes-route): reload the account from
    * Postgres, as after an invalidated replication slot, when changes were lost for good. No batch
    * runs meanwhile; afterwards every socket gets the difference and every flow is reviewed.
    */
@@ -186,7 +186,7 @@ export class AccountDO extends DurableObject<Env> {
     return { ok: true, applied: 0, skipped: 0, position: position && formatPosition(position) };
   }
 
-  /** GET /v1/{client,gateway}/websocket, routed here by the Worker (PROTOCOL section 3). */
+  /** GET /v1/{client,gateway}/websocket, routed here by the Worker (docs/protocol.md#websocket-routes). */
   override async fetch(request: Request): Promise<Response> {
     const url = new URL(request.url);
     const kind: DeviceKind = url.pathname.startsWith('/v1/gateway/') ? 'gateway' : 'client';

@@ -15,7 +15,7 @@ const SOFT_DELETED = new Set<TableName>(['accounts', 'actors', 'actor_groups', '
 
 /**
  * One statement in a REPEATABLE READ transaction: every live row of the account, as the same
- * JSON the replicator sends, plus the snapshot they were read in (DESIGN property 4).
+ * JSON the replicator sends, plus the snapshot they were read in (docs/architecture.md#4-consistent-hydration).
  */
 const HYDRATION_QUERY = [
   `select 'snapshot' as t, to_jsonb(pg_current_snapshot()::text) as row`,

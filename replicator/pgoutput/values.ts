@@ -7,7 +7,7 @@ import { ValueError } from '../errors.ts';
  * UTC with microseconds, json/jsonb parsed, arrays as arrays. Written against the Buffer's bytes
  * rather than through strings, because this runs for every column of every row.
  */
-export const enum ValueKind {
+export enum ValueKind {
   Text = 0,
   Ascii = 1,
   Int = 2,

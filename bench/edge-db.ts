@@ -29,10 +29,12 @@ async function insertMany(sql: Sql, table: TableName, rows: Values[]): Promise<R
 /** Token rows and the texts devices present (`<account_id>.<token_id>.<secret>`). */
 export async function insertTokens(sql: Sql, accountId: string, type: 'client' | 'site', owners: readonly string[]): Promise<string[]> {
   const secrets = owners.map(() => text(32));
-  const rows = await Promise.all(owners.map(async (owner, i) => {
-    const salt = text(16);
-    return { account_id: accountId, type, [type === 'client' ? 'actor_id' : 'site_id']: owner, secret_salt: salt, secret_hash: await secretHash(salt, secrets[i]!) };
-  }));
+  const rows = await Promise.all(
+    owners.map(async (owner, i) => {
+      const salt = text(16);
+      return { account_id: accountId, type, [type === 'client' ? 'actor_id' : 'site_id']: owner, secret_salt: salt, secret_hash: await secretHash(salt, secrets[i]!) };
+    }),
+  );
   const inserted = await insertMany(sql, 'tokens', rows);
   return inserted.map((r, i) => `${accountId}.${r.id as string}.${secrets[i]!}`);
 }
@@ -64,15 +66,33 @@ export async function createAccount(sql: Sql, name: string, o: { actors: number;
   const policyRows: Row[] = [];
   for (let i = 0; i < resources; i++) {
     const resource = await insertOne(sql, 'resources', {
-      account_id: id, type: 'dns', name: `Wiki ${i}`, address: `wiki${i}.example.com`, address_description: 'the wiki', ip_stack: 'dual',
+      account_id: id,
+      type: 'dns',
+      name: `Wiki ${i}`,
+      address: `wiki${i}.example.com`,
+      address_description: 'the wiki',
+      ip_stack: 'dual',
       filters: sql.json([{ protocol: 'tcp', ports: ['443'] }]),
     });
     await insertOne(sql, 'resource_connections', { account_id: id, resource_id: resource.id, site_id: site.id });
     policyRows.push(await insertOne(sql, 'policies', { account_id: id, actor_group_id: group.id, resource_id: resource.id, description: 'allow' }));
     resourceRows.push(resource);
   }
-  const actorRows = await insertMany(sql, 'actors', Array.from({ length: actors }, (_, i) => ({ account_id: id, name: `Actor ${i}`, type: 'account_user' })));
-  await insertMany(sql, 'actor_group_memberships', actorRows.map((a) => ({ account_id: id, actor_id: a.id, group_id: group.id })));
-  const clientTokens = await insertTokens(sql, id, 'client', actorRows.slice(0, tokens).map((a) => a.id as string));
+  const actorRows = await insertMany(
+    sql,
+    'actors',
+    Array.from({ length: actors }, (_, i) => ({ account_id: id, name: `Actor ${i}`, type: 'account_user' })),
+  );
+  await insertMany(
+    sql,
+    'actor_group_memberships',
+    actorRows.map((a) => ({ account_id: id, actor_id: a.id, group_id: group.id })),
+  );
+  const clientTokens = await insertTokens(
+    sql,
+    id,
+    'client',
+    actorRows.slice(0, tokens).map((a) => a.id as string),
+  );
   return { id, group, site, resources: resourceRows, policies: policyRows, actors: actorRows, clientTokens };
 }

@@ -21,7 +21,10 @@ export class Device {
   closed: { code: number; reason: string } | undefined;
   listener: Listener | undefined;
 
-  constructor(readonly ws: WebSocket, readonly name: string) {
+  constructor(
+    readonly ws: WebSocket,
+    readonly name: string,
+  ) {
     ws.on('message', (data, isBinary) => {
       const at = performance.now();
       const text = isBinary ? '' : data.toString();
@@ -34,7 +37,10 @@ export class Device {
 
   /** Parsed frames from index `from` on (pongs left out). */
   frames(from = 0): Frame[] {
-    return this.texts.slice(from).filter((t) => t !== 'pong').map((t) => JSON.parse(t) as Frame);
+    return this.texts
+      .slice(from)
+      .filter((t) => t !== 'pong')
+      .map((t) => JSON.parse(t) as Frame);
   }
 
   send(frame: unknown): void {
@@ -57,7 +63,10 @@ export function websocketUrl(base: string, kind: DeviceKind, token: string, o: C
 
 class ConnectError extends Error {
   override name = 'ConnectError';
-  constructor(message: string, readonly retryable: boolean) {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+  ) {
     super(message);
   }
 }

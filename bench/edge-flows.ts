@@ -30,7 +30,12 @@ async function roundTrips(n: number, send: () => void, wait: () => Promise<unkno
 export async function flows(b: Bench, count: number, gatewayCount: number): Promise<{ devices: Device[] }> {
   b.say(`\n4. Flows: ${fmt(count)} clients, ${gatewayCount} gateways of one site`);
   const account = await createAccount(b.sql, 'flows', { actors: count, resources: 2 });
-  const siteTokens = await insertTokens(b.sql, account.id, 'site', Array.from({ length: gatewayCount }, () => account.site.id as string));
+  const siteTokens = await insertTokens(
+    b.sql,
+    account.id,
+    'site',
+    Array.from({ length: gatewayCount }, () => account.site.id as string),
+  );
   const clients = await connectClients(b, account, count, 'flows');
   const gwUrls = siteTokens.map((t, i) => websocketUrl(b.worker.url, 'gateway', t, { externalId: `gateway-${i}` }));
   const gateways = (await connectMany(gwUrls, { concurrency: gatewayCount })).devices;
@@ -66,10 +71,18 @@ export async function flows(b: Bench, count: number, gatewayCount: number): Prom
       for (let i = 0; i < count; i++) await one();
     });
   }
-  const pings = await roundTrips(count, () => client.send('ping'), () => firstFrames([client], (t) => t === 'pong', 10_000));
+  const pings = await roundTrips(
+    count,
+    () => client.send('ping'),
+    () => firstFrames([client], (t) => t === 'pong', 10_000),
+  );
   b.say(`  baseline, ping -> pong (answered by the runtime, object not woken): ${spread(pings)}`);
   const noop = JSON.stringify({ event: 'bench_unknown', payload: {} });
-  const errors = await roundTrips(count, () => client.send(noop), () => firstFrames([client], starts('{"event":"error"'), 10_000));
+  const errors = await roundTrips(
+    count,
+    () => client.send(noop),
+    () => firstFrames([client], starts('{"event":"error"'), 10_000),
+  );
   b.say(`  baseline, unknown event -> error (through the object's webSocketMessage): ${spread(errors)}`);
 
   // Revocation: one flow per client for the same resource, then its only policy soft-deleted.
@@ -95,7 +108,10 @@ export async function flows(b: Bench, count: number, gatewayCount: number): Prom
     let result: Awaited<ReturnType<typeof measure>> | undefined;
     if (profiled) await b.profile!(`revoking ${fmt(count)} live flows`, async () => void (result = await measure()));
     else result = await measure();
-    const { posted, times: [rejectTimes, deletedTimes] } = result!;
+    const {
+      posted,
+      times: [rejectTimes, deletedTimes],
+    } = result!;
     const s1 = cpuSample(b.procs());
     await sleep(300);
     const pairs = new Set<string>();
@@ -104,8 +120,10 @@ export async function flows(b: Bench, count: number, gatewayCount: number): Prom
     }
     const last = Math.max(...rejectTimes) - posted.startedAt;
     if (!profiled) lasts.push(last);
-    b.say(`    policy soft-deleted${profiled ? ' (profiled)' : ''}: last of ${fmt(rejectTimes.length)} reject_access ${ms(last)}, first ${ms(Math.min(...rejectTimes) - posted.startedAt)}; ` +
-      `last client resource_deleted ${ms(Math.max(...deletedTimes) - posted.startedAt)}; POST ${ms(posted.ms)}; ${pairs.size} distinct pairs rejected`);
+    b.say(
+      `    policy soft-deleted${profiled ? ' (profiled)' : ''}: last of ${fmt(rejectTimes.length)} reject_access ${ms(last)}, first ${ms(Math.min(...rejectTimes) - posted.startedAt)}; ` +
+        `last client resource_deleted ${ms(Math.max(...deletedTimes) - posted.startedAt)}; POST ${ms(posted.ms)}; ${pairs.size} distinct pairs rejected`,
+    );
     b.say(`    ${cpuDelta(s0, s1)}`);
     const restored = await commit(b.sql, (t) => t.update('policies', { id: policyId }, { deleted_at: null }));
     const back = firstFrames(clients, starts('{"event":"resource_created_or_updated"'), 60_000);

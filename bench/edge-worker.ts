@@ -72,7 +72,13 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
     throw err;
   }
   return {
-    runtime: o.runtime, url, secret: o.secret, persistTo: o.persistTo, inspectorPort: o.inspectorPort, child, lines,
+    runtime: o.runtime,
+    url,
+    secret: o.secret,
+    persistTo: o.persistTo,
+    inspectorPort: o.inspectorPort,
+    child,
+    lines,
     stop: async () => void (await child.stop('SIGTERM', 10_000)),
   };
 }

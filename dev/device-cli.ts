@@ -53,9 +53,7 @@ export function usage(kind: DeviceKind): string {
     ...(kind === 'client' ? ['  --flow RESOURCE_ID   ask for a flow to the resource once connected (repeatable)'] : []),
     '  --no-reconnect       exit when the connection drops instead of reconnecting',
     '',
-    ...(kind === 'client'
-      ? ['Commands on stdin: `flow RESOURCE_ID [GATEWAY_ID...]`, a raw JSON frame, `ping`, `quit`.', '']
-      : []),
+    ...(kind === 'client' ? ['Commands on stdin: `flow RESOURCE_ID [GATEWAY_ID...]`, a raw JSON frame, `ping`, `quit`.', ''] : []),
   ].join('\n');
 }
 
@@ -203,13 +201,15 @@ export async function runDevice(kind: DeviceKind, argv: string[]): Promise<numbe
     ws.on('unexpected-response', (req, res) => {
       let body = '';
       res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => settle(() => {
-        status(`refused: HTTP ${res.statusCode} ${body.trim()}`);
-        req.destroy();
-        // 4xx: the token or the parameters are wrong; retrying will not help.
-        if ((res.statusCode ?? 500) < 500 || !args.reconnect) finish(1);
-        else retry();
-      }));
+      res.on('end', () =>
+        settle(() => {
+          status(`refused: HTTP ${res.statusCode} ${body.trim()}`);
+          req.destroy();
+          // 4xx: the token or the parameters are wrong; retrying will not help.
+          if ((res.statusCode ?? 500) < 500 || !args.reconnect) finish(1);
+          else retry();
+        }),
+      );
     });
     ws.on('open', () => {
       attempt = 0;
@@ -231,14 +231,16 @@ export async function runDevice(kind: DeviceKind, argv: string[]): Promise<numbe
         for (const id of args.flows) createFlow(id);
       }
     });
-    ws.on('close', (code, reasonBuf) => settle(() => {
-      const reason = reasonBuf.toString();
-      if (stopping) return finish(0);
-      const final = FINAL_CLOSES.get(code);
-      status(`closed ${code} ${reason || final || ''}`.trimEnd());
-      if (final || !args.reconnect) return finish(final ? 1 : 0);
-      retry();
-    }));
+    ws.on('close', (code, reasonBuf) =>
+      settle(() => {
+        const reason = reasonBuf.toString();
+        if (stopping) return finish(0);
+        const final = FINAL_CLOSES.get(code);
+        status(`closed ${code} ${reason || final || ''}`.trimEnd());
+        if (final || !args.reconnect) return finish(final ? 1 : 0);
+        retry();
+      }),
+    );
     ws.on('error', (err) => {
       if ((err as NodeJS.ErrnoException).code === 'ECONNREFUSED') status(`cannot reach ${url} (is \`npm start\` running?)`);
       else if (!settled) status(`error: ${err.message}`);

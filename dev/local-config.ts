@@ -65,15 +65,19 @@ function invalid(problems: string[]): ConfigProblem {
 }
 
 export function parseLocalConfig(env: Env): LocalConfig {
-  const v = parseEnv({
-    PORT: tcpPort(8787),
-    EDGEPLANE_PG_PORT: tcpPort(54329),
-    REPLICATOR_PORT: tcpPort(9187),
-    DATABASE_URL: replicator.DATABASE_URL.optional(),
-    REPLICATOR_SECRET: replicator.REPLICATOR_SECRET.optional(),
-    SLOT_NAME: replicator.SLOT_NAME,
-    PUBLICATION_NAME: replicator.PUBLICATION_NAME,
-  }, env, { DATABASE_URL: 'or unset, for the embedded server', REPLICATOR_SECRET: 'or unset, for a random one' });
+  const v = parseEnv(
+    {
+      PORT: tcpPort(8787),
+      EDGEPLANE_PG_PORT: tcpPort(54329),
+      REPLICATOR_PORT: tcpPort(9187),
+      DATABASE_URL: replicator.DATABASE_URL.optional(),
+      REPLICATOR_SECRET: replicator.REPLICATOR_SECRET.optional(),
+      SLOT_NAME: replicator.SLOT_NAME,
+      PUBLICATION_NAME: replicator.PUBLICATION_NAME,
+    },
+    env,
+    { DATABASE_URL: 'or unset, for the embedded server', REPLICATOR_SECRET: 'or unset, for a random one' },
+  );
   const ports = [v.PORT, v.REPLICATOR_PORT, ...(v.DATABASE_URL ? [] : [v.EDGEPLANE_PG_PORT])];
   if (new Set(ports).size !== ports.length) throw invalid([`PORT, REPLICATOR_PORT and EDGEPLANE_PG_PORT must differ (${ports.join(', ')})`]);
   return {
@@ -88,10 +92,14 @@ export function parseLocalConfig(env: Env): LocalConfig {
 }
 
 export function parseWorkerConfig(env: Env): WorkerConfig {
-  const v = parseEnv({
-    PORT: tcpPort(8787),
-    DATABASE_URL: replicator.DATABASE_URL.optional(),
-    REPLICATOR_SECRET: replicator.REPLICATOR_SECRET.optional(),
-  }, { ...env, DATABASE_URL: env.CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_DB || env.DATABASE_URL }, { REPLICATOR_SECRET: 'the replicator requires as much' });
+  const v = parseEnv(
+    {
+      PORT: tcpPort(8787),
+      DATABASE_URL: replicator.DATABASE_URL.optional(),
+      REPLICATOR_SECRET: replicator.REPLICATOR_SECRET.optional(),
+    },
+    { ...env, DATABASE_URL: env.CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_DB || env.DATABASE_URL },
+    { REPLICATOR_SECRET: 'the replicator requires as much' },
+  );
   return { port: v.PORT, databaseUrl: v.DATABASE_URL, secret: v.REPLICATOR_SECRET };
 }

@@ -68,7 +68,10 @@ async function start(config: LocalConfig): Promise<void> {
   await removeFile(DEV_JSON);
   const leftovers = await stopLeftovers();
   if (leftovers.length > 0) say(`Stopped what an earlier run that was killed left running: ${leftovers.join(', ')}.`);
-  const ports: [string, number][] = [['PORT', config.port], ['REPLICATOR_PORT', config.replicatorPort]];
+  const ports: [string, number][] = [
+    ['PORT', config.port],
+    ['REPLICATOR_PORT', config.replicatorPort],
+  ];
   // A server of this folder still running (its run was killed) is ours: startLocalPostgres restarts it.
   if (!config.databaseUrl && !existsSync(path.join(PG_DIR, 'postmaster.pid'))) ports.push(['EDGEPLANE_PG_PORT', config.pgPort]);
   for (const [name, port] of ports) {
@@ -181,7 +184,7 @@ function printReady(dev: DevJson, config: LocalConfig): void {
   if (dev.demo) {
     lines.push(
       `Demo account ${dev.demo.accountId}. In other terminals (README.md walks through more):`,
-      '  npm run client -- --demo      # Ada\'s laptop: prints every access change it is told about',
+      "  npm run client -- --demo      # Ada's laptop: prints every access change it is told about",
       '  npm run gateway -- --demo     # the gateway of the Home lab site',
       `  psql ${dev.databaseUrl}`,
       "    update policies set disabled_at = now() where resource_id = (select id from resources where name = 'Wiki');",
@@ -216,10 +219,11 @@ async function stopAll(code: number): Promise<never> {
   if (ready) say('\nStopping...');
   const { replicator, worker, sql, pg } = running;
   // The replicator first: on SIGTERM it drains what is in flight into the Worker and acknowledges.
-  if (replicator) await step('stopping the replicator', async () => {
-    const exit = await replicator.stop('SIGTERM', 30_000);
-    if (exit.code !== 0 && exit.signal !== 'SIGTERM') warn(`the replicator exited with code ${exit.code} (signal ${exit.signal})`);
-  });
+  if (replicator)
+    await step('stopping the replicator', async () => {
+      const exit = await replicator.stop('SIGTERM', 30_000);
+      if (exit.code !== 0 && exit.signal !== 'SIGTERM') warn(`the replicator exited with code ${exit.code} (signal ${exit.signal})`);
+    });
   if (worker) await step('stopping wrangler dev', () => worker.stop('SIGTERM', 10_000));
   if (sql && running.dropSlotOnStop) {
     await step(`dropping the replication slot ${currentConfig?.slot}`, async () => {

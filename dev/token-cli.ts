@@ -98,7 +98,10 @@ async function main(): Promise<number> {
   }
 }
 
-main().then((code) => process.exit(code), (err: unknown) => {
-  process.stderr.write(`npm run token: ${errorMessage(err)}\n`);
-  process.exit(1);
-});
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`npm run token: ${errorMessage(err)}\n`);
+    process.exit(1);
+  },
+);

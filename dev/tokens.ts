@@ -18,9 +18,10 @@ export interface NewToken {
  * the owner exists there and is not deleted, and returns the token text.
  */
 export async function createToken(sql: Queryable, input: { accountId: string; type: TokenType; ownerId: string; expiresAt?: Date | null }): Promise<NewToken> {
-  const owner = input.type === 'client'
-    ? await sql<{ id: string }[]>`select id from actors where id = ${input.ownerId} and account_id = ${input.accountId} and deleted_at is null`
-    : await sql<{ id: string }[]>`select id from sites where id = ${input.ownerId} and account_id = ${input.accountId} and deleted_at is null`;
+  const owner =
+    input.type === 'client'
+      ? await sql<{ id: string }[]>`select id from actors where id = ${input.ownerId} and account_id = ${input.accountId} and deleted_at is null`
+      : await sql<{ id: string }[]>`select id from sites where id = ${input.ownerId} and account_id = ${input.accountId} and deleted_at is null`;
   if (owner.length === 0) {
     throw new TokenOwnerError(`no ${input.type === 'client' ? 'actor' : 'site'} ${input.ownerId} in account ${input.accountId} (or it is deleted)`);
   }

@@ -1,13 +1,14 @@
 import { z } from 'zod';
 import { ConfigError } from './errors.ts';
 
-const postgresUrl = z
-  .string()
-  .refine((s) => /^postgres(ql)?:\/\//.test(s), { message: 'expected a postgres:// connection string' });
+const postgresUrl = z.string().refine((s) => /^postgres(ql)?:\/\//.test(s), { message: 'expected a postgres:// connection string' });
 const httpUrl = z.url({ protocol: /^https?$/, message: 'expected an http(s):// URL' });
 const int = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
 const identifier = (fallback: string) =>
-  z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, { message: 'expected a lower-case Postgres identifier' }).default(fallback);
+  z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,62}$/, { message: 'expected a lower-case Postgres identifier' })
+    .default(fallback);
 
 /** The replicator's environment (docs/protocol.md#local-run), each variable with what it does. */
 export const configSchema = z.object({

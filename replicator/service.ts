@@ -49,12 +49,15 @@ export class ReplicatorService {
 
   /** The ordinary connections: setup, TRUNCATE routing, retention, slot metrics (change_logs writers have their own). */
   private pool(): Sql {
-    return postgres(this.config.DATABASE_URL, withNoDelay({
-      max: 4,
-      onnotice: () => {},
-      connect_timeout: 10,
-      connection: { application_name: 'edgeplane-replicator-writer' },
-    }));
+    return postgres(
+      this.config.DATABASE_URL,
+      withNoDelay({
+        max: 4,
+        onnotice: () => {},
+        connect_timeout: 10,
+        connection: { application_name: 'edgeplane-replicator-writer' },
+      }),
+    );
   }
 
   start(): void {

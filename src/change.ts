@@ -93,7 +93,12 @@ export function firstForeignChange(accountId: string, changes: readonly Change[]
  * docs/architecture.md#5-fat-typed-changes: an update that sets `deleted_at` on a soft-deletable table is a delete (of the
  * old row), and one that clears it inserts the row again.
  */
-export function softDeleteAware(table: TableName, op: 'insert' | 'update' | 'delete', old: Row | null, data: Row | null): { op: 'insert' | 'update' | 'delete'; old: Row | null; data: Row | null } {
+export function softDeleteAware(
+  table: TableName,
+  op: 'insert' | 'update' | 'delete',
+  old: Row | null,
+  data: Row | null,
+): { op: 'insert' | 'update' | 'delete'; old: Row | null; data: Row | null } {
   if (op !== 'update' || !SOFT_DELETE_TABLES.has(table) || !data) return { op, old, data };
   const wasDeleted = old !== null && old.deleted_at != null;
   const isDeleted = data.deleted_at != null;

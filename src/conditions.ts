@@ -14,8 +14,7 @@ export type Condition =
   | { property: 'current_utc_datetime'; operator: 'is_in_day_of_week_time_ranges'; values: string[] };
 
 // An empty list is refused rather than read: `is_not_in_cidr []` would otherwise grant from anywhere.
-const values = (valid: (v: string) => boolean, what: string) =>
-  z.array(z.string().refine(valid, { message: `not ${what}` })).min(1);
+const values = (valid: (v: string) => boolean, what: string) => z.array(z.string().refine(valid, { message: `not ${what}` })).min(1);
 
 export const conditionSchema: z.ZodType<Condition> = z.discriminatedUnion('property', [
   z.strictObject({

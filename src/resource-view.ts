@@ -29,9 +29,7 @@ export function buildView(resource: ResourceRecord, sites: readonly SiteRecord[]
     address_description: resource.addressDescription,
     ip_stack: resource.ipStack,
     filters: resource.filters,
-    sites: [...sites]
-      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.id < b.id ? -1 : 1))
-      .map((s) => ({ id: s.id, name: s.name })),
+    sites: [...sites].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.id < b.id ? -1 : 1)).map((s) => ({ id: s.id, name: s.name })),
   };
 }
 

@@ -37,12 +37,7 @@ export async function signBody(secret: string, body: string, unixSeconds: number
 
 export type SignatureCheck = 'ok' | 'missing' | 'malformed' | 'expired' | 'mismatch';
 
-export async function verifySignature(
-  secret: string,
-  header: string | null | undefined,
-  body: string,
-  nowSeconds: number,
-): Promise<SignatureCheck> {
+export async function verifySignature(secret: string, header: string | null | undefined, body: string, nowSeconds: number): Promise<SignatureCheck> {
   if (!header) return 'missing';
   const parts = new Map<string, string>();
   for (const part of header.split(',')) {

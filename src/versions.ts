@@ -36,11 +36,7 @@ const WILDCARDS_SINCE = v(1, 2, 0);
  * allowed only one, in front.
  */
 function legacyDnsAddress(address: string): string | null {
-  const [lead, rest] = address.startsWith('**')
-    ? ['*', address.slice(2)]
-    : address.startsWith('*')
-      ? ['?', address.slice(1)]
-      : ['', address];
+  const [lead, rest] = address.startsWith('**') ? ['*', address.slice(2)] : address.startsWith('*') ? ['?', address.slice(1)] : ['', address];
   if (/[*?]/.test(rest)) return null;
   return lead + rest;
 }
@@ -49,10 +45,7 @@ function legacyDnsAddress(address: string): string | null {
  * What a device of this version sees of a resource address: the address itself, a rewritten
  * address, or null (the device cannot handle it: hide it).
  */
-export function adaptResource(
-  resource: AdaptableResource,
-  version: Version,
-): { address: string | null } | null {
+export function adaptResource(resource: AdaptableResource, version: Version): { address: string | null } | null {
   if (resource.type === 'internet' && compareVersions(version, INTERNET_SINCE) < 0) return null;
   if (resource.type === 'dns' && resource.address !== null && compareVersions(version, WILDCARDS_SINCE) < 0) {
     const address = legacyDnsAddress(resource.address);
@@ -69,9 +62,5 @@ export function adaptResource(
 export function gatewayCompatible(gateway: Version, client: Version, resource: AdaptableResource): boolean {
   const low = v(client.major, client.minor - 1, 0);
   const high = v(client.major, client.minor + 2, 0);
-  return (
-    compareVersions(gateway, low) >= 0 &&
-    compareVersions(gateway, high) < 0 &&
-    adaptResource(resource, gateway) !== null
-  );
+  return compareVersions(gateway, low) >= 0 && compareVersions(gateway, high) < 0 && adaptResource(resource, gateway) !== null;
 }

@@ -4,7 +4,12 @@ import { parseVersion } from '../src/versions.ts';
 
 export type DeviceKind = 'client' | 'gateway';
 
-const field = (max: number) => z.string().trim().min(1, { message: 'is required' }).max(max, { message: `must be at most ${max} characters` });
+const field = (max: number) =>
+  z
+    .string()
+    .trim()
+    .min(1, { message: 'is required' })
+    .max(max, { message: `must be at most ${max} characters` });
 
 /** docs/protocol.md#websocket-routes: the query of `GET /v1/{client,gateway}/websocket`. */
 const paramsSchema = z.object({

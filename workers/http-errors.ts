@@ -15,7 +15,11 @@ export interface ErrorBody {
 /** An HTTPException that carries its whole body, so that the Worker's one onError renders the detail too. */
 class ErrorBodyException extends HTTPException {
   override name = 'ErrorBodyException';
-  constructor(status: ErrorStatus, readonly body: ErrorBody, cause: unknown) {
+  constructor(
+    status: ErrorStatus,
+    readonly body: ErrorBody,
+    cause: unknown,
+  ) {
     super(status, { message: body.error, cause });
   }
 }

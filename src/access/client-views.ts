@@ -61,7 +61,6 @@ export class ViewRenderer {
     return r;
   }
 
-
   /**
    * The digest a client is sent a resource under: its view and the distinct condition lists that
    * grant it. A condition change that still grants re-sends the view; a description change, or a

@@ -27,8 +27,16 @@ export class Dirty {
   readonly reshaped = new Set<ResourceId>();
 
   get empty(): boolean {
-    return !this.everything && this.resources.size === 0 && this.actors.size === 0 && this.pairs.size === 0
-      && this.clients.size === 0 && this.tokens.size === 0 && this.gateways.size === 0 && this.sites.size === 0;
+    return (
+      !this.everything &&
+      this.resources.size === 0 &&
+      this.actors.size === 0 &&
+      this.pairs.size === 0 &&
+      this.clients.size === 0 &&
+      this.tokens.size === 0 &&
+      this.gateways.size === 0 &&
+      this.sites.size === 0
+    );
   }
 
   pair(actorId: ActorId, resourceId: ResourceId): void {

@@ -111,9 +111,15 @@ describe('npm start', () => {
 
       // The token CLI: a token for the demo's actor opens a client; bad arguments exit 2.
       const [actor] = await sql<{ id: string }[]>`select id::text from actors where name = 'Ada Lovelace'`;
-      const made = await exec(process.execPath, ['--import', 'tsx', 'dev/token-cli.ts', 'client', '--account', dev.demo!.accountId, '--actor', actor!.id], { cwd: ROOT, env: env() });
+      const made = await exec(process.execPath, ['--import', 'tsx', 'dev/token-cli.ts', 'client', '--account', dev.demo!.accountId, '--actor', actor!.id], {
+        cwd: ROOT,
+        env: env(),
+      });
       expect(made.stdout.trim().split('.')).toHaveLength(3);
-      const bad = await exec(process.execPath, ['--import', 'tsx', 'dev/token-cli.ts', 'client', '--account', 'nope'], { cwd: ROOT, env: env() }).then(() => 0, (e: { code: number }) => e.code);
+      const bad = await exec(process.execPath, ['--import', 'tsx', 'dev/token-cli.ts', 'client', '--account', 'nope'], { cwd: ROOT, env: env() }).then(
+        () => 0,
+        (e: { code: number }) => e.code,
+      );
       expect(bad).toBe(2);
     } finally {
       await sql.end();
@@ -161,8 +167,12 @@ describe('npm start', () => {
 
   it('refuses bad configuration with exit code 2', async () => {
     const bad = await exec(process.execPath, ['--import', 'tsx', 'dev/start.ts'], {
-      cwd: ROOT, env: { PATH: process.env.PATH, PORT: 'eighty', REPLICATOR_SECRET: 'short' },
-    }).then(() => ({ code: 0, stderr: '' }), (e: { code: number; stderr: string }) => e);
+      cwd: ROOT,
+      env: { PATH: process.env.PATH, PORT: 'eighty', REPLICATOR_SECRET: 'short' },
+    }).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => e,
+    );
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('PORT=eighty is not a TCP port');
     expect(bad.stderr).toContain('REPLICATOR_SECRET must be at least 16 characters');

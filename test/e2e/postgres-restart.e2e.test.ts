@@ -91,10 +91,12 @@ it('Postgres restarts (fast shutdown) while a delivered change waits for its cha
   // A session holds change_logs, so the replicator's insert of the next change waits: the change
   // reaches the Worker, its acknowledgement to Postgres cannot happen yet.
   const blocker = postgres(stack.db.url, { max: 1, onnotice: () => {} });
-  const held = blocker.begin(async (tx) => {
-    await tx`lock table change_logs in exclusive mode`;
-    await new Promise((r) => setTimeout(r, 60_000));
-  }).catch(() => undefined);
+  const held = blocker
+    .begin(async (tx) => {
+      await tx`lock table change_logs in exclusive mode`;
+      await new Promise((r) => setTimeout(r, 60_000));
+    })
+    .catch(() => undefined);
   await new Promise((r) => setTimeout(r, 200));
   await w.step(0);
   await c.next('resource_created_or_updated', 15_000);

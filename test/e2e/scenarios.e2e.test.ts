@@ -130,7 +130,10 @@ describe('end to end', () => {
     // The gateway's token is another one: it stays.
     expect(g.open).toBe(true);
     const again = e2e.stack.device('client', a.clientToken);
-    const refused = await again.connect().then(() => undefined, (err: unknown) => err);
+    const refused = await again.connect().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     expect(refused).toBeInstanceOf(ConnectRefused);
     expect((refused as ConnectRefused).status).toBe(401);
 
@@ -195,7 +198,7 @@ describe('end to end', () => {
     expect(again.authorized.payload.resource).toMatchObject({ id: r0.id, address: 'moved.example.internal' });
   });
 
-  it('group deleted, connection removed, site deleted: resources go, the site\'s gateways are closed with 4003', async () => {
+  it("group deleted, connection removed, site deleted: resources go, the site's gateways are closed with 4003", async () => {
     const sql = e2e.stack.db.sql;
     const a = await createAccount(sql, { resources: 3 });
     const c = await client(a);
@@ -227,12 +230,15 @@ describe('end to end', () => {
     await sql`update actors set disabled_at = now() where id = ${a.actorId}`;
     expect((await c.waitClosed()).code).toBe(4003);
     const again = e2e.stack.device('client', a.clientToken);
-    const refused = await again.connect().then(() => undefined, (err: unknown) => err);
+    const refused = await again.connect().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     expect((refused as ConnectRefused).status).toBe(401);
     await sql`update actors set disabled_at = null where id = ${a.actorId}`;
     // The object learns of it through the replicator: connect once it has.
     const back = e2e.stack.device('client', a.clientToken);
-    for (const deadline = Date.now() + 15_000; ;) {
+    for (const deadline = Date.now() + 15_000; ; ) {
       try {
         await back.connect();
         break;
@@ -267,7 +273,10 @@ describe('end to end', () => {
     // A's token presented as B's: refused (the object of B does not know it).
     const [, tokenId, secret] = a.clientToken.split('.');
     const crossed = e2e.stack.device('client', `${b.id}.${tokenId}.${secret}`);
-    const refused = await crossed.connect().then(() => undefined, (err: unknown) => err);
+    const refused = await crossed.connect().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     expect((refused as ConnectRefused).status).toBe(401);
   });
 });

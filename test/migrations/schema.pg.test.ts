@@ -102,8 +102,11 @@ describe('migrations', () => {
       insert into policies (account_id, actor_group_id, resource_id, conditions) values (${accountId}, ${group!.id}, ${resource!.id}, ${db.sql.json(conditions as never)})`;
     await refused('policies_conditions_entries', policy(Array.from({ length: 65 }, () => condition(1))));
     await refused('policies_conditions_entries', policy([condition(65)]));
-    await refused('policies_description_length', db.sql`
-      insert into policies (account_id, actor_group_id, resource_id, description) values (${accountId}, ${group!.id}, ${resource!.id}, ${long(1025)})`);
+    await refused(
+      'policies_description_length',
+      db.sql`
+      insert into policies (account_id, actor_group_id, resource_id, description) values (${accountId}, ${group!.id}, ${resource!.id}, ${long(1025)})`,
+    );
     // At the limits, writes go through.
     await policy(Array.from({ length: 64 }, () => condition(64)));
     await db.sql`update resources set name = ${long(255)}, address = ${long(1024)}, address_description = ${long(1024)}, filters = ${db.sql.json(filters.slice(1))} where id = ${resource!.id}`;

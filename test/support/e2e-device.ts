@@ -25,7 +25,10 @@ export interface ResourceView {
 
 export class ConnectRefused extends Error {
   override name = 'ConnectRefused';
-  constructor(readonly status: number, readonly body: string) {
+  constructor(
+    readonly status: number,
+    readonly body: string,
+  ) {
     super(`connect refused: HTTP ${status} ${body}`);
   }
 }
@@ -154,7 +157,9 @@ export class Device {
     while (!test()) {
       const left = deadline - Date.now();
       if (left <= 0) {
-        throw new Error(`${this.kind} ${this.externalId}: timed out after ${timeoutMs} ms waiting for ${what}; last frames: ${JSON.stringify(this.frames.slice(-5)).slice(0, 2000)}; closed: ${JSON.stringify(this.closed)}`);
+        throw new Error(
+          `${this.kind} ${this.externalId}: timed out after ${timeoutMs} ms waiting for ${what}; last frames: ${JSON.stringify(this.frames.slice(-5)).slice(0, 2000)}; closed: ${JSON.stringify(this.closed)}`,
+        );
       }
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, Math.min(left, 250));
@@ -170,16 +175,20 @@ export class Device {
   async next(match: string | ((f: Frame) => boolean), timeoutMs = 15_000): Promise<Frame> {
     const test = typeof match === 'string' ? (f: Frame) => f.event === match : match;
     let found: Frame | undefined;
-    await this.until(() => {
-      for (let i = this.read; i < this.frames.length; i++) {
-        if (test(this.frames[i]!)) {
-          found = this.frames[i];
-          this.read = i + 1;
-          return true;
+    await this.until(
+      () => {
+        for (let i = this.read; i < this.frames.length; i++) {
+          if (test(this.frames[i]!)) {
+            found = this.frames[i];
+            this.read = i + 1;
+            return true;
+          }
         }
-      }
-      return false;
-    }, typeof match === 'string' ? match : 'a matching frame', timeoutMs);
+        return false;
+      },
+      typeof match === 'string' ? match : 'a matching frame',
+      timeoutMs,
+    );
     return found!;
   }
 

@@ -51,16 +51,23 @@ export class Stack {
 
   static async start(options: StackOptions = {}): Promise<Stack> {
     const db = options.db ?? (await createTestDatabase('e2e'));
-    const stack = new Stack(db, await freePort(), await freePort(), await mkdtemp(path.join(tmpdir(), 'edgeplane-e2e-worker-')), {
-      SLOT_NAME: db.name,
-      LOG_LEVEL: 'info',
-      // Quick retries, so that a Worker that comes back is found within half a second.
-      RETRY_BASE_MS: '20',
-      RETRY_MAX_MS: '500',
-      FORWARD_TIMEOUT_MS: '3000',
-      STATUS_INTERVAL_MS: '1000',
-      ...options.replicatorEnv,
-    }, options.launchReplicator);
+    const stack = new Stack(
+      db,
+      await freePort(),
+      await freePort(),
+      await mkdtemp(path.join(tmpdir(), 'edgeplane-e2e-worker-')),
+      {
+        SLOT_NAME: db.name,
+        LOG_LEVEL: 'info',
+        // Quick retries, so that a Worker that comes back is found within half a second.
+        RETRY_BASE_MS: '20',
+        RETRY_MAX_MS: '500',
+        FORWARD_TIMEOUT_MS: '3000',
+        STATUS_INTERVAL_MS: '1000',
+        ...options.replicatorEnv,
+      },
+      options.launchReplicator,
+    );
     try {
       // The slot first: an object must not hydrate from a snapshot older than the slot.
       await stack.startReplicator();
@@ -91,21 +98,25 @@ export class Stack {
   async startReplicator(waitReady = true): Promise<void> {
     if (this.replicator?.running) throw new Error('the replicator is already running');
     if (this.launchReplicator) {
-      this.replicator = this.launchReplicator({
-        ...this.replicatorEnv,
-        DATABASE_URL: this.db.url,
-        EDGE_URL: this.workerUrl,
-        REPLICATOR_SECRET: this.secret,
-        REPLICATOR_PORT: String(this.replicatorPort),
-      }, this.record('replicator'));
-    } else this.replicator = startReplicatorProcess({
-      databaseUrl: this.db.url,
-      edgeUrl: this.workerUrl,
-      secret: this.secret,
-      port: this.replicatorPort,
-      env: this.replicatorEnv,
-      onLine: this.record('replicator'),
-    });
+      this.replicator = this.launchReplicator(
+        {
+          ...this.replicatorEnv,
+          DATABASE_URL: this.db.url,
+          EDGE_URL: this.workerUrl,
+          REPLICATOR_SECRET: this.secret,
+          REPLICATOR_PORT: String(this.replicatorPort),
+        },
+        this.record('replicator'),
+      );
+    } else
+      this.replicator = startReplicatorProcess({
+        databaseUrl: this.db.url,
+        edgeUrl: this.workerUrl,
+        secret: this.secret,
+        port: this.replicatorPort,
+        env: this.replicatorEnv,
+        onLine: this.record('replicator'),
+      });
     if (waitReady) await waitForHttp(`${this.replicatorUrl}/readyz`, this.replicator, 60_000, 'the replicator').catch((err: unknown) => this.fail(err));
   }
 
@@ -136,7 +147,10 @@ export class Stack {
   }
 
   tail(n = 40): string {
-    return this.logs.slice(-n).map((l) => `[${l.source}] ${l.line}`).join('\n');
+    return this.logs
+      .slice(-n)
+      .map((l) => `[${l.source}] ${l.line}`)
+      .join('\n');
   }
 
   /** Waits for a log line (from index `from` on) that matches. */
@@ -154,7 +168,7 @@ export class Stack {
   async metrics(): Promise<Map<string, number>> {
     // A replicator that was just restarted may not listen yet; one that keeps refusing is a failure.
     let text: string | undefined;
-    for (const deadline = Date.now() + 10_000; text === undefined;) {
+    for (const deadline = Date.now() + 10_000; text === undefined; ) {
       try {
         text = await (await fetch(`${this.replicatorUrl}/metrics`)).text();
       } catch (err) {

@@ -49,7 +49,13 @@ export class ReplicatorProcess {
     for (;;) {
       const found = this.logs.find(predicate);
       if (found) return found;
-      if (Date.now() > deadline) throw new Error(`no such log line within ${timeoutMs} ms; last lines:\n${this.logs.slice(-10).map((l) => JSON.stringify(l)).join('\n')}\n${this.stderr.slice(-10).join('\n')}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `no such log line within ${timeoutMs} ms; last lines:\n${this.logs
+            .slice(-10)
+            .map((l) => JSON.stringify(l))
+            .join('\n')}\n${this.stderr.slice(-10).join('\n')}`,
+        );
       await new Promise((r) => setTimeout(r, 25));
     }
   }

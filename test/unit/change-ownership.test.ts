@@ -19,7 +19,7 @@ describe('firstForeignChange (docs/architecture.md#6-isolation)', () => {
     expect(firstForeignChange(mine, [insert('accounts', rows.account(other))])).toEqual({ index: 0, accountId: other });
   });
 
-  it('refuses a row that names no account, and lets a truncate (every account\'s) through', () => {
+  it("refuses a row that names no account, and lets a truncate (every account's) through", () => {
     const orphan = insert('actors', { ...rows.actor(mine), account_id: null });
     expect(firstForeignChange(mine, [orphan])).toEqual({ index: 0, accountId: null });
     const truncate: Change = { lsn: '0/10', seq: 0, xid: 1, table: 'actors', op: 'truncate', old: null, data: null, committed_at: '2026-11-22T20:00:00.000000Z' };

@@ -122,7 +122,9 @@ describe('POST /v1/accounts/:id/rehydrate', () => {
     expect(unsigned.status).toBe(401);
     const body = '{}';
     const res = await SELF.fetch(`http://edgeplane.test/v1/accounts/${account.id}/rehydrate`, {
-      method: 'POST', body, headers: { 'x-edgeplane-signature': await signBody(env.REPLICATOR_SECRET, body, Math.floor(Date.now() / 1000)) },
+      method: 'POST',
+      body,
+      headers: { 'x-edgeplane-signature': await signBody(env.REPLICATOR_SECRET, body, Math.floor(Date.now() / 1000)) },
     });
     expect(res.status).toBe(200);
     const frames = (await device.drain()).map((f) => `${f.event} ${String(f.payload.id)}`).sort();

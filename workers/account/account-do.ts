@@ -30,9 +30,7 @@ import { propagate } from './propagate.ts';
 import { attachmentOf, send } from './sockets.ts';
 import { ViewStore } from './view-store.ts';
 
-export type ApplyResult =
-  | { ok: true; applied: number; skipped: number; position: string | null }
-  | { ok: false; status: 400 | 503; error: string };
+export type ApplyResult = { ok: true; applied: number; skipped: number; position: string | null } | { ok: false; status: 400 | 503; error: string };
 
 /**
  * One account's object (docs/architecture.md#the-path-of-a-change): ordered compact caches in SQLite, consistent
@@ -52,7 +50,13 @@ export class AccountDO extends DurableObject<Env> {
     const sql = ctx.storage.sql;
     this.object = { ctx, caches: new CacheStore(sql), meta: new MetaStore(sql), views: new ViewStore(sql), flowStore: new FlowStore(sql) };
     this.clock = new AlarmClock(ctx.storage);
-    this.flowLog = new FlowLogWriter(this.object.flowStore, env.DB, ctx, () => this.object.meta.accountId, (at) => this.clock.noLaterThan(at));
+    this.flowLog = new FlowLogWriter(
+      this.object.flowStore,
+      env.DB,
+      ctx,
+      () => this.object.meta.accountId,
+      (at) => this.clock.noLaterThan(at),
+    );
     // Answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair('ping', 'pong'));
   }
@@ -150,9 +154,16 @@ export class AccountDO extends DurableObject<Env> {
     }
     const position = plan.advancedTo ?? stored;
     if (plan.stale > 0) {
-      log.warn({
-        component: 'account', account: accountId, stale: plan.stale, position: position && formatPosition(position), stale_total: meta.staleSkipped,
-      }, 'skipped changes at or below the applied position');
+      log.warn(
+        {
+          component: 'account',
+          account: accountId,
+          stale: plan.stale,
+          position: position && formatPosition(position),
+          stale_total: meta.staleSkipped,
+        },
+        'skipped changes at or below the applied position',
+      );
     }
     if (propagate(this.object, memory, dirty, now)) this.socketCount = undefined;
     await this.rescheduleAlarm(memory);
@@ -199,9 +210,10 @@ export class AccountDO extends DurableObject<Env> {
       const first = await admit((await this.ready(accountId)).state, kind, params.token, Date.now());
       if (!first.ok) return errorResponse(401, { error: first.error });
       const device = { externalId: params.external_id, name: params.name, publicKey: params.public_key, version: params.version };
-      const row = kind === 'client'
-        ? await upsertClient(this.env.DB, accountId, first.token.ownerId as never, device)
-        : await upsertGateway(this.env.DB, accountId, first.token.ownerId as never, device);
+      const row =
+        kind === 'client'
+          ? await upsertClient(this.env.DB, accountId, first.token.ownerId as never, device)
+          : await upsertGateway(this.env.DB, accountId, first.token.ownerId as never, device);
       // The state may have moved while the database answered: admit again against the current one.
       const memory = await this.ready(accountId);
       const now = Date.now();

@@ -28,7 +28,8 @@ const HYDRATION_QUERY = [
 
 export async function hydrate(binding: Hyperdrive, accountId: AccountId): Promise<Hydration> {
   const rows = await withDatabase(binding, `hydrating account ${accountId}`, (sql) =>
-    sql.begin('isolation level repeatable read read only', (tx) => tx.unsafe<{ t: string; row: unknown }[]>(HYDRATION_QUERY, [accountId])));
+    sql.begin('isolation level repeatable read read only', (tx) => tx.unsafe<{ t: string; row: unknown }[]>(HYDRATION_QUERY, [accountId])),
+  );
   let snapshot: Snapshot | undefined;
   const records: Cached[] = [];
   const problems: RowDecodeError[] = [];

@@ -52,7 +52,12 @@ export async function tokenValues(accountId: string, type: 'client' | 'site', ow
   return {
     secret,
     values: {
-      account_id: accountId, type, [type === 'client' ? 'actor_id' : 'site_id']: owner, secret_salt: salt, secret_hash: await secretHash(salt, secret), ...extra,
+      account_id: accountId,
+      type,
+      [type === 'client' ? 'actor_id' : 'site_id']: owner,
+      secret_salt: salt,
+      secret_hash: await secretHash(salt, secret),
+      ...extra,
     },
   };
 }

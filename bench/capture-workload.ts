@@ -9,7 +9,9 @@ export async function writeWorkload(sql: Sql, options: { accounts: number; actor
   let changes = 0;
   for (let a = 0; a < options.accounts; a++) {
     await sql.begin(async (tx) => {
-      const [account] = await tx<{ id: string }[]>`insert into accounts (name, slug) values (${`Account ${a}`}, ${`bench-${a}-${Math.random().toString(36).slice(2)}`}) returning id`;
+      const [account] = await tx<
+        { id: string }[]
+      >`insert into accounts (name, slug) values (${`Account ${a}`}, ${`bench-${a}-${Math.random().toString(36).slice(2)}`}) returning id`;
       const accountId = account!.id;
       const n = options.actorsPerAccount;
       const actors = await tx<{ id: string }[]>`
@@ -36,8 +38,12 @@ export async function writeWorkload(sql: Sql, options: { accounts: number; actor
         from generate_series(1, 20) g`;
       changes += 1 + n + 10 + n + 1 + 20 + 20 + 20;
     });
-    await sql`update actors set name = name || ' (renamed)', updated_at = now() where account_id = (select id from accounts order by inserted_at desc limit 1) and name like 'Actor 1%'`.then((r) => (changes += r.count));
-    await sql`delete from actor_group_memberships where account_id = (select id from accounts order by inserted_at desc limit 1) and actor_id in (select id from actors where name like 'Actor 2%')`.then((r) => (changes += r.count));
+    await sql`update actors set name = name || ' (renamed)', updated_at = now() where account_id = (select id from accounts order by inserted_at desc limit 1) and name like 'Actor 1%'`.then(
+      (r) => (changes += r.count),
+    );
+    await sql`delete from actor_group_memberships where account_id = (select id from accounts order by inserted_at desc limit 1) and actor_id in (select id from actors where name like 'Actor 2%')`.then(
+      (r) => (changes += r.count),
+    );
   }
   return changes;
 }

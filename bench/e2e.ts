@@ -21,18 +21,19 @@ import type { AddressInfo } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import postgres, { type Sql } from 'postgres';
 import WebSocket from 'ws';
+import { Child } from '../dev/child.ts';
+import { deviceSocketUrl } from '../dev/device-url.ts';
+import { startLocalPostgres, type LocalPostgres } from '../dev/local-postgres.ts';
+import { freePort } from '../dev/ports.ts';
+import { startReplicatorProcess } from '../dev/replicator-child.ts';
+import { ROOT } from '../dev/root.ts';
+import { createToken } from '../dev/tokens.ts';
+import { buildWorkerBundle, startWorkerProcess, waitForHttp } from '../dev/worker-process.ts';
 import { migrate } from '../migrations/migrate.ts';
-import { Child } from '../replicator/dev/child.ts';
-import { startLocalPostgres, type LocalPostgres } from '../replicator/dev/local-postgres.ts';
-import { startReplicatorProcess } from '../replicator/dev/replicator-child.ts';
-import { createToken } from '../replicator/dev/tokens.ts';
-import { buildWorkerBundle, startWorkerProcess, waitForHttp } from '../replicator/dev/worker-process.ts';
 import { SIGNATURE_HEADER, signBody } from '../src/signature.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const QUICK = process.argv.includes('--quick');
 /** Only the probes of the Worker's paths (an investigation aid; writes nothing). */
 const PROBES_ONLY = process.argv.includes('--probes-only');
@@ -57,21 +58,16 @@ interface Account {
 
 const now = () => performance.now();
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as AddressInfo).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
-
 /** Forwards the replicator's requests to the Worker and notes when each renamed resource passed. */
 class TapProxy {
   private server!: Server;
   requests = 0;
   changes = 0;
   private readonly agent = new Agent({ keepAlive: true, maxSockets: 64 });
-  constructor(private readonly target: number, private readonly samples: Map<string, Sample>) {}
+  constructor(
+    private readonly target: number,
+    private readonly samples: Map<string, Sample>,
+  ) {}
 
   get url(): string {
     return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
@@ -224,8 +220,14 @@ class Bench {
 
   async connectClients(): Promise<void> {
     for (const a of this.accounts) {
-      const q = new URLSearchParams({ token: a.clientToken, external_id: `bench-${a.id.slice(0, 8)}`, name: 'bench', public_key: 'pk', version: '1.4.2' });
-      const ws = new WebSocket(`ws://127.0.0.1:${this.workerPort}/v1/client/websocket?${q}`, { perMessageDeflate: false });
+      const url = deviceSocketUrl(`ws://127.0.0.1:${this.workerPort}`, 'client', {
+        token: a.clientToken,
+        externalId: `bench-${a.id.slice(0, 8)}`,
+        name: 'bench',
+        publicKey: 'pk',
+        version: '1.4.2',
+      });
+      const ws = new WebSocket(url, { perMessageDeflate: false });
       await new Promise<void>((resolve, reject) => {
         ws.once('message', () => resolve());
         ws.once('error', reject);
@@ -273,9 +275,11 @@ class Bench {
       let list = this.waiting.get(resource);
       if (!list) this.waiting.set(resource, (list = []));
       list.push({ seq: this.seq, sample });
-      pending.push(lane`update resources set name = ${name} where id = ${resource}`.then(() => {
-        sample.t1 = now();
-      }));
+      pending.push(
+        lane`update resources set name = ${name} where id = ${resource}`.then(() => {
+          sample.t1 = now();
+        }),
+      );
     }
     await Promise.all(pending);
     const achieved = total / ((now() - start) / 1000);
@@ -298,13 +302,20 @@ class Bench {
       const signature = await signBody(this.secret, body, Math.floor(Date.now() / 1000));
       const t = now();
       await new Promise<void>((resolve, reject) => {
-        const r = httpRequest({
-          host: '127.0.0.1', port, method: 'POST', path: `/v1/accounts/${this.idle.id}/changes`, agent,
-          headers: { 'content-type': 'application/json', [SIGNATURE_HEADER]: signature },
-        }, (res) => {
-          res.resume();
-          res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`empty batch: HTTP ${res.statusCode}`))));
-        });
+        const r = httpRequest(
+          {
+            host: '127.0.0.1',
+            port,
+            method: 'POST',
+            path: `/v1/accounts/${this.idle.id}/changes`,
+            agent,
+            headers: { 'content-type': 'application/json', [SIGNATURE_HEADER]: signature },
+          },
+          (res) => {
+            res.resume();
+            res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`empty batch: HTTP ${res.statusCode}`))));
+          },
+        );
         r.on('error', reject);
         r.end(body);
       });
@@ -363,8 +374,12 @@ class Bench {
     lag.disable();
     await loaded;
     const benchLag = lag.percentile(99) / 1e6;
-    console.log(`  empty batch to an idle object: p50 ${ms(empty.p50)} p99 ${ms(empty.p99)} ms idle, p50 ${ms(emptyUnderLoad.p50)} p99 ${ms(emptyUnderLoad.p99)} ms during 500 commits/s`);
-    console.log(`  ping/pong on a client socket: p50 ${ms(ping.p50)} p99 ${ms(ping.p99)} ms idle, p50 ${ms(pingUnderLoad.p50)} p99 ${ms(pingUnderLoad.p99)} ms during 500 commits/s (bench event loop delay p99 ${ms(benchLag)} ms)`);
+    console.log(
+      `  empty batch to an idle object: p50 ${ms(empty.p50)} p99 ${ms(empty.p99)} ms idle, p50 ${ms(emptyUnderLoad.p50)} p99 ${ms(emptyUnderLoad.p99)} ms during 500 commits/s`,
+    );
+    console.log(
+      `  ping/pong on a client socket: p50 ${ms(ping.p50)} p99 ${ms(ping.p99)} ms idle, p50 ${ms(pingUnderLoad.p50)} p99 ${ms(pingUnderLoad.p99)} ms during 500 commits/s (bench event loop delay p99 ${ms(benchLag)} ms)`,
+    );
     console.log(`  empty batch through the recording proxy: p50 ${ms(viaProxy.p50)} p99 ${ms(viaProxy.p99)} ms`);
     return { empty, emptyUnderLoad, ping, pingUnderLoad, benchLag, viaProxy };
   }
@@ -373,23 +388,27 @@ class Bench {
 async function seed(sql: Sql): Promise<Account[]> {
   const out: Account[] = [];
   for (let i = 0; i <= ACCOUNTS; i++) {
-    out.push(await sql.begin(async (tx) => {
-      const [a] = await tx<{ id: string }[]>`insert into accounts (name, slug) values (${`bench ${i}`}, ${`bench-${i}-${randomBytes(3).toString('hex')}`}) returning id::text`;
-      const id = a!.id;
-      const [actor] = await tx<{ id: string }[]>`insert into actors (account_id, name, type) values (${id}, 'bench', 'account_user') returning id::text`;
-      const [group] = await tx<{ id: string }[]>`insert into actor_groups (account_id, name) values (${id}, 'g') returning id::text`;
-      await tx`insert into actor_group_memberships (account_id, actor_id, group_id) values (${id}, ${actor!.id}, ${group!.id})`;
-      const [site] = await tx<{ id: string }[]>`insert into sites (account_id, name) values (${id}, 's') returning id::text`;
-      const resources: string[] = [];
-      for (let r = 0; r < RESOURCES; r++) {
-        const [res] = await tx<{ id: string }[]>`insert into resources (account_id, type, name, address) values (${id}, 'dns', ${`r${r}`}, ${`r${r}.bench.internal`}) returning id::text`;
-        await tx`insert into resource_connections (account_id, resource_id, site_id) values (${id}, ${res!.id}, ${site!.id})`;
-        await tx`insert into policies (account_id, actor_group_id, resource_id) values (${id}, ${group!.id}, ${res!.id})`;
-        resources.push(res!.id);
-      }
-      const token = await createToken(tx, { accountId: id, type: 'client', ownerId: actor!.id });
-      return { id, resources, clientToken: token.token };
-    }));
+    out.push(
+      await sql.begin(async (tx) => {
+        const [a] = await tx<{ id: string }[]>`insert into accounts (name, slug) values (${`bench ${i}`}, ${`bench-${i}-${randomBytes(3).toString('hex')}`}) returning id::text`;
+        const id = a!.id;
+        const [actor] = await tx<{ id: string }[]>`insert into actors (account_id, name, type) values (${id}, 'bench', 'account_user') returning id::text`;
+        const [group] = await tx<{ id: string }[]>`insert into actor_groups (account_id, name) values (${id}, 'g') returning id::text`;
+        await tx`insert into actor_group_memberships (account_id, actor_id, group_id) values (${id}, ${actor!.id}, ${group!.id})`;
+        const [site] = await tx<{ id: string }[]>`insert into sites (account_id, name) values (${id}, 's') returning id::text`;
+        const resources: string[] = [];
+        for (let r = 0; r < RESOURCES; r++) {
+          const [res] = await tx<
+            { id: string }[]
+          >`insert into resources (account_id, type, name, address) values (${id}, 'dns', ${`r${r}`}, ${`r${r}.bench.internal`}) returning id::text`;
+          await tx`insert into resource_connections (account_id, resource_id, site_id) values (${id}, ${res!.id}, ${site!.id})`;
+          await tx`insert into policies (account_id, actor_group_id, resource_id) values (${id}, ${group!.id}, ${res!.id})`;
+          resources.push(res!.id);
+        }
+        const token = await createToken(tx, { accountId: id, type: 'client', ownerId: actor!.id });
+        return { id, resources, clientToken: token.token };
+      }),
+    );
   }
   return out;
 }
@@ -445,7 +464,9 @@ interface Row {
 function row(label: string, rate: number, achieved: number, samples: Sample[]): Row {
   const done = samples.filter((s) => s.t1 !== undefined && s.t2 !== undefined);
   const r: Row = {
-    label, rate, achieved,
+    label,
+    rate,
+    achieved,
     e2e: stats(done.map((s) => s.t2! - s.t1!)),
     commit: stats(done.map((s) => s.t1! - s.t0)),
   };
@@ -551,9 +572,13 @@ async function main(): Promise<void> {
         r.changesPerBatch = (bench!.proxy.changes - changesBefore) / Math.max(1, requests);
       }
       rows.push(r);
-      console.log(`${runtime}: ${label.padEnd(30)} ${String(rate).padStart(5)}/s  load ${load.toFixed(1)}  commit->socket p50 ${ms(r.e2e.p50)} p99 ${ms(r.e2e.p99)} max ${ms(r.e2e.max)} ms (n=${r.e2e.n})`
-        + `  worker group ${workerCpu.toFixed(2)} cores (workerd ${workerdCpu.toFixed(2)})`
-        + (r.replicator ? `  | replicator ${ms(r.replicator.p50)}, worker+object+socket ${ms(r.edge!.p50)}, POST answered ${ms(r.answer!.p50)}; ${r.batchesPerSecond!.toFixed(0)} batches/s of ${r.changesPerBatch!.toFixed(1)} changes` : ''));
+      console.log(
+        `${runtime}: ${label.padEnd(30)} ${String(rate).padStart(5)}/s  load ${load.toFixed(1)}  commit->socket p50 ${ms(r.e2e.p50)} p99 ${ms(r.e2e.p99)} max ${ms(r.e2e.max)} ms (n=${r.e2e.n})` +
+          `  worker group ${workerCpu.toFixed(2)} cores (workerd ${workerdCpu.toFixed(2)})` +
+          (r.replicator
+            ? `  | replicator ${ms(r.replicator.p50)}, worker+object+socket ${ms(r.edge!.p50)}, POST answered ${ms(r.answer!.p50)}; ${r.batchesPerSecond!.toFixed(0)} batches/s of ${r.changesPerBatch!.toFixed(1)} changes`
+            : ''),
+      );
     };
 
     // 1. The local stack as `npm start` runs it: wrangler dev.
@@ -570,7 +595,11 @@ async function main(): Promise<void> {
     const ramp: Step[] = [];
     let sustained = 0;
     for (const rate of PROBES_ONLY ? [] : QUICK ? [1000, 2000] : [1000, 1500, 2000, 2500, 3000, 4000]) {
-      const groups = { postgres: () => cpuOfGroups(new Set(), pgPids), replicator: () => cpuOfGroups(new Set([bench!.replicator!.pid!]), new Set()), worker: () => cpuOfGroups(new Set([worker.pid!]), new Set()) };
+      const groups = {
+        postgres: () => cpuOfGroups(new Set(), pgPids),
+        replicator: () => cpuOfGroups(new Set([bench!.replicator!.pid!]), new Set()),
+        worker: () => cpuOfGroups(new Set([worker.pid!]), new Set()),
+      };
       const rampLoad = await quiet();
       const before = { postgres: await groups.postgres(), replicator: await groups.replicator(), worker: await groups.worker(), bench: process.cpuUsage() };
       const t = now();
@@ -589,7 +618,9 @@ async function main(): Promise<void> {
       const g = growing(samples);
       const e2e = row('ramp', rate, achieved, samples).e2e;
       ramp.push({ rate, achieved, e2e, ...g, cpu });
-      console.log(`ramp ${String(rate).padStart(5)}/s (load ${rampLoad.toFixed(1)}): achieved ${Math.round(achieved)}/s, p50 ${ms(e2e.p50)} p99 ${ms(e2e.p99)} ms, first/last fifth p50 ${ms(g.first)}/${ms(g.last)} ms${g.grows ? '  <- latency grows' : ''}; CPU cores: postgres ${cpu.postgres.toFixed(2)}, replicator ${cpu.replicator.toFixed(2)}, workerd ${cpu.worker.toFixed(2)}, bench ${cpu.bench.toFixed(2)}`);
+      console.log(
+        `ramp ${String(rate).padStart(5)}/s (load ${rampLoad.toFixed(1)}): achieved ${Math.round(achieved)}/s, p50 ${ms(e2e.p50)} p99 ${ms(e2e.p99)} ms, first/last fifth p50 ${ms(g.first)}/${ms(g.last)} ms${g.grows ? '  <- latency grows' : ''}; CPU cores: postgres ${cpu.postgres.toFixed(2)}, replicator ${cpu.replicator.toFixed(2)}, workerd ${cpu.worker.toFixed(2)}, bench ${cpu.bench.toFixed(2)}`,
+      );
       if (g.grows || achieved < rate * 0.95) break;
       sustained = rate;
     }
@@ -611,7 +642,9 @@ async function main(): Promise<void> {
     const miniflareProbes = await bench.probes();
     console.log(`renames never seen: ${bench.lost}; seen through a later rename of the same resource: ${bench.coalesced}`);
     bench.releaseLanes();
-    const load = loadavg().map((x) => x.toFixed(1)).join(', ');
+    const load = loadavg()
+      .map((x) => x.toFixed(1))
+      .join(', ');
     if (WRITE && !PROBES_ONLY) {
       await writeResults(section({ machine, pgVersion: v!.v, rows, wranglerProbes, miniflareProbes, ramp, sustained, lost: bench.lost, coalesced: bench.coalesced, load }));
       console.log('wrote the "End to end" section of bench/RESULTS.md');
@@ -646,23 +679,33 @@ function reading(r: { rows: Row[]; wranglerProbes: Probes; miniflareProbes: Prob
   return [
     '**Reading.**',
     '',
-    `- At 100 commits/s the local stack as \`npm start\` runs it (wrangler dev, FORWARD_LINGER_MS=0) puts a commit on the client's socket in p50 ${ms(w0.e2e.p50)} ms, p99 ${ms(w0.e2e.p99)} ms: ${met(w0)}. With the replicator's default 2 ms linger: p50 ${ms(w2.e2e.p50)}, p99 ${ms(w2.e2e.p99)} (commit -> request at the Worker ${ms(tapped('2', 100)?.replicator?.p50 ?? NaN)} ms with it, ${ms(t0.replicator!.p50)} ms without). `
-      + (w2.e2e.p50 > w0.e2e.p50
+    `- At 100 commits/s the local stack as \`npm start\` runs it (wrangler dev, FORWARD_LINGER_MS=0) puts a commit on the client's socket in p50 ${ms(w0.e2e.p50)} ms, p99 ${ms(w0.e2e.p99)} ms: ${met(w0)}. With the replicator's default 2 ms linger: p50 ${ms(w2.e2e.p50)}, p99 ${ms(w2.e2e.p99)} (commit -> request at the Worker ${ms(tapped('2', 100)?.replicator?.p50 ?? NaN)} ms with it, ${ms(t0.replicator!.p50)} ms without). ` +
+      (w2.e2e.p50 > w0.e2e.p50
         ? 'The linger is the share that could be cut outside the Worker, so `npm start` runs the replicator with FORWARD_LINGER_MS=0; batching does not suffer, since one request per account is in flight and what arrives meanwhile goes in the next one.'
         : 'In this run the linger made no difference.'),
     `- The largest share is the Worker's: request -> frame at the client p50 ${ms(t0.edge!.p50)} ms at 100/s. It is CPU: the workerd processes use ${(t0.workerdCpu ?? 0).toFixed(2)} cores for ${(t0.batchesPerSecond ?? 0).toFixed(0)} one-change batches a second, ${ms(perBatch(t0))} ms per batch under wrangler dev (its dev proxy included) and ${ms(mfPerBatch)} ms under Miniflare alone; an empty batch to an idle object takes only ${ms(r.miniflareProbes.empty.p50)} ms end to end, so most of it is in applying and pushing a change. The commit itself (the writer's UPDATE and COMMIT, fsync on) takes ${ms(t0.commit.p50)} ms and is not part of commit-to-socket.`,
     `- At 500 commits/s workerd is the bottleneck of this two-core machine: ${(t5.workerdCpu ?? 0).toFixed(2)} cores for ${(t5.batchesPerSecond ?? 0).toFixed(0)} batches/s of ${(t5.changesPerBatch ?? 0).toFixed(1)} changes, and requests queue behind each other: a \`ping\` that the runtime answers without any object takes p50 ${ms(r.wranglerProbes.pingUnderLoad.p50)} ms instead of ${ms(r.wranglerProbes.ping.p50)}, an empty batch ${ms(r.wranglerProbes.emptyUnderLoad.p50)} ms instead of ${ms(r.wranglerProbes.empty.p50)}. Commit-to-socket p50 ${ms(w5.e2e.p50)} ms, p99 ${ms(w5.e2e.p99)} ms: ${met(w5)}. Cutting it means cutting the Worker's CPU per request: \`npm run bench:edge -- --only batch\` separates the runtime's fixed cost of a request (an empty batch) from the change's own; wrangler dev's proxy and inspector add a little on top (Miniflare rows).`,
-    `- Throughput: the stack keeps up with ${r.sustained} commits/s before latency keeps growing (p50 ${ms(r.ramp.find((x) => x.rate === r.sustained)?.e2e.p50 ?? NaN)} ms there: larger batches absorb the rate). `
-      + (() => {
+    `- Throughput: the stack keeps up with ${r.sustained} commits/s before latency keeps growing (p50 ${ms(r.ramp.find((x) => x.rate === r.sustained)?.e2e.p50 ?? NaN)} ms there: larger batches absorb the rate). ` +
+      (() => {
         const pgFirst = r.ramp.find((x) => x.cpu.postgres > x.cpu.worker);
-        return pgFirst ? `From ${pgFirst.rate}/s on, Postgres (the writer's commits, fsync on) uses more CPU than the Worker, and the two cores shared by everything are the limit.` : 'The Worker uses the most CPU at every step.';
+        return pgFirst
+          ? `From ${pgFirst.rate}/s on, Postgres (the writer's commits, fsync on) uses more CPU than the Worker, and the two cores shared by everything are the limit.`
+          : 'The Worker uses the most CPU at every step.';
       })(),
     '',
   ];
 }
 
 function section(r: {
-  machine: string; pgVersion: string; rows: Row[]; wranglerProbes: Probes; miniflareProbes: Probes; sustained: number; lost: number; coalesced: number; load: string;
+  machine: string;
+  pgVersion: string;
+  rows: Row[];
+  wranglerProbes: Probes;
+  miniflareProbes: Probes;
+  sustained: number;
+  lost: number;
+  coalesced: number;
+  load: string;
   ramp: Step[];
 }): string {
   const date = new Date().toISOString().slice(0, 10);
@@ -676,7 +719,12 @@ function section(r: {
     '',
     '| Worker runtime | FORWARD_LINGER_MS | rate/s | p50 | p99 | max | n | Worker CPU, cores (of which workerd) | load average before |',
     '|---|---|---|---|---|---|---|---|---|',
-    ...r.rows.filter((x) => !x.label.startsWith('recording')).map((x) => `| ${x.runtime} | ${lingerOf(x)} | ${x.rate} | ${ms(x.e2e.p50)} | ${ms(x.e2e.p99)} | ${ms(x.e2e.max)} | ${x.e2e.n} | ${x.workerCpu?.toFixed(2) ?? '-'} (${x.workerdCpu?.toFixed(2) ?? '-'}) | ${x.load?.toFixed(1) ?? '-'} |`),
+    ...r.rows
+      .filter((x) => !x.label.startsWith('recording'))
+      .map(
+        (x) =>
+          `| ${x.runtime} | ${lingerOf(x)} | ${x.rate} | ${ms(x.e2e.p50)} | ${ms(x.e2e.p99)} | ${ms(x.e2e.max)} | ${x.e2e.n} | ${x.workerCpu?.toFixed(2) ?? '-'} (${x.workerdCpu?.toFixed(2) ?? '-'}) | ${x.load?.toFixed(1) ?? '-'} |`,
+      ),
     '',
     'Targets: p50 <= 6 ms, p99 < 25 ms.',
     '',
@@ -684,9 +732,14 @@ function section(r: {
     '',
     '| rate/s | FORWARD_LINGER_MS | Postgres: UPDATE + commit | commit -> request at the Worker (WAL send, decode, batching, HTTP) | request -> frame at the client (Worker, object apply, socket send) | request -> answer to the replicator | commit -> socket | batches/s (changes each) | Worker CPU, cores (of which workerd) |',
     '|---|---|---|---|---|---|---|---|---|',
-    ...r.rows.filter((x) => x.replicator).map((x) => `| ${x.rate} | ${lingerOf(x)} | ${ms(x.commit.p50)} | ${ms(x.replicator!.p50)} | ${ms(x.edge!.p50)} | ${ms(x.answer!.p50)} | ${ms(x.e2e.p50)} | ${x.batchesPerSecond!.toFixed(0)} (${x.changesPerBatch!.toFixed(1)}) | ${x.workerCpu!.toFixed(2)} (${x.workerdCpu!.toFixed(2)}) |`),
+    ...r.rows
+      .filter((x) => x.replicator)
+      .map(
+        (x) =>
+          `| ${x.rate} | ${lingerOf(x)} | ${ms(x.commit.p50)} | ${ms(x.replicator!.p50)} | ${ms(x.edge!.p50)} | ${ms(x.answer!.p50)} | ${ms(x.e2e.p50)} | ${x.batchesPerSecond!.toFixed(0)} (${x.changesPerBatch!.toFixed(1)}) | ${x.workerCpu!.toFixed(2)} (${x.workerdCpu!.toFixed(2)}) |`,
+      ),
     '',
-    '**Probes of the Worker\'s own paths** (p50 / p99): a signed empty batch to an idle account\'s object (HTTP, signature, routing, the object call, no storage), and a `ping` text frame on a client socket, which the runtime answers without the object; idle, and while 500 commits/s flow to the other accounts:',
+    "**Probes of the Worker's own paths** (p50 / p99): a signed empty batch to an idle account's object (HTTP, signature, routing, the object call, no storage), and a `ping` text frame on a client socket, which the runtime answers without the object; idle, and while 500 commits/s flow to the other accounts:",
     '',
     '| Worker runtime | empty batch, idle | empty batch, under load | ping, idle | ping, under load |',
     '|---|---|---|---|---|',
@@ -695,13 +748,16 @@ function section(r: {
     '',
     `The bench's own event loop delay during the loaded probes: p99 ${ms(r.wranglerProbes.benchLag)} ms (wrangler dev), ${ms(r.miniflareProbes.benchLag)} ms (Miniflare). The recording proxy's own hop: an idle empty batch through it takes p50 ${ms(r.wranglerProbes.viaProxy.p50)} ms against ${ms(r.wranglerProbes.empty.p50)} ms direct (wrangler dev).`,
     '',
-    '**Highest sustained rate** (wrangler dev, FORWARD_LINGER_MS=0 as `npm start` runs the replicator; a step passes when the writer keeps its rate and the last fifth\'s median latency stays under twice the first fifth\'s + 10 ms; CPU in cores, over the commits):',
+    "**Highest sustained rate** (wrangler dev, FORWARD_LINGER_MS=0 as `npm start` runs the replicator; a step passes when the writer keeps its rate and the last fifth's median latency stays under twice the first fifth's + 10 ms; CPU in cores, over the commits):",
     '',
-    '| rate/s | achieved | p50 | p99 | first/last fifth p50 | Postgres | replicator | Worker (wrangler dev\'s processes) | bench (writer + clients) |',
+    "| rate/s | achieved | p50 | p99 | first/last fifth p50 | Postgres | replicator | Worker (wrangler dev's processes) | bench (writer + clients) |",
     '|---|---|---|---|---|---|---|---|---|',
-    ...r.ramp.map((x) => `| ${x.rate} | ${Math.round(x.achieved)} | ${ms(x.e2e.p50)} | ${ms(x.e2e.p99)} | ${ms(x.first)} / ${ms(x.last)}${x.grows ? ' (grows)' : ''} | ${x.cpu.postgres.toFixed(2)} | ${x.cpu.replicator.toFixed(2)} | ${x.cpu.worker.toFixed(2)} | ${x.cpu.bench.toFixed(2)} |`),
+    ...r.ramp.map(
+      (x) =>
+        `| ${x.rate} | ${Math.round(x.achieved)} | ${ms(x.e2e.p50)} | ${ms(x.e2e.p99)} | ${ms(x.first)} / ${ms(x.last)}${x.grows ? ' (grows)' : ''} | ${x.cpu.postgres.toFixed(2)} | ${x.cpu.replicator.toFixed(2)} | ${x.cpu.worker.toFixed(2)} | ${x.cpu.bench.toFixed(2)} |`,
+    ),
     '',
-    `Highest sustained: **${r.sustained} commits/s**. Renames the client never saw: ${r.lost}; renames it saw through a later rename of the same resource (the object coalesces a batch into one view per resource, DESIGN property 8): ${r.coalesced}. Load average at the end: ${r.load}.`,
+    `Highest sustained: **${r.sustained} commits/s**. Renames the client never saw: ${r.lost}; renames it saw through a later rename of the same resource (the object coalesces a batch into one view per resource, docs/architecture.md#8-no-n1): ${r.coalesced}. Load average at the end: ${r.load}.`,
     '',
     ...reading(r),
   ];

@@ -6,7 +6,8 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { Change } from '../src/change.ts';
-import { commit, createAccount } from './edge-db.ts';
+import { commit } from '../test/support/recorded-transaction.ts';
+import { createAccount } from './edge-db.ts';
 import { firstFrames } from './edge-devices.ts';
 import { connectClients, type Bench } from './edge-fanout.ts';
 import { fmt, spread } from './edge-stats.ts';
@@ -21,7 +22,7 @@ export async function smallBatches(b: Bench, count: number): Promise<void> {
   const batches: Change[][] = [];
   for (let i = 0; i < WARM_UP + count + (b.profile ? count : 0); i++) {
     const resource = account.resources[i % account.resources.length]!;
-    batches.push(await commit(b.sql, (t) => t.update('resources', resource.id as string, { name: `Renamed ${i}` })));
+    batches.push(await commit(b.sql, (t) => t.update('resources', { id: resource.id }, { name: `Renamed ${i}` })));
   }
   const client = clients[0]!;
   let next = 0;

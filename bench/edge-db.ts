@@ -1,85 +1,14 @@
 /**
- * Postgres for the edge benchmark: bulk builders for the accounts it measures, and real
- * transactions turned into Changes as the replicator would deliver them (real xid, full old and
- * new rows, soft deletes as deletes, positions at the commit), like test/workers/support/world.ts.
+ * Postgres for the edge benchmark: bulk builders for the accounts it measures (the writes it
+ * measures go through test/support/recorded-transaction.ts, as the workers tests' do).
  */
-import { createHash, randomBytes } from 'node:crypto';
-import type { Sql, TransactionSql } from 'postgres';
-import { softDeleteAware, type Change } from '../src/change.ts';
+import { randomBytes } from 'node:crypto';
+import type { Sql } from 'postgres';
 import type { Row } from '../src/json.ts';
 import type { TableName } from '../src/tables.ts';
+import { secretHash } from '../src/tokens.ts';
 
 type Values = Record<string, unknown>;
-
-const PG_TIMESTAMP = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?\+00:00$/;
-
-/**
- * A row from `to_jsonb` in the form the replicator sends (DESIGN property 5): timestamps as
- * `2026-11-22T20:00:00.123456Z` rather than Postgres's `...123456+00:00` (sessions run in UTC).
- */
-export function replicatorRow(row: Row): Row {
-  const out: Row = {};
-  for (const [k, v] of Object.entries(row)) {
-    const m = typeof v === 'string' ? PG_TIMESTAMP.exec(v) : null;
-    out[k] = m ? `${m[1]}.${(m[2] ?? '').padEnd(6, '0')}Z` : v;
-  }
-  return out;
-}
-
-/** Writes inside one transaction, recorded as the replicator would deliver them. */
-export class Tx {
-  readonly events: { table: TableName; op: 'insert' | 'update' | 'delete'; old: Row | null; data: Row | null }[] = [];
-  constructor(readonly tx: TransactionSql) {}
-
-  /** Updates the row with this id and returns the new row. */
-  async update(table: TableName, id: string, values: Values): Promise<Row> {
-    const [old] = await this.tx<{ row: Row }[]>`select to_jsonb(t.*) as row from ${this.tx(table)} t where id = ${id} for update`;
-    const [r] = await this.tx<{ row: Row }[]>`
-      update ${this.tx(table)} set ${this.tx(values as Record<string, never>)} where id = ${id} returning to_jsonb(${this.tx(table)}.*) as row`;
-    this.record(table, 'update', old!.row, r!.row);
-    return r!.row;
-  }
-
-  /** Hard-deletes the rows whose `column` is `value`, in one statement. */
-  async deleteWhere(table: TableName, column: string, value: string): Promise<number> {
-    const rows = await this.tx<{ row: Row }[]>`delete from ${this.tx(table)} where ${this.tx(column)} = ${value} returning to_jsonb(${this.tx(table)}.*) as row`;
-    for (const r of rows) this.record(table, 'delete', r.row, null);
-    return rows.length;
-  }
-
-  /** Inserts many rows, 1,000 a statement. */
-  async insertMany(table: TableName, rows: Values[]): Promise<Row[]> {
-    const out: Row[] = [];
-    for (let i = 0; i < rows.length; i += 1000) {
-      const chunk = rows.slice(i, i + 1000) as Record<string, never>[];
-      for (const r of await this.tx<{ row: Row }[]>`insert into ${this.tx(table)} ${this.tx(chunk)} returning to_jsonb(${this.tx(table)}.*) as row`) {
-        this.record(table, 'insert', null, r.row);
-        out.push(r.row);
-      }
-    }
-    return out;
-  }
-
-  private record(table: TableName, op: 'insert' | 'update' | 'delete', old: Row | null, data: Row | null): void {
-    this.events.push({ table, ...softDeleteAware(table, op, old && replicatorRow(old), data && replicatorRow(data)) });
-  }
-}
-
-/** Commits `fn`'s writes and returns their Changes, positioned at the commit. */
-export async function commit(sql: Sql, fn: (t: Tx) => Promise<unknown>): Promise<Change[]> {
-  let xid = 0;
-  let events: Tx['events'] = [];
-  await sql.begin(async (tx) => {
-    const [x] = await tx<{ xid: string }[]>`select (txid_current() % 4294967296)::text as xid`;
-    xid = Number(x!.xid);
-    const t = new Tx(tx);
-    await fn(t);
-    events = t.events;
-  });
-  const [w] = await sql<{ lsn: string }[]>`select pg_current_wal_lsn()::text as lsn`;
-  const committedAt = new Date().toISOString().replace('Z', '000Z');
-  return events.map((e, seq) => ({ lsn: w!.lsn, seq, xid, table: e.table, op: e.op, old: e.old, data: e.data, committed_at: committedAt }) as Change);
-}
 
 const text = (n: number) => randomBytes(n).toString('base64url').slice(0, n);
 
@@ -100,11 +29,12 @@ async function insertMany(sql: Sql, table: TableName, rows: Values[]): Promise<R
 /** Token rows and the texts devices present (`<account_id>.<token_id>.<secret>`). */
 export async function insertTokens(sql: Sql, accountId: string, type: 'client' | 'site', owners: readonly string[]): Promise<string[]> {
   const secrets = owners.map(() => text(32));
-  const rows = owners.map((owner, i) => {
-    const salt = text(16);
-    const hash = createHash('sha256').update(salt + secrets[i]!, 'utf8').digest('hex');
-    return { account_id: accountId, type, [type === 'client' ? 'actor_id' : 'site_id']: owner, secret_salt: salt, secret_hash: hash };
-  });
+  const rows = await Promise.all(
+    owners.map(async (owner, i) => {
+      const salt = text(16);
+      return { account_id: accountId, type, [type === 'client' ? 'actor_id' : 'site_id']: owner, secret_salt: salt, secret_hash: await secretHash(salt, secrets[i]!) };
+    }),
+  );
   const inserted = await insertMany(sql, 'tokens', rows);
   return inserted.map((r, i) => `${accountId}.${r.id as string}.${secrets[i]!}`);
 }
@@ -136,15 +66,33 @@ export async function createAccount(sql: Sql, name: string, o: { actors: number;
   const policyRows: Row[] = [];
   for (let i = 0; i < resources; i++) {
     const resource = await insertOne(sql, 'resources', {
-      account_id: id, type: 'dns', name: `Wiki ${i}`, address: `wiki${i}.example.com`, address_description: 'the wiki', ip_stack: 'dual',
+      account_id: id,
+      type: 'dns',
+      name: `Wiki ${i}`,
+      address: `wiki${i}.example.com`,
+      address_description: 'the wiki',
+      ip_stack: 'dual',
       filters: sql.json([{ protocol: 'tcp', ports: ['443'] }]),
     });
     await insertOne(sql, 'resource_connections', { account_id: id, resource_id: resource.id, site_id: site.id });
     policyRows.push(await insertOne(sql, 'policies', { account_id: id, actor_group_id: group.id, resource_id: resource.id, description: 'allow' }));
     resourceRows.push(resource);
   }
-  const actorRows = await insertMany(sql, 'actors', Array.from({ length: actors }, (_, i) => ({ account_id: id, name: `Actor ${i}`, type: 'account_user' })));
-  await insertMany(sql, 'actor_group_memberships', actorRows.map((a) => ({ account_id: id, actor_id: a.id, group_id: group.id })));
-  const clientTokens = await insertTokens(sql, id, 'client', actorRows.slice(0, tokens).map((a) => a.id as string));
+  const actorRows = await insertMany(
+    sql,
+    'actors',
+    Array.from({ length: actors }, (_, i) => ({ account_id: id, name: `Actor ${i}`, type: 'account_user' })),
+  );
+  await insertMany(
+    sql,
+    'actor_group_memberships',
+    actorRows.map((a) => ({ account_id: id, actor_id: a.id, group_id: group.id })),
+  );
+  const clientTokens = await insertTokens(
+    sql,
+    id,
+    'client',
+    actorRows.slice(0, tokens).map((a) => a.id as string),
+  );
   return { id, group, site, resources: resourceRows, policies: policyRows, actors: actorRows, clientTokens };
 }

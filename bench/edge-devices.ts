@@ -5,6 +5,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
+import { deviceSocketUrl, type DeviceKind } from '../dev/device-url.ts';
 
 export interface Frame {
   event: string;
@@ -20,7 +21,10 @@ export class Device {
   closed: { code: number; reason: string } | undefined;
   listener: Listener | undefined;
 
-  constructor(readonly ws: WebSocket, readonly name: string) {
+  constructor(
+    readonly ws: WebSocket,
+    readonly name: string,
+  ) {
     ws.on('message', (data, isBinary) => {
       const at = performance.now();
       const text = isBinary ? '' : data.toString();
@@ -33,7 +37,10 @@ export class Device {
 
   /** Parsed frames from index `from` on (pongs left out). */
   frames(from = 0): Frame[] {
-    return this.texts.slice(from).filter((t) => t !== 'pong').map((t) => JSON.parse(t) as Frame);
+    return this.texts
+      .slice(from)
+      .filter((t) => t !== 'pong')
+      .map((t) => JSON.parse(t) as Frame);
   }
 
   send(frame: unknown): void {
@@ -50,14 +57,16 @@ export interface ConnectOptions {
   version?: string;
 }
 
-export function websocketUrl(base: string, kind: 'client' | 'gateway', token: string, o: ConnectOptions): string {
-  const q = new URLSearchParams({ token, external_id: o.externalId, name: `bench ${o.externalId}`, public_key: `pk-${o.externalId}`, version: o.version ?? '1.4.2' });
-  return `${base.replace(/^http/, 'ws')}/v1/${kind}/websocket?${q}`;
+export function websocketUrl(base: string, kind: DeviceKind, token: string, o: ConnectOptions): string {
+  return deviceSocketUrl(base, kind, { token, externalId: o.externalId, name: `bench ${o.externalId}`, publicKey: `pk-${o.externalId}`, version: o.version ?? '1.4.2' });
 }
 
 class ConnectError extends Error {
   override name = 'ConnectError';
-  constructor(message: string, readonly retryable: boolean) {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+  ) {
     super(message);
   }
 }

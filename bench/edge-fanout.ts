@@ -5,10 +5,11 @@
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Sql } from 'postgres';
-import { Child } from '../replicator/dev/child.ts';
-import { ROOT } from '../replicator/dev/worker-process.ts';
+import { Child } from '../dev/child.ts';
+import { ROOT } from '../dev/root.ts';
 import type { Change } from '../src/change.ts';
-import { commit, createAccount, type BenchAccount } from './edge-db.ts';
+import { commit } from '../test/support/recorded-transaction.ts';
+import { createAccount, type BenchAccount } from './edge-db.ts';
 import { connectMany, firstFrames, websocketUrl, type Device } from './edge-devices.ts';
 import { fmt, median, ms, sleep, worst } from './edge-stats.ts';
 import { cpuDelta, cpuSample, deliver, type Processes, type RunningWorker } from './edge-worker.ts';
@@ -48,7 +49,9 @@ export async function connectClients(b: Bench, account: BenchAccount, count: num
   b.say(`  first connect (hydrates the object): ${ms(first.stats.ms)}`);
   const rest = await connectMany(urls.slice(1), { concurrency: 32, timeoutMs: 120_000, progress: (n) => b.say(`  ${fmt(n + 1)} connected`) });
   const devices = [...first.devices, ...rest.devices];
-  b.say(`  ${fmt(devices.length)} client sockets connected in ${ms(first.stats.ms + rest.stats.ms)} (${fmt(devices.length / ((first.stats.ms + rest.stats.ms) / 1000))}/s, ${rest.stats.retries} retried)`);
+  b.say(
+    `  ${fmt(devices.length)} client sockets connected in ${ms(first.stats.ms + rest.stats.ms)} (${fmt(devices.length / ((first.stats.ms + rest.stats.ms) / 1000))}/s, ${rest.stats.retries} retried)`,
+  );
   // Let the connects' trailing work (Postgres connections closing, the flow log) drain first.
   await sleep(SETTLE_MS);
   return devices;
@@ -79,7 +82,9 @@ export async function measureRound(b: Bench, accountId: string, changes: readonl
     bytes: posted.bytes,
     wrong,
   };
-  b.say(`  ${kind.padEnd(22)} last socket ${ms(round.last).padStart(8)}  first ${ms(round.first).padStart(8)}  POST ${ms(round.post).padStart(8)}  ${wrong ? `WRONG FRAMES on ${wrong} sockets` : 'frames ok'}`);
+  b.say(
+    `  ${kind.padEnd(22)} last socket ${ms(round.last).padStart(8)}  first ${ms(round.first).padStart(8)}  POST ${ms(round.post).padStart(8)}  ${wrong ? `WRONG FRAMES on ${wrong} sockets` : 'frames ok'}`,
+  );
   b.say(`    ${cpuDelta(before, after)}`);
   return round;
 }
@@ -103,9 +108,13 @@ export async function policyFanout(b: Bench, clients: number, rounds: number): P
   const policyId = account.policies[0]!.id as string;
   const resourceId = account.resources[0]!.id as string;
   const kinds = [
-    { kind: 'policy soft-deleted', event: 'resource_deleted', write: () => commit(b.sql, (t) => t.update('policies', policyId, { deleted_at: new Date() })) },
-    { kind: 'policy restored', event: 'resource_created_or_updated', write: () => commit(b.sql, (t) => t.update('policies', policyId, { deleted_at: null })) },
-    { kind: 'resource renamed', event: 'resource_created_or_updated', write: (n: number) => commit(b.sql, (t) => t.update('resources', resourceId, { name: `Wiki renamed ${n}` })) },
+    { kind: 'policy soft-deleted', event: 'resource_deleted', write: () => commit(b.sql, (t) => t.update('policies', { id: policyId }, { deleted_at: new Date() })) },
+    { kind: 'policy restored', event: 'resource_created_or_updated', write: () => commit(b.sql, (t) => t.update('policies', { id: policyId }, { deleted_at: null })) },
+    {
+      kind: 'resource renamed',
+      event: 'resource_created_or_updated',
+      write: (n: number) => commit(b.sql, (t) => t.update('resources', { id: resourceId }, { name: `Wiki renamed ${n}` })),
+    },
   ];
   const out: Round[] = [];
   const base: number[] = [];
@@ -129,7 +138,9 @@ export async function policyFanout(b: Bench, clients: number, rounds: number): P
   await sleep(HIBERNATION_IDLE_MS);
   const changes = await kinds[2]!.write(rounds);
   const woken = await measureRound(b, account.id, changes, devices, kinds[2]!.event, `after ${HIBERNATION_IDLE_MS / 1000} s idle`);
-  b.say(`  after ${HIBERNATION_IDLE_MS / 1000} s idle (the object hibernated; the change wakes it and it reloads its caches from SQLite): last socket ${ms(woken.last)}, POST ${ms(woken.post)}`);
+  b.say(
+    `  after ${HIBERNATION_IDLE_MS / 1000} s idle (the object hibernated; the change wakes it and it reloads its caches from SQLite): last socket ${ms(woken.last)}, POST ${ms(woken.post)}`,
+  );
   if (b.profile) {
     const extra = account.clientTokens.slice(clients).map((t, i) => websocketUrl(b.worker.url, 'client', t, { externalId: `fanout-extra-${i}` }));
     await b.profile(`${PROFILED_CONNECTS} more connects with ${fmt(clients)} sockets open`, async () => {
@@ -142,7 +153,9 @@ export async function policyFanout(b: Bench, clients: number, rounds: number): P
     await b.profile(`one fan-out round to ${fmt(devices.length)} sockets`, () => measureRound(b, account.id, renamed, devices, kinds[2]!.event, 'profiled rename'));
     await sleep(HIBERNATION_IDLE_MS);
     const again = await kinds[2]!.write(rounds + 2);
-    await b.profile(`one fan-out round to ${fmt(devices.length)} sockets after ${HIBERNATION_IDLE_MS / 1000} s idle`, () => measureRound(b, account.id, again, devices, kinds[2]!.event, 'profiled, after idle'));
+    await b.profile(`one fan-out round to ${fmt(devices.length)} sockets after ${HIBERNATION_IDLE_MS / 1000} s idle`, () =>
+      measureRound(b, account.id, again, devices, kinds[2]!.event, 'profiled, after idle'),
+    );
   }
   return { rounds: out, devices };
 }
@@ -153,7 +166,11 @@ export async function policyFanout(b: Bench, clients: number, rounds: number): P
  * figure is what the edge adds over loopback and the clients' own work.
  */
 class Broadcaster {
-  private constructor(private readonly child: Child, private readonly port: number, private readonly devices: Device[]) {}
+  private constructor(
+    private readonly child: Child,
+    private readonly port: number,
+    private readonly devices: Device[],
+  ) {}
 
   static async start(clients: number): Promise<Broadcaster> {
     let ready: (port: number) => void = () => {};
@@ -168,7 +185,10 @@ class Broadcaster {
     });
     try {
       const p = await port;
-      const { devices } = await connectMany(Array.from({ length: clients }, (_, i) => `ws://127.0.0.1:${p}/${i}`), { concurrency: 64 });
+      const { devices } = await connectMany(
+        Array.from({ length: clients }, (_, i) => `ws://127.0.0.1:${p}/${i}`),
+        { concurrency: 64 },
+      );
       return new Broadcaster(child, p, devices);
     } catch (err) {
       await child.stop('SIGTERM', 5_000);
@@ -199,13 +219,18 @@ export async function bulkMemberships(b: Bench, memberships: number, connected: 
   const deletes: Round[] = [];
   const inserts: Round[] = [];
   const round = async (profiled: boolean) => {
-    const removed = await commit(b.sql, (t) => t.deleteWhere('actor_group_memberships', 'group_id', groupId));
+    const removed = await commit(b.sql, (t) => t.delete('actor_group_memberships', { group_id: groupId }));
     if (removed.length !== memberships) throw new Error(`expected ${memberships} membership deletions, got ${removed.length}`);
     const measure = () => measureRound(b, account.id, removed, devices, 'resource_deleted', `delete ${fmt(removed.length)}${profiled ? ' (profiled)' : ''}`);
     if (profiled) await b.profile!(`a ${fmt(memberships)}-membership delete batch`, measure);
     else deletes.push(await measure());
     await sleep(500);
-    const added = await commit(b.sql, (t) => t.insertMany('actor_group_memberships', account.actors.map((a) => ({ account_id: account.id, actor_id: a.id, group_id: groupId }))));
+    const added = await commit(b.sql, (t) =>
+      t.insertMany(
+        'actor_group_memberships',
+        account.actors.map((a) => ({ account_id: account.id, actor_id: a.id, group_id: groupId })),
+      ),
+    );
     const round = await measureRound(b, account.id, added, devices, 'resource_created_or_updated', `insert ${fmt(added.length)}${profiled ? ' (profiled)' : ''}`);
     if (!profiled) inserts.push(round);
     await sleep(500);

@@ -4,7 +4,8 @@
  * revocation fan-out for many live flows.
  */
 import { performance } from 'node:perf_hooks';
-import { commit, createAccount, insertTokens } from './edge-db.ts';
+import { commit } from '../test/support/recorded-transaction.ts';
+import { createAccount, insertTokens } from './edge-db.ts';
 import { connectMany, countFrames, firstFrames, websocketUrl, type Device } from './edge-devices.ts';
 import { connectClients, type Bench } from './edge-fanout.ts';
 import { fmt, median, ms, sleep, spread, worst } from './edge-stats.ts';
@@ -29,7 +30,12 @@ async function roundTrips(n: number, send: () => void, wait: () => Promise<unkno
 export async function flows(b: Bench, count: number, gatewayCount: number): Promise<{ devices: Device[] }> {
   b.say(`\n4. Flows: ${fmt(count)} clients, ${gatewayCount} gateways of one site`);
   const account = await createAccount(b.sql, 'flows', { actors: count, resources: 2 });
-  const siteTokens = await insertTokens(b.sql, account.id, 'site', Array.from({ length: gatewayCount }, () => account.site.id as string));
+  const siteTokens = await insertTokens(
+    b.sql,
+    account.id,
+    'site',
+    Array.from({ length: gatewayCount }, () => account.site.id as string),
+  );
   const clients = await connectClients(b, account, count, 'flows');
   const gwUrls = siteTokens.map((t, i) => websocketUrl(b.worker.url, 'gateway', t, { externalId: `gateway-${i}` }));
   const gateways = (await connectMany(gwUrls, { concurrency: gatewayCount })).devices;
@@ -65,10 +71,18 @@ export async function flows(b: Bench, count: number, gatewayCount: number): Prom
       for (let i = 0; i < count; i++) await one();
     });
   }
-  const pings = await roundTrips(count, () => client.send('ping'), () => firstFrames([client], (t) => t === 'pong', 10_000));
+  const pings = await roundTrips(
+    count,
+    () => client.send('ping'),
+    () => firstFrames([client], (t) => t === 'pong', 10_000),
+  );
   b.say(`  baseline, ping -> pong (answered by the runtime, object not woken): ${spread(pings)}`);
   const noop = JSON.stringify({ event: 'bench_unknown', payload: {} });
-  const errors = await roundTrips(count, () => client.send(noop), () => firstFrames([client], starts('{"event":"error"'), 10_000));
+  const errors = await roundTrips(
+    count,
+    () => client.send(noop),
+    () => firstFrames([client], starts('{"event":"error"'), 10_000),
+  );
   b.say(`  baseline, unknown event -> error (through the object's webSocketMessage): ${spread(errors)}`);
 
   // Revocation: one flow per client for the same resource, then its only policy soft-deleted.
@@ -83,7 +97,7 @@ export async function flows(b: Bench, count: number, gatewayCount: number): Prom
     b.say(`  round ${round}: ${fmt(count)} create_flow sent at once: all flow_created within ${ms(Math.max(...createdAt) - t0)}`);
     await sleep(300);
     const marks = gateways.map((g) => g.texts.length);
-    const changes = await commit(b.sql, (t) => t.update('policies', policyId, { deleted_at: new Date() }));
+    const changes = await commit(b.sql, (t) => t.update('policies', { id: policyId }, { deleted_at: new Date() }));
     const s0 = cpuSample(b.procs());
     const rejects = countFrames(gateways, starts('{"event":"reject_access"'), count, 60_000);
     const deleted = firstFrames(clients, starts('{"event":"resource_deleted"'), 60_000);
@@ -94,7 +108,10 @@ export async function flows(b: Bench, count: number, gatewayCount: number): Prom
     let result: Awaited<ReturnType<typeof measure>> | undefined;
     if (profiled) await b.profile!(`revoking ${fmt(count)} live flows`, async () => void (result = await measure()));
     else result = await measure();
-    const { posted, times: [rejectTimes, deletedTimes] } = result!;
+    const {
+      posted,
+      times: [rejectTimes, deletedTimes],
+    } = result!;
     const s1 = cpuSample(b.procs());
     await sleep(300);
     const pairs = new Set<string>();
@@ -103,10 +120,12 @@ export async function flows(b: Bench, count: number, gatewayCount: number): Prom
     }
     const last = Math.max(...rejectTimes) - posted.startedAt;
     if (!profiled) lasts.push(last);
-    b.say(`    policy soft-deleted${profiled ? ' (profiled)' : ''}: last of ${fmt(rejectTimes.length)} reject_access ${ms(last)}, first ${ms(Math.min(...rejectTimes) - posted.startedAt)}; ` +
-      `last client resource_deleted ${ms(Math.max(...deletedTimes) - posted.startedAt)}; POST ${ms(posted.ms)}; ${pairs.size} distinct pairs rejected`);
+    b.say(
+      `    policy soft-deleted${profiled ? ' (profiled)' : ''}: last of ${fmt(rejectTimes.length)} reject_access ${ms(last)}, first ${ms(Math.min(...rejectTimes) - posted.startedAt)}; ` +
+        `last client resource_deleted ${ms(Math.max(...deletedTimes) - posted.startedAt)}; POST ${ms(posted.ms)}; ${pairs.size} distinct pairs rejected`,
+    );
     b.say(`    ${cpuDelta(s0, s1)}`);
-    const restored = await commit(b.sql, (t) => t.update('policies', policyId, { deleted_at: null }));
+    const restored = await commit(b.sql, (t) => t.update('policies', { id: policyId }, { deleted_at: null }));
     const back = firstFrames(clients, starts('{"event":"resource_created_or_updated"'), 60_000);
     await deliver(b.worker, account.id, restored);
     await back;

@@ -11,7 +11,7 @@
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { ROOT } from '../replicator/dev/worker-process.ts';
+import { ROOT } from '../dev/root.ts';
 
 interface MiniflareLike {
   ready: Promise<URL>;

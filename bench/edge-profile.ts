@@ -6,9 +6,25 @@
 import { writeFileSync } from 'node:fs';
 import WebSocket from 'ws';
 
-interface CallFrame { functionName: string; url: string; lineNumber: number; columnNumber: number }
-interface ProfileNode { id: number; callFrame: CallFrame; hitCount?: number; children?: number[] }
-export interface CpuProfile { nodes: ProfileNode[]; startTime: number; endTime: number; samples?: number[]; timeDeltas?: number[] }
+interface CallFrame {
+  functionName: string;
+  url: string;
+  lineNumber: number;
+  columnNumber: number;
+}
+interface ProfileNode {
+  id: number;
+  callFrame: CallFrame;
+  hitCount?: number;
+  children?: number[];
+}
+export interface CpuProfile {
+  nodes: ProfileNode[];
+  startTime: number;
+  endTime: number;
+  samples?: number[];
+  timeDeltas?: number[];
+}
 
 export class WorkerProfiler {
   private nextId = 1;
@@ -112,12 +128,17 @@ export function summarizeProfile(profile: CpuProfile, top = 14, gapUs = 5_000): 
   }
   const idle = self.get('(idle)') ?? 0;
   const gap = self.get('(not sampled)') ?? 0;
-  const rows = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]).slice(0, top)
-    .map(([k, us]) => `  ${(us / 1000).toFixed(1).padStart(8)} ms ${((100 * us) / total).toFixed(1).padStart(5)}%  ${k}`);
+  const rows = (m: Map<string, number>) =>
+    [...m]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([k, us]) => `  ${(us / 1000).toFixed(1).padStart(8)} ms ${((100 * us) / total).toFixed(1).padStart(5)}%  ${k}`);
   const t = (us: number) => `${(us / 1000).toFixed(0)} ms`;
   return [
     `${t(total)} profiled: JavaScript and its native calls ${t(total - idle - gap)}, (idle) ${t(idle)}, not sampled ${t(gap)}`,
-    'total time (function and what it called):', ...rows(inclusive),
-    'self time:', ...rows(self),
+    'total time (function and what it called):',
+    ...rows(inclusive),
+    'self time:',
+    ...rows(self),
   ];
 }

@@ -9,8 +9,9 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Change } from '../src/change.ts';
 import { SIGNATURE_HEADER, signBody } from '../src/signature.ts';
-import { Child } from '../replicator/dev/child.ts';
-import { isWranglerNoise, ROOT, waitForHttp, wranglerDevCommand } from '../replicator/dev/worker-process.ts';
+import { Child } from '../dev/child.ts';
+import { ROOT } from '../dev/root.ts';
+import { isWranglerNoise, waitForHttp, wranglerDevCommand } from '../dev/worker-process.ts';
 
 export type Runtime = 'wrangler' | 'miniflare';
 
@@ -71,7 +72,13 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
     throw err;
   }
   return {
-    runtime: o.runtime, url, secret: o.secret, persistTo: o.persistTo, inspectorPort: o.inspectorPort, child, lines,
+    runtime: o.runtime,
+    url,
+    secret: o.secret,
+    persistTo: o.persistTo,
+    inspectorPort: o.inspectorPort,
+    child,
+    lines,
     stop: async () => void (await child.stop('SIGTERM', 10_000)),
   };
 }

@@ -30,7 +30,8 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import postgres from 'postgres';
 import { migrate } from '../migrations/migrate.ts';
-import { freePort, startEmbeddedPostgres, type EmbeddedCluster } from '../replicator/dev/embedded-postgres.ts';
+import { startEmbeddedPostgres, type EmbeddedCluster } from '../dev/embedded-postgres.ts';
+import { freePort } from '../dev/ports.ts';
 import { cacheBytes } from './edge-cache-bytes.ts';
 import type { Device } from './edge-devices.ts';
 import { bulkMemberships, policyFanout, type Bench } from './edge-fanout.ts';
@@ -69,7 +70,10 @@ function versions(): string {
   return `wrangler ${version(fromHere, 'wrangler')}, miniflare ${version(fromWrangler, 'miniflare')}, workerd ${version(fromWrangler, 'workerd')}, ws ${version(fromHere, 'ws')}`;
 }
 
-const load = () => `load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`;
+const load = () =>
+  `load average ${loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')}`;
 
 async function main(): Promise<void> {
   say(`machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}, ${versions()}; ${load()}`);
@@ -89,7 +93,13 @@ async function main(): Promise<void> {
     const postmaster = cluster ? Number(readFileSync(path.join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]) : undefined;
     const started = Date.now();
     worker = await startWorker({
-      runtime: RUNTIME, port: await freePort(), inspectorPort: await freePort(), databaseUrl: url, secret: randomBytes(24).toString('hex'), persistTo, echo: ECHO,
+      runtime: RUNTIME,
+      port: await freePort(),
+      inspectorPort: await freePort(),
+      databaseUrl: url,
+      secret: randomBytes(24).toString('hex'),
+      persistTo,
+      echo: ECHO,
     });
     say(`${RUNTIME === 'wrangler' ? 'wrangler dev' : 'Miniflare (real bundle)'} on ${worker.url} ready in ${((Date.now() - started) / 1000).toFixed(1)} s (state in ${persistTo})`);
     let procs: Processes | undefined;
@@ -99,19 +109,21 @@ async function main(): Promise<void> {
       worker,
       procs: () => (procs ??= processes(worker!, postmaster)),
       say: (line) => say(line.startsWith('\n') ? `${line}  (${load()})` : line),
-      profile: profiler && (async (label, fn) => {
-        const before = cpuSample(b.procs());
-        await profiler.start();
-        try {
-          await fn();
-        } finally {
-          const file = path.join(tmpdir(), `edgeplane-bench-edge-${label.replace(/\W+/g, '-')}-${stamp}.cpuprofile`);
-          const lines = summarizeProfile(await profiler.stop(file));
-          const cpu = Math.round(cpuSample(b.procs()).worker - before.worker);
-          say(`  profile of the Worker's isolate, ${label} (${file}); the workerd process used ${cpu} ms of CPU meanwhile:`);
-          for (const l of lines) say(`    ${l}`);
-        }
-      }),
+      profile:
+        profiler &&
+        (async (label, fn) => {
+          const before = cpuSample(b.procs());
+          await profiler.start();
+          try {
+            await fn();
+          } finally {
+            const file = path.join(tmpdir(), `edgeplane-bench-edge-${label.replace(/\W+/g, '-')}-${stamp}.cpuprofile`);
+            const lines = summarizeProfile(await profiler.stop(file));
+            const cpu = Math.round(cpuSample(b.procs()).worker - before.worker);
+            say(`  profile of the Worker's isolate, ${label} (${file}); the workerd process used ${cpu} ms of CPU meanwhile:`);
+            for (const l of lines) say(`    ${l}`);
+          }
+        }),
     };
     if (only('fanout')) devices.push(...(await policyFanout(b, CLIENTS, ROUNDS)).devices);
     if (only('bulk')) devices.push(...(await bulkMemberships(b, BULK, BULK_CONNECTED, BULK_ROUNDS)).devices);

@@ -18,20 +18,19 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import postgres, { type Sql } from 'postgres';
 import { PgoutputParser } from 'pg-logical-replication/dist/output-plugins/pgoutput/pgoutput-parser.js';
+import { startEmbeddedPostgres } from '../dev/embedded-postgres.ts';
+import { ROOT } from '../dev/root.ts';
 import { migrate } from '../migrations/migrate.ts';
 import { copyIn } from '../replicator/log/copy-in.ts';
-import { startEmbeddedPostgres } from '../replicator/dev/embedded-postgres.ts';
 import { withNoDelay } from '../replicator/pg-socket.ts';
 import { PgoutputDecoder } from '../replicator/pgoutput/decoder.ts';
 import { parseLsn } from '../src/lsn.ts';
 import { DOMAIN_TABLES } from '../src/tables.ts';
 import { writeWorkload } from './capture-workload.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? Number(process.argv[i + 1]) : fallback;
@@ -47,9 +46,7 @@ const secs = (ms: number) => (ms / 1000).toFixed(2);
 
 async function main(): Promise<void> {
   console.log(`machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}`);
-  const cluster = process.env.DATABASE_URL
-    ? undefined
-    : await startEmbeddedPostgres({ dataDir: path.join(tmpdir(), `edgeplane-bench-${Date.now()}`) });
+  const cluster = process.env.DATABASE_URL ? undefined : await startEmbeddedPostgres({ dataDir: path.join(tmpdir(), `edgeplane-bench-${Date.now()}`) });
   const url = process.env.DATABASE_URL ?? cluster!.url;
   const sql = postgres(url, { max: 2, onnotice: () => {}, connection: { TimeZone: 'UTC' } });
   try {
@@ -90,13 +87,19 @@ async function main(): Promise<void> {
       const ours = runs[round]!;
       console.log(`    round ${round + 1}`);
       console.log(`      pg_recvlogical:       ${secs(peer.ms)} s  (${fmt(written / (peer.ms / 1000))} changes/s)${cpuNote(peer.cpu)}`);
-      console.log(`      edgeplane replicator: ${secs(ours.streamingMs)} s from streaming to acked (${fmt(written / (ours.streamingMs / 1000))} changes/s), ${secs(ours.totalMs)} s including process start, peak RSS ${ours.peakRssMb} MB${cpuNote(ours.cpu)}`);
+      console.log(
+        `      edgeplane replicator: ${secs(ours.streamingMs)} s from streaming to acked (${fmt(written / (ours.streamingMs / 1000))} changes/s), ${secs(ours.totalMs)} s including process start, peak RSS ${ours.peakRssMb} MB${cpuNote(ours.cpu)}`,
+      );
       console.log(`      ratio: ${(ours.streamingMs / peer.ms).toFixed(2)}x`);
     }
     const bestPeer = Math.min(...peers.map((p) => p.ms));
     const bestOurs = Math.min(...runs.map((r) => r.streamingMs));
-    console.log(`    best: pg_recvlogical ${secs(bestPeer)} s, edgeplane ${secs(bestOurs)} s (${fmt(written / (bestOurs / 1000))} changes/s): ${(bestOurs / bestPeer).toFixed(2)}x; peak RSS ${Math.max(...runs.map((r) => r.peakRssMb))} MB`);
-    console.log(`  Postgres alone, COPY of the same ${fmt(alone.rows)} change_logs rows in batches of 2000 on one connection: ${secs(alone.ms)} s (${(alone.ms / bestPeer).toFixed(2)}x pg_recvlogical's best)`);
+    console.log(
+      `    best: pg_recvlogical ${secs(bestPeer)} s, edgeplane ${secs(bestOurs)} s (${fmt(written / (bestOurs / 1000))} changes/s): ${(bestOurs / bestPeer).toFixed(2)}x; peak RSS ${Math.max(...runs.map((r) => r.peakRssMb))} MB`,
+    );
+    console.log(
+      `  Postgres alone, COPY of the same ${fmt(alone.rows)} change_logs rows in batches of 2000 on one connection: ${secs(alone.ms)} s (${(alone.ms / bestPeer).toFixed(2)}x pg_recvlogical's best)`,
+    );
   } finally {
     await sql.end();
     await cluster?.stop();
@@ -114,16 +117,24 @@ async function decoderBench(sql: Sql): Promise<{ ours: number; peer: number; our
   const messages = rows.map((r) => r.data);
   const changes = messages.filter((m) => m[0] === 0x49 || m[0] === 0x55 || m[0] === 0x44).length;
   const bytes = messages.reduce((n, m) => n + m.length, 0);
-  console.log(`\ndecoder: ${fmt(messages.length)} messages, ${fmt(changes)} row changes, ${(bytes / 1e6).toFixed(1)} MB captured; 3 warm-up rounds each, then 9 rounds, alternating`);
+  console.log(
+    `\ndecoder: ${fmt(messages.length)} messages, ${fmt(changes)} row changes, ${(bytes / 1e6).toFixed(1)} MB captured; 3 warm-up rounds each, then 9 rounds, alternating`,
+  );
   const decoders: Array<[string, () => void]> = [
-    ['edgeplane PgoutputDecoder', () => {
-      const d = new PgoutputDecoder();
-      for (const m of messages) d.decode(m);
-    }],
-    ['pg-logical-replication PgoutputParser', () => {
-      const p = new PgoutputParser();
-      for (const m of messages) p.parse(m);
-    }],
+    [
+      'edgeplane PgoutputDecoder',
+      () => {
+        const d = new PgoutputDecoder();
+        for (const m of messages) d.decode(m);
+      },
+    ],
+    [
+      'pg-logical-replication PgoutputParser',
+      () => {
+        const p = new PgoutputParser();
+        for (const m of messages) p.parse(m);
+      },
+    ],
   ];
   // Wall-clock rates, and rates per CPU-second of this process, which other load on a shared machine
   // disturbs much less (it also counts V8's helper threads, so it slightly favours neither).
@@ -196,8 +207,22 @@ async function recvlogical(sql: Sql, url: string, slot: string, endLsn: string):
   const sampler = new CpuSampler(sql);
   const started = performance.now();
   const child = promisify(execFile)('pg_recvlogical', [
-    '-d', url, '--slot', slot, '--start', '--endpos', endLsn, '--no-loop', '-f', '/dev/null',
-    '-o', 'proto_version=2', '-o', 'publication_names=edgeplane', '-o', 'streaming=on',
+    '-d',
+    url,
+    '--slot',
+    slot,
+    '--start',
+    '--endpos',
+    endLsn,
+    '--no-loop',
+    '-f',
+    '/dev/null',
+    '-o',
+    'proto_version=2',
+    '-o',
+    'publication_names=edgeplane',
+    '-o',
+    'streaming=on',
   ]);
   let done = false;
   const finished = child.then(() => (done = true));
@@ -311,7 +336,10 @@ async function changeLogsAlone(sql: Sql, url: string): Promise<{ rows: number; m
   const started = performance.now();
   try {
     for (let i = 0; i < rows.length; i += 2000) {
-      const text = `${rows.slice(i, i + 2000).map((r) => r.line).join('\n')}\n`;
+      const text = `${rows
+        .slice(i, i + 2000)
+        .map((r) => r.line)
+        .join('\n')}\n`;
       await copyIn(lane, 'copy bench_change_logs (account_id, lsn, seq, xid, table_name, op, old_data, data, vsn) from stdin', text);
     }
   } finally {

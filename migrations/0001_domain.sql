@@ -1,5 +1,5 @@
--- The domain schema of PROTOCOL.md section 1. Every published table has REPLICA IDENTITY FULL so
--- that each change carries the whole old row (DESIGN property 5).
+-- The domain schema of docs/protocol.md#schema. Every published table has REPLICA IDENTITY FULL so
+-- that each change carries the whole old row (docs/architecture.md#5-fat-typed-changes).
 
 create table accounts (
   id uuid primary key default gen_random_uuid(),

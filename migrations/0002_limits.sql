@@ -1,4 +1,4 @@
--- PROTOCOL section 1, Limits: named CHECK constraints, so that a write over a limit fails at once in
+-- docs/protocol.md#schema, Limits: named CHECK constraints, so that a write over a limit fails at once in
 -- Postgres with the constraint's name, instead of reaching the edge as a row it cannot store.
 -- NOT VALID checks every new and updated row without scanning existing ones; the block at the end
 -- then validates each constraint and, where old rows break it, warns (naming it) instead of failing

@@ -1,15 +1,16 @@
 import { z } from 'zod';
 import { ConfigError } from './errors.ts';
 
-const postgresUrl = z
-  .string()
-  .refine((s) => /^postgres(ql)?:\/\//.test(s), { message: 'expected a postgres:// connection string' });
+const postgresUrl = z.string().refine((s) => /^postgres(ql)?:\/\//.test(s), { message: 'expected a postgres:// connection string' });
 const httpUrl = z.url({ protocol: /^https?$/, message: 'expected an http(s):// URL' });
 const int = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
 const identifier = (fallback: string) =>
-  z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, { message: 'expected a lower-case Postgres identifier' }).default(fallback);
+  z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,62}$/, { message: 'expected a lower-case Postgres identifier' })
+    .default(fallback);
 
-/** The replicator's environment (PROTOCOL section 6), each variable with what it does. */
+/** The replicator's environment (docs/protocol.md#local-run), each variable with what it does. */
 export const configSchema = z.object({
   DATABASE_URL: postgresUrl.describe('Postgres to replicate from, connected directly (not through a pooler)'),
   EDGE_URL: httpUrl.describe("The Worker's base URL; changes go to POST {EDGE_URL}/v1/accounts/:id/changes"),
@@ -20,12 +21,16 @@ export const configSchema = z.object({
   MAX_UNACKED: int(1, 20_000).describe('Changes received and not yet in change_logs before reading the stream pauses (it resumes at half)'),
   CHANGE_LOG_BATCH_SIZE: int(1, 2000).describe('Most rows in one COPY into change_logs'),
   CHANGE_LOG_WRITERS: int(1, 2).describe('change_logs batches written at once, each on its own connection'),
-  CHANGE_LOG_RETENTION_DAYS: z.coerce.number().positive().default(30).describe("change_logs rows older than this go once delivered; an account behind for longer re-hydrates (fractions allowed)"),
+  CHANGE_LOG_RETENTION_DAYS: z.coerce
+    .number()
+    .positive()
+    .default(30)
+    .describe('change_logs rows older than this go once delivered; an account behind for longer re-hydrates (fractions allowed)'),
   CHANGE_LOG_RETENTION_INTERVAL_MS: int(1000, 3_600_000).describe('How often retention runs'),
   FORWARD_BATCH_SIZE: int(1, 500).describe('Most changes in one request to an account'),
   FORWARD_BATCH_BYTES: int(1024, 1 << 20).describe('Most bytes of changes in one request (a single larger change goes alone)'),
-  FORWARD_MAX_ROW_BYTES: int(1024, 256 << 10).describe("A row larger than this is sent as its key only and the object drops its record (fail closed); change_logs keeps it whole"),
-  FORWARD_QUEUE_MAX: int(1, 10_000).describe("An account with more changes than this waiting in memory is fed from change_logs instead"),
+  FORWARD_MAX_ROW_BYTES: int(1024, 256 << 10).describe('A row larger than this is sent as its key only and the object drops its record (fail closed); change_logs keeps it whole'),
+  FORWARD_QUEUE_MAX: int(1, 10_000).describe('An account with more changes than this waiting in memory is fed from change_logs instead'),
   FORWARD_QUEUE_BYTES: int(1 << 20, 64 << 20).describe('Bytes of changes waiting in memory for all accounts together; past it the largest queue is fed from change_logs'),
   FORWARD_LINGER_MS: int(0, 2).describe('How long a partial batch waits for more changes'),
   FORWARD_CONCURRENCY: int(1, 32).describe('Accounts with a request in flight at once'),

@@ -29,10 +29,7 @@ export class PgoutputDecodeError extends Error {
     readonly context: { lsn: Lsn | undefined; messageType: string; offset: number },
     options?: ErrorOptions,
   ) {
-    super(
-      `${message} (message '${context.messageType}' at offset ${context.offset}${context.lsn === undefined ? '' : `, WAL ${formatLsn(context.lsn)}`})`,
-      options,
-    );
+    super(`${message} (message '${context.messageType}' at offset ${context.offset}${context.lsn === undefined ? '' : `, WAL ${formatLsn(context.lsn)}`})`, options);
   }
 }
 
@@ -102,8 +99,13 @@ const TRANSIENT_SQLSTATES = new Set([
   '57P02', // crash_shutdown
   '57P03', // cannot_connect_now: starting up or shutting down
   '53300', // too_many_connections
-  '08000', '08003', '08006', '08001', '08004', // connection exceptions
-  '40001', '40P01', // serialization failure, deadlock
+  '08000',
+  '08003',
+  '08006',
+  '08001',
+  '08004', // connection exceptions
+  '40001',
+  '40P01', // serialization failure, deadlock
 ]);
 
 export function sqlState(err: unknown): string | undefined {

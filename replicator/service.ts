@@ -81,12 +81,15 @@ export class ReplicatorService {
 
   /** The ordinary connections: setup, TRUNCATE routing, retention, slot metrics, catch-up reads, cursors (change_logs writers have their own). */
   private pool(): Sql {
-    return postgres(this.config.DATABASE_URL, withNoDelay({
-      max: 4 + this.config.CATCHUP_CONCURRENCY,
-      onnotice: () => {},
-      connect_timeout: 10,
-      connection: { application_name: 'edgeplane-replicator-writer' },
-    }));
+    return postgres(
+      this.config.DATABASE_URL,
+      withNoDelay({
+        max: 4 + this.config.CATCHUP_CONCURRENCY,
+        onnotice: () => {},
+        connect_timeout: 10,
+        connection: { application_name: 'edgeplane-replicator-writer' },
+      }),
+    );
   }
 
   start(): void {
@@ -186,7 +189,10 @@ export class ReplicatorService {
       const pruned = await pruneChangeLogs(this.sql, this.config.CHANGE_LOG_RETENTION_DAYS, 5000, this.stopSignal.signal);
       this.deliverer.mustRehydrate(pruned.rehydrate);
       for (const r of pruned.rehydrate) {
-        this.log.warn({ account: r.accountId, days: this.config.CHANGE_LOG_RETENTION_DAYS }, 'account behind for longer than the retention: its old changes go, its object re-hydrates when it answers again');
+        this.log.warn(
+          { account: r.accountId, days: this.config.CHANGE_LOG_RETENTION_DAYS },
+          'account behind for longer than the retention: its old changes go, its object re-hydrates when it answers again',
+        );
       }
       if (pruned.deleted > 0) this.log.info({ deleted: pruned.deleted, days: this.config.CHANGE_LOG_RETENTION_DAYS }, 'pruned change_logs');
     } catch (err) {

@@ -30,14 +30,17 @@ const SETUP_TIMEOUT_MS = 120_000;
  * `ReplicationSession.writerConnectionLost`.
  */
 function changeLogConnection(url: string, onClose: () => void): Sql {
-  return postgres(url, withNoDelay({
-    max: 1,
-    max_lifetime: null,
-    onnotice: () => {},
-    onclose: onClose,
-    connect_timeout: 10,
-    connection: { application_name: 'edgeplane-replicator-change-logs' },
-  }));
+  return postgres(
+    url,
+    withNoDelay({
+      max: 1,
+      max_lifetime: null,
+      onnotice: () => {},
+      onclose: onClose,
+      connect_timeout: 10,
+      connection: { application_name: 'edgeplane-replicator-change-logs' },
+    }),
+  );
 }
 
 export type SessionState = 'starting' | 'streaming' | 'draining' | 'ended';
@@ -137,15 +140,11 @@ export class ReplicationSession {
       this.watermark = new AckWatermark(slot.confirmedFlush ?? 0n);
       this.deliverer.loggedThrough(this.watermark.lsn);
       const options = streamOptions(info.versionNum);
-      this.stream = await ReplicationStream.start(
-        this.replication,
-        startReplicationCommand(this.config.SLOT_NAME, this.config.PUBLICATION_NAME, options),
-        {
-          onXLogData: (frame) => this.onXLogData(frame),
-          onKeepalive: (walEnd, reply) => this.onKeepalive(walEnd, reply),
-          onEnd: (err) => this.end(err ?? (this.state === 'draining' ? undefined : new Error('replication stream closed by the server'))),
-        },
-      );
+      this.stream = await ReplicationStream.start(this.replication, startReplicationCommand(this.config.SLOT_NAME, this.config.PUBLICATION_NAME, options), {
+        onXLogData: (frame) => this.onXLogData(frame),
+        onKeepalive: (walEnd, reply) => this.onKeepalive(walEnd, reply),
+        onEnd: (err) => this.end(err ?? (this.state === 'draining' ? undefined : new Error('replication stream closed by the server'))),
+      });
       if (this.state === 'ended') {
         // Aborted during setup (timeout or stop): the stream that just opened must not live on.
         this.stream.destroy(new Error('session ended during setup'));
@@ -213,7 +212,10 @@ export class ReplicationSession {
       // Nothing after this message is processed and the ack stays where it is: the next session
       // starts again from the slot's confirmed position.
       this.metrics.decodeErrors.inc();
-      this.log.error({ err: errorSummary(err), lsn: formatLsn(frame.readBigUInt64BE(1)), acked: formatLsn(this.watermark.lsn) }, 'undecodable replication message; reconnecting without acknowledging it');
+      this.log.error(
+        { err: errorSummary(err), lsn: formatLsn(frame.readBigUInt64BE(1)), acked: formatLsn(this.watermark.lsn) },
+        'undecodable replication message; reconnecting without acknowledging it',
+      );
       this.abort(toError(err));
       return;
     }

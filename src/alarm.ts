@@ -5,7 +5,7 @@ import { earliest } from './flows/authorize.ts';
 import type { FlowIndex } from './flows/flow-index.ts';
 
 /**
- * What the clock may have changed by `nowMs`, for an alarm to push (DESIGN "AccountDO details":
+ * What the clock may have changed by `nowMs`, for an alarm to push (docs/architecture.md#the-alarm:
  * token expiry and time windows are re-checked at the next boundary): every (actor, resource)
  * pair of a timed policy, every expired token, and the pair of every expired flow (its client,
  * when the client is gone). Alarms run at least once, so marking what turns out unchanged is fine.

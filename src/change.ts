@@ -33,7 +33,7 @@ export interface DeleteChange extends ChangeBase {
   data: null;
 }
 /**
- * Extension of PROTOCOL section 2: `TRUNCATE` of a domain table removed every row of it, in every
+ * Extension of docs/protocol.md#changes-route: `TRUNCATE` of a domain table removed every row of it, in every
  * account. Each account the replicator knows gets one, so that its object can drop the table's cache.
  */
 export interface TruncateChange extends ChangeBase {
@@ -82,7 +82,7 @@ export interface ForeignChange {
 }
 
 /**
- * DESIGN property 6, checked once where batches enter the edge: the first change that does not
+ * docs/architecture.md#6-isolation, checked once where batches enter the edge: the first change that does not
  * belong to `accountId`, or null when every one does. A truncate belongs to every account.
  */
 export function firstForeignChange(accountId: string, changes: readonly Change[]): ForeignChange | null {
@@ -95,10 +95,15 @@ export function firstForeignChange(accountId: string, changes: readonly Change[]
 }
 
 /**
- * DESIGN property 5: an update that sets `deleted_at` on a soft-deletable table is a delete (of the
+ * docs/architecture.md#5-fat-typed-changes: an update that sets `deleted_at` on a soft-deletable table is a delete (of the
  * old row), and one that clears it inserts the row again.
  */
-export function softDeleteAware(table: TableName, op: 'insert' | 'update' | 'delete', old: Row | null, data: Row | null): { op: 'insert' | 'update' | 'delete'; old: Row | null; data: Row | null } {
+export function softDeleteAware(
+  table: TableName,
+  op: 'insert' | 'update' | 'delete',
+  old: Row | null,
+  data: Row | null,
+): { op: 'insert' | 'update' | 'delete'; old: Row | null; data: Row | null } {
   if (op !== 'update' || !SOFT_DELETE_TABLES.has(table) || !data) return { op, old, data };
   const wasDeleted = old !== null && old.deleted_at != null;
   const isDeleted = data.deleted_at != null;

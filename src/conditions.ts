@@ -1,5 +1,5 @@
 /**
- * Policy conditions (PROTOCOL 4): parsing a policy's `conditions` and deciding whether they hold.
+ * Policy conditions (docs/protocol.md#access-rule): parsing a policy's `conditions` and deciding whether they hold.
  * Anything we cannot read makes the policy grant nothing (fail closed), including unknown keys, since
  * they may carry a restriction newer than this code.
  */
@@ -16,7 +16,15 @@ export type Condition =
 // An empty list is refused rather than read: `is_not_in_cidr []` would otherwise grant from anywhere.
 // At most 64 values of at most 255 characters (docs/protocol.md#limits): more fails closed too.
 const values = (valid: (v: string) => boolean, what: string) =>
-  z.array(z.string().max(255).refine(valid, { message: `not ${what}` })).min(1).max(64);
+  z
+    .array(
+      z
+        .string()
+        .max(255)
+        .refine(valid, { message: `not ${what}` }),
+    )
+    .min(1)
+    .max(64);
 
 export const conditionSchema: z.ZodType<Condition> = z.discriminatedUnion('property', [
   z.strictObject({

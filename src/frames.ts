@@ -1,7 +1,7 @@
 import type { ServerMessage } from './messages.ts';
 
 /**
- * The text of a frame the object sends (PROTOCOL section 3). The type is the whole point: each
+ * The text of a frame the object sends (docs/protocol.md#websocket-routes). The type is the whole point: each
  * handler can build only a shape the protocol declares. It runs per socket in fan-outs of
  * thousands, so it is JSON.stringify and nothing more.
  */

@@ -3,10 +3,12 @@ import type { ActorId, ClientId, FlowId, GatewayId, ResourceId, SiteId } from '.
 import type { ResourceView } from './resource-view.ts';
 
 /**
- * WebSocket frames (PROTOCOL section 3): JSON text `{"event", "payload", "ref"?}`. Device frames
+ * WebSocket frames (docs/protocol.md#websocket-routes): JSON text `{"event", "payload", "ref"?}`. Device frames
  * are validated here, once; server frames are typed so that each handler builds exactly one shape.
  */
-const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, { message: 'expected a uuid' })
+const uuid = z
+  .string()
+  .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, { message: 'expected a uuid' })
   .transform((s) => s.toLowerCase());
 const ref = z.union([z.string().max(256), z.number()]).optional();
 
@@ -33,7 +35,7 @@ export interface FlowCredentials {
   gateway_ice: { username: string; password: string };
 }
 
-/** Why `create_flow` failed (PROTOCOL section 3, `flow_creation_failed`). */
+/** Why `create_flow` failed (docs/protocol.md#websocket-routes, `flow_creation_failed`). */
 export type FlowFailureReason = 'not_found' | 'forbidden' | 'offline';
 
 export type ClientMessage =
@@ -52,24 +54,23 @@ export interface GatewayFlowView {
 
 export type GatewayMessage =
   | { event: 'init'; payload: { gateway_id: GatewayId; site_id: SiteId; flows: GatewayFlowView[] } }
-  | { event: 'authorize_flow'; payload: {
-      flow_id: FlowId;
-      client: { id: ClientId; public_key: string; version: string };
-      /** null only if the gateway's version cannot handle the resource, which choosing a compatible gateway rules out. */
-      resource: ResourceView | null;
-      expires_at: string | null;
-    } & FlowCredentials }
+  | {
+      event: 'authorize_flow';
+      payload: {
+        flow_id: FlowId;
+        client: { id: ClientId; public_key: string; version: string };
+        /** null only if the gateway's version cannot handle the resource, which choosing a compatible gateway rules out. */
+        resource: ResourceView | null;
+        expires_at: string | null;
+      } & FlowCredentials;
+    }
   | { event: 'reject_access'; payload: { client_id: ClientId; resource_id: ResourceId } }
   | { event: 'access_authorization_expiry_updated'; payload: { client_id: ClientId; resource_id: ResourceId; expires_at: string | null } }
   | { event: 'resource_updated'; payload: ResourceView };
 
 /** The answer to a device request that carried a `ref` (`create_flow` is the only request). */
-export type ReplyPayload =
-  | { status: 'ok'; flow_id: FlowId }
-  | { status: 'error'; reason: FlowFailureReason };
+export type ReplyPayload = { status: 'ok'; flow_id: FlowId } | { status: 'error'; reason: FlowFailureReason };
 
-export type CommonMessage =
-  | { event: 'reply'; ref: string | number; payload: ReplyPayload }
-  | { event: 'error'; payload: { reason: string } };
+export type CommonMessage = { event: 'reply'; ref: string | number; payload: ReplyPayload } | { event: 'error'; payload: { reason: string } };
 
 export type ServerMessage = ClientMessage | GatewayMessage | CommonMessage;

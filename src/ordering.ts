@@ -18,9 +18,9 @@ export const SNAPSHOT_RETENTION_MS = 24 * 3600_000;
 export interface BatchPlan {
   /** The changes to apply, in batch order. */
   apply: Change[];
-  /** Changes at or below the position (replays, late arrivals): dropped and counted (DESIGN properties 2-3). */
+  /** Changes at or below the position (replays, late arrivals): dropped and counted (docs/architecture.md#2-order and #3-idempotence). */
   stale: number;
-  /** Changes whose transaction the hydration snapshot already saw (DESIGN property 4). */
+  /** Changes whose transaction the hydration snapshot already saw (docs/architecture.md#4-consistent-hydration). */
   seen: number;
   /** The position of the batch's last change that was not stale; null when none moved it (empty or all stale). */
   advancedTo: Position | null;

@@ -2,7 +2,7 @@ import type { ResourceId, SiteId } from './ids.ts';
 import type { Filter, IpStack, ResourceRecord, ResourceType, SiteRecord } from './records.ts';
 import { adaptResource, type Version } from './versions.ts';
 
-/** PROTOCOL section 3: what a device is told about a resource. */
+/** docs/protocol.md#websocket-routes: what a device is told about a resource. */
 export interface ResourceView {
   id: ResourceId;
   type: ResourceType;
@@ -16,7 +16,7 @@ export interface ResourceView {
 
 /**
  * The view of a resource for a device of `version`, listing its (non-deleted) sites in name
- * order; null when the device's version cannot handle the resource (PROTOCOL section 5).
+ * order; null when the device's version cannot handle the resource (docs/protocol.md#versions).
  */
 export function buildView(resource: ResourceRecord, sites: readonly SiteRecord[], version: Version): ResourceView | null {
   const adapted = adaptResource(resource, version);
@@ -29,9 +29,7 @@ export function buildView(resource: ResourceRecord, sites: readonly SiteRecord[]
     address_description: resource.addressDescription,
     ip_stack: resource.ipStack,
     filters: resource.filters,
-    sites: [...sites]
-      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.id < b.id ? -1 : 1))
-      .map((s) => ({ id: s.id, name: s.name })),
+    sites: [...sites].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.id < b.id ? -1 : 1)).map((s) => ({ id: s.id, name: s.name })),
   };
 }
 

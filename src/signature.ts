@@ -1,5 +1,5 @@
 /**
- * The replicator's request signature (PROTOCOL section 2):
+ * The replicator's request signature (docs/protocol.md#changes-route):
  * `x-edgeplane-signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + raw body)>`.
  * WebCrypto, so that the same code signs in Node and verifies in workerd.
  */
@@ -37,12 +37,7 @@ export async function signBody(secret: string, body: string, unixSeconds: number
 
 export type SignatureCheck = 'ok' | 'missing' | 'malformed' | 'expired' | 'mismatch';
 
-export async function verifySignature(
-  secret: string,
-  header: string | null | undefined,
-  body: string,
-  nowSeconds: number,
-): Promise<SignatureCheck> {
+export async function verifySignature(secret: string, header: string | null | undefined, body: string, nowSeconds: number): Promise<SignatureCheck> {
   if (!header) return 'missing';
   const parts = new Map<string, string>();
   for (const part of header.split(',')) {

@@ -1,5 +1,5 @@
 /**
- * DESIGN property 4: an object hydrates from one REPEATABLE READ query that also returns
+ * docs/architecture.md#4-consistent-hydration: an object hydrates from one REPEATABLE READ query that also returns
  * `pg_current_snapshot()`. A change is applied afterwards iff its transaction was not visible to
  * that snapshot: xid >= xmax, or xid in the in-progress list.
  */

@@ -1,5 +1,5 @@
 /**
- * `current_utc_datetime` windows: values `D/RANGES/ZONE` (PROTOCOL 4), evaluated against an instant.
+ * `current_utc_datetime` windows: values `D/RANGES/ZONE` (docs/protocol.md#access-rule), evaluated against an instant.
  *
  * A value holds at instant t iff the wall clock in ZONE at t, read to the second, shows day D and a
  * time inside one of the ranges. That definition settles DST without a choice of disambiguation:

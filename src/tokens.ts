@@ -2,7 +2,7 @@ import type { AccountId, TokenId } from './ids.ts';
 import { asId } from './ids.ts';
 import type { TokenRecord } from './records.ts';
 
-/** PROTOCOL section 3: `<account_id>.<token_id>.<secret>`. */
+/** docs/protocol.md#websocket-routes: `<account_id>.<token_id>.<secret>`. */
 export interface ParsedToken {
   accountId: AccountId;
   tokenId: TokenId;
@@ -22,7 +22,7 @@ export function parseToken(text: string): ParsedToken | null {
 
 const encoder = new TextEncoder();
 
-/** Lower-case hex SHA-256 of `salt || secret` (PROTOCOL section 1's `secret_hash`). */
+/** Lower-case hex SHA-256 of `salt || secret` (docs/protocol.md#schema's `secret_hash`). */
 export async function secretHash(salt: string, secret: string): Promise<string> {
   const digest = await crypto.subtle.digest('SHA-256', encoder.encode(salt + secret));
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');

@@ -1,5 +1,5 @@
 /**
- * Client and gateway versions (PROTOCOL 5): what an older device can be shown of a resource, and
+ * Client and gateway versions (docs/protocol.md#versions): what an older device can be shown of a resource, and
  * which gateways may serve a client.
  */
 export interface Version {
@@ -36,11 +36,7 @@ const WILDCARDS_SINCE = v(1, 2, 0);
  * allowed only one, in front.
  */
 function legacyDnsAddress(address: string): string | null {
-  const [lead, rest] = address.startsWith('**')
-    ? ['*', address.slice(2)]
-    : address.startsWith('*')
-      ? ['?', address.slice(1)]
-      : ['', address];
+  const [lead, rest] = address.startsWith('**') ? ['*', address.slice(2)] : address.startsWith('*') ? ['?', address.slice(1)] : ['', address];
   if (/[*?]/.test(rest)) return null;
   return lead + rest;
 }
@@ -49,10 +45,7 @@ function legacyDnsAddress(address: string): string | null {
  * What a device of this version sees of a resource address: the address itself, a rewritten
  * address, or null (the device cannot handle it: hide it).
  */
-export function adaptResource(
-  resource: AdaptableResource,
-  version: Version,
-): { address: string | null } | null {
+export function adaptResource(resource: AdaptableResource, version: Version): { address: string | null } | null {
   if (resource.type === 'internet' && compareVersions(version, INTERNET_SINCE) < 0) return null;
   if (resource.type === 'dns' && resource.address !== null && compareVersions(version, WILDCARDS_SINCE) < 0) {
     const address = legacyDnsAddress(resource.address);
@@ -62,16 +55,12 @@ export function adaptResource(
 }
 
 /**
- * PROTOCOL 5: gateway version >= client major.(minor-1).0 and < major.(minor+2).0 (lexicographic
+ * docs/protocol.md#versions: gateway version >= client major.(minor-1).0 and < major.(minor+2).0 (lexicographic
  * tuples, so minor-1 = -1 admits any minor of that major), and the gateway can handle the resource
  * by adaptResource's rules (adaptResource(resource, gatewayVersion) !== null).
  */
 export function gatewayCompatible(gateway: Version, client: Version, resource: AdaptableResource): boolean {
   const low = v(client.major, client.minor - 1, 0);
   const high = v(client.major, client.minor + 2, 0);
-  return (
-    compareVersions(gateway, low) >= 0 &&
-    compareVersions(gateway, high) < 0 &&
-    adaptResource(resource, gateway) !== null
-  );
+  return compareVersions(gateway, low) >= 0 && compareVersions(gateway, high) < 0 && adaptResource(resource, gateway) !== null;
 }

@@ -4,9 +4,14 @@ import { parseVersion } from '../src/versions.ts';
 
 export type DeviceKind = 'client' | 'gateway';
 
-const field = (max: number) => z.string().trim().min(1, { message: 'is required' }).max(max, { message: `must be at most ${max} characters` });
+const field = (max: number) =>
+  z
+    .string()
+    .trim()
+    .min(1, { message: 'is required' })
+    .max(max, { message: `must be at most ${max} characters` });
 
-/** PROTOCOL section 3: the query of `GET /v1/{client,gateway}/websocket`. */
+/** docs/protocol.md#websocket-routes: the query of `GET /v1/{client,gateway}/websocket`. */
 const paramsSchema = z.object({
   token: z.string({ message: 'is required' }).transform((s, ctx): ParsedToken => {
     const t = parseToken(s);

@@ -5,7 +5,7 @@ export type ErrorStatus = ClientErrorStatusCode | ServerErrorStatusCode;
 
 /**
  * The one body of every HTTP failure, from the Worker's routes and from the account object's
- * WebSocket connects alike (PROTOCOL sections 2 and 3): what went wrong and, when it helps, where.
+ * WebSocket connects alike (docs/protocol.md#changes-route and #websocket-routes): what went wrong and, when it helps, where.
  */
 export interface ErrorBody {
   error: string;
@@ -15,7 +15,11 @@ export interface ErrorBody {
 /** An HTTPException that carries its whole body, so that the Worker's one onError renders the detail too. */
 class ErrorBodyException extends HTTPException {
   override name = 'ErrorBodyException';
-  constructor(status: ErrorStatus, readonly body: ErrorBody, cause: unknown) {
+  constructor(
+    status: ErrorStatus,
+    readonly body: ErrorBody,
+    cause: unknown,
+  ) {
     super(status, { message: body.error, cause });
   }
 }

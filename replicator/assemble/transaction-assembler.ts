@@ -151,7 +151,7 @@ export class TransactionAssembler {
       this.onSkip({ reason: 'no account id', table, xid: target.xid });
       return;
     }
-    // Soft deletes are deletes, and restoring a soft-deleted row creates it again (DESIGN property 5).
+    // Soft deletes are deletes, and restoring a soft-deleted row creates it again (docs/architecture.md#5-fat-typed-changes).
     const e = softDeleteAware(table, op, old, data);
     // An object literal with every field: spreading `e` into it costs microseconds a row.
     target.events.push({ op: e.op, table, accountId, old: e.old, data: e.data, xid: xid ?? target.xid });

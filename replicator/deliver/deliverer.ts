@@ -173,7 +173,15 @@ export class Deliverer {
         behindSeconds: Math.round(seconds(l)),
         delivered: l.delivered && formatPosition(l.delivered),
         ...(l.failure
-          ? { failure: { reason: l.failure.reason, message: l.failure.message, attempts: l.failure.attempts, since: new Date(l.failure.since).toISOString(), at: l.failure.at && formatPosition(l.failure.at) } }
+          ? {
+              failure: {
+                reason: l.failure.reason,
+                message: l.failure.message,
+                attempts: l.failure.attempts,
+                since: new Date(l.failure.since).toISOString(),
+                at: l.failure.at && formatPosition(l.failure.at),
+              },
+            }
           : {}),
       })),
     };

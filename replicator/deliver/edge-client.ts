@@ -4,7 +4,7 @@ import https from 'node:https';
 import { SIGNATURE_HEADER } from '../../src/signature.ts';
 
 /**
- * The header of PROTOCOL section 2 (`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`),
+ * The header of docs/protocol.md#changes-route (`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`),
  * computed over the bytes that are sent. Same result as `signBody` of src/signature.ts, which the
  * Worker verifies with, without encoding the body again or going through WebCrypto's copies.
  */

@@ -69,11 +69,13 @@ export class PgoutputDecoder {
         return { tag: 'origin', originLsn: this.lsn(), name: this.cstring() };
       case 0x52: // R
         return this.relationMessage();
-      case 0x59: { // Y
+      case 0x59: {
+        // Y
         const xid = this.streamXid();
         return { tag: 'type', xid, oid: this.uint32(), namespace: this.cstring(), name: this.cstring() };
       }
-      case 0x49: { // I
+      case 0x49: {
+        // I
         const xid = this.streamXid();
         const relation = this.relationRef();
         if (this.uint8() !== 0x4e) throw new Error("insert without 'N' tuple");
@@ -81,7 +83,8 @@ export class PgoutputDecoder {
       }
       case 0x55: // U
         return this.updateMessage();
-      case 0x44: { // D
+      case 0x44: {
+        // D
         const xid = this.streamXid();
         const relation = this.relationRef();
         const kind = this.uint8();
@@ -89,7 +92,8 @@ export class PgoutputDecoder {
         const row = this.tuple(relation, null, null);
         return { tag: 'delete', xid, relation, old: kind === 0x4f ? row : null, key: kind === 0x4b ? row : null };
       }
-      case 0x54: { // T
+      case 0x54: {
+        // T
         const xid = this.streamXid();
         const count = this.uint32();
         const options = this.uint8();
@@ -97,7 +101,8 @@ export class PgoutputDecoder {
         for (let i = 0; i < count; i++) relations.push(this.relationRef());
         return { tag: 'truncate', xid, options, relations };
       }
-      case 0x4d: { // M
+      case 0x4d: {
+        // M
         const xid = this.streamXid();
         const flags = this.uint8();
         const lsn = this.lsn();
@@ -108,7 +113,8 @@ export class PgoutputDecoder {
         this.pos += length;
         return { tag: 'message', xid, transactional: (flags & 1) === 1, lsn, prefix, content };
       }
-      case 0x53: { // S
+      case 0x53: {
+        // S
         const xid = this.uint32();
         const firstSegment = this.uint8() === 1;
         this.inStream = true;
@@ -126,7 +132,8 @@ export class PgoutputDecoder {
           endLsn: this.lsn(),
           commitTime: this.int64(),
         };
-      case 0x41: { // A
+      case 0x41: {
+        // A
         const message = { tag: 'stream_abort' as const, xid: this.uint32(), subxid: this.uint32() };
         // Protocol 4 appends the abort LSN and time; we ask for 2, but accept them.
         if (this.end - this.pos === 16) this.pos += 16;
@@ -194,23 +201,27 @@ export class PgoutputDecoder {
       const column = columns[i] as RelationColumn;
       if (pos >= end) throw new TruncatedMessageError();
       const kind = buf[pos++];
-      if (kind === 0x74) { // t
+      if (kind === 0x74) {
+        // t
         if (pos + 4 > end) throw new TruncatedMessageError();
         const length = ((buf[pos] as number) << 24) | ((buf[pos + 1] as number) << 16) | ((buf[pos + 2] as number) << 8) | (buf[pos + 3] as number);
         pos += 4;
         if (length < 0 || pos + length > end) throw new TruncatedMessageError();
         values[i] = readValue(buf, pos, pos + length, column.type);
         pos += length;
-      } else if (kind === 0x6e) { // n
+      } else if (kind === 0x6e) {
+        // n
         values[i] = null;
-      } else if (kind === 0x75) { // u
+      } else if (kind === 0x75) {
+        // u
         if (fill !== null && column.name in fill) values[i] = fill[column.name] as JsonValue;
         else {
           values[i] = null;
           (unfilled ??= []).push(i);
           missing?.push(column.name);
         }
-      } else if (kind === 0x62) { // b
+      } else if (kind === 0x62) {
+        // b
         this.pos = pos;
         throw new Error(`binary value in column ${column.name}: the stream was not asked for binary format`);
       } else {

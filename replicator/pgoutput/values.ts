@@ -2,12 +2,12 @@ import type { JsonValue } from '../../src/json.ts';
 import { ValueError } from '../errors.ts';
 
 /**
- * Column values of pgoutput's text format, converted by type OID (DESIGN property 5): uuid and text
+ * Column values of pgoutput's text format, converted by type OID (docs/architecture.md#5-fat-typed-changes): uuid and text
  * as strings, int2/int4 as numbers, int8 and numeric as strings, booleans, timestamps as ISO-8601
  * UTC with microseconds, json/jsonb parsed, arrays as arrays. Written against the Buffer's bytes
  * rather than through strings, because this runs for every column of every row.
  */
-export const enum ValueKind {
+export enum ValueKind {
   Text = 0,
   Ascii = 1,
   Int = 2,
@@ -59,9 +59,25 @@ const SCALARS = new Map<number, ValueKind>([
 ]);
 
 const ARRAYS = new Map<number, number>([
-  [1000, 16], [1016, 20], [1005, 21], [1007, 23], [1028, 26], [1009, 25], [1015, 1043], [1014, 1042],
-  [199, 114], [3807, 3802], [1021, 700], [1022, 701], [1231, 1700], [2951, 2950], [1182, 1082],
-  [1115, 1114], [1185, 1184], [1041, 869], [651, 650],
+  [1000, 16],
+  [1016, 20],
+  [1005, 21],
+  [1007, 23],
+  [1028, 26],
+  [1009, 25],
+  [1015, 1043],
+  [1014, 1042],
+  [199, 114],
+  [3807, 3802],
+  [1021, 700],
+  [1022, 701],
+  [1231, 1700],
+  [2951, 2950],
+  [1182, 1082],
+  [1115, 1114],
+  [1185, 1184],
+  [1041, 869],
+  [651, 650],
 ]);
 
 const CACHED_MAX = 40;

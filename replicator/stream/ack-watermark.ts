@@ -9,7 +9,7 @@ export interface Ticket {
 }
 
 /**
- * The acknowledged position (DESIGN property 1): the end LSN of the newest transaction such that it
+ * The acknowledged position (docs/architecture.md#1-no-loss): the end LSN of the newest transaction such that it
  * and every transaction committed before it were fully delivered. Transactions complete out of
  * order (accounts go in parallel); the watermark only moves through the completed prefix, and
  * only forwards.

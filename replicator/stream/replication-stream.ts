@@ -43,22 +43,25 @@ export class ReplicationStream {
 
   /** Opens the replication connection; the caller runs commands (slot creation) on `sql`, then `start`s. */
   static connect(url: string, onClose: () => void): Sql {
-    return postgres(url, withNoDelay({
-      max: 1,
-      fetch_types: false,
-      idle_timeout: 0,
-      max_lifetime: null,
-      onnotice: () => {},
-      onclose: onClose,
-      connection: {
-        replication: 'database',
-        application_name: 'edgeplane-replicator',
-        // Timestamps come as `...+00`: the decoder's fast path.
-        TimeZone: 'UTC',
-        DateStyle: 'ISO, MDY',
-        extra_float_digits: '3',
-      },
-    }));
+    return postgres(
+      url,
+      withNoDelay({
+        max: 1,
+        fetch_types: false,
+        idle_timeout: 0,
+        max_lifetime: null,
+        onnotice: () => {},
+        onclose: onClose,
+        connection: {
+          replication: 'database',
+          application_name: 'edgeplane-replicator',
+          // Timestamps come as `...+00`: the decoder's fast path.
+          TimeZone: 'UTC',
+          DateStyle: 'ISO, MDY',
+          extra_float_digits: '3',
+        },
+      }),
+    );
   }
 
   static async start(sql: Sql, command: string, handlers: FrameHandlers): Promise<ReplicationStream> {

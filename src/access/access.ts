@@ -50,7 +50,7 @@ export function sitesOf(state: AccountState, resourceId: ResourceId): SiteRecord
 }
 
 /**
- * The policies that grant `actorId` the resource now (PROTOCOL section 4): enabled, of a group
+ * The policies that grant `actorId` the resource now (docs/protocol.md#access-rule): enabled, of a group
  * that exists and the actor belongs to, with conditions that are valid and hold.
  */
 export function grantsFor(state: AccountState, actorId: ActorId, resourceId: ResourceId, cond: ConditionContext): Grant[] {
@@ -75,7 +75,7 @@ export function longestGrant(grants: readonly Grant[]): Grant | undefined {
 }
 
 /**
- * Whether the client may see a resource right now (PROTOCOL section 4): it has a grant, the
+ * Whether the client may see a resource right now (docs/protocol.md#access-rule): it has a grant, the
  * resource exists and is connected to a site, and the client, its actor and the account are active.
  * Version adaptation comes after, in buildView.
  */

@@ -1,9 +1,5 @@
-import type {
-  AccountId, ActorId, ClientId, GatewayId, GroupId, PolicyId, ResourceId, SiteId, TokenId,
-} from '../ids.ts';
-import type {
-  AccountRecord, ActorRecord, Cached, ClientRecord, GatewayRecord, GroupRecord, PolicyRecord, ResourceRecord, SiteRecord, TokenRecord,
-} from '../records.ts';
+import type { AccountId, ActorId, ClientId, GatewayId, GroupId, PolicyId, ResourceId, SiteId, TokenId } from '../ids.ts';
+import type { AccountRecord, ActorRecord, Cached, ClientRecord, GatewayRecord, GroupRecord, PolicyRecord, ResourceRecord, SiteRecord, TokenRecord } from '../records.ts';
 import type { TableName } from '../tables.ts';
 import { MultiIndex } from './multi-index.ts';
 
@@ -37,19 +33,28 @@ export class AccountState {
   /** The record currently cached under the same key as `cached`, if any. */
   existing(cached: Cached): Cached | undefined {
     switch (cached.table) {
-      case 'accounts': return this.account ? { table: 'accounts', record: this.account } : undefined;
-      case 'actors': return wrap('actors', this.actors.get(cached.record.id));
-      case 'actor_groups': return wrap('actor_groups', this.groups.get(cached.record.id));
+      case 'accounts':
+        return this.account ? { table: 'accounts', record: this.account } : undefined;
+      case 'actors':
+        return wrap('actors', this.actors.get(cached.record.id));
+      case 'actor_groups':
+        return wrap('actor_groups', this.groups.get(cached.record.id));
       case 'actor_group_memberships':
         return this.actorsOfGroup.has(cached.record.groupId, cached.record.actorId) ? cached : undefined;
-      case 'sites': return wrap('sites', this.sites.get(cached.record.id));
-      case 'gateways': return wrap('gateways', this.gateways.get(cached.record.id));
-      case 'resources': return wrap('resources', this.resources.get(cached.record.id));
+      case 'sites':
+        return wrap('sites', this.sites.get(cached.record.id));
+      case 'gateways':
+        return wrap('gateways', this.gateways.get(cached.record.id));
+      case 'resources':
+        return wrap('resources', this.resources.get(cached.record.id));
       case 'resource_connections':
         return this.sitesOfResource.has(cached.record.resourceId, cached.record.siteId) ? cached : undefined;
-      case 'policies': return wrap('policies', this.policies.get(cached.record.id));
-      case 'clients': return wrap('clients', this.clients.get(cached.record.id));
-      case 'tokens': return wrap('tokens', this.tokens.get(cached.record.id));
+      case 'policies':
+        return wrap('policies', this.policies.get(cached.record.id));
+      case 'clients':
+        return wrap('clients', this.clients.get(cached.record.id));
+      case 'tokens':
+        return wrap('tokens', this.tokens.get(cached.record.id));
     }
   }
 
@@ -61,18 +66,26 @@ export class AccountState {
       case 'accounts':
         if (cached.record.id === this.accountId) this.account = cached.record;
         return;
-      case 'actors': this.actors.set(cached.record.id, cached.record); return;
-      case 'actor_groups': this.groups.set(cached.record.id, cached.record); return;
+      case 'actors':
+        this.actors.set(cached.record.id, cached.record);
+        return;
+      case 'actor_groups':
+        this.groups.set(cached.record.id, cached.record);
+        return;
       case 'actor_group_memberships':
         this.groupsOfActor.add(cached.record.actorId, cached.record.groupId);
         this.actorsOfGroup.add(cached.record.groupId, cached.record.actorId);
         return;
-      case 'sites': this.sites.set(cached.record.id, cached.record); return;
+      case 'sites':
+        this.sites.set(cached.record.id, cached.record);
+        return;
       case 'gateways':
         this.gateways.set(cached.record.id, cached.record);
         this.gatewaysOfSite.add(cached.record.siteId, cached.record.id);
         return;
-      case 'resources': this.resources.set(cached.record.id, cached.record); return;
+      case 'resources':
+        this.resources.set(cached.record.id, cached.record);
+        return;
       case 'resource_connections':
         this.sitesOfResource.add(cached.record.resourceId, cached.record.siteId);
         this.resourcesOfSite.add(cached.record.siteId, cached.record.resourceId);
@@ -89,7 +102,9 @@ export class AccountState {
         this.clients.set(cached.record.id, cached.record);
         this.clientsOfActor.add(cached.record.actorId, cached.record.id);
         return;
-      case 'tokens': this.tokens.set(cached.record.id, cached.record); return;
+      case 'tokens':
+        this.tokens.set(cached.record.id, cached.record);
+        return;
     }
   }
 
@@ -98,19 +113,29 @@ export class AccountState {
     const current = this.existing(cached);
     if (!current) return;
     switch (current.table) {
-      case 'accounts': this.account = null; return;
-      case 'actors': this.actors.delete(current.record.id); return;
-      case 'actor_groups': this.groups.delete(current.record.id); return;
+      case 'accounts':
+        this.account = null;
+        return;
+      case 'actors':
+        this.actors.delete(current.record.id);
+        return;
+      case 'actor_groups':
+        this.groups.delete(current.record.id);
+        return;
       case 'actor_group_memberships':
         this.groupsOfActor.delete(current.record.actorId, current.record.groupId);
         this.actorsOfGroup.delete(current.record.groupId, current.record.actorId);
         return;
-      case 'sites': this.sites.delete(current.record.id); return;
+      case 'sites':
+        this.sites.delete(current.record.id);
+        return;
       case 'gateways':
         this.gateways.delete(current.record.id);
         this.gatewaysOfSite.delete(current.record.siteId, current.record.id);
         return;
-      case 'resources': this.resources.delete(current.record.id); return;
+      case 'resources':
+        this.resources.delete(current.record.id);
+        return;
       case 'resource_connections':
         this.sitesOfResource.delete(current.record.resourceId, current.record.siteId);
         this.resourcesOfSite.delete(current.record.siteId, current.record.resourceId);
@@ -125,32 +150,43 @@ export class AccountState {
         this.clients.delete(current.record.id);
         this.clientsOfActor.delete(current.record.actorId, current.record.id);
         return;
-      case 'tokens': this.tokens.delete(current.record.id); return;
+      case 'tokens':
+        this.tokens.delete(current.record.id);
+        return;
     }
   }
 
   /** Every cached record of a table (for TRUNCATE and for persisting). */
   all(table: TableName): Cached[] {
     switch (table) {
-      case 'accounts': return this.account ? [{ table, record: this.account }] : [];
-      case 'actors': return [...this.actors.values()].map((record) => ({ table, record }));
-      case 'actor_groups': return [...this.groups.values()].map((record) => ({ table, record }));
+      case 'accounts':
+        return this.account ? [{ table, record: this.account }] : [];
+      case 'actors':
+        return [...this.actors.values()].map((record) => ({ table, record }));
+      case 'actor_groups':
+        return [...this.groups.values()].map((record) => ({ table, record }));
       case 'actor_group_memberships': {
         const out: Cached[] = [];
         for (const [actorId, groups] of this.groupsOfActor.entries()) for (const groupId of groups) out.push({ table, record: { actorId, groupId } });
         return out;
       }
-      case 'sites': return [...this.sites.values()].map((record) => ({ table, record }));
-      case 'gateways': return [...this.gateways.values()].map((record) => ({ table, record }));
-      case 'resources': return [...this.resources.values()].map((record) => ({ table, record }));
+      case 'sites':
+        return [...this.sites.values()].map((record) => ({ table, record }));
+      case 'gateways':
+        return [...this.gateways.values()].map((record) => ({ table, record }));
+      case 'resources':
+        return [...this.resources.values()].map((record) => ({ table, record }));
       case 'resource_connections': {
         const out: Cached[] = [];
         for (const [resourceId, sites] of this.sitesOfResource.entries()) for (const siteId of sites) out.push({ table, record: { resourceId, siteId } });
         return out;
       }
-      case 'policies': return [...this.policies.values()].map((record) => ({ table, record }));
-      case 'clients': return [...this.clients.values()].map((record) => ({ table, record }));
-      case 'tokens': return [...this.tokens.values()].map((record) => ({ table, record }));
+      case 'policies':
+        return [...this.policies.values()].map((record) => ({ table, record }));
+      case 'clients':
+        return [...this.clients.values()].map((record) => ({ table, record }));
+      case 'tokens':
+        return [...this.tokens.values()].map((record) => ({ table, record }));
     }
   }
 }

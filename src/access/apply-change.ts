@@ -6,10 +6,7 @@ import type { AccountState } from './account-state.ts';
 import type { Dirty } from './dirty.ts';
 
 /** What the object must write to its SQLite caches for one change. */
-export type StorageOp =
-  | { kind: 'put'; cached: Cached }
-  | { kind: 'delete'; cached: Cached }
-  | { kind: 'clear'; table: TableName };
+export type StorageOp = { kind: 'put'; cached: Cached } | { kind: 'delete'; cached: Cached } | { kind: 'clear'; table: TableName };
 
 export interface Applied {
   ops: StorageOp[];
@@ -20,9 +17,12 @@ export interface Applied {
 /** The key a record is stored under: its id, or the pair of ids of a join row. */
 export function keyOf(cached: Cached): string {
   switch (cached.table) {
-    case 'actor_group_memberships': return `${cached.record.actorId}|${cached.record.groupId}`;
-    case 'resource_connections': return `${cached.record.resourceId}|${cached.record.siteId}`;
-    default: return cached.record.id;
+    case 'actor_group_memberships':
+      return `${cached.record.actorId}|${cached.record.groupId}`;
+    case 'resource_connections':
+      return `${cached.record.resourceId}|${cached.record.siteId}`;
+    default:
+      return cached.record.id;
   }
 }
 

@@ -61,7 +61,6 @@ export class ViewRenderer {
     return r;
   }
 
-
   /**
    * The digest a client is sent a resource under: its view and the distinct condition lists that
    * grant it. A condition change that still grants re-sends the view; a description change, or a
@@ -108,7 +107,7 @@ export function initClient(state: AccountState, views: SentViews, renderer: View
 
 /**
  * Recomputes `resources` for one client against what it was last sent, records the new digests
- * and returns the frames of the difference (DESIGN property 7): a view that changed is sent
+ * and returns the frames of the difference (docs/architecture.md#7-diffs-not-re-sends): a view that changed is sent
  * again, one that is gone is deleted, an unchanged one sends nothing.
  */
 export function diffClient(

@@ -6,7 +6,7 @@ import type { AccountState } from './account-state.ts';
  * What a batch of changes may have affected. Marks are taken against the state just before a
  * record is removed and just after it is stored, so that a path actor -> group -> policy ->
  * resource that existed before the batch or exists after it is always caught by the change that
- * broke or completed it (DESIGN property 8: recompute only what a batch can affect).
+ * broke or completed it (docs/architecture.md#8-no-n1: recompute only what a batch can affect).
  */
 export class Dirty {
   /** The account itself changed: every socket is re-examined. */
@@ -27,8 +27,16 @@ export class Dirty {
   readonly reshaped = new Set<ResourceId>();
 
   get empty(): boolean {
-    return !this.everything && this.resources.size === 0 && this.actors.size === 0 && this.pairs.size === 0
-      && this.clients.size === 0 && this.tokens.size === 0 && this.gateways.size === 0 && this.sites.size === 0;
+    return (
+      !this.everything &&
+      this.resources.size === 0 &&
+      this.actors.size === 0 &&
+      this.pairs.size === 0 &&
+      this.clients.size === 0 &&
+      this.tokens.size === 0 &&
+      this.gateways.size === 0 &&
+      this.sites.size === 0
+    );
   }
 
   pair(actorId: ActorId, resourceId: ResourceId): void {

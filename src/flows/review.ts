@@ -15,7 +15,7 @@ export type FlowVerdict =
   | { kind: 'drop' };
 
 /**
- * Re-checks one live flow against the current state (DESIGN property 7, issue 4): the gateway and
+ * Re-checks one live flow against the current state (docs/architecture.md#7-diffs-not-re-sends, issue 4): the gateway and
  * its site, the client, actor, account and token, the resource and its connection to the
  * gateway's site, and finally the grants, with the connection context the flow was made in.
  * `breaking` is set when the resource's address, type or ip_stack changed in this batch.

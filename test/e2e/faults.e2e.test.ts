@@ -1,8 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { expectConverged } from '../support/e2e-convergence.ts';
 import { Device } from '../support/e2e-device.ts';
 import { SwallowingProxy } from '../support/e2e-proxy.ts';
-import { Stack } from '../support/e2e-stack.ts';
+import { useStack } from '../support/e2e-stack.ts';
 import { Workload } from '../support/e2e-workload.ts';
 import { createAccount } from '../support/e2e-world.ts';
 
@@ -12,30 +12,13 @@ import { createAccount } from '../support/e2e-world.ts';
  * every commit was answered, with change_logs holding exactly the row changes committed: nothing
  * lost, nothing twice.
  */
-let stack: Stack;
-const devices: Device[] = [];
-
-beforeAll(async () => {
-  stack = await Stack.start();
-});
-
-afterAll(async () => {
-  for (const d of devices) d.terminate();
-  await stack?.close();
-});
-
-function showLogsOnFailure(): void {
-  onTestFailed(() => {
-    console.error(`--- stack logs ---\n${stack.tail(80)}`);
-  });
-}
+const e2e = useStack({ tail: 80 });
 
 async function clientsOf(w: Workload, perAccount: number): Promise<Device[]> {
   const out: Device[] = [];
   for (const a of w.accounts) {
     for (let i = 0; i < perAccount; i++) {
-      const d = stack.device('client', a.clientToken);
-      devices.push(d);
+      const d = e2e.stack.device('client', a.clientToken);
       await d.connect();
       out.push(d);
     }
@@ -58,14 +41,13 @@ async function expectAllLogged(w: Workload, timeoutMs = 60_000): Promise<void> {
 
 async function retries(): Promise<number> {
   let n = 0;
-  for (const [k, v] of await stack.metrics()) if (k.startsWith('edgeplane_replicator_retries_total')) n += v;
+  for (const [k, v] of await e2e.stack.metrics()) if (k.startsWith('edgeplane_replicator_retries_total')) n += v;
   return n;
 }
 
 describe('faults', () => {
   it('SIGKILL of the replicator, again and again, during a stream of commits: nothing lost, views converge', async () => {
-    showLogsOnFailure();
-    const w = await Workload.create(stack.db.sql, 2);
+    const w = await Workload.create(e2e.stack.db.sql, 2);
     const clients = await clientsOf(w, 2);
     let kills = 0;
     const writer = w.run(12_000, 40);
@@ -73,70 +55,68 @@ describe('faults', () => {
       const until = Date.now() + 11_000;
       while (Date.now() < until) {
         await new Promise((r) => setTimeout(r, 1200 + Math.random() * 800));
-        await stack.stopReplicator('SIGKILL');
+        await e2e.stack.stopReplicator('SIGKILL');
         kills++;
         // Sometimes at once, sometimes after a pause: the old walsender may still hold the slot.
         if (kills % 2 === 0) await new Promise((r) => setTimeout(r, 300));
-        await stack.startReplicator(false);
+        await e2e.stack.startReplicator(false);
       }
     })();
     await Promise.all([writer, killer]);
     expect(kills).toBeGreaterThanOrEqual(4);
     expect(w.commits).toBeGreaterThan(300);
-    await expectConverged(stack.db.sql, clients, 90_000);
+    await expectConverged(e2e.stack.db.sql, clients, 90_000);
     await expectAllLogged(w);
     for (const c of clients) expect(c.connections).toBe(1);
   });
 
   it('the Worker stopped for 10 s during commits: the replicator retries, nothing is lost once it is back', async () => {
-    showLogsOnFailure();
-    const w = await Workload.create(stack.db.sql, 2);
+    const w = await Workload.create(e2e.stack.db.sql, 2);
     const clients = await clientsOf(w, 1);
     const retriesBefore = await retries();
     const writer = w.run(16_000, 30);
     await new Promise((r) => setTimeout(r, 3000));
-    await stack.stopWorker('SIGTERM');
+    await e2e.stack.stopWorker('SIGTERM');
     for (const c of clients) await c.waitClosed(20_000);
     await new Promise((r) => setTimeout(r, 10_000));
-    await stack.startWorker();
+    await e2e.stack.startWorker();
     // Devices reconnect, as real ones do, and start again from a fresh init.
     for (const c of clients) await c.reconnect();
     await writer;
-    await expectConverged(stack.db.sql, clients, 60_000);
+    await expectConverged(e2e.stack.db.sql, clients, 60_000);
     await expectAllLogged(w);
     expect(await retries()).toBeGreaterThan(retriesBefore);
   });
 
   it('an object that stored a batch but crashed before its sends reached the client: the client converges after reconnecting', async () => {
-    showLogsOnFailure();
-    const sql = stack.db.sql;
+    const sql = e2e.stack.db.sql;
     const a = await createAccount(sql, { resources: 2 });
-    const proxy = await new SwallowingProxy(() => stack.workerPort).start();
+    const proxy = await new SwallowingProxy(() => e2e.stack.workerPort).start();
+    const c = new Device(() => proxy.url, 'client', a.clientToken);
     try {
-      const c = new Device(() => proxy.url, 'client', a.clientToken);
-      devices.push(c);
       await c.connect();
       expect(c.view.size).toBe(2);
       // Everything so far (the client's own upsert included) delivered and acknowledged.
       await waitAcked();
       const r0 = a.resources[0]!;
       proxy.swallowing = true;
-      const mark = stack.logs.length;
+      const mark = e2e.stack.logs.length;
       await sql`update policies set disabled_at = now() where id = ${r0.policyId}`;
       // The Worker answers 200 only once the object stored the batch; its frame went out into the proxy.
-      await stack.waitForLog('worker', (l) => l.includes(`POST /v1/accounts/${a.id}/changes 200`), 15_000, mark);
-      await stack.stopWorker('SIGKILL');
+      await e2e.stack.waitForLog('worker', (l) => l.includes(`POST /v1/accounts/${a.id}/changes 200`), 15_000, mark);
+      await e2e.stack.stopWorker('SIGKILL');
       expect(proxy.swallowed).toBeGreaterThan(0);
       // The client never saw the change: its view is stale.
       expect(c.view.has(r0.id)).toBe(true);
       proxy.swallowing = false;
       proxy.dropAll();
       await c.waitClosed();
-      await stack.startWorker();
+      await e2e.stack.startWorker();
       await c.reconnect();
       await expectConverged(sql, [c]);
       expect(c.view.has(r0.id)).toBe(false);
     } finally {
+      c.terminate();
       await proxy.close();
     }
   });
@@ -144,12 +124,12 @@ describe('faults', () => {
 
 /** The slot's confirmed position reached the current WAL position: every change so far is delivered. */
 async function waitAcked(timeoutMs = 30_000): Promise<void> {
-  const sql = stack.db.sql;
+  const sql = e2e.stack.db.sql;
   const [target] = await sql<{ lsn: string }[]>`select pg_current_wal_lsn()::text as lsn`;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const [row] = await sql<{ done: boolean }[]>`
-      select confirmed_flush_lsn >= ${target!.lsn}::pg_lsn as done from pg_replication_slots where slot_name = ${stack.db.name}`;
+      select confirmed_flush_lsn >= ${target!.lsn}::pg_lsn as done from pg_replication_slots where slot_name = ${e2e.stack.db.name}`;
     if (row?.done) return;
     if (Date.now() > deadline) throw new Error('the slot did not catch up');
     await new Promise((r) => setTimeout(r, 50));

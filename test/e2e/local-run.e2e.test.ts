@@ -6,15 +6,14 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import postgres from 'postgres';
 import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
-import { Child } from '../../replicator/dev/child.ts';
-import { portInUse } from '../../replicator/dev/local-config.ts';
-import type { DevJson } from '../../replicator/dev/local-files.ts';
-import { startLocalPostgres } from '../../replicator/dev/local-postgres.ts';
-import { ROOT } from '../../replicator/dev/worker-process.ts';
-import { freePort } from '../support/e2e-stack.ts';
+import { Child } from '../../dev/child.ts';
+import type { DevJson } from '../../dev/local-files.ts';
+import { startLocalPostgres } from '../../dev/local-postgres.ts';
+import { freePort, portInUse } from '../../dev/ports.ts';
+import { ROOT } from '../../dev/root.ts';
 
 /**
- * `npm start` as a user runs it (PROTOCOL section 6), in a folder of its own (EDGEPLANE_DIR) and on
+ * `npm start` as a user runs it (docs/protocol.md#local-run), in a folder of its own (EDGEPLANE_DIR) and on
  * free ports: the embedded server, migrations, the demo, the replicator and `wrangler dev`, then
  * dev.json; the device and token CLIs against it; Ctrl-C stops everything, leaves no process and
  * no slot behind; a second start prints the same demo.
@@ -92,7 +91,7 @@ describe('npm start', () => {
     await chmod(dir, 0o755);
     ports = { PORT: String(await freePort()), REPLICATOR_PORT: String(await freePort()), EDGEPLANE_PG_PORT: String(await freePort()) };
 
-    const start = node('start', 'replicator/dev/start.ts', []);
+    const start = node('start', 'dev/start.ts', []);
     const dev = await devJson(start);
     expect(dev).toMatchObject({ workerUrl: `http://127.0.0.1:${ports.PORT}`, replicatorUrl: `http://127.0.0.1:${ports.REPLICATOR_PORT}` });
     expect(dev.databaseUrl).toContain(`:${ports.EDGEPLANE_PG_PORT}/`);
@@ -101,7 +100,7 @@ describe('npm start', () => {
     expect((await fetch(`${dev.replicatorUrl}/readyz`)).status).toBe(200);
 
     // The client CLI sees the demo's three resources, then a policy change.
-    const client = node('client', 'replicator/dev/client.ts', ['--demo', '--json', '--external-id', 'local-run-test']);
+    const client = node('client', 'dev/client.ts', ['--demo', '--json', '--external-id', 'local-run-test']);
     const init = JSON.parse(await lines(client, (l) => l.startsWith('{"event":"init"'))) as { payload: { resources: { id: string; name: string }[] } };
     expect(init.payload.resources.map((r) => r.name).sort()).toEqual(['Build server', 'Office LAN', 'Wiki']);
     const sql = postgres(dev.databaseUrl, { max: 1, onnotice: () => {} });
@@ -112,9 +111,15 @@ describe('npm start', () => {
 
       // The token CLI: a token for the demo's actor opens a client; bad arguments exit 2.
       const [actor] = await sql<{ id: string }[]>`select id::text from actors where name = 'Ada Lovelace'`;
-      const made = await exec(process.execPath, ['--import', 'tsx', 'replicator/dev/token.ts', 'client', '--account', dev.demo!.accountId, '--actor', actor!.id], { cwd: ROOT, env: env() });
+      const made = await exec(process.execPath, ['--import', 'tsx', 'dev/token-cli.ts', 'client', '--account', dev.demo!.accountId, '--actor', actor!.id], {
+        cwd: ROOT,
+        env: env(),
+      });
       expect(made.stdout.trim().split('.')).toHaveLength(3);
-      const bad = await exec(process.execPath, ['--import', 'tsx', 'replicator/dev/token.ts', 'client', '--account', 'nope'], { cwd: ROOT, env: env() }).then(() => 0, (e: { code: number }) => e.code);
+      const bad = await exec(process.execPath, ['--import', 'tsx', 'dev/token-cli.ts', 'client', '--account', 'nope'], { cwd: ROOT, env: env() }).then(
+        () => 0,
+        (e: { code: number }) => e.code,
+      );
       expect(bad).toBe(2);
     } finally {
       await sql.end();
@@ -142,7 +147,7 @@ describe('npm start', () => {
     // A second start: the same database, the same demo tokens. Then it is killed (SIGKILL: no
     // chance to stop anything) and a third start takes over what it left running.
     output.length = 0;
-    const again = node('start', 'replicator/dev/start.ts', []);
+    const again = node('start', 'dev/start.ts', []);
     const dev2 = await devJson(again);
     expect(dev2.demo).toEqual(dev.demo);
     again.process.kill('SIGKILL');
@@ -150,7 +155,7 @@ describe('npm start', () => {
     expect(await leftovers()).not.toEqual([]);
     await rm(path.join(dir, 'dev.json'), { force: true });
     output.length = 0;
-    const third = node('start', 'replicator/dev/start.ts', []);
+    const third = node('start', 'dev/start.ts', []);
     const dev3 = await devJson(third);
     expect(dev3.demo).toEqual(dev.demo);
     await lines(third, (l) => l.startsWith('Stopped what an earlier run that was killed left running'));
@@ -161,9 +166,13 @@ describe('npm start', () => {
   });
 
   it('refuses bad configuration with exit code 2', async () => {
-    const bad = await exec(process.execPath, ['--import', 'tsx', 'replicator/dev/start.ts'], {
-      cwd: ROOT, env: { PATH: process.env.PATH, PORT: 'eighty', REPLICATOR_SECRET: 'short' },
-    }).then(() => ({ code: 0, stderr: '' }), (e: { code: number; stderr: string }) => e);
+    const bad = await exec(process.execPath, ['--import', 'tsx', 'dev/start.ts'], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH, PORT: 'eighty', REPLICATOR_SECRET: 'short' },
+    }).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => e,
+    );
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('PORT=eighty is not a TCP port');
     expect(bad.stderr).toContain('REPLICATOR_SECRET must be at least 16 characters');

@@ -3,12 +3,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import postgres from 'postgres';
 import { afterAll, beforeAll, expect, it, onTestFailed } from 'vitest';
+import { startLocalPostgres, type LocalPostgres } from '../../dev/local-postgres.ts';
+import { freePort } from '../../dev/ports.ts';
 import { migrate } from '../../migrations/migrate.ts';
-import { startLocalPostgres, type LocalPostgres } from '../../replicator/dev/local-postgres.ts';
 import { withDatabase, type TestDatabase } from '../support/database.ts';
 import { expectConverged } from '../support/e2e-convergence.ts';
 import type { Device } from '../support/e2e-device.ts';
-import { freePort, Stack } from '../support/e2e-stack.ts';
+import { Stack } from '../support/e2e-stack.ts';
 import { Workload } from '../support/e2e-workload.ts';
 
 /**
@@ -21,7 +22,6 @@ import { Workload } from '../support/e2e-workload.ts';
 let cluster: LocalPostgres;
 let dir: string;
 let stack: Stack;
-const devices: Device[] = [];
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'edgeplane-e2e-restart-'));
@@ -39,7 +39,6 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const d of devices) d.terminate();
   await stack?.close();
   await cluster?.stop('immediate');
   await rm(dir, { recursive: true, force: true });
@@ -52,7 +51,6 @@ it('Postgres restarts during a stream of commits: the replicator reconnects and 
   const clients: Device[] = [];
   for (const a of w.accounts) {
     const d = stack.device('client', a.clientToken);
-    devices.push(d);
     await d.connect();
     clients.push(d);
   }
@@ -89,15 +87,16 @@ it('Postgres restarts (fast shutdown) while a delivered change waits for its cha
   const sql = stack.db.sql;
   const w = await Workload.create(sql, 1, 2, 1);
   const c = stack.device('client', w.accounts[0]!.clientToken);
-  devices.push(c);
   await c.connect();
   // A session holds change_logs, so the replicator's insert of the next change waits: the change
   // reaches the Worker, its acknowledgement to Postgres cannot happen yet.
   const blocker = postgres(stack.db.url, { max: 1, onnotice: () => {} });
-  const held = blocker.begin(async (tx) => {
-    await tx`lock table change_logs in exclusive mode`;
-    await new Promise((r) => setTimeout(r, 60_000));
-  }).catch(() => undefined);
+  const held = blocker
+    .begin(async (tx) => {
+      await tx`lock table change_logs in exclusive mode`;
+      await new Promise((r) => setTimeout(r, 60_000));
+    })
+    .catch(() => undefined);
   await new Promise((r) => setTimeout(r, 200));
   await w.step(0);
   await c.next('resource_created_or_updated', 15_000);

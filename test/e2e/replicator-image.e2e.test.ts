@@ -4,11 +4,10 @@ import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { bundleReplicator } from '../../replicator/dev/bundle.ts';
-import { Child } from '../../replicator/dev/child.ts';
-import { ROOT } from '../../replicator/dev/worker-process.ts';
+import { bundleReplicator } from '../../dev/replicator-bundle.ts';
+import { Child } from '../../dev/child.ts';
+import { ROOT } from '../../dev/root.ts';
 import { expectConverged } from '../support/e2e-convergence.ts';
-import type { Device } from '../support/e2e-device.ts';
 import { Stack } from '../support/e2e-stack.ts';
 import { createAccount } from '../support/e2e-world.ts';
 
@@ -49,12 +48,11 @@ async function readDockerfile(): Promise<Image> {
 let image: Image;
 let app: string;
 let stack: Stack;
-const devices: Device[] = [];
 const user = userInfo().uid === 0 ? { uid: 65534, gid: 65534 } : {};
 
 beforeAll(async () => {
   image = await readDockerfile();
-  expect(image.buildLine).toBe('RUN node --import tsx replicator/dev/bundle.ts /out/replicator.mjs');
+  expect(image.buildLine).toBe('RUN node --import tsx dev/replicator-bundle.ts /out/replicator.mjs');
   expect(image.cmd[0]).toBe('node');
   app = await mkdtemp(path.join(tmpdir(), 'edgeplane-image-'));
   await chmod(app, 0o755);
@@ -72,7 +70,6 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const d of devices) d.terminate();
   await stack?.close();
   await rm(app, { recursive: true, force: true });
 });
@@ -94,7 +91,6 @@ describe('the replicator image, run as a plain Node process', () => {
     const sql = stack.db.sql;
     const a = await createAccount(sql, { resources: 2 });
     const c = stack.device('client', a.clientToken);
-    devices.push(c);
     await c.connect();
     await sql`update policies set disabled_at = now() where id = ${a.resources[0]!.policyId}`;
     expect((await c.next('resource_deleted')).payload).toEqual({ id: a.resources[0]!.id });

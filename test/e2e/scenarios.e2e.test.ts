@@ -1,43 +1,25 @@
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { expectConverged } from '../support/e2e-convergence.ts';
 import { ConnectRefused, type Device, type Frame } from '../support/e2e-device.ts';
-import { Stack } from '../support/e2e-stack.ts';
+import { useStack } from '../support/e2e-stack.ts';
 import { createAccount, type WorldAccount } from '../support/e2e-world.ts';
 
 /**
  * The seed's scenarios through the whole system: a change committed in Postgres, decoded by the
  * replicator (a child process), posted to the real Worker under `wrangler dev`, applied by the
  * account's object and pushed to WebSocket devices. After each, every client's replayed view must
- * equal what PROTOCOL section 4 computes from the database.
+ * equal what docs/protocol.md#access-rule computes from the database.
  */
-let stack: Stack;
-const devices: Device[] = [];
-
-beforeAll(async () => {
-  stack = await Stack.start();
-});
-
-afterAll(async () => {
-  for (const d of devices) d.terminate();
-  await stack?.close();
-});
-
-function showLogsOnFailure(): void {
-  onTestFailed(() => {
-    console.error(`--- stack logs ---\n${stack.tail(60)}`);
-  });
-}
+const e2e = useStack({ tail: 60 });
 
 async function client(account: WorldAccount): Promise<Device> {
-  const d = stack.device('client', account.clientToken);
-  devices.push(d);
+  const d = e2e.stack.device('client', account.clientToken);
   await d.connect();
   return d;
 }
 
 async function gateway(account: WorldAccount): Promise<Device> {
-  const d = stack.device('gateway', account.siteToken);
-  devices.push(d);
+  const d = e2e.stack.device('gateway', account.siteToken);
   await d.connect();
   return d;
 }
@@ -54,17 +36,15 @@ async function flow(c: Device, g: Device, resourceId: string): Promise<{ created
 
 describe('end to end', () => {
   it('init: a client gets exactly the resources its policies grant', async () => {
-    showLogsOnFailure();
-    const a = await createAccount(stack.db.sql, { resources: 3, unreachable: 2 });
+    const a = await createAccount(e2e.stack.db.sql, { resources: 3, unreachable: 2 });
     const c = await client(a);
     expect(c.init!.payload.actor_id).toBe(a.actorId);
     expect(ids(c.init!.payload.resources as { id: string }[])).toEqual(ids(a.resources));
-    await expectConverged(stack.db.sql, [c]);
+    await expectConverged(e2e.stack.db.sql, [c]);
   });
 
   it('policy deleted, restored, disabled, enabled, hard-deleted', async () => {
-    showLogsOnFailure();
-    const sql = stack.db.sql;
+    const sql = e2e.stack.db.sql;
     const a = await createAccount(sql, { resources: 3 });
     const c = await client(a);
     const [r0, r1] = a.resources;
@@ -92,8 +72,7 @@ describe('end to end', () => {
   });
 
   it('membership removed and added back', async () => {
-    showLogsOnFailure();
-    const sql = stack.db.sql;
+    const sql = e2e.stack.db.sql;
     const a = await createAccount(sql, { resources: 3 });
     const c = await client(a);
     await sql`delete from actor_group_memberships where actor_id = ${a.actorId}`;
@@ -108,8 +87,7 @@ describe('end to end', () => {
   });
 
   it('resource soft-deleted, renamed, restored', async () => {
-    showLogsOnFailure();
-    const sql = stack.db.sql;
+    const sql = e2e.stack.db.sql;
     const a = await createAccount(sql, { resources: 2 });
     const c = await client(a);
     const r0 = a.resources[0]!;
@@ -124,8 +102,7 @@ describe('end to end', () => {
   });
 
   it('policy moved R1 -> R2 -> R1 quickly (and again, 20 times)', async () => {
-    showLogsOnFailure();
-    const sql = stack.db.sql;
+    const sql = e2e.stack.db.sql;
     const a = await createAccount(sql, { resources: 1, unreachable: 1 });
     const r1 = a.resources[0]!;
     const r2 = a.extra[0]!;
@@ -144,8 +121,7 @@ describe('end to end', () => {
   });
 
   it('token revoked: the socket is closed with 4001 and the token no longer connects', async () => {
-    showLogsOnFailure();
-    const sql = stack.db.sql;
+    const sql = e2e.stack.db.sql;
     const a = await createAccount(sql, { resources: 1 });
     const c = await client(a);
     const g = await gateway(a);
@@ -153,8 +129,11 @@ describe('end to end', () => {
     expect((await c.waitClosed()).code).toBe(4001);
     // The gateway's token is another one: it stays.
     expect(g.open).toBe(true);
-    const again = stack.device('client', a.clientToken);
-    const refused = await again.connect().then(() => undefined, (err: unknown) => err);
+    const again = e2e.stack.device('client', a.clientToken);
+    const refused = await again.connect().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     expect(refused).toBeInstanceOf(ConnectRefused);
     expect((refused as ConnectRefused).status).toBe(401);
 
@@ -163,8 +142,7 @@ describe('end to end', () => {
   });
 
   it('gateway flow: authorized, then rejected when the policy goes', async () => {
-    showLogsOnFailure();
-    const sql = stack.db.sql;
+    const sql = e2e.stack.db.sql;
     const a = await createAccount(sql, { resources: 2 });
     const g = await gateway(a);
     expect(g.init!.payload).toMatchObject({ site_id: a.siteId, flows: [] });
@@ -187,8 +165,7 @@ describe('end to end', () => {
   });
 
   it('an authorized flow is appended to the flows audit log in Postgres', async () => {
-    showLogsOnFailure();
-    const sql = stack.db.sql;
+    const sql = e2e.stack.db.sql;
     const a = await createAccount(sql, { resources: 1 });
     const g = await gateway(a);
     const c = await client(a);
@@ -205,8 +182,7 @@ describe('end to end', () => {
   });
 
   it('breaking address change: clients get the new address, live flows are rejected', async () => {
-    showLogsOnFailure();
-    const sql = stack.db.sql;
+    const sql = e2e.stack.db.sql;
     const a = await createAccount(sql, { resources: 1 });
     const r0 = a.resources[0]!;
     const g = await gateway(a);
@@ -222,9 +198,8 @@ describe('end to end', () => {
     expect(again.authorized.payload.resource).toMatchObject({ id: r0.id, address: 'moved.example.internal' });
   });
 
-  it('group deleted, connection removed, site deleted: resources go, the site\'s gateways are closed with 4003', async () => {
-    showLogsOnFailure();
-    const sql = stack.db.sql;
+  it("group deleted, connection removed, site deleted: resources go, the site's gateways are closed with 4003", async () => {
+    const sql = e2e.stack.db.sql;
     const a = await createAccount(sql, { resources: 3 });
     const c = await client(a);
     const g = await gateway(a);
@@ -249,20 +224,21 @@ describe('end to end', () => {
   });
 
   it('actor disabled, account disabled: sockets closed with 4003, and refused while so', async () => {
-    showLogsOnFailure();
-    const sql = stack.db.sql;
+    const sql = e2e.stack.db.sql;
     const a = await createAccount(sql, { resources: 1 });
     const c = await client(a);
     await sql`update actors set disabled_at = now() where id = ${a.actorId}`;
     expect((await c.waitClosed()).code).toBe(4003);
-    const again = stack.device('client', a.clientToken);
-    const refused = await again.connect().then(() => undefined, (err: unknown) => err);
+    const again = e2e.stack.device('client', a.clientToken);
+    const refused = await again.connect().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     expect((refused as ConnectRefused).status).toBe(401);
     await sql`update actors set disabled_at = null where id = ${a.actorId}`;
     // The object learns of it through the replicator: connect once it has.
-    const back = stack.device('client', a.clientToken);
-    devices.push(back);
-    for (const deadline = Date.now() + 15_000; ;) {
+    const back = e2e.stack.device('client', a.clientToken);
+    for (const deadline = Date.now() + 15_000; ; ) {
       try {
         await back.connect();
         break;
@@ -280,8 +256,7 @@ describe('end to end', () => {
   });
 
   it('two accounts are isolated', async () => {
-    showLogsOnFailure();
-    const sql = stack.db.sql;
+    const sql = e2e.stack.db.sql;
     const a = await createAccount(sql, { resources: 2, label: 'iso-a' });
     const b = await createAccount(sql, { resources: 2, label: 'iso-b' });
     const ca = await client(a);
@@ -297,8 +272,11 @@ describe('end to end', () => {
     expect(viewIds(ca)).toEqual(ids(a.resources));
     // A's token presented as B's: refused (the object of B does not know it).
     const [, tokenId, secret] = a.clientToken.split('.');
-    const crossed = stack.device('client', `${b.id}.${tokenId}.${secret}`);
-    const refused = await crossed.connect().then(() => undefined, (err: unknown) => err);
+    const crossed = e2e.stack.device('client', `${b.id}.${tokenId}.${secret}`);
+    const refused = await crossed.connect().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     expect((refused as ConnectRefused).status).toBe(401);
   });
 });

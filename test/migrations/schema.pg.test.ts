@@ -4,7 +4,7 @@ import { DOMAIN_TABLES } from '../../src/tables.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 
 const COMMON = ['account_id', 'inserted_at', 'updated_at'];
-// PROTOCOL.md section 1, table by table: the columns besides the common ones.
+// docs/protocol.md#schema, table by table: the columns besides the common ones.
 const EXPECTED: Record<string, string[]> = {
   accounts: ['id', 'name', 'slug', 'disabled_at', 'deleted_at', 'inserted_at', 'updated_at'],
   actors: ['id', ...COMMON, 'name', 'type', 'disabled_at', 'deleted_at'],
@@ -30,7 +30,7 @@ afterAll(async () => {
 });
 
 describe('migrations', () => {
-  it('creates every table of PROTOCOL section 1 with exactly its columns', async () => {
+  it('creates every table of docs/protocol.md#schema with exactly its columns', async () => {
     const rows = await db.sql<{ table_name: string; column_name: string }[]>`
       select table_name, column_name from information_schema.columns where table_schema = 'public'`;
     const actual: Record<string, string[]> = {};
@@ -81,7 +81,7 @@ describe('migrations', () => {
     expect(row?.n).toBe(again.skipped.length);
   });
 
-  it('refuses writes over the limits of PROTOCOL section 1 with the named CHECK constraint', async () => {
+  it('refuses writes over the limits of docs/protocol.md#schema with the named CHECK constraint', async () => {
     const [account] = await db.sql<{ id: string }[]>`insert into accounts (name, slug) values ('Limits', 'limits') returning id`;
     const accountId = account!.id;
     const [group] = await db.sql<{ id: string }[]>`insert into actor_groups (account_id, name) values (${accountId}, 'g') returning id`;
@@ -102,8 +102,11 @@ describe('migrations', () => {
       insert into policies (account_id, actor_group_id, resource_id, conditions) values (${accountId}, ${group!.id}, ${resource!.id}, ${db.sql.json(conditions as never)})`;
     await refused('policies_conditions_entries', policy(Array.from({ length: 65 }, () => condition(1))));
     await refused('policies_conditions_entries', policy([condition(65)]));
-    await refused('policies_description_length', db.sql`
-      insert into policies (account_id, actor_group_id, resource_id, description) values (${accountId}, ${group!.id}, ${resource!.id}, ${long(1025)})`);
+    await refused(
+      'policies_description_length',
+      db.sql`
+      insert into policies (account_id, actor_group_id, resource_id, description) values (${accountId}, ${group!.id}, ${resource!.id}, ${long(1025)})`,
+    );
     // At the limits, writes go through.
     await policy(Array.from({ length: 64 }, () => condition(64)));
     await db.sql`update resources set name = ${long(255)}, address = ${long(1024)}, address_description = ${long(1024)}, filters = ${db.sql.json(filters.slice(1))} where id = ${resource!.id}`;

@@ -34,7 +34,10 @@ const ticket = { endLsn: 0n, changes: 0, receivedAt: 0, pending: 0 };
 
 function delivery(lsn: bigint, seq: number, name = `actor ${seq}`): LogEntry {
   const data = { id: `00000000-0000-4000-8000-${String(seq).padStart(12, '0')}`, account_id: ACCOUNT, name };
-  const d = toDelivery({ accountId: ACCOUNT, change: { lsn: formatLsn(lsn), seq, xid: 700, table: 'actors', op: 'insert', old: null, data, committed_at: '2026-11-22T20:00:00.000000Z' } });
+  const d = toDelivery({
+    accountId: ACCOUNT,
+    change: { lsn: formatLsn(lsn), seq, xid: 700, table: 'actors', op: 'insert', old: null, data, committed_at: '2026-11-22T20:00:00.000000Z' },
+  });
   return { ...d, ticket };
 }
 
@@ -57,7 +60,13 @@ describe('copyIn', () => {
 describe('ChangeLogWriter', () => {
   it('logs each position once when batches repeat logged ones (replays), on several lanes, and reports every batch', async () => {
     const logged: LogEntry[] = [];
-    const writer = new ChangeLogWriter(client, { batchSize: 7, lingerMs: 2, lanes: 3, retryBaseMs: 5, retryMaxMs: 20 }, (b) => logged.push(...b), createLogger('silent'), new Metrics());
+    const writer = new ChangeLogWriter(
+      client,
+      { batchSize: 7, lingerMs: 2, lanes: 3, retryBaseMs: 5, retryMaxMs: 20 },
+      (b) => logged.push(...b),
+      createLogger('silent'),
+      new Metrics(),
+    );
     const first = Array.from({ length: 40 }, (_, i) => delivery(0x1000n + BigInt(Math.floor(i / 10)) * 0x100n, i % 10));
     for (const d of first) writer.enqueue(d);
     await writer.idle();
@@ -85,7 +94,13 @@ describe('ChangeLogWriter', () => {
       clients.push(sql);
       return sql;
     };
-    const writer = new ChangeLogWriter(impatient, { batchSize: 5, lingerMs: 1, lanes: 1, retryBaseMs: 20, retryMaxMs: 50 }, (b) => logged.push(...b), createLogger('silent'), metrics);
+    const writer = new ChangeLogWriter(
+      impatient,
+      { batchSize: 5, lingerMs: 1, lanes: 1, retryBaseMs: 20, retryMaxMs: 50 },
+      (b) => logged.push(...b),
+      createLogger('silent'),
+      metrics,
+    );
     let locked!: () => void;
     const isLocked = new Promise<void>((r) => (locked = r));
     const holder = db.sql.begin(async (tx) => {

@@ -53,7 +53,7 @@ describe('pgoutput decoder fuzzing', () => {
     const prime = () => {
       // A mutated message may have been a Stream Start: a Stream Stop ends that state.
       decoder.decode(Buffer.from('E'));
-      corpus.filter((m) => m.data[0] === 0x52).forEach((m) => decoder.decode(m.data));
+      for (const m of corpus) if (m.data[0] === 0x52) decoder.decode(m.data);
     };
     prime();
     let errors = 0;

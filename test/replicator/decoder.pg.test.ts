@@ -185,11 +185,13 @@ describe('pgoutput decoder on bytes from a real server', () => {
       });
       await eventually(() => live.messages.some((m) => m.data[0] === 0x63), 10_000, 'the first stream commits');
       const before = streamedSoFar();
-      await other.begin(async (tx) => {
-        await tx`insert into keyed (id, v) select g, repeat('r', 100) from generate_series(20000, ${20000 + rows - 1}) g`;
-        await eventually(() => streamedSoFar() > before, 10_000, 'the second open transaction is streamed');
-        throw new Error('roll back');
-      }).catch(() => {});
+      await other
+        .begin(async (tx) => {
+          await tx`insert into keyed (id, v) select g, repeat('r', 100) from generate_series(20000, ${20000 + rows - 1}) g`;
+          await eventually(() => streamedSoFar() > before, 10_000, 'the second open transaction is streamed');
+          throw new Error('roll back');
+        })
+        .catch(() => {});
       await flushWal();
       await eventually(() => live.messages.filter((m) => m.data[0] === 0x41).length >= 2, 10_000, 'two stream aborts');
     } finally {

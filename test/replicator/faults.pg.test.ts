@@ -4,7 +4,7 @@ import path from 'node:path';
 import postgres from 'postgres';
 import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
 import { migrate } from '../../migrations/migrate.ts';
-import { startEmbeddedPostgres } from '../../replicator/dev/embedded-postgres.ts';
+import { startEmbeddedPostgres } from '../../dev/embedded-postgres.ts';
 import { slotInvalidation, slotProblem } from '../../replicator/stream/setup.ts';
 import { parseLsn } from '../../src/lsn.ts';
 import { insertAccount, insertActor, Pipeline, SECRET } from '../support/pipeline.ts';
@@ -26,7 +26,12 @@ afterEach(async () => {
 function dumpLogsOnFailure(processes: () => ReplicatorProcess[]): void {
   onTestFailed(() => {
     for (const r of processes()) {
-      console.error(`--- replicator ${r.pid} ---\n${r.logs.slice(-40).map((l) => JSON.stringify(l)).join('\n')}\n${r.stderr.slice(-10).join('\n')}`);
+      console.error(
+        `--- replicator ${r.pid} ---\n${r.logs
+          .slice(-40)
+          .map((l) => JSON.stringify(l))
+          .join('\n')}\n${r.stderr.slice(-10).join('\n')}`,
+      );
     }
   });
 }
@@ -72,10 +77,14 @@ describe('replicator faults', () => {
     const names = new Set(firsts.filter((c) => c.table === 'actors').map((c) => c.data?.name));
     for (let i = 0; i < total; i++) expect(names.has(`w${i}`) && names.has(`w${i}b`)).toBe(true);
     // change_logs holds each delivered change exactly once, whatever the replays.
-    const logged = await eventually(async () => {
-      const rows = await p.sql<{ lsn: string; seq: number }[]>`select lsn, seq from change_logs`;
-      return rows.length >= expected ? rows : undefined;
-    }, 20_000, 'change_logs complete');
+    const logged = await eventually(
+      async () => {
+        const rows = await p.sql<{ lsn: string; seq: number }[]>`select lsn, seq from change_logs`;
+        return rows.length >= expected ? rows : undefined;
+      },
+      20_000,
+      'change_logs complete',
+    );
     expect(new Set(logged.map(keyOf))).toEqual(new Set(firsts.map(keyOf)));
     expect(logged).toHaveLength(expected);
   });
@@ -262,10 +271,14 @@ describe('replicator configuration', () => {
     await p.sql`select pg_create_physical_replication_slot(${p.slot})`;
     const r = await p.replicator({}, false);
     await r.waitForLog((l) => l.msg === 'replication session ended; reconnecting' && l.level === 'error');
-    const health = await eventually(async () => {
-      const response = await r.get('/healthz');
-      return response.status === 503 ? (JSON.parse(response.text) as { reasons: string[]; ready: boolean }) : undefined;
-    }, 10_000, '/healthz failing');
+    const health = await eventually(
+      async () => {
+        const response = await r.get('/healthz');
+        return response.status === 503 ? (JSON.parse(response.text) as { reasons: string[]; ready: boolean }) : undefined;
+      },
+      10_000,
+      '/healthz failing',
+    );
     expect(health.ready).toBe(false);
     expect(health.reasons.join(' ')).toMatch(/cannot replicate: SetupError: replication slot \S+ exists but is a physical slot/);
   });

@@ -61,11 +61,15 @@ describe('replicator pipeline (real Postgres, replicator process, recording sink
     expect(forA[5]!.old).toMatchObject({ id: actor, name: ODD_NAME });
     expect(isSortedByPosition(forA)).toBe(true);
 
-    const logged = await eventually(async () => {
-      const rows = await p.sql<{ account_id: string; lsn: string; seq: number; table_name: string; op: string; old_data: unknown; data: unknown; xid: string; vsn: number }[]>`
+    const logged = await eventually(
+      async () => {
+        const rows = await p.sql<{ account_id: string; lsn: string; seq: number; table_name: string; op: string; old_data: unknown; data: unknown; xid: string; vsn: number }[]>`
         select account_id::text, lsn, seq, xid::text, table_name, op, old_data, data, vsn from change_logs`;
-      return rows.length >= 8 ? rows : undefined;
-    }, 10_000, 'change_logs rows');
+        return rows.length >= 8 ? rows : undefined;
+      },
+      10_000,
+      'change_logs rows',
+    );
     expect(logged).toHaveLength(8);
     for (const c of changes) {
       const row = logged.find((r) => r.lsn === c.lsn && r.seq === c.seq)!;
@@ -114,10 +118,14 @@ describe('replicator pipeline (real Postgres, replicator process, recording sink
       await tx`set local logical_decoding_work_mem = '64kB'`;
       await tx`insert into actors (account_id, name, type) select ${a}, 'bulk-' || g || repeat('x', 100), 'account_user' from generate_series(1, ${rows}) g`;
     });
-    const actors = await eventually(() => {
-      const got = p.sink.changes.filter((c) => c.table === 'actors');
-      return got.length >= rows ? got : undefined;
-    }, 30_000, 'all bulk rows');
+    const actors = await eventually(
+      () => {
+        const got = p.sink.changes.filter((c) => c.table === 'actors');
+        return got.length >= rows ? got : undefined;
+      },
+      30_000,
+      'all bulk rows',
+    );
     await new Promise((r) => setTimeout(r, 300));
     expect(p.sink.changes.filter((c) => c.table === 'actors')).toHaveLength(rows);
     expect(new Set(actors.map((c) => c.lsn)).size).toBe(1);

@@ -9,7 +9,7 @@ export interface ExpectedView {
 }
 
 /**
- * PROTOCOL section 4 in one query, straight from the database: the resources the client may see.
+ * docs/protocol.md#access-rule in one query, straight from the database: the resources the client may see.
  * A policy that is neither deleted nor disabled, of a group (not deleted) the client's actor is a
  * member of, for a resource that is not deleted and is connected to a site that is not deleted;
  * the actor, its account and the client active. The e2e tests use policies without conditions and

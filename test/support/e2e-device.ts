@@ -1,4 +1,5 @@
 import WebSocket from 'ws';
+import { deviceSocketUrl } from '../../dev/device-url.ts';
 
 export interface Frame {
   event: string;
@@ -24,7 +25,10 @@ export interface ResourceView {
 
 export class ConnectRefused extends Error {
   override name = 'ConnectRefused';
-  constructor(readonly status: number, readonly body: string) {
+  constructor(
+    readonly status: number,
+    readonly body: string,
+  ) {
     super(`connect refused: HTTP ${status} ${body}`);
   }
 }
@@ -32,7 +36,7 @@ export class ConnectRefused extends Error {
 let counter = 0;
 
 /**
- * A device on the real Worker's WebSocket (PROTOCOL section 3), as a test sees it: every frame in
+ * A device on the real Worker's WebSocket (docs/protocol.md#websocket-routes), as a test sees it: every frame in
  * order, the close code from the close frame, reconnection, and (for clients) the view that its
  * events add up to: init, resource_created_or_updated and resource_deleted replayed.
  */
@@ -60,15 +64,13 @@ export class Device {
   }
 
   get url(): string {
-    const u = new URL(`/v1/${this.kind}/websocket`, this.baseUrl().replace(/^http/, 'ws'));
-    u.search = new URLSearchParams({
+    return deviceSocketUrl(this.baseUrl(), this.kind, {
       token: this.token,
-      external_id: this.externalId,
+      externalId: this.externalId,
       name: this.options.name ?? this.externalId,
-      public_key: this.publicKey,
+      publicKey: this.publicKey,
       version: this.options.version ?? '1.4.2',
-    }).toString();
-    return u.toString();
+    });
   }
 
   get id(): string {
@@ -155,7 +157,9 @@ export class Device {
     while (!test()) {
       const left = deadline - Date.now();
       if (left <= 0) {
-        throw new Error(`${this.kind} ${this.externalId}: timed out after ${timeoutMs} ms waiting for ${what}; last frames: ${JSON.stringify(this.frames.slice(-5)).slice(0, 2000)}; closed: ${JSON.stringify(this.closed)}`);
+        throw new Error(
+          `${this.kind} ${this.externalId}: timed out after ${timeoutMs} ms waiting for ${what}; last frames: ${JSON.stringify(this.frames.slice(-5)).slice(0, 2000)}; closed: ${JSON.stringify(this.closed)}`,
+        );
       }
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, Math.min(left, 250));
@@ -171,16 +175,20 @@ export class Device {
   async next(match: string | ((f: Frame) => boolean), timeoutMs = 15_000): Promise<Frame> {
     const test = typeof match === 'string' ? (f: Frame) => f.event === match : match;
     let found: Frame | undefined;
-    await this.until(() => {
-      for (let i = this.read; i < this.frames.length; i++) {
-        if (test(this.frames[i]!)) {
-          found = this.frames[i];
-          this.read = i + 1;
-          return true;
+    await this.until(
+      () => {
+        for (let i = this.read; i < this.frames.length; i++) {
+          if (test(this.frames[i]!)) {
+            found = this.frames[i];
+            this.read = i + 1;
+            return true;
+          }
         }
-      }
-      return false;
-    }, typeof match === 'string' ? match : 'a matching frame', timeoutMs);
+        return false;
+      },
+      typeof match === 'string' ? match : 'a matching frame',
+      timeoutMs,
+    );
     return found!;
   }
 

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { buildWorkerBundle } from '../../replicator/dev/worker-process.ts';
+import { buildWorkerBundle } from '../../dev/worker-process.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {

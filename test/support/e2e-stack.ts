@@ -1,25 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { inject } from 'vitest';
-import type { Child } from '../../replicator/dev/child.ts';
-import { startReplicatorProcess } from '../../replicator/dev/replicator-child.ts';
-import { isWranglerNoise, startWorkerProcess, waitForHttp } from '../../replicator/dev/worker-process.ts';
+import { afterAll, beforeAll, beforeEach, inject } from 'vitest';
+import type { Child } from '../../dev/child.ts';
+import { freePort } from '../../dev/ports.ts';
+import { startReplicatorProcess } from '../../dev/replicator-child.ts';
+import { isWranglerNoise, startWorkerProcess, waitForHttp } from '../../dev/worker-process.ts';
+import { errorMessage } from '../../src/errors.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
 import { Device, type DeviceOptions } from './e2e-device.ts';
-
-export async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 export interface StackOptions {
   /** Default: a fresh migrated database on the run's cluster. */
@@ -44,6 +34,8 @@ export interface LogEntry {
  */
 export class Stack {
   readonly logs: LogEntry[] = [];
+  /** Every device handed out, dropped on close: a test that failed midway leaves no socket behind. */
+  private readonly devices: Device[] = [];
   replicator: Child | undefined;
   worker: Child | undefined;
   readonly secret = `e2e-${randomBytes(12).toString('hex')}`;
@@ -59,16 +51,23 @@ export class Stack {
 
   static async start(options: StackOptions = {}): Promise<Stack> {
     const db = options.db ?? (await createTestDatabase('e2e'));
-    const stack = new Stack(db, await freePort(), await freePort(), await mkdtemp(path.join(tmpdir(), 'edgeplane-e2e-worker-')), {
-      SLOT_NAME: db.name,
-      LOG_LEVEL: 'info',
-      // Quick retries, so that a Worker that comes back is found within half a second.
-      RETRY_BASE_MS: '20',
-      RETRY_MAX_MS: '500',
-      FORWARD_TIMEOUT_MS: '3000',
-      STATUS_INTERVAL_MS: '1000',
-      ...options.replicatorEnv,
-    }, options.launchReplicator);
+    const stack = new Stack(
+      db,
+      await freePort(),
+      await freePort(),
+      await mkdtemp(path.join(tmpdir(), 'edgeplane-e2e-worker-')),
+      {
+        SLOT_NAME: db.name,
+        LOG_LEVEL: 'info',
+        // Quick retries, so that a Worker that comes back is found within half a second.
+        RETRY_BASE_MS: '20',
+        RETRY_MAX_MS: '500',
+        FORWARD_TIMEOUT_MS: '3000',
+        STATUS_INTERVAL_MS: '1000',
+        ...options.replicatorEnv,
+      },
+      options.launchReplicator,
+    );
     try {
       // The slot first: an object must not hydrate from a snapshot older than the slot.
       await stack.startReplicator();
@@ -99,21 +98,25 @@ export class Stack {
   async startReplicator(waitReady = true): Promise<void> {
     if (this.replicator?.running) throw new Error('the replicator is already running');
     if (this.launchReplicator) {
-      this.replicator = this.launchReplicator({
-        ...this.replicatorEnv,
-        DATABASE_URL: this.db.url,
-        EDGE_URL: this.workerUrl,
-        REPLICATOR_SECRET: this.secret,
-        REPLICATOR_PORT: String(this.replicatorPort),
-      }, this.record('replicator'));
-    } else this.replicator = startReplicatorProcess({
-      databaseUrl: this.db.url,
-      edgeUrl: this.workerUrl,
-      secret: this.secret,
-      port: this.replicatorPort,
-      env: this.replicatorEnv,
-      onLine: this.record('replicator'),
-    });
+      this.replicator = this.launchReplicator(
+        {
+          ...this.replicatorEnv,
+          DATABASE_URL: this.db.url,
+          EDGE_URL: this.workerUrl,
+          REPLICATOR_SECRET: this.secret,
+          REPLICATOR_PORT: String(this.replicatorPort),
+        },
+        this.record('replicator'),
+      );
+    } else
+      this.replicator = startReplicatorProcess({
+        databaseUrl: this.db.url,
+        edgeUrl: this.workerUrl,
+        secret: this.secret,
+        port: this.replicatorPort,
+        env: this.replicatorEnv,
+        onLine: this.record('replicator'),
+      });
     if (waitReady) await waitForHttp(`${this.replicatorUrl}/readyz`, this.replicator, 60_000, 'the replicator').catch((err: unknown) => this.fail(err));
   }
 
@@ -140,11 +143,14 @@ export class Stack {
   }
 
   private fail(err: unknown): never {
-    throw new Error(`${err instanceof Error ? err.message : String(err)}\n--- last log lines ---\n${this.tail(40)}`);
+    throw new Error(`${errorMessage(err)}\n--- last log lines ---\n${this.tail(40)}`);
   }
 
   tail(n = 40): string {
-    return this.logs.slice(-n).map((l) => `[${l.source}] ${l.line}`).join('\n');
+    return this.logs
+      .slice(-n)
+      .map((l) => `[${l.source}] ${l.line}`)
+      .join('\n');
   }
 
   /** Waits for a log line (from index `from` on) that matches. */
@@ -162,7 +168,7 @@ export class Stack {
   async metrics(): Promise<Map<string, number>> {
     // A replicator that was just restarted may not listen yet; one that keeps refusing is a failure.
     let text: string | undefined;
-    for (const deadline = Date.now() + 10_000; text === undefined;) {
+    for (const deadline = Date.now() + 10_000; text === undefined; ) {
       try {
         text = await (await fetch(`${this.replicatorUrl}/metrics`)).text();
       } catch (err) {
@@ -182,13 +188,39 @@ export class Stack {
   }
 
   device(kind: 'client' | 'gateway', token: string, options: DeviceOptions = {}): Device {
-    return new Device(() => this.workerUrl, kind, token, options);
+    const device = new Device(() => this.workerUrl, kind, token, options);
+    this.devices.push(device);
+    return device;
   }
 
   async close(): Promise<void> {
+    for (const d of this.devices) d.terminate();
     await this.stopReplicator('SIGKILL').catch(() => undefined);
     await this.stopWorker('SIGKILL').catch(() => undefined);
     await rm(this.persistDir, { recursive: true, force: true });
     await this.db.drop();
   }
+}
+
+/**
+ * The stack of a test file: started before its tests, closed after them, and its last `tail` log
+ * lines printed under each test that fails.
+ */
+export function useStack(options: { tail?: number } = {}): { readonly stack: Stack } {
+  let stack: Stack | undefined;
+  beforeAll(async () => {
+    stack = await Stack.start();
+  });
+  afterAll(async () => {
+    await stack?.close();
+  });
+  beforeEach(({ onTestFailed }) => {
+    onTestFailed(() => console.error(`--- stack logs ---\n${stack?.tail(options.tail)}`));
+  });
+  return {
+    get stack(): Stack {
+      if (!stack) throw new Error('the stack is not started: use it inside a test or a hook');
+      return stack;
+    },
+  };
 }

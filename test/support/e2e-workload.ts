@@ -107,7 +107,13 @@ export class Workload {
     } catch (err) {
       this.failures++;
       // The statement may have failed before or after its commit: the caller decides whether that matters.
-      const planned: [string, number][] = kind === 4 ? [['resources', 1], ['policies', 1]] : [[['resources', 'policies', 'policies', 'actor_group_memberships'][kind]!, 1]];
+      const planned: [string, number][] =
+        kind === 4
+          ? [
+              ['resources', 1],
+              ['policies', 1],
+            ]
+          : [[['resources', 'policies', 'policies', 'actor_group_memberships'][kind]!, 1]];
       for (const [table, n] of planned) this.counts.add(this.counts.uncertain, a.id, table, n);
       throw err;
     }

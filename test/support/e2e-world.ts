@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Sql } from 'postgres';
-import { createToken } from '../../replicator/dev/tokens.ts';
+import { createToken } from '../../dev/tokens.ts';
 
 export interface WorldResource {
   id: string;

@@ -5,7 +5,7 @@ import postgres from 'postgres';
 import type { TestProject } from 'vitest/node';
 import { migrate } from '../../migrations/migrate.ts';
 import { withDatabase } from './database.ts';
-import { startEmbeddedPostgres, type EmbeddedCluster } from '../../replicator/dev/embedded-postgres.ts';
+import { startEmbeddedPostgres, type EmbeddedCluster } from '../../dev/embedded-postgres.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {

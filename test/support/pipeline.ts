@@ -78,4 +78,3 @@ export async function insertActor(sql: Queryable, accountId: string, name = 'act
   const [row] = await sql<{ id: string }[]>`insert into actors (account_id, name, type) values (${accountId}, ${name}, 'account_user') returning id::text`;
   return row!.id;
 }
-

@@ -1,10 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+import { ROOT } from '../../dev/root.ts';
 
 export interface LogLine {
   level: string;
@@ -52,7 +49,13 @@ export class ReplicatorProcess {
     for (;;) {
       const found = this.logs.find(predicate);
       if (found) return found;
-      if (Date.now() > deadline) throw new Error(`no such log line within ${timeoutMs} ms; last lines:\n${this.logs.slice(-10).map((l) => JSON.stringify(l)).join('\n')}\n${this.stderr.slice(-10).join('\n')}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `no such log line within ${timeoutMs} ms; last lines:\n${this.logs
+            .slice(-10)
+            .map((l) => JSON.stringify(l))
+            .join('\n')}\n${this.stderr.slice(-10).join('\n')}`,
+        );
       await new Promise((r) => setTimeout(r, 25));
     }
   }

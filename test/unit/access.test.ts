@@ -15,21 +15,33 @@ function world() {
   const policy = rows.policy(account, group.id, resource.id);
   const client = rows.client(account, actor.id);
   const base = [
-    insert('accounts', acc), insert('actors', actor), insert('actor_groups', group), insert('actor_group_memberships', rows.membership(account, actor.id, group.id)),
-    insert('sites', site), insert('resources', resource), insert('resource_connections', rows.connection(account, resource.id, site.id)),
-    insert('policies', policy), insert('clients', client),
+    insert('accounts', acc),
+    insert('actors', actor),
+    insert('actor_groups', group),
+    insert('actor_group_memberships', rows.membership(account, actor.id, group.id)),
+    insert('sites', site),
+    insert('resources', resource),
+    insert('resource_connections', rows.connection(account, resource.id, site.id)),
+    insert('policies', policy),
+    insert('clients', client),
   ];
   const ctx: ClientContext = { clientId: client.id as ClientId, actorId: actor.id as ActorId, version: V, remoteIp: '10.0.0.1', country: 'DE' };
   return { account, acc, actor, group, site, resource, policy, client, base, ctx };
 }
 
-describe('access computation (PROTOCOL section 4)', () => {
+describe('access computation (docs/protocol.md#access-rule)', () => {
   it('grants through an enabled policy of a live group the actor is in, for a connected resource', () => {
     const w = world();
     const state = stateOf(w.account, w.base);
     expect(mayAccess(state, w.ctx, w.resource.id as ResourceId, 0)).toBe(true);
     expect(viewFor(state, w.ctx, w.resource.id as ResourceId, 0)).toEqual({
-      id: w.resource.id, type: 'dns', name: 'Wiki', address: 'wiki.example.com', address_description: null, ip_stack: 'dual', filters: [],
+      id: w.resource.id,
+      type: 'dns',
+      name: 'Wiki',
+      address: 'wiki.example.com',
+      address_description: null,
+      ip_stack: 'dual',
+      filters: [],
       sites: [{ id: w.site.id, name: 'HQ' }],
     });
     expect(candidateResources(state, w.ctx.actorId)).toEqual(new Set([w.resource.id]));
@@ -71,10 +83,12 @@ describe('access computation (PROTOCOL section 4)', () => {
     const second = rows.policy(w.account, w.group.id, w.resource.id, { conditions: [window] });
     const state = stateOf(w.account, [...w.base, insert('policies', second)]);
     const grants = grantsFor(state, w.ctx.actorId, w.resource.id as ResourceId, { remoteIp: null, country: null, verified: false, nowMs: now });
-    expect(grants).toEqual(expect.arrayContaining([
-      { policyId: w.policy.id, until: null },
-      { policyId: second.id, until: Date.UTC(2026, 10, 23, 17, 0, 1) },
-    ]));
+    expect(grants).toEqual(
+      expect.arrayContaining([
+        { policyId: w.policy.id, until: null },
+        { policyId: second.id, until: Date.UTC(2026, 10, 23, 17, 0, 1) },
+      ]),
+    );
     expect(accessGrants(state, w.ctx, w.resource.id as ResourceId, now)).toHaveLength(2);
   });
 });

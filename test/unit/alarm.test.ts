@@ -23,14 +23,27 @@ function world() {
   const later = rows.token(account, 'client', actor.id, { expires_at: iso(NOW + 3_600_000) });
   const forever = rows.token(account, 'client', actor.id);
   const changes = [
-    insert('accounts', rows.account(account)), insert('actors', actor), insert('actor_groups', group),
-    insert('actor_group_memberships', rows.membership(account, actor.id, group.id)), insert('sites', site),
-    insert('resources', wiki), insert('resources', db), insert('resource_connections', rows.connection(account, wiki.id, site.id)),
-    insert('resource_connections', rows.connection(account, db.id, site.id)), insert('policies', rows.policy(account, group.id, wiki.id)),
-    insert('clients', client), insert('tokens', expired), insert('tokens', expiringNow), insert('tokens', later), insert('tokens', forever),
+    insert('accounts', rows.account(account)),
+    insert('actors', actor),
+    insert('actor_groups', group),
+    insert('actor_group_memberships', rows.membership(account, actor.id, group.id)),
+    insert('sites', site),
+    insert('resources', wiki),
+    insert('resources', db),
+    insert('resource_connections', rows.connection(account, wiki.id, site.id)),
+    insert('resource_connections', rows.connection(account, db.id, site.id)),
+    insert('policies', rows.policy(account, group.id, wiki.id)),
+    insert('clients', client),
+    insert('tokens', expired),
+    insert('tokens', expiringNow),
+    insert('tokens', later),
+    insert('tokens', forever),
   ];
   return {
-    actorId: actor.id as string, clientId: client.id as ClientId, wiki: wiki.id as ResourceId, db: db.id as ResourceId,
+    actorId: actor.id as string,
+    clientId: client.id as ClientId,
+    wiki: wiki.id as ResourceId,
+    db: db.id as ResourceId,
     tokens: { expired: expired.id, expiringNow: expiringNow.id, later: later.id },
     untimed: stateOf(account, changes),
     timed: stateOf(account, [...changes, insert('policies', rows.policy(account, group.id, db.id, { conditions: [window] }))]),
@@ -41,8 +54,16 @@ function flows(...list: Partial<FlowRecord>[]): FlowIndex {
   const index = new FlowIndex();
   for (const over of list) {
     index.put({
-      id: uuid() as FlowId, clientId: uuid() as ClientId, gatewayId: uuid() as GatewayId, resourceId: uuid() as ResourceId, policyId: uuid() as PolicyId,
-      tokenId: uuid() as TokenId, expiresAt: null, remoteIp: null, country: null, ...over,
+      id: uuid() as FlowId,
+      clientId: uuid() as ClientId,
+      gatewayId: uuid() as GatewayId,
+      resourceId: uuid() as ResourceId,
+      policyId: uuid() as PolicyId,
+      tokenId: uuid() as TokenId,
+      expiresAt: null,
+      remoteIp: null,
+      country: null,
+      ...over,
     });
   }
   return index;

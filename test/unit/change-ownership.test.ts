@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { firstForeignChange, type Change } from '../../src/change.ts';
 import { insert, remove, rows, update, uuid } from './support/builder.ts';
 
-describe('firstForeignChange (DESIGN property 6)', () => {
+describe('firstForeignChange (docs/architecture.md#6-isolation)', () => {
   const mine = uuid();
   const other = uuid();
 
@@ -19,7 +19,7 @@ describe('firstForeignChange (DESIGN property 6)', () => {
     expect(firstForeignChange(mine, [insert('accounts', rows.account(other))])).toEqual({ index: 0, accountId: other });
   });
 
-  it('refuses a row that names no account, and lets a truncate (every account\'s) through', () => {
+  it("refuses a row that names no account, and lets a truncate (every account's) through", () => {
     const orphan = insert('actors', { ...rows.actor(mine), account_id: null });
     expect(firstForeignChange(mine, [orphan])).toEqual({ index: 0, accountId: null });
     const truncate: Change = { lsn: '0/10', seq: 0, xid: 1, table: 'actors', op: 'truncate', old: null, data: null, committed_at: '2026-11-22T20:00:00.000000Z' };

@@ -17,7 +17,7 @@ class MemoryViews implements SentViews {
   }
 }
 
-describe('client view diffing (DESIGN property 7)', () => {
+describe('client view diffing (docs/architecture.md#7-diffs-not-re-sends)', () => {
   it('sends a view once, again only when it changes, and a delete when it goes', () => {
     const account = uuid();
     const actor = rows.actor(account);
@@ -27,8 +27,15 @@ describe('client view diffing (DESIGN property 7)', () => {
     const policy = rows.policy(account, group.id, r.id);
     const client = rows.client(account, actor.id);
     const base = [
-      insert('accounts', rows.account(account)), insert('actors', actor), insert('actor_groups', group), insert('actor_group_memberships', rows.membership(account, actor.id, group.id)),
-      insert('sites', site), insert('resources', r), insert('resource_connections', rows.connection(account, r.id, site.id)), insert('policies', policy), insert('clients', client),
+      insert('accounts', rows.account(account)),
+      insert('actors', actor),
+      insert('actor_groups', group),
+      insert('actor_group_memberships', rows.membership(account, actor.id, group.id)),
+      insert('sites', site),
+      insert('resources', r),
+      insert('resource_connections', rows.connection(account, r.id, site.id)),
+      insert('policies', policy),
+      insert('clients', client),
     ];
     const conn: ClientConnection = { conn: 1, clientId: client.id as ClientId, actorId: actor.id as ActorId, version: '1.4.2', remoteIp: null, country: null };
     const views = new MemoryViews();

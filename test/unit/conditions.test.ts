@@ -1,11 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  type Condition,
-  type ConditionContext,
-  conditionSchema,
-  evaluateConditions,
-  parseConditions,
-} from '../../src/conditions.ts';
+import { type Condition, type ConditionContext, conditionSchema, evaluateConditions, parseConditions } from '../../src/conditions.ts';
 
 const t = (iso: string) => Date.parse(iso);
 // 2025-01-06 is a Monday.
@@ -214,8 +208,10 @@ describe('evaluateConditions', () => {
       until: t('2025-01-06T22:00:01Z'),
       changesAt: t('2025-01-06T22:00:01Z'),
     });
-    expect(
-      evaluateConditions([office, nyWorkday], ctx({ nowMs: t('2025-01-06T15:00:00Z'), remoteIp: '8.8.8.8' })),
-    ).toEqual({ ok: false, until: null, changesAt: t('2025-01-06T22:00:01Z') });
+    expect(evaluateConditions([office, nyWorkday], ctx({ nowMs: t('2025-01-06T15:00:00Z'), remoteIp: '8.8.8.8' }))).toEqual({
+      ok: false,
+      until: null,
+      changesAt: t('2025-01-06T22:00:01Z'),
+    });
   });
 });

@@ -7,8 +7,16 @@ import type { TokenRecord } from '../../src/records.ts';
 import { insert, rows, stateOf, update, uuid } from './support/builder.ts';
 
 const flow = (over: Partial<FlowRecord>): FlowRecord => ({
-  id: uuid() as FlowId, clientId: 'c' as ClientId, gatewayId: 'g1' as GatewayId, resourceId: 'r' as ResourceId, policyId: 'p1' as PolicyId,
-  tokenId: 't' as TokenId, expiresAt: null, remoteIp: null, country: null, ...over,
+  id: uuid() as FlowId,
+  clientId: 'c' as ClientId,
+  gatewayId: 'g1' as GatewayId,
+  resourceId: 'r' as ResourceId,
+  policyId: 'p1' as PolicyId,
+  tokenId: 't' as TokenId,
+  expiresAt: null,
+  remoteIp: null,
+  country: null,
+  ...over,
 });
 
 describe('what gateways are told about a pair (issue 4)', () => {
@@ -56,11 +64,25 @@ describe('reviewing and deciding flows against the state', () => {
   const gateway = rows.gateway(account, site.id);
   const token = rows.token(account, 'client', actor.id);
   const base = [
-    insert('accounts', rows.account(account)), insert('actors', actor), insert('actor_groups', group), insert('actor_group_memberships', rows.membership(account, actor.id, group.id)),
-    insert('sites', site), insert('resources', resource), insert('resource_connections', rows.connection(account, resource.id, site.id)), insert('policies', p1),
-    insert('clients', client), insert('gateways', gateway), insert('tokens', token),
+    insert('accounts', rows.account(account)),
+    insert('actors', actor),
+    insert('actor_groups', group),
+    insert('actor_group_memberships', rows.membership(account, actor.id, group.id)),
+    insert('sites', site),
+    insert('resources', resource),
+    insert('resource_connections', rows.connection(account, resource.id, site.id)),
+    insert('policies', p1),
+    insert('clients', client),
+    insert('gateways', gateway),
+    insert('tokens', token),
   ];
-  const live = flow({ clientId: client.id as ClientId, gatewayId: gateway.id as GatewayId, resourceId: resource.id as ResourceId, policyId: p1.id as PolicyId, tokenId: token.id as TokenId });
+  const live = flow({
+    clientId: client.id as ClientId,
+    gatewayId: gateway.id as GatewayId,
+    resourceId: resource.id as ResourceId,
+    policyId: p1.id as PolicyId,
+    tokenId: token.id as TokenId,
+  });
 
   it('keeps, re-authorizes, revokes or drops', () => {
     expect(reviewFlow(stateOf(account, base), live, 0, false)).toEqual({ kind: 'keep' });

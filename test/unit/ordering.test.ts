@@ -16,7 +16,7 @@ const pos = (lsn: string, seq: number): Position => ({ lsn: parseLsn(lsn), seq }
 const positionsOf = (changes: readonly Change[]) => changes.map((c) => `${c.lsn}:${c.seq}`);
 const hydration = (text: string): HydrationSnapshot => ({ snapshot: parseSnapshot(text), takenAt: TAKEN_AT });
 
-describe('planBatch: position order (DESIGN properties 2-3)', () => {
+describe('planBatch: position order (docs/architecture.md#2-order and #3-idempotence)', () => {
   it('applies everything to an object with no position, and advances to the last change', () => {
     const plan = planBatch(null, null, [at('0/100', 0), at('0/100', 1), at('0/200', 0)]);
     expect(positionsOf(plan.apply)).toEqual(['0/100:0', '0/100:1', '0/200:0']);
@@ -54,7 +54,7 @@ describe('planBatch: position order (DESIGN properties 2-3)', () => {
   });
 });
 
-describe('planBatch: the hydration snapshot (DESIGN property 4)', () => {
+describe('planBatch: the hydration snapshot (docs/architecture.md#4-consistent-hydration)', () => {
   it('skips transactions the snapshot saw and applies those it did not: at or past xmax, or in progress (xip)', () => {
     const plan = planBatch(null, hydration('100:105:100,103'), [
       at('0/100', 0, 99), // committed before: seen

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { formatSnapshot, InvalidSnapshotError, parseSnapshot, visibleInSnapshot } from '../../src/snapshot.ts';
 
-describe('hydration snapshot visibility (DESIGN property 4)', () => {
+describe('hydration snapshot visibility (docs/architecture.md#4-consistent-hydration)', () => {
   it('parses and formats pg_snapshot text', () => {
     expect(parseSnapshot('100:105:100,103')).toEqual({ xmin: 100n, xmax: 105n, xip: [100n, 103n] });
     expect(formatSnapshot(parseSnapshot('7:7:'))).toBe('7:7:');

@@ -13,17 +13,13 @@ const closed = (changesAt: string) => ({ ok: false, until: null, changesAt: t(ch
 // 2025-01-06 is a Monday; New York is UTC-5 and Tokyo UTC+9 in January.
 describe('parseTimeWindow', () => {
   it('reads days, ranges, `true` and the zone after the second slash (as seconds from Monday 00:00)', () => {
-    expect(parseTimeWindow('M/09:00-17:00/America/New_York')).toEqual([
-      { zone: 'America/New_York', start: 9 * 3600, end: 17 * 3600 + 1 },
-    ]);
+    expect(parseTimeWindow('M/09:00-17:00/America/New_York')).toEqual([{ zone: 'America/New_York', start: 9 * 3600, end: 17 * 3600 + 1 }]);
     expect(parseTimeWindow('T/true/UTC')).toEqual([{ zone: 'UTC', start: 86_400, end: 2 * 86_400 }]);
     expect(parseTimeWindow('U/22-2:30:15,8:05-9/Etc/GMT+5')).toEqual([
       { zone: 'Etc/GMT+5', start: 6 * 86_400 + 22 * 3600, end: 7 * 86_400 + 2 * 3600 + 30 * 60 + 16 },
       { zone: 'Etc/GMT+5', start: 6 * 86_400 + 8 * 3600 + 5 * 60, end: 6 * 86_400 + 9 * 3600 + 1 },
     ]);
-    expect(parseTimeWindow('R/12:00-12:00/Asia/Tokyo')).toEqual([
-      { zone: 'Asia/Tokyo', start: 3 * 86_400 + 12 * 3600, end: 3 * 86_400 + 12 * 3600 + 1 },
-    ]);
+    expect(parseTimeWindow('R/12:00-12:00/Asia/Tokyo')).toEqual([{ zone: 'Asia/Tokyo', start: 3 * 86_400 + 12 * 3600, end: 3 * 86_400 + 12 * 3600 + 1 }]);
   });
 
   it('canonicalizes zone spellings so they group together', () => {
@@ -93,18 +89,14 @@ describe('evaluateTimeWindows', () => {
   });
 
   it('merges overlapping and adjacent ranges, and days across midnight', () => {
-    expect(at(['M/09:00-12:00,11:00-13:00,13:00:01-14:00/UTC'], '2025-01-06T10:00:00Z')).toEqual(
-      holding('2025-01-06T14:00:01Z'),
-    );
+    expect(at(['M/09:00-12:00,11:00-13:00,13:00:01-14:00/UTC'], '2025-01-06T10:00:00Z')).toEqual(holding('2025-01-06T14:00:01Z'));
     const evening = ['M/20:00-23:59:59/UTC', 'T/00:00-02:00/UTC'];
     expect(at(evening, '2025-01-06T21:00:00Z')).toEqual(holding('2025-01-07T02:00:01Z'));
     // The same in New York: Monday 21:00 local is Tuesday 02:00Z; it ends Tuesday 02:00:01 local.
     const nyEvening = ['M/20:00-23:59:59/America/New_York', 'T/00:00-02:00/America/New_York'];
     expect(at(nyEvening, '2025-01-07T02:00:00Z')).toEqual(holding('2025-01-07T07:00:01Z'));
     // A gap of one second is not merged.
-    expect(at(['M/20:00-23:59:58/UTC', 'T/00:00-02:00/UTC'], '2025-01-06T21:00:00Z')).toEqual(
-      holding('2025-01-06T23:59:59Z'),
-    );
+    expect(at(['M/20:00-23:59:58/UTC', 'T/00:00-02:00/UTC'], '2025-01-06T21:00:00Z')).toEqual(holding('2025-01-06T23:59:59Z'));
   });
 
   it('reads days and times in the value’s zone', () => {
@@ -149,13 +141,31 @@ describe('evaluateTimeWindows', () => {
   it('a week covered in one zone never ends', () => {
     const always = { ok: true, until: null, changesAt: null };
     const days = [...'MTWRFSU'];
-    expect(at(days.map((d) => `${d}/true/UTC`), '2025-01-06T12:00:00Z')).toEqual(always);
-    expect(at(days.map((d) => `${d}/true/America/New_York`), '2025-03-09T06:59:59Z')).toEqual(always);
-    expect(at(days.map((d) => `${d}/00:00-23:59:59/Asia/Tokyo`), '2025-01-06T12:00:00Z')).toEqual(always);
+    expect(
+      at(
+        days.map((d) => `${d}/true/UTC`),
+        '2025-01-06T12:00:00Z',
+      ),
+    ).toEqual(always);
+    expect(
+      at(
+        days.map((d) => `${d}/true/America/New_York`),
+        '2025-03-09T06:59:59Z',
+      ),
+    ).toEqual(always);
+    expect(
+      at(
+        days.map((d) => `${d}/00:00-23:59:59/Asia/Tokyo`),
+        '2025-01-06T12:00:00Z',
+      ),
+    ).toEqual(always);
     // Six days are not a week: the stretch ends Sunday 00:00.
-    expect(at(days.slice(0, 6).map((d) => `${d}/true/UTC`), '2025-01-06T12:00:00Z')).toEqual(
-      holding('2025-01-12T00:00:00Z'),
-    );
+    expect(
+      at(
+        days.slice(0, 6).map((d) => `${d}/true/UTC`),
+        '2025-01-06T12:00:00Z',
+      ),
+    ).toEqual(holding('2025-01-12T00:00:00Z'));
   });
 
   it('reports the look-ahead end for a stretch that outlasts it without covering the week in one zone', () => {
@@ -211,15 +221,10 @@ describe('evaluateTimeWindows against the wall clock', () => {
     return specs.some(({ day, ranges }) =>
       ranges === 'all'
         ? w.day === day
-        : ranges.some(([s, e]) =>
-            s <= e
-              ? w.day === day && s <= w.sec && w.sec <= e
-              : (w.day === day && w.sec >= s) || (w.day === (day + 1) % 7 && w.sec <= e),
-          ),
+        : ranges.some(([s, e]) => (s <= e ? w.day === day && s <= w.sec && w.sec <= e : (w.day === day && w.sec >= s) || (w.day === (day + 1) % 7 && w.sec <= e))),
     );
   };
-  const hms = (x: number) =>
-    [x / 3600, (x / 60) % 60, x % 60].map((n) => String(Math.floor(n)).padStart(2, '0')).join(':');
+  const hms = (x: number) => [x / 3600, (x / 60) % 60, x % 60].map((n) => String(Math.floor(n)).padStart(2, '0')).join(':');
   // Most ranges sit between 22:00 and 04:00, where transitions happen.
   const clock = () => (rnd() < 0.6 ? (22 * 3600 + int(6 * 3600)) % 86_400 : int(86_400));
 

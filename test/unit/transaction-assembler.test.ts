@@ -17,7 +17,13 @@ const begin = (xid: number): PgoutputMessage => ({ tag: 'begin', xid, finalLsn: 
 const commit = (commitLsn: bigint): PgoutputMessage => ({ tag: 'commit', flags: 0, commitLsn, endLsn: commitLsn + 8n, commitTime: 1_000_000n });
 const ins = (rel: Relation, row: Record<string, string | null>, xid?: number): PgoutputMessage => ({ tag: 'insert', xid, relation: rel, new: row });
 const upd = (rel: Relation, old: Record<string, string | null>, row: Record<string, string | null>): PgoutputMessage => ({
-  tag: 'update', xid: undefined, relation: rel, old, key: null, new: row, unchangedToast: null,
+  tag: 'update',
+  xid: undefined,
+  relation: rel,
+  old,
+  key: null,
+  new: row,
+  unchangedToast: null,
 });
 
 describe('TransactionAssembler', () => {
@@ -69,7 +75,7 @@ describe('TransactionAssembler', () => {
     a.push(begin(60));
     a.push(ins(actors, { id: 'plain', account_id: 'A', deleted_at: null }));
     const plain = a.push(commit(100n))!;
-    expect(plain.events.map((e) => e.op === 'truncate' ? '' : e.data?.id)).toEqual(['plain']);
+    expect(plain.events.map((e) => (e.op === 'truncate' ? '' : e.data?.id))).toEqual(['plain']);
     expect(a.idle).toBe(false);
     a.push({ tag: 'stream_abort', xid: 50, subxid: 51 });
     a.push({ tag: 'stream_start', xid: 50, firstSegment: false });

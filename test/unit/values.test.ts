@@ -43,7 +43,10 @@ describe('pgoutput values', () => {
   it('parses array literals, nested, quoted and with NULLs', () => {
     expect(parseArray('{}', ValueKind.Int)).toEqual([]);
     expect(parseArray('{1,2,NULL}', ValueKind.Int)).toEqual([1, 2, null]);
-    expect(parseArray('{{1,2},{3,4}}', ValueKind.Int)).toEqual([[1, 2], [3, 4]]);
+    expect(parseArray('{{1,2},{3,4}}', ValueKind.Int)).toEqual([
+      [1, 2],
+      [3, 4],
+    ]);
     expect(parseArray('{"a b","c\\"d",e,"NULL"}', ValueKind.Text)).toEqual(['a b', 'c"d', 'e', 'NULL']);
     expect(parseArray('[0:1]={7,8}', ValueKind.Int)).toEqual([7, 8]);
     expect(() => parseArray('{1,2', ValueKind.Int)).toThrow();

@@ -1,12 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  type AdaptableResource,
-  type Version,
-  adaptResource,
-  compareVersions,
-  gatewayCompatible,
-  parseVersion,
-} from '../../src/versions.ts';
+import { type AdaptableResource, type Version, adaptResource, compareVersions, gatewayCompatible, parseVersion } from '../../src/versions.ts';
 
 const v = (text: string): Version => {
   const parsed = parseVersion(text);

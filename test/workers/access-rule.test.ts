@@ -15,7 +15,7 @@ async function setup(): Promise<{ account: TestAccount; s: Basic; device: Device
 
 const deleted = (id: unknown) => ({ event: 'resource_deleted', payload: { id } });
 
-/** Each clause of PROTOCOL section 4's rule, taken away and given back, with the exact frames. */
+/** Each clause of docs/protocol.md#access-rule's rule, taken away and given back, with the exact frames. */
 describe('the access rule, clause by clause', () => {
   it('policy deleted, then restored', async () => {
     const { account, s, device } = await setup();
@@ -216,7 +216,10 @@ describe('exact frames', () => {
     const [update, ...none] = await device.drain();
     expect(none).toEqual([]);
     expect(update).toMatchObject({ event: 'resource_created_or_updated', payload: { id: s.resource.id } });
-    expect(update!.payload.sites).toEqual([{ id: siteId, name: 'Amsterdam' }, { id: s.site.id, name: 'HQ' }]);
+    expect(update!.payload.sites).toEqual([
+      { id: siteId, name: 'Amsterdam' },
+      { id: s.site.id, name: 'HQ' },
+    ]);
     await account.apply((t) => t.delete('resource_connections', { resource_id: s.resource.id, site_id: siteId }));
     expect((await device.drain()).map((f) => f.event)).toEqual(['resource_created_or_updated']);
     await account.apply((t) => t.delete('resource_connections', { resource_id: s.resource.id, site_id: s.site.id }));

@@ -11,7 +11,7 @@ const ACTORS = 10_000;
 const CONNECTED = 20;
 const IN_BOTH = 5;
 
-describe('bulk changes (DESIGN property 8)', () => {
+describe('bulk changes (docs/architecture.md#8-no-n1)', () => {
   it('applies 10k membership deletions in one batch: one message per socket and resource, no database query', async () => {
     const account = await TestAccount.create(sql);
     let g1: Row | undefined;
@@ -29,9 +29,18 @@ describe('bulk changes (DESIGN property 8)', () => {
       await account.policy(t, g1.id, r1.id);
       await account.policy(t, g1.id, r2.id);
       await account.policy(t, g2.id, r1.id);
-      const actors = await t.insertMany('actors', Array.from({ length: ACTORS }, (_, i) => ({ account_id: account.id, name: `A${i}`, type: 'account_user' })));
-      await t.insertMany('actor_group_memberships', actors.map((a) => ({ account_id: account.id, actor_id: a.id, group_id: g1!.id })));
-      await t.insertMany('actor_group_memberships', actors.slice(0, IN_BOTH).map((a) => ({ account_id: account.id, actor_id: a.id, group_id: g2.id })));
+      const actors = await t.insertMany(
+        'actors',
+        Array.from({ length: ACTORS }, (_, i) => ({ account_id: account.id, name: `A${i}`, type: 'account_user' })),
+      );
+      await t.insertMany(
+        'actor_group_memberships',
+        actors.map((a) => ({ account_id: account.id, actor_id: a.id, group_id: g1!.id })),
+      );
+      await t.insertMany(
+        'actor_group_memberships',
+        actors.slice(0, IN_BOTH).map((a) => ({ account_id: account.id, actor_id: a.id, group_id: g2.id })),
+      );
       for (const a of actors.slice(0, CONNECTED)) {
         const secret = randomText(24);
         const salt = randomText(8);

@@ -18,7 +18,11 @@ describe('create_flow (issue 4)', () => {
       expires_at: null,
     });
     expect(created.payload).toMatchObject({
-      ref: 'abc', resource_id: w.s.resource.id, gateway_id: w.gatewayInit.payload.gateway_id, site_id: w.s.site.id, gateway_public_key: 'gateway-key',
+      ref: 'abc',
+      resource_id: w.s.resource.id,
+      gateway_id: w.gatewayInit.payload.gateway_id,
+      site_id: w.s.site.id,
+      gateway_public_key: 'gateway-key',
     });
     for (const key of ['preshared_key', 'client_ice', 'gateway_ice'] as const) expect(created.payload[key]).toEqual(authorize.payload[key]);
     expect((created.payload.preshared_key as string).length).toBeGreaterThanOrEqual(40);
@@ -30,7 +34,13 @@ describe('create_flow (issue 4)', () => {
     for (let i = 0; i < 50; i++) {
       const rows = await sql`select client_id, gateway_id, resource_id, policy_id, token_id from flows where id = ${authorize.payload.flow_id as string}`;
       if (rows.length) {
-        expect(rows[0]).toEqual({ client_id: w.clientId, gateway_id: w.gatewayInit.payload.gateway_id, resource_id: w.s.resource.id, policy_id: w.s.policy.id, token_id: w.s.tokenRow.id });
+        expect(rows[0]).toEqual({
+          client_id: w.clientId,
+          gateway_id: w.gatewayInit.payload.gateway_id,
+          resource_id: w.s.resource.id,
+          policy_id: w.s.policy.id,
+          token_id: w.s.tokenRow.id,
+        });
         return;
       }
       await new Promise((r) => setTimeout(r, 100));
@@ -118,13 +128,18 @@ describe('revocation (issue 4)', () => {
   const causes: Record<string, (w: Awaited<ReturnType<typeof flowWorld>>) => Promise<unknown>> = {
     'policy deleted': (w) => w.account.apply((t) => t.softDelete('policies', { id: w.s.policy.id })),
     'policy disabled': (w) => w.account.apply((t) => t.update('policies', { id: w.s.policy.id }, { disabled_at: new Date() })),
-    'policy moved to another group': (w) => w.account.apply(async (t) => t.update('policies', { id: w.s.policy.id }, { actor_group_id: (await w.account.group(t, { name: 'x' })).id })),
-    'policy moved to another resource': (w) => w.account.apply(async (t) => t.update('policies', { id: w.s.policy.id }, { resource_id: (await w.account.resource(t, { name: 'x', address: 'x.example.com' })).id })),
+    'policy moved to another group': (w) =>
+      w.account.apply(async (t) => t.update('policies', { id: w.s.policy.id }, { actor_group_id: (await w.account.group(t, { name: 'x' })).id })),
+    'policy moved to another resource': (w) =>
+      w.account.apply(async (t) => t.update('policies', { id: w.s.policy.id }, { resource_id: (await w.account.resource(t, { name: 'x', address: 'x.example.com' })).id })),
     'membership removed': (w) => w.account.apply((t) => t.delete('actor_group_memberships', { actor_id: w.s.actor.id, group_id: w.s.group.id })),
     'group deleted': (w) => w.account.apply((t) => t.softDelete('actor_groups', { id: w.s.group.id })),
     'resource deleted': (w) => w.account.apply((t) => t.softDelete('resources', { id: w.s.resource.id })),
     'resource disconnected from the site': (w) => w.account.apply((t) => t.delete('resource_connections', { resource_id: w.s.resource.id, site_id: w.s.site.id })),
-    'a condition no longer true': (w) => w.account.apply((t) => t.update('policies', { id: w.s.policy.id }, { conditions: t.tx.json([{ property: 'remote_ip_location_region', operator: 'is_in', values: ['FR'] }]) })),
+    'a condition no longer true': (w) =>
+      w.account.apply((t) =>
+        t.update('policies', { id: w.s.policy.id }, { conditions: t.tx.json([{ property: 'remote_ip_location_region', operator: 'is_in', values: ['FR'] }]) }),
+      ),
     'a breaking address change': (w) => w.account.apply((t) => t.update('resources', { id: w.s.resource.id }, { address: 'new.example.com' })),
     'actor disabled': (w) => w.account.apply((t) => t.update('actors', { id: w.s.actor.id }, { disabled_at: new Date() })),
     'client token deleted': (w) => w.account.apply((t) => t.softDelete('tokens', { id: w.s.tokenRow.id })),
@@ -196,7 +211,9 @@ describe('revocation (issue 4)', () => {
     await w.account.apply(async (t) => {
       const g = await w.account.group(t, { name: 'Windowed' });
       await w.account.membership(t, w.s.actor.id, g.id);
-      await w.account.policy(t, g.id, w.s.resource.id, { conditions: t.tx.json([{ property: 'current_utc_datetime', operator: 'is_in_day_of_week_time_ranges', values: [window] }]) });
+      await w.account.policy(t, g.id, w.s.resource.id, {
+        conditions: t.tx.json([{ property: 'current_utc_datetime', operator: 'is_in_day_of_week_time_ranges', values: [window] }]),
+      });
     });
     expect(await w.gateway.drain()).toEqual([]);
     await w.account.apply((t) => t.softDelete('policies', { id: w.s.policy.id }));
@@ -235,9 +252,15 @@ describe('revocation (issue 4)', () => {
     // The window runs from midnight to the second before `closes`, across midnight if need be.
     const values = day(last) === day(now) ? [`${day(now)}/00:00-${hms(last)}/UTC`] : [`${day(now)}/true/UTC`, `${day(last)}/00:00-${hms(last)}/UTC`];
     const w = await flowWorld();
-    await w.account.apply((t) => t.update('policies', { id: w.s.policy.id }, {
-      conditions: t.tx.json([{ property: 'current_utc_datetime', operator: 'is_in_day_of_week_time_ranges', values }]),
-    }));
+    await w.account.apply((t) =>
+      t.update(
+        'policies',
+        { id: w.s.policy.id },
+        {
+          conditions: t.tx.json([{ property: 'current_utc_datetime', operator: 'is_in_day_of_week_time_ranges', values }]),
+        },
+      ),
+    );
     const authorize = await authorized(w, w.s.resource.id);
     expect(authorize.payload.expires_at).toBe(closes.toISOString());
     expect(await w.gateway.next('reject_access', 5000)).toEqual(reject(w.clientId, w.s.resource.id));

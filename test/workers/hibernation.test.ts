@@ -7,7 +7,7 @@ import { database } from './support/world.ts';
 
 const sql = database();
 
-describe('hibernation (DESIGN property 9)', () => {
+describe('hibernation (docs/architecture.md#9-hibernation-safe)', () => {
   it('an evicted object rebuilds its state from SQLite and attachments, and still sends exactly the diff', async () => {
     const account = await TestAccount.create(sql);
     const s = await basicSetup(account);

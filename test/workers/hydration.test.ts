@@ -26,7 +26,7 @@ async function undelivered(account: TestAccount) {
 
 const ids = (init: { payload: Record<string, unknown> }) => (init.payload.resources as { id: string }[]).map((r) => r.id).sort();
 
-describe('hydration (DESIGN property 4)', () => {
+describe('hydration (docs/architecture.md#4-consistent-hydration)', () => {
   it('skips a change committed before the snapshot that arrives after it', async () => {
     const account = await TestAccount.create(sql);
     const s = await undelivered(account);
@@ -122,7 +122,9 @@ describe('POST /v1/accounts/:id/rehydrate', () => {
     expect(unsigned.status).toBe(401);
     const body = '{}';
     const res = await SELF.fetch(`http://edgeplane.test/v1/accounts/${account.id}/rehydrate`, {
-      method: 'POST', body, headers: { 'x-edgeplane-signature': await signBody(env.REPLICATOR_SECRET, body, Math.floor(Date.now() / 1000)) },
+      method: 'POST',
+      body,
+      headers: { 'x-edgeplane-signature': await signBody(env.REPLICATOR_SECRET, body, Math.floor(Date.now() / 1000)) },
     });
     expect(res.status).toBe(200);
     const frames = (await device.drain()).map((f) => `${f.event} ${String(f.payload.id)}`).sort();

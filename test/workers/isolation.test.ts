@@ -38,7 +38,7 @@ function replay(frames: Frame[]): Map<string, string> {
   return view;
 }
 
-describe('tenant isolation (DESIGN property 6)', () => {
+describe('tenant isolation (docs/architecture.md#6-isolation)', () => {
   it('randomized changes in two accounts never reach the other account, and each view converges', async () => {
     const seed = Date.now() % 100_000;
     const rnd = seededRandom(seed);

@@ -11,7 +11,7 @@ function snapshot(store: ViewStore, conns: readonly number[]): Record<number, Re
   return Object.fromEntries(conns.map((c) => [c, Object.fromEntries(store.of(c))]));
 }
 
-describe('ViewStore (the digests each connection was sent, DESIGN property 7)', () => {
+describe('ViewStore (the digests each connection was sent, docs/architecture.md#7-diffs-not-re-sends)', () => {
   it('writes gathered in a batch (multi-row statements, deletes, dropped connections) are what a fresh instance reads back', async () => {
     const stub = env.ACCOUNT.get(env.ACCOUNT.idFromName(`view-store-${crypto.randomUUID()}`));
     await runInDurableObject(stub, (_instance, state) => {
@@ -21,21 +21,23 @@ describe('ViewStore (the digests each connection was sent, DESIGN property 7)', 
       const random = seededRandom(7);
       // Outside a batch every write goes straight to SQLite.
       store.set(4, resource(1), 41);
-      state.storage.transactionSync(() => store.batch(() => {
-        // 100 views for conn 1: more than one statement's worth of rows (33).
-        for (let i = 0; i < 100; i++) store.set(1, resource(i), i);
-        for (let i = 0; i < 40; i++) store.set(2, resource(i), 1000 + i);
-        // Later writes of a pair win: overwritten, deleted, deleted then set again.
-        for (let i = 0; i < 100; i += 3) store.set(1, resource(i), 5000 + i);
-        for (let i = 1; i < 100; i += 7) store.delete(1, resource(i));
-        store.delete(2, resource(5));
-        store.set(2, resource(5), 7);
-        store.delete(4, resource(1));
-        for (let i = 0; i < 50; i++) store.set(3, resource(Math.floor(random() * 60)), i);
-        // A connection dropped inside the batch takes its pending writes with it.
-        store.drop(3);
-        store.set(3, resource(99), 99);
-      }));
+      state.storage.transactionSync(() =>
+        store.batch(() => {
+          // 100 views for conn 1: more than one statement's worth of rows (33).
+          for (let i = 0; i < 100; i++) store.set(1, resource(i), i);
+          for (let i = 0; i < 40; i++) store.set(2, resource(i), 1000 + i);
+          // Later writes of a pair win: overwritten, deleted, deleted then set again.
+          for (let i = 0; i < 100; i += 3) store.set(1, resource(i), 5000 + i);
+          for (let i = 1; i < 100; i += 7) store.delete(1, resource(i));
+          store.delete(2, resource(5));
+          store.set(2, resource(5), 7);
+          store.delete(4, resource(1));
+          for (let i = 0; i < 50; i++) store.set(3, resource(Math.floor(random() * 60)), i);
+          // A connection dropped inside the batch takes its pending writes with it.
+          store.drop(3);
+          store.set(3, resource(99), 99);
+        }),
+      );
       const expected = snapshot(store, conns);
       expect(Object.keys(expected[1]!)).toHaveLength(100 - 15);
       expect(expected[2]![resource(5)]).toBe(7);
@@ -43,10 +45,14 @@ describe('ViewStore (the digests each connection was sent, DESIGN property 7)', 
       expect(expected[4]).toEqual({});
       expect(snapshot(new ViewStore(sql), conns)).toEqual(expected);
       // A batch that fails stores nothing (the transaction rolls back).
-      expect(() => state.storage.transactionSync(() => store.batch(() => {
-        store.set(2, resource(0), -1);
-        throw new Error('boom');
-      }))).toThrow('boom');
+      expect(() =>
+        state.storage.transactionSync(() =>
+          store.batch(() => {
+            store.set(2, resource(0), -1);
+            throw new Error('boom');
+          }),
+        ),
+      ).toThrow('boom');
       expect(new ViewStore(sql).of(2).get(resource(0))).toBe(1000);
     });
   });

@@ -30,9 +30,7 @@ import { propagate } from './propagate.ts';
 import { attachmentOf, send } from './sockets.ts';
 import { ViewStore } from './view-store.ts';
 
-export type ApplyResult =
-  | { ok: true; applied: number; skipped: number; position: string | null }
-  | { ok: false; status: 400 | 503; error: string };
+export type ApplyResult = { ok: true; applied: number; skipped: number; position: string | null } | { ok: false; status: 400 | 503; error: string };
 
 /**
  * One account's object (DESIGN "AccountDO"): ordered compact caches in SQLite, consistent
@@ -52,7 +50,13 @@ export class AccountDO extends DurableObject<Env> {
     const sql = ctx.storage.sql;
     this.object = { ctx, caches: new CacheStore(sql), meta: new MetaStore(sql), views: new ViewStore(sql), flowStore: new FlowStore(sql) };
     this.clock = new AlarmClock(ctx.storage);
-    this.flowLog = new FlowLogWriter(this.object.flowStore, env.DB, ctx, () => this.object.meta.accountId, (at) => this.clock.noLaterThan(at));
+    this.flowLog = new FlowLogWriter(
+      this.object.flowStore,
+      env.DB,
+      ctx,
+      () => this.object.meta.accountId,
+      (at) => this.clock.noLaterThan(at),
+    );
     // Answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair('ping', 'pong'));
   }
@@ -81,7 +85,7 @@ export class AccountDO extends DurableObject<Env> {
   }
 
   /**
-   * DESIGN property 4: load the account in one REPEATABLE READ query, with its snapshot. `restart`:
+   * docs/architecture.md#4-consistent-hydration: load the account in one REPEATABLE READ query, with its snapshot. `restart`:
    * also forget the position (a reload), in the epoch given (else the one the snapshot saw).
    */
   private async hydrate(accountId: AccountId, restart?: { epoch: string | null }): Promise<void> {
@@ -116,7 +120,7 @@ export class AccountDO extends DurableObject<Env> {
   /**
    * POST /v1/accounts/:id/changes, after the Worker checked the signature, the body and that every
    * change is of this account (the object is reached only through that route). Changes at
-   * or below the stored position are skipped (DESIGN properties 2-3); the batch is stored in one
+   * or below the stored position are skipped (docs/architecture.md#2-order and #3-idempotence); the batch is stored in one
    * transaction with the new position, then pushed to the sockets it affects.
    */
   async applyChanges(accountIdText: string, changes: Change[], epoch: string | null = null): Promise<ApplyResult> {
@@ -167,9 +171,16 @@ export class AccountDO extends DurableObject<Env> {
     }
     const position = plan.advancedTo ?? stored;
     if (plan.stale > 0) {
-      log.warn({
-        component: 'account', account: accountId, stale: plan.stale, position: position && formatPosition(position), stale_total: meta.staleSkipped,
-      }, 'skipped changes at or below the applied position');
+      log.warn(
+        {
+          component: 'account',
+          account: accountId,
+          stale: plan.stale,
+          position: position && formatPosition(position),
+          stale_total: meta.staleSkipped,
+        },
+        'skipped changes at or below the applied position',
+      );
     }
     if (propagate(this.object, memory, dirty, now)) this.socketCount = undefined;
     await this.rescheduleAlarm(memory);
@@ -213,7 +224,7 @@ export class AccountDO extends DurableObject<Env> {
     return memory;
   }
 
-  /** GET /v1/{client,gateway}/websocket, routed here by the Worker (PROTOCOL section 3). */
+  /** GET /v1/{client,gateway}/websocket, routed here by the Worker (docs/protocol.md#websocket-routes). */
   override async fetch(request: Request): Promise<Response> {
     const url = new URL(request.url);
     const kind: DeviceKind = url.pathname.startsWith('/v1/gateway/') ? 'gateway' : 'client';
@@ -226,9 +237,10 @@ export class AccountDO extends DurableObject<Env> {
       const first = await admit((await this.ready(accountId)).state, kind, params.token, Date.now());
       if (!first.ok) return errorResponse(401, { error: first.error });
       const device = { externalId: params.external_id, name: params.name, publicKey: params.public_key, version: params.version };
-      const row = kind === 'client'
-        ? await upsertClient(this.env.DB, accountId, first.token.ownerId as never, device)
-        : await upsertGateway(this.env.DB, accountId, first.token.ownerId as never, device);
+      const row =
+        kind === 'client'
+          ? await upsertClient(this.env.DB, accountId, first.token.ownerId as never, device)
+          : await upsertGateway(this.env.DB, accountId, first.token.ownerId as never, device);
       // The state may have moved while the database answered: admit again against the current one.
       const memory = await this.ready(accountId);
       const now = Date.now();

@@ -5,13 +5,16 @@ import type { Cached } from '../../src/records.ts';
 import { DOMAIN_TABLES } from '../../src/tables.ts';
 import { CACHE_TABLES, encodeCached, type SqlValue } from './cache-tables.ts';
 
-const upsertSql = Object.fromEntries(Object.entries(CACHE_TABLES).map(([table, codec]) => [
-  table, `insert or replace into ${codec.name} (${codec.columns.join(', ')}) values (${codec.columns.map(() => '?').join(', ')})`,
-])) as Record<keyof typeof CACHE_TABLES, string>;
+const upsertSql = Object.fromEntries(
+  Object.entries(CACHE_TABLES).map(([table, codec]) => [
+    table,
+    `insert or replace into ${codec.name} (${codec.columns.join(', ')}) values (${codec.columns.map(() => '?').join(', ')})`,
+  ]),
+) as Record<keyof typeof CACHE_TABLES, string>;
 
-const deleteSql = Object.fromEntries(Object.entries(CACHE_TABLES).map(([table, codec]) => [
-  table, `delete from ${codec.name} where ${codec.keyColumns.map((c) => `${c} = ?`).join(' and ')}`,
-])) as Record<keyof typeof CACHE_TABLES, string>;
+const deleteSql = Object.fromEntries(
+  Object.entries(CACHE_TABLES).map(([table, codec]) => [table, `delete from ${codec.name} where ${codec.keyColumns.map((c) => `${c} = ?`).join(' and ')}`]),
+) as Record<keyof typeof CACHE_TABLES, string>;
 
 /** Reads and writes the object's compact caches. Calls are synchronous; group them in transactionSync. */
 export class CacheStore {

@@ -13,7 +13,7 @@ import { attach, send, tagsOf, type Attachment, type ClientAttachment, type Gate
 export type Admission = { ok: true; token: TokenRecord } | { ok: false; error: string };
 
 /**
- * Whether a device may connect with this token (PROTOCOL section 3): the token exists, is of the
+ * Whether a device may connect with this token (docs/protocol.md#websocket-routes): the token exists, is of the
  * kind the route serves, matches its salted hash, has not expired; the account is active; a
  * client token's actor is active, a site token's site exists. Every refusal is a 401.
  */

@@ -69,33 +69,48 @@ export function createFlow(object: ObjectContext, memory: AccountMemory, ws: Web
   const credentials = newFlowCredentials();
   object.ctx.storage.transactionSync(() => {
     object.flowStore.put(flow);
-    object.flowStore.enqueueLog(flow.id, JSON.stringify({
-      id: flow.id, account_id: state.accountId, client_id: flow.clientId, gateway_id: flow.gatewayId, resource_id: flow.resourceId,
-      policy_id: flow.policyId, token_id: flow.tokenId, expires_at: iso(flow.expiresAt),
-    }));
+    object.flowStore.enqueueLog(
+      flow.id,
+      JSON.stringify({
+        id: flow.id,
+        account_id: state.accountId,
+        client_id: flow.clientId,
+        gateway_id: flow.gatewayId,
+        resource_id: flow.resourceId,
+        policy_id: flow.policyId,
+        token_id: flow.tokenId,
+        expires_at: iso(flow.expiresAt),
+      }),
+    );
   });
   memory.flows.put(flow);
-  send(gatewaySocket, frame({
-    event: 'authorize_flow',
-    payload: {
-      flow_id: flow.id,
-      client: { id: a.clientId, public_key: clientRecord.publicKey, version: a.version },
-      resource: gatewayView,
-      expires_at: iso(flow.expiresAt),
-      ...credentials,
-    },
-  }));
-  send(ws, frame({
-    event: 'flow_created',
-    payload: {
-      ...(request.ref !== undefined ? { ref: request.ref } : {}),
-      resource_id: resourceId,
-      gateway_id: decision.gatewayId,
-      site_id: decision.siteId,
-      gateway_public_key: gateway.publicKey,
-      ...credentials,
-    },
-  }));
+  send(
+    gatewaySocket,
+    frame({
+      event: 'authorize_flow',
+      payload: {
+        flow_id: flow.id,
+        client: { id: a.clientId, public_key: clientRecord.publicKey, version: a.version },
+        resource: gatewayView,
+        expires_at: iso(flow.expiresAt),
+        ...credentials,
+      },
+    }),
+  );
+  send(
+    ws,
+    frame({
+      event: 'flow_created',
+      payload: {
+        ...(request.ref !== undefined ? { ref: request.ref } : {}),
+        resource_id: resourceId,
+        gateway_id: decision.gatewayId,
+        site_id: decision.siteId,
+        gateway_public_key: gateway.publicKey,
+        ...credentials,
+      },
+    }),
+  );
   reply({ status: 'ok', flow_id: flow.id });
   return flow;
 }

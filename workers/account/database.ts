@@ -20,7 +20,10 @@ export function database(binding: Hyperdrive, max = 1): Sql {
 /** Postgres could not be reached or answered with an error: the caller may retry later. */
 export class DatabaseError extends Error {
   override name = 'DatabaseError';
-  constructor(readonly operation: string, options: { cause: unknown }) {
+  constructor(
+    readonly operation: string,
+    options: { cause: unknown },
+  ) {
     super(`${operation} failed: ${errorMessage(options.cause)}`, options);
   }
 }

@@ -15,12 +15,16 @@ const RETRY_MS = { base: 1_000, max: 60_000 };
 
 /** Appends outbox entries to Postgres `flows`; replays after a failure insert nothing twice. */
 async function append(binding: Hyperdrive, entries: readonly FlowLogEntry[]): Promise<void> {
-  await withDatabase(binding, `appending ${entries.length} flows`, (sql) => sql`
+  await withDatabase(
+    binding,
+    `appending ${entries.length} flows`,
+    (sql) => sql`
     insert into flows (id, account_id, client_id, gateway_id, resource_id, policy_id, token_id, expires_at)
     select id, account_id, client_id, gateway_id, resource_id, policy_id, token_id, expires_at
     from jsonb_to_recordset(${`[${entries.map((e) => e.json).join(',')}]`}::text::jsonb) as x(
       id uuid, account_id uuid, client_id uuid, gateway_id uuid, resource_id uuid, policy_id uuid, token_id uuid, expires_at timestamptz)
-    on conflict (id) do nothing`);
+    on conflict (id) do nothing`,
+  );
 }
 
 /**
@@ -57,10 +61,13 @@ export class FlowLogWriter {
       this.start();
       return;
     }
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.start();
-    }, Math.min(QUIET_MS, this.oldest + MAX_DELAY_MS - now));
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        this.start();
+      },
+      Math.min(QUIET_MS, this.oldest + MAX_DELAY_MS - now),
+    );
   }
 
   private start(): void {

@@ -63,7 +63,15 @@ export class FlowStore {
   put(f: FlowRecord): void {
     this.sql.exec(
       'insert or replace into flows (id, client_id, gateway_id, resource_id, policy_id, token_id, expires_at, remote_ip, country) values (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-      blob(f.id), blob(f.clientId), blob(f.gatewayId), blob(f.resourceId), blob(f.policyId), blob(f.tokenId), f.expiresAt, f.remoteIp, f.country,
+      blob(f.id),
+      blob(f.clientId),
+      blob(f.gatewayId),
+      blob(f.resourceId),
+      blob(f.policyId),
+      blob(f.tokenId),
+      f.expiresAt,
+      f.remoteIp,
+      f.country,
     );
   }
 

@@ -17,7 +17,7 @@ const SOFT_DELETED = new Set<TableName>(['accounts', 'actors', 'actor_groups', '
 
 /**
  * One statement in a REPEATABLE READ transaction: every live row of the account, as the same
- * JSON the replicator sends, plus the snapshot they were read in (DESIGN property 4) and the
+ * JSON the replicator sends, plus the snapshot they were read in (docs/architecture.md#4-consistent-hydration) and the
  * replication epoch of that moment, so that a batch of another epoch is recognised.
  */
 const HYDRATION_QUERY = [
@@ -32,7 +32,8 @@ const HYDRATION_QUERY = [
 
 export async function hydrate(binding: Hyperdrive, accountId: AccountId): Promise<Hydration> {
   const rows = await withDatabase(binding, `hydrating account ${accountId}`, (sql) =>
-    sql.begin('isolation level repeatable read read only', (tx) => tx.unsafe<{ t: string; row: unknown }[]>(HYDRATION_QUERY, [accountId])));
+    sql.begin('isolation level repeatable read read only', (tx) => tx.unsafe<{ t: string; row: unknown }[]>(HYDRATION_QUERY, [accountId])),
+  );
   let snapshot: Snapshot | undefined;
   let epoch: string | null = null;
   const records: Cached[] = [];

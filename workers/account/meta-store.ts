@@ -52,7 +52,7 @@ export class MetaStore {
     this.set('cache_version', v === null ? null : String(v));
   }
 
-  /** The last applied change's position (DESIGN property 2); null before the first change. */
+  /** The last applied change's position (docs/architecture.md#2-order); null before the first change. */
   get position(): Position | null {
     if (this.position_ === undefined) {
       const v = this.get('position');

@@ -19,7 +19,10 @@ class PgSocket extends EventEmitter {
     this.writer = raw.writable.getWriter();
     this.reader = raw.readable.getReader();
     void this.read();
-    raw.closed.then(() => this.finish(), (err: unknown) => this.finish(err));
+    raw.closed.then(
+      () => this.finish(),
+      (err: unknown) => this.finish(err),
+    );
   }
 
   private async read(): Promise<void> {

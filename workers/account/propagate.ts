@@ -34,11 +34,13 @@ function queue(out: Outbox, ws: WebSocket, text: string): void {
 export function propagate(object: ObjectContext, memory: AccountMemory, dirty: Dirty, nowMs: number): boolean {
   if (dirty.empty) return false;
   const out: Outbox = { frames: new Map(), closes: [] };
-  object.ctx.storage.transactionSync(() => object.views.batch(() => {
-    syncClients(object, memory, dirty, nowMs, out);
-    syncGateways(object, memory, dirty, nowMs, out);
-    reviewFlows(object, memory, dirty, nowMs, out);
-  }));
+  object.ctx.storage.transactionSync(() =>
+    object.views.batch(() => {
+      syncClients(object, memory, dirty, nowMs, out);
+      syncGateways(object, memory, dirty, nowMs, out);
+      reviewFlows(object, memory, dirty, nowMs, out);
+    }),
+  );
   for (const [ws, frames] of out.frames) for (const f of frames) send(ws, f);
   for (const c of out.closes) close(c.ws, c.code, c.reason);
   return out.closes.length > 0;
@@ -107,7 +109,11 @@ function affectedPairs(memory: AccountMemory, dirty: Dirty): Map<string, FlowRec
     const f = flows.flows.get(id);
     if (!f) continue;
     const key = pairKey(f.clientId, f.resourceId);
-    if (!pairs.has(key)) pairs.set(key, [...flows.byPair.get(key)].map((x) => flows.flows.get(x)!));
+    if (!pairs.has(key))
+      pairs.set(
+        key,
+        [...flows.byPair.get(key)].map((x) => flows.flows.get(x)!),
+      );
   }
   return pairs;
 }
@@ -166,4 +172,3 @@ function notifyReshaped(object: ObjectContext, memory: AccountMemory, dirty: Dir
     }
   }
 }
-

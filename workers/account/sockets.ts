@@ -73,7 +73,7 @@ export function send(ws: WebSocket, text: string): void {
   }
 }
 
-/** Close codes of PROTOCOL section 3. */
+/** Close codes of docs/protocol.md#websocket-routes. */
 export const CLOSE = {
   tokenGone: 4001,
   accessRevoked: 4003,

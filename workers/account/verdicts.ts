@@ -11,7 +11,7 @@ function tokenVerdict(state: AccountState, tokenId: TokenId, nowMs: number): Ver
   return null;
 }
 
-/** Whether a connected device may stay: null, or the close code and reason (PROTOCOL section 3). */
+/** Whether a connected device may stay: null, or the close code and reason (docs/protocol.md#websocket-routes). */
 export function socketVerdict(state: AccountState, a: Attachment, nowMs: number): Verdict {
   const token = tokenVerdict(state, a.tokenId, nowMs);
   if (token) return token;

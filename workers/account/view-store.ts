@@ -12,7 +12,7 @@ interface PendingView {
 }
 
 /**
- * Per connection, the digest of each resource view last sent (DESIGN property 7): the object
+ * Per connection, the digest of each resource view last sent (docs/architecture.md#7-diffs-not-re-sends): the object
  * sends a view again only when its digest changes. SQLite holds it so that it survives
  * hibernation; memory mirrors it once loaded.
  */

@@ -8,7 +8,7 @@ import { SIGNATURE_HEADER, verifySignature } from '../../src/signature.ts';
 import { httpError } from '../http-errors.ts';
 
 /**
- * POST /v1/accounts/:id/changes (PROTOCOL section 2): the signature first, then the body, validated
+ * POST /v1/accounts/:id/changes (docs/protocol.md#changes-route): the signature first, then the body, validated
  * once; only a well-formed batch of this account's changes reaches the account's object, and the
  * answer comes after the object stored it.
  */
@@ -16,7 +16,7 @@ export const changes = new Hono<{ Bindings: Env }>();
 
 type RouteContext = Context<{ Bindings: Env }>;
 
-/** The replicator's HMAC over the raw body (PROTOCOL section 2); a 401 unless it holds. */
+/** The replicator's HMAC over the raw body (docs/protocol.md#changes-route); a 401 unless it holds. */
 async function checkSignature(c: RouteContext, body: string): Promise<void> {
   const check = await verifySignature(c.env.REPLICATOR_SECRET, c.req.header(SIGNATURE_HEADER), body, Math.floor(Date.now() / 1000));
   if (check !== 'ok') throw httpError(401, { error: `signature ${check}`, detail: `expected ${SIGNATURE_HEADER}: t=<unix seconds>,v1=<hex HMAC-SHA256>` });
@@ -78,7 +78,8 @@ changes.post('/v1/accounts/:id/rehydrate', async (c) => {
     throw httpError(400, { error: 'malformed JSON', detail: errorMessage(err) });
   }
   const parsed = rehydrateBodySchema.safeParse(raw);
-  if (!parsed.success) throw httpError(400, { error: 'invalid rehydrate body', detail: parsed.error.issues.slice(0, 5).map((i) => ({ path: i.path.join('.'), message: i.message })) });
+  if (!parsed.success)
+    throw httpError(400, { error: 'invalid rehydrate body', detail: parsed.error.issues.slice(0, 5).map((i) => ({ path: i.path.join('.'), message: i.message })) });
   let result;
   try {
     result = await c.env.ACCOUNT.get(c.env.ACCOUNT.idFromName(accountId)).rehydrate(accountId, parsed.data.epoch ?? null);

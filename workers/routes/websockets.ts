@@ -3,7 +3,7 @@ import { COUNTRY_HEADER, parseConnectParams, REMOTE_IP_HEADER } from '../connect
 import { httpError } from '../http-errors.ts';
 
 /**
- * GET /v1/{client,gateway}/websocket (PROTOCOL section 3): parameters and the token's shape are
+ * GET /v1/{client,gateway}/websocket (docs/protocol.md#websocket-routes): parameters and the token's shape are
  * checked here; the token itself, against its salted hash, in the account's object, which also
  * holds the socket.
  */

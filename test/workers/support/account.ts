@@ -8,7 +8,10 @@ import { commit, deliver, randomText, tokenValues, type Applied, type Tx } from 
  * written in a real transaction and delivered to the object as the replicator would.
  */
 export class TestAccount {
-  private constructor(readonly sql: Sql, readonly id: string) {}
+  private constructor(
+    readonly sql: Sql,
+    readonly id: string,
+  ) {}
 
   static async create(sql: Sql, name = 'acme'): Promise<TestAccount> {
     const [row] = await sql<{ id: string }[]>`insert into accounts (name, slug) values (${name}, ${`${name}-${randomText(10)}`}) returning id`;
@@ -44,8 +47,14 @@ export class TestAccount {
   }
   resource(t: Tx, values: Record<string, unknown> = {}): Promise<Row> {
     return t.insert('resources', {
-      account_id: this.id, type: 'dns', name: 'Wiki', address: 'wiki.example.com', address_description: 'the wiki', ip_stack: 'dual',
-      filters: t.tx.json([{ protocol: 'tcp', ports: ['443'] }]), ...values,
+      account_id: this.id,
+      type: 'dns',
+      name: 'Wiki',
+      address: 'wiki.example.com',
+      address_description: 'the wiki',
+      ip_stack: 'dual',
+      filters: t.tx.json([{ protocol: 'tcp', ports: ['443'] }]),
+      ...values,
     });
   }
   connection(t: Tx, resourceId: unknown, siteId: unknown): Promise<Row> {

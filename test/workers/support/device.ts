@@ -24,7 +24,10 @@ export class Device {
   private waiters: Array<() => void> = [];
   private read = 0;
 
-  constructor(readonly ws: WebSocket, readonly externalId: string) {
+  constructor(
+    readonly ws: WebSocket,
+    readonly externalId: string,
+  ) {
     ws.addEventListener('message', (e) => {
       const text = typeof e.data === 'string' ? e.data : '';
       this.texts.push(text);

@@ -1,5 +1,5 @@
 /**
- * `npm run client` and `npm run gateway`: a device on the Worker's WebSocket (PROTOCOL section 3),
+ * `npm run client` and `npm run gateway`: a device on the Worker's WebSocket (docs/protocol.md#websocket-routes),
  * printing each event as a readable line (raw JSON with --json). The client can ask for flows.
  */
 import { randomBytes } from 'node:crypto';
@@ -7,10 +7,12 @@ import { hostname } from 'node:os';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
-import { readDevJson } from './local-files.ts';
+import { errorMessage } from '../src/errors.ts';
+import { isUuid } from '../src/ids.ts';
+import { parseToken } from '../src/tokens.ts';
 import { describeFrame, type Frame } from './device-format.ts';
-
-export type DeviceKind = 'client' | 'gateway';
+import { deviceSocketUrl, type DeviceKind } from './device-url.ts';
+import { readDevJson } from './local-files.ts';
 
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -51,9 +53,7 @@ export function usage(kind: DeviceKind): string {
     ...(kind === 'client' ? ['  --flow RESOURCE_ID   ask for a flow to the resource once connected (repeatable)'] : []),
     '  --no-reconnect       exit when the connection drops instead of reconnecting',
     '',
-    ...(kind === 'client'
-      ? ['Commands on stdin: `flow RESOURCE_ID [GATEWAY_ID...]`, a raw JSON frame, `ping`, `quit`.', '']
-      : []),
+    ...(kind === 'client' ? ['Commands on stdin: `flow RESOURCE_ID [GATEWAY_ID...]`, a raw JSON frame, `ping`, `quit`.', ''] : []),
   ].join('\n');
 }
 
@@ -81,17 +81,17 @@ export function parseDeviceArgs(kind: DeviceKind, argv: string[]): DeviceArgs {
       },
     });
   } catch (err) {
-    throw new UsageError(err instanceof Error ? err.message : String(err));
+    throw new UsageError(errorMessage(err));
   }
   const v = parsed.values;
   if (v.help) throw new UsageError('');
   if (!v.token && !v.demo) throw new UsageError('--token or --demo is required');
   if (v.token && v.demo) throw new UsageError('--token and --demo exclude each other');
-  if (v.token && v.token.split('.').length < 3) throw new UsageError('--token must look like <account_id>.<token_id>.<secret>');
+  if (v.token && !parseToken(v.token)) throw new UsageError('--token must look like <account_id>.<token_id>.<secret>');
   if (kind === 'gateway' && v.flow?.length) throw new UsageError('--flow is for clients');
   if (v.url && !/^(https?|wss?):\/\//.test(v.url)) throw new UsageError('--url must be an http(s):// or ws(s):// URL');
   if (v.version !== undefined && !/^\d+\.\d+\.\d+/.test(v.version)) throw new UsageError('--version must be a semantic version like 1.4.2');
-  for (const id of v.flow ?? []) if (!/^[0-9a-f-]{36}$/i.test(id)) throw new UsageError(`--flow ${id} is not a resource id (uuid)`);
+  for (const id of v.flow ?? []) if (!isUuid(id)) throw new UsageError(`--flow ${id} is not a resource id (uuid)`);
   return {
     kind,
     token: v.token,
@@ -107,13 +107,6 @@ export function parseDeviceArgs(kind: DeviceKind, argv: string[]): DeviceArgs {
     flows: v.flow ?? [],
     reconnect: !v['no-reconnect'],
   };
-}
-
-/** The WebSocket URL of PROTOCOL section 3 for a device. */
-export function websocketUrl(base: string, kind: DeviceKind, p: { token: string; externalId: string; name: string; publicKey: string; version: string }): string {
-  const u = new URL(`/v1/${kind}/websocket`, base.replace(/^http/, 'ws'));
-  u.search = new URLSearchParams({ token: p.token, external_id: p.externalId, name: p.name, public_key: p.publicKey, version: p.version }).toString();
-  return u.toString();
 }
 
 const stamp = () => new Date().toISOString().slice(11, 23);
@@ -138,7 +131,7 @@ export async function runDevice(kind: DeviceKind, argv: string[]): Promise<numbe
   let url = args.url;
   if (args.demo || !url) {
     const dev = await readDevJson().catch((err: unknown) => {
-      if (args.demo) throw new UsageError(err instanceof Error ? err.message : String(err));
+      if (args.demo) throw new UsageError(errorMessage(err));
       return undefined;
     });
     url ??= dev?.workerUrl ?? 'http://127.0.0.1:8787';
@@ -149,7 +142,7 @@ export async function runDevice(kind: DeviceKind, argv: string[]): Promise<numbe
   }
   const out = (line: string) => process.stdout.write(`${line}\n`);
   const status = (line: string) => (args.json ? process.stderr : process.stdout).write(`${stamp()} ${line}\n`);
-  const target = websocketUrl(url, kind, { token: token!, externalId: args.externalId, name: args.name, publicKey: args.publicKey, version: args.version });
+  const target = deviceSocketUrl(url, kind, { token: token!, externalId: args.externalId, name: args.name, publicKey: args.publicKey, version: args.version });
   const headers: Record<string, string> = {};
   if (args.ip) headers['cf-connecting-ip'] = args.ip;
   if (args.country) headers['cf-ipcountry'] = args.country;
@@ -208,13 +201,15 @@ export async function runDevice(kind: DeviceKind, argv: string[]): Promise<numbe
     ws.on('unexpected-response', (req, res) => {
       let body = '';
       res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => settle(() => {
-        status(`refused: HTTP ${res.statusCode} ${body.trim()}`);
-        req.destroy();
-        // 4xx: the token or the parameters are wrong; retrying will not help.
-        if ((res.statusCode ?? 500) < 500 || !args.reconnect) finish(1);
-        else retry();
-      }));
+      res.on('end', () =>
+        settle(() => {
+          status(`refused: HTTP ${res.statusCode} ${body.trim()}`);
+          req.destroy();
+          // 4xx: the token or the parameters are wrong; retrying will not help.
+          if ((res.statusCode ?? 500) < 500 || !args.reconnect) finish(1);
+          else retry();
+        }),
+      );
     });
     ws.on('open', () => {
       attempt = 0;
@@ -236,14 +231,16 @@ export async function runDevice(kind: DeviceKind, argv: string[]): Promise<numbe
         for (const id of args.flows) createFlow(id);
       }
     });
-    ws.on('close', (code, reasonBuf) => settle(() => {
-      const reason = reasonBuf.toString();
-      if (stopping) return finish(0);
-      const final = FINAL_CLOSES.get(code);
-      status(`closed ${code} ${reason || final || ''}`.trimEnd());
-      if (final || !args.reconnect) return finish(final ? 1 : 0);
-      retry();
-    }));
+    ws.on('close', (code, reasonBuf) =>
+      settle(() => {
+        const reason = reasonBuf.toString();
+        if (stopping) return finish(0);
+        const final = FINAL_CLOSES.get(code);
+        status(`closed ${code} ${reason || final || ''}`.trimEnd());
+        if (final || !args.reconnect) return finish(final ? 1 : 0);
+        retry();
+      }),
+    );
     ws.on('error', (err) => {
       if ((err as NodeJS.ErrnoException).code === 'ECONNREFUSED') status(`cannot reach ${url} (is \`npm start\` running?)`);
       else if (!settled) status(`error: ${err.message}`);
@@ -267,7 +264,7 @@ export function main(kind: DeviceKind): void {
         process.stderr.write(`npm run ${kind}: ${err.message}\n`);
         process.exit(2);
       }
-      process.stderr.write(`npm run ${kind}: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.stderr.write(`npm run ${kind}: ${errorMessage(err)}\n`);
       process.exit(1);
     });
 }

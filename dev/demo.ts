@@ -35,7 +35,11 @@ export async function ensureDemo(sql: Sql): Promise<DemoOutcome> {
   const gateway = await createToken(sql, { accountId: account.id, type: 'site', ownerId: site.id });
   const demo: Demo = {
     ...(saved ?? { groupId: '', resources: [] }),
-    accountId: account.id, actorId: actor.id, siteId: site.id, clientToken: client.token, siteToken: gateway.token,
+    accountId: account.id,
+    actorId: actor.id,
+    siteId: site.id,
+    clientToken: client.token,
+    siteToken: gateway.token,
   };
   await writeJson(DEMO_JSON, demo);
   return { demo, notes: ['The recorded demo tokens were revoked or missing: created new ones (.edgeplane/demo.json).'] };

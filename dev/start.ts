@@ -1,5 +1,5 @@
 /**
- * `npm start` (PROTOCOL section 6): PostgreSQL (embedded, or DATABASE_URL), migrations, the demo
+ * `npm start` (docs/protocol.md#local-run): PostgreSQL (embedded, or DATABASE_URL), migrations, the demo
  * account, the replicator and `wrangler dev`, then `.edgeplane/dev.json`. Ctrl-C or SIGTERM stops
  * the replicator first (it drains into the Worker), then the Worker, drops the slot this local
  * run uses, and stops the embedded server.
@@ -8,15 +8,18 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import postgres, { type Sql } from 'postgres';
-import { migrate } from '../../migrations/migrate.ts';
+import { migrate } from '../migrations/migrate.ts';
+import { errorMessage } from '../src/errors.ts';
 import type { Child } from './child.ts';
 import { ensureDemo } from './demo.ts';
 import { DEV_JSON, ensureLocalDir, LOCAL_DIR, PG_DIR, removeFile, WORKER_DIR, writeJson, type DevJson } from './local-files.ts';
 import { LocalPostgresError, startLocalPostgres, type LocalPostgres } from './local-postgres.ts';
-import { ConfigProblem, parseLocalConfig, portInUse, type LocalConfig } from './local-config.ts';
+import { ConfigProblem, parseLocalConfig, type LocalConfig } from './local-config.ts';
+import { portInUse } from './ports.ts';
 import { formatReplicatorLine, startReplicatorProcess } from './replicator-child.ts';
 import { databaseIdentity, dropSlot, prepareWorkerState, PROCESSES_JSON, recordProcesses, slotExists, stopLeftovers } from './local-state.ts';
-import { isWranglerNoise, ROOT, startWorkerProcess, waitForHttp } from './worker-process.ts';
+import { ROOT } from './root.ts';
+import { isWranglerNoise, startWorkerProcess, waitForHttp } from './worker-process.ts';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 const warn = (line: string) => process.stderr.write(`${line}\n`);
@@ -65,7 +68,10 @@ async function start(config: LocalConfig): Promise<void> {
   await removeFile(DEV_JSON);
   const leftovers = await stopLeftovers();
   if (leftovers.length > 0) say(`Stopped what an earlier run that was killed left running: ${leftovers.join(', ')}.`);
-  const ports: [string, number][] = [['PORT', config.port], ['REPLICATOR_PORT', config.replicatorPort]];
+  const ports: [string, number][] = [
+    ['PORT', config.port],
+    ['REPLICATOR_PORT', config.replicatorPort],
+  ];
   // A server of this folder still running (its run was killed) is ours: startLocalPostgres restarts it.
   if (!config.databaseUrl && !existsSync(path.join(PG_DIR, 'postmaster.pid'))) ports.push(['EDGEPLANE_PG_PORT', config.pgPort]);
   for (const [name, port] of ports) {
@@ -178,7 +184,7 @@ function printReady(dev: DevJson, config: LocalConfig): void {
   if (dev.demo) {
     lines.push(
       `Demo account ${dev.demo.accountId}. In other terminals (README.md walks through more):`,
-      '  npm run client -- --demo      # Ada\'s laptop: prints every access change it is told about',
+      "  npm run client -- --demo      # Ada's laptop: prints every access change it is told about",
       '  npm run gateway -- --demo     # the gateway of the Home lab site',
       `  psql ${dev.databaseUrl}`,
       "    update policies set disabled_at = now() where resource_id = (select id from resources where name = 'Wiki');",
@@ -196,7 +202,7 @@ async function step(what: string, fn: () => Promise<unknown>): Promise<void> {
   try {
     await fn();
   } catch (err) {
-    if (!forced) warn(`while stopping, ${what} failed: ${err instanceof Error ? err.message : String(err)}`);
+    if (!forced) warn(`while stopping, ${what} failed: ${errorMessage(err)}`);
   }
 }
 
@@ -213,10 +219,11 @@ async function stopAll(code: number): Promise<never> {
   if (ready) say('\nStopping...');
   const { replicator, worker, sql, pg } = running;
   // The replicator first: on SIGTERM it drains what is in flight into the Worker and acknowledges.
-  if (replicator) await step('stopping the replicator', async () => {
-    const exit = await replicator.stop('SIGTERM', 30_000);
-    if (exit.code !== 0 && exit.signal !== 'SIGTERM') warn(`the replicator exited with code ${exit.code} (signal ${exit.signal})`);
-  });
+  if (replicator)
+    await step('stopping the replicator', async () => {
+      const exit = await replicator.stop('SIGTERM', 30_000);
+      if (exit.code !== 0 && exit.signal !== 'SIGTERM') warn(`the replicator exited with code ${exit.code} (signal ${exit.signal})`);
+    });
   if (worker) await step('stopping wrangler dev', () => worker.stop('SIGTERM', 10_000));
   if (sql && running.dropSlotOnStop) {
     await step(`dropping the replication slot ${currentConfig?.slot}`, async () => {

@@ -4,11 +4,10 @@ import { rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { errorMessage } from '../src/errors.ts';
 import { Child } from './child.ts';
-
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+import { ROOT } from './root.ts';
 
 export interface WorkerOptions {
   port: number;
@@ -34,13 +33,18 @@ function wranglerBin(): string {
 /** The `wrangler dev` command line and environment that serve the Worker with the given database and secret. */
 export function wranglerDevCommand(options: WorkerOptions): { command: string; args: string[]; env: Record<string, string | undefined> } {
   const args = [
-    wranglerBin(), 'dev',
+    wranglerBin(),
+    'dev',
     ...(options.bundle ? [options.bundle, '--no-bundle'] : []),
-    '--config', path.join(ROOT, 'wrangler.toml'),
-    '--ip', '127.0.0.1',
-    '--port', String(options.port),
+    '--config',
+    path.join(ROOT, 'wrangler.toml'),
+    '--ip',
+    '127.0.0.1',
+    '--port',
+    String(options.port),
     // Any free port: two local Workers must not fight over 9229.
-    '--inspector-port', '0',
+    '--inspector-port',
+    '0',
     '--show-interactive-dev-session=false',
   ];
   if (options.persistTo) args.push('--persist-to', options.persistTo);
@@ -61,14 +65,20 @@ export function wranglerDevCommand(options: WorkerOptions): { command: string; a
 
 /** Lines wrangler prints on every start on a machine without internet access; they say nothing. */
 export function isWranglerNoise(line: string): boolean {
-  return /Unable to fetch the `Request\.cf` object|getaddrinfo ENOTFOUND workers\.cloudflare\.com|^\s+at (GetAddrInfoReqWrap|process\.processTicksAndRejections|.*node:internal)|update available|^npm warn/.test(line);
+  return /Unable to fetch the `Request\.cf` object|getaddrinfo ENOTFOUND workers\.cloudflare\.com|^\s+at (GetAddrInfoReqWrap|process\.processTicksAndRejections|.*node:internal)|update available|^npm warn/.test(
+    line,
+  );
 }
 
 /** Builds the Worker like a deploy would (`wrangler deploy --dry-run`) into `outDir`; returns the entry file. */
 export async function buildWorkerBundle(outDir: string): Promise<string> {
   const { env } = wranglerDevCommand({ port: 0 });
   try {
-    await promisify(execFile)(process.execPath, [wranglerBin(), 'deploy', '--dry-run', '--outdir', outDir, '--config', path.join(ROOT, 'wrangler.toml')], { cwd: ROOT, env, maxBuffer: 16 << 20 });
+    await promisify(execFile)(process.execPath, [wranglerBin(), 'deploy', '--dry-run', '--outdir', outDir, '--config', path.join(ROOT, 'wrangler.toml')], {
+      cwd: ROOT,
+      env,
+      maxBuffer: 16 << 20,
+    });
   } catch (err) {
     const e = err as { stdout?: string; stderr?: string; message: string };
     throw new Error(`wrangler deploy --dry-run failed: ${e.message}\n${e.stdout ?? ''}\n${e.stderr ?? ''}`);
@@ -107,7 +117,7 @@ export async function waitForHttp(url: string, child: Child | undefined, timeout
       }
       last = `${res.status} ${(await res.text()).slice(0, 200)}`;
     } catch (err) {
-      last = err instanceof Error ? err.message : String(err);
+      last = errorMessage(err);
     }
     await new Promise((r) => setTimeout(r, 100));
   }

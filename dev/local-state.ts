@@ -30,7 +30,7 @@ interface WorkerState {
  * The objects' local storage holds positions in one slot's stream of one database. When that
  * stream does not carry on (the slot is new: dropped on the last clean stop, or a different
  * database), the storage is removed, and each object loads its account from Postgres on first use
- * (a consistent snapshot, DESIGN property 4). Returns why it was removed, or null when kept.
+ * (a consistent snapshot, docs/architecture.md#4-consistent-hydration). Returns why it was removed, or null when kept.
  */
 export async function prepareWorkerState(database: string, slot: string, slotExisted: boolean): Promise<string | null> {
   const previous = await readJson<WorkerState>(WORKER_STATE_JSON);

@@ -138,13 +138,20 @@ export async function startLocalPostgres(options: LocalPostgresOptions): Promise
     await writeFile(pwfile, `${LOCAL_PASSWORD}\n`, { mode: 0o644 });
     try {
       const init = await execAs(user, bin.initdb, [
-        `--pgdata=${dataDir}`, `--username=${LOCAL_USER}`, `--pwfile=${pwfile}`, '--auth=scram-sha-256', '--encoding=UTF8', '--locale=C', '--no-instructions',
+        `--pgdata=${dataDir}`,
+        `--username=${LOCAL_USER}`,
+        `--pwfile=${pwfile}`,
+        '--auth=scram-sha-256',
+        '--encoding=UTF8',
+        '--locale=C',
+        '--no-instructions',
       ]);
       if (init.code !== 0) {
         await rm(dataDir, { recursive: true, force: true });
-        const hint = user && /Permission denied/.test(init.output)
-          ? `\nThe '${LOCAL_USER}' user must be able to enter every folder above ${dataDir}; move the project, or set DATABASE_URL.`
-          : '';
+        const hint =
+          user && /Permission denied/.test(init.output)
+            ? `\nThe '${LOCAL_USER}' user must be able to enter every folder above ${dataDir}; move the project, or set DATABASE_URL.`
+            : '';
         throw new LocalPostgresError(`initdb failed (exit ${init.code}):\n${init.output.trim()}${hint}`);
       }
     } finally {
@@ -159,11 +166,15 @@ export async function startLocalPostgres(options: LocalPostgresOptions): Promise
   const status = await execAs(user, bin.pg_ctl, ['status', '-D', dataDir]);
   if (status.code === 0) await execAs(user, bin.pg_ctl, ['stop', '-D', dataDir, '-m', 'fast', '-w']);
   const settings = { ...LOCAL_SETTINGS, ...options.settings, port: String(options.port) };
-  const flags = Object.entries(settings).map(([k, v]) => `-c ${k}=${shellQuote(v)}`).join(' ');
+  const flags = Object.entries(settings)
+    .map(([k, v]) => `-c ${k}=${shellQuote(v)}`)
+    .join(' ');
   const start = async () => {
     const started = await execAs(user, bin.pg_ctl, ['start', '-D', dataDir, '-l', logFile, '-w', '-t', '60', '-o', flags]);
     if (started.code !== 0) {
-      throw new LocalPostgresError(`PostgreSQL did not start on port ${options.port} (pg_ctl exit ${started.code}): ${started.output.trim()}\nSee ${logFile}; is the port in use? Set EDGEPLANE_PG_PORT to another one.`);
+      throw new LocalPostgresError(
+        `PostgreSQL did not start on port ${options.port} (pg_ctl exit ${started.code}): ${started.output.trim()}\nSee ${logFile}; is the port in use? Set EDGEPLANE_PG_PORT to another one.`,
+      );
     }
   };
   const stop = async (mode: 'fast' | 'immediate' = 'fast', timeoutSeconds = 60) => {

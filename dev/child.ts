@@ -27,7 +27,12 @@ export class Child {
   readonly exited: Promise<Exit>;
   private exit: Exit | undefined;
 
-  constructor(readonly name: string, command: string, args: readonly string[], options: ChildOptions) {
+  constructor(
+    readonly name: string,
+    command: string,
+    args: readonly string[],
+    options: ChildOptions,
+  ) {
     this.process = spawn(command, args, {
       cwd: options.cwd,
       env: options.env,

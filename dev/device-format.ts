@@ -1,4 +1,4 @@
-/** Readable lines for the frames a device gets (PROTOCOL section 3). */
+/** Readable lines for the frames a device gets (docs/protocol.md#websocket-routes). */
 export interface Frame {
   event: string;
   ref?: string | number;
@@ -21,14 +21,9 @@ const short = (id: unknown) => (typeof id === 'string' ? id.slice(0, 8) : String
 export function describeView(v: View): string {
   const filters = (v.filters ?? []).map((f) => `${f.protocol}${f.ports?.length ? `:${f.ports.join(',')}` : ''}`).join(' ');
   const sites = (v.sites ?? []).map((s) => s.name).join(', ');
-  return [
-    v.name ?? '?',
-    [v.type, v.address].filter(Boolean).join(' '),
-    v.ip_stack ?? '',
-    filters || 'all traffic',
-    sites ? `via ${sites}` : 'no site',
-    `[${v.id}]`,
-  ].filter((s) => s !== '').join('  ');
+  return [v.name ?? '?', [v.type, v.address].filter(Boolean).join(' '), v.ip_stack ?? '', filters || 'all traffic', sites ? `via ${sites}` : 'no site', `[${v.id}]`]
+    .filter((s) => s !== '')
+    .join('  ');
 }
 
 /**
@@ -67,7 +62,9 @@ export function describeFrame(kind: 'client' | 'gateway', frame: Frame, names: M
       return [`removed ${name ?? 'resource'}  [${id}]`];
     }
     case 'flow_created':
-      return [`flow created: resource ${short(p.resource_id)} via gateway ${short(p.gateway_id)} (site ${short(p.site_id)}), gateway key ${String(p.gateway_public_key).slice(0, 12)}...${p.ref !== undefined ? `  ref ${String(p.ref)}` : ''}`];
+      return [
+        `flow created: resource ${short(p.resource_id)} via gateway ${short(p.gateway_id)} (site ${short(p.site_id)}), gateway key ${String(p.gateway_public_key).slice(0, 12)}...${p.ref !== undefined ? `  ref ${String(p.ref)}` : ''}`,
+      ];
     case 'flow_creation_failed': {
       const violated = p.violated_properties as string[] | undefined;
       return [`flow refused: resource ${short(p.resource_id)}: ${p.reason}${violated?.length ? ` (${violated.join(', ')})` : ''}`];
@@ -75,7 +72,9 @@ export function describeFrame(kind: 'client' | 'gateway', frame: Frame, names: M
     case 'authorize_flow': {
       const client = p.client as { id: string; version: string } | undefined;
       const resource = p.resource as View | null | undefined;
-      return [`authorize flow ${short(p.flow_id)}: client ${short(client?.id)} (${client?.version}) -> ${resource ? describeView(resource) : 'resource ?'}  until ${p.expires_at ?? 'no end'}`];
+      return [
+        `authorize flow ${short(p.flow_id)}: client ${short(client?.id)} (${client?.version}) -> ${resource ? describeView(resource) : 'resource ?'}  until ${p.expires_at ?? 'no end'}`,
+      ];
     }
     case 'reject_access':
       return [`reject access: client ${short(p.client_id)} -> resource ${short(p.resource_id)}`];

@@ -2,13 +2,12 @@
  * The replicator as one self-contained ES module (what replicator/Dockerfile runs): every
  * dependency inlined, so the image needs Node and this file only.
  *
- *   node --import tsx replicator/dev/bundle.ts [out-file]   (default dist/replicator.mjs)
+ *   node --import tsx dev/replicator-bundle.ts [out-file]   (default dist/replicator.mjs)
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+import { ROOT } from './root.ts';
 
 export async function bundleReplicator(outfile: string): Promise<string> {
   await build({

@@ -4,6 +4,9 @@
  */
 import { parseArgs } from 'node:util';
 import postgres from 'postgres';
+import { configSchema } from '../replicator/config.ts';
+import { errorMessage } from '../src/errors.ts';
+import { isUuid } from '../src/ids.ts';
 import { readDevJson } from './local-files.ts';
 import { createToken, TokenOwnerError, type TokenType } from './tokens.ts';
 
@@ -18,7 +21,6 @@ Creates a token and prints it (<account_id>.<token_id>.<secret>; only its salted
 
 class Usage extends Error {}
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 function parse(argv: string[]) {
@@ -38,17 +40,17 @@ function parse(argv: string[]) {
       },
     });
   } catch (err) {
-    throw new Usage(err instanceof Error ? err.message : String(err));
+    throw new Usage(errorMessage(err));
   }
   const { values: v, positionals } = parsed;
   if (v.help) throw new Usage('');
   const [kind, ...extra] = positionals;
   if (kind !== 'client' && kind !== 'site') throw new Usage(kind ? `unknown token kind ${kind}: client or site` : 'client or site is required');
   if (extra.length > 0) throw new Usage(`unexpected argument ${extra[0]}`);
-  if (!v.account || !UUID.test(v.account)) throw new Usage('--account must be an account id (uuid)');
+  if (!v.account || !isUuid(v.account)) throw new Usage('--account must be an account id (uuid)');
   const owner = kind === 'client' ? v.actor : v.site;
   const ownerFlag = kind === 'client' ? '--actor' : '--site';
-  if (!owner || !UUID.test(owner)) throw new Usage(`${ownerFlag} must be ${kind === 'client' ? 'an actor' : 'a site'} id (uuid)`);
+  if (!owner || !isUuid(owner)) throw new Usage(`${ownerFlag} must be ${kind === 'client' ? 'an actor' : 'a site'} id (uuid)`);
   if ((kind === 'client' && v.site) || (kind === 'site' && v.actor)) throw new Usage(`a ${kind} token takes ${ownerFlag}`);
   let expiresAt: Date | null = null;
   if (v['expires-in'] !== undefined) {
@@ -56,7 +58,7 @@ function parse(argv: string[]) {
     if (!m) throw new Usage('--expires-in must look like 90s, 30m, 12h or 7d');
     expiresAt = new Date(Date.now() + Number(m[1]) * UNITS[m[2]!]!);
   }
-  if (v['database-url'] && !/^postgres(ql)?:\/\//.test(v['database-url'])) throw new Usage('--database-url must be a postgres:// connection string');
+  if (v['database-url'] && !configSchema.shape.DATABASE_URL.safeParse(v['database-url']).success) throw new Usage('--database-url must be a postgres:// connection string');
   return { type: (kind === 'client' ? 'client' : 'site') as TokenType, accountId: v.account, ownerId: owner, expiresAt, databaseUrl: v['database-url'] };
 }
 
@@ -75,7 +77,7 @@ async function main(): Promise<number> {
     try {
       url = (await readDevJson()).databaseUrl;
     } catch (err) {
-      process.stderr.write(`npm run token: DATABASE_URL is not set and ${err instanceof Error ? err.message : String(err)}\n`);
+      process.stderr.write(`npm run token: DATABASE_URL is not set and ${errorMessage(err)}\n`);
       return 2;
     }
   }
@@ -96,7 +98,10 @@ async function main(): Promise<number> {
   }
 }
 
-main().then((code) => process.exit(code), (err: unknown) => {
-  process.stderr.write(`npm run token: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-});
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`npm run token: ${errorMessage(err)}\n`);
+    process.exit(1);
+  },
+);

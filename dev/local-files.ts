@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ROOT } from './worker-process.ts';
+import { ROOT } from './root.ts';
 
 /**
  * Everything the local run keeps lives here (git-ignored); `rm -rf .edgeplane` resets it.
@@ -16,7 +16,7 @@ export const WORKER_STATE_JSON = path.join(LOCAL_DIR, 'worker-state.json');
 export const PG_DIR = path.join(LOCAL_DIR, 'pg');
 export const WORKER_DIR = path.join(LOCAL_DIR, 'worker');
 
-/** PROTOCOL section 6. */
+/** docs/protocol.md#local-run. */
 export interface DevJson {
   databaseUrl: string;
   workerUrl: string;

@@ -1,6 +1,6 @@
 import { rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { startLocalPostgres } from './local-postgres.ts';
+import { freePort } from './ports.ts';
 
 /**
  * A throw-away PostgreSQL cluster for tests and benchmarks, from the binaries the
@@ -37,19 +37,6 @@ export const LOGICAL_REPLICATION_SETTINGS: Record<string, string> = {
   fsync: 'off',
   full_page_writes: 'off',
 };
-
-export async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<EmbeddedCluster> {
   const port = options.port ?? (await freePort());

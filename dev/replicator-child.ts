@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { Child } from './child.ts';
-import { ROOT } from './worker-process.ts';
+import { ROOT } from './root.ts';
 
 export interface ReplicatorOptions {
   databaseUrl: string;

@@ -138,7 +138,6 @@ export class ReplicationSession {
       this.epoch = await resolveEpoch(this.sql, { slot: this.config.SLOT_NAME, ...system, slotCreated: slot.created, startLsn: slot.startLsn }, this.log);
       this.metrics.epoch.set(this.epoch.number);
       this.watermark = new AckWatermark(slot.confirmedFlush ?? 0n);
-      this.deliverer.loggedThrough(this.watermark.lsn);
       const options = streamOptions(info.versionNum);
       this.stream = await ReplicationStream.start(this.replication, startReplicationCommand(this.config.SLOT_NAME, this.config.PUBLICATION_NAME, options), {
         onXLogData: (frame) => this.onXLogData(frame),
@@ -157,7 +156,7 @@ export class ReplicationSession {
       this.metrics.ackedLsn.set(Number(this.watermark.lsn));
       this.log.info({ slot: this.config.SLOT_NAME, epoch: this.epoch.id, lsn: formatLsn(this.watermark.lsn), protocol: options.protocolVersion, ...this.timings }, 'streaming');
       this.tickTimer = setInterval(() => this.tick(), Math.min(1000, this.timings.statusIntervalMs));
-      await this.deliverer.begin(this.epoch.id);
+      await this.deliverer.begin(this.epoch.id, slot.confirmedFlush ?? 0n);
     } catch (err) {
       this.end(toError(err));
     } finally {

@@ -90,11 +90,12 @@ export class Deliverer {
   }
 
   /**
-   * Starts (or restarts, for a new epoch) delivering in `epoch`: the accounts whose cursor is
-   * behind the log, or that must re-hydrate, are caught up from change_logs.
+   * Starts (or restarts, for a new epoch) delivering in `epoch`, with every change committed before
+   * `loggedThrough` in change_logs (the slot's confirmed position: the stream brings the rest): the
+   * accounts whose cursor is behind the log, or that must re-hydrate, are caught up from it.
    */
-  async begin(epoch: string): Promise<void> {
-    if (this.epoch !== epoch) {
+  async begin(epoch: string, loggedThrough: Lsn): Promise<void> {
+    if (this.epoch !== null && this.epoch !== epoch) {
       for (const lane of this.lanes.values()) clearTimeout(lane.timer);
       this.lanes.clear();
       this.awaitingLog.clear();
@@ -102,6 +103,7 @@ export class Deliverer {
       this.loggedUpTo = 0n;
     }
     this.epoch = epoch;
+    this.loggedThrough(loggedThrough);
     this.active = true;
     const behind = await this.cursors.behind();
     for (const c of behind) this.catchUpFrom(c);

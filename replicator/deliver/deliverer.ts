@@ -95,8 +95,18 @@ export class Deliverer {
    * accounts whose cursor is behind the log, or that must re-hydrate, are caught up from it.
    */
   async begin(epoch: string, loggedThrough: Lsn): Promise<void> {
+    // Nothing goes out until the accounts behind are known: a change the stream routes meanwhile
+    // would otherwise reach an account before its backlog (and move its position past it) or,
+    // in a new epoch, before its re-hydration.
+    this.active = false;
     if (this.epoch !== null && this.epoch !== epoch) {
-      for (const lane of this.lanes.values()) clearTimeout(lane.timer);
+      // A lane of the old epoch still sending or catching up stops there: its account starts over
+      // in a new lane, with a re-hydration.
+      for (const lane of this.lanes.values()) {
+        clearTimeout(lane.timer);
+        lane.retired = true;
+        lane.dropQueue();
+      }
       this.lanes.clear();
       this.awaitingLog.clear();
       this.totalQueuedBytes = 0;
@@ -104,9 +114,9 @@ export class Deliverer {
     }
     this.epoch = epoch;
     this.loggedThrough(loggedThrough);
-    this.active = true;
     const behind = await this.cursors.behind();
     for (const c of behind) this.catchUpFrom(c);
+    this.active = true;
     if (behind.length > 0) this.log.info({ accounts: behind.length, epoch }, 'accounts behind change_logs: catching them up');
     this.flushTimer ??= setInterval(() => void this.tick(), this.options.cursorFlushMs);
     for (const lane of this.lanes.values()) this.kick(lane);
@@ -248,7 +258,7 @@ export class Deliverer {
   }
 
   private kick(lane: Lane): void {
-    if (lane.running || !this.active || this.stopped) return;
+    if (lane.running || lane.retired || !this.active || this.stopped) return;
     const now = Date.now();
     if (lane.retryAt > now) {
       lane.timer ??= setTimeout(() => {
@@ -288,7 +298,7 @@ export class Deliverer {
   }
 
   private async live(lane: Lane): Promise<void> {
-    while (lane.mode === 'live' && lane.queue.length > 0 && this.active) {
+    while (lane.mode === 'live' && lane.queue.length > 0 && this.active && !lane.retired) {
       const batch = this.takeBatch(lane);
       if (!(await this.send(lane, batch))) return;
       lane.oldestPendingAt = lane.queue[0] ? Date.parse(lane.queue[0].committedAt) : undefined;
@@ -312,7 +322,7 @@ export class Deliverer {
   private async catchUp(lane: Lane): Promise<void> {
     await this.catchUps.acquire();
     try {
-      while (lane.mode === 'catch_up' && this.active) {
+      while (lane.mode === 'catch_up' && this.active && !lane.retired) {
         if (lane.needsRehydrate) {
           if (!(await this.rehydrate(lane))) return;
           continue;
@@ -338,7 +348,7 @@ export class Deliverer {
         for (let i = 0; i < page.length; ) {
           const batch = this.slice(page, i);
           i += batch.length;
-          if (!(await this.send(lane, batch))) return;
+          if (!(await this.send(lane, batch)) || lane.retired) return;
           this.metrics.catchUpChanges.inc(batch.length);
         }
       }
@@ -373,6 +383,8 @@ export class Deliverer {
       this.fail(lane, failure.verdict, failure.reason, failure.message, null);
       return false;
     }
+    // Its epoch ended meanwhile: the cursor belongs to the new one now.
+    if (lane.retired) return false;
     const to = lane.skipTo && (!lane.delivered || comparePositions(lane.skipTo, lane.delivered) > 0) ? lane.skipTo : lane.delivered;
     try {
       await this.cursors.rehydrated(lane.accountId, to);

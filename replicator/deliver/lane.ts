@@ -44,6 +44,8 @@ export class Lane {
   /** Commit time (epoch ms) of the oldest change not yet delivered, when one is known. */
   oldestPendingAt: number | undefined;
   lastActivityAt = Date.now();
+  /** Of an epoch that ended: it sends nothing more (a new lane serves the account). */
+  retired = false;
 
   constructor(readonly accountId: string) {}
 

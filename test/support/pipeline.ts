@@ -57,6 +57,13 @@ export class Pipeline {
     return row?.lsn ? parseLsn(row.lsn) : 0n;
   }
 
+  /** WAL the slot keeps on the server: the current position minus its restart_lsn. */
+  async retainedWal(): Promise<number> {
+    const [row] = await this.sql<{ bytes: string | null }[]>`
+      select pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::text as bytes from pg_replication_slots where slot_name = ${this.slot}`;
+    return Number(row?.bytes ?? Number.NaN);
+  }
+
   async currentWal(): Promise<Lsn> {
     const [row] = await this.sql<{ lsn: string }[]>`select pg_current_wal_lsn()::text as lsn`;
     return parseLsn(row!.lsn);

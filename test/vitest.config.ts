@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { cloudflareTest } from '@cloudflare/vitest-pool-workers';
 import { defineConfig } from 'vitest/config';
 
@@ -19,6 +20,9 @@ export default defineConfig({
           root: '.',
           include: ['test/**/*.pg.test.ts'],
           exclude: ['test/workers/**'],
+          // At least two files at once, so that the long and mostly idle outage test
+          // (edge-outage.pg.test.ts, 5 minutes) runs beside the others even on two cores.
+          maxWorkers: Math.max(2, availableParallelism() - 1),
           testTimeout: 120_000,
           hookTimeout: 120_000,
         },

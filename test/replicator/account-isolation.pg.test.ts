@@ -1,5 +1,9 @@
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import type { Sql } from 'postgres';
-import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { type EmbeddedCluster, startEmbeddedPostgres } from '../../dev/embedded-postgres.ts';
 import { formatPosition, maxLsn, parseLsn } from '../../src/lsn.ts';
 import { insertAccount, Pipeline } from '../support/pipeline.ts';
 import { firstDeliveries, isSortedByPosition, keyOf, positionOf } from '../support/positions.ts';
@@ -8,6 +12,16 @@ import { eventually, type ReplicatorProcess } from '../support/replicator-proces
 // docs/architecture.md#10-one-account-never-holds-another, on the real replicator process: one
 // account's object fails for a long stretch while two others write 30,000 changes.
 
+// A cluster of this file's own: the slot's retained WAL is measured against the cluster's WAL
+// position, which other files' writes (and their pg_switch_wal) would move too.
+let cluster: EmbeddedCluster;
+beforeAll(async () => {
+  cluster = await startEmbeddedPostgres({ dataDir: path.join(tmpdir(), `edgeplane-isolation-${randomBytes(4).toString('hex')}`) });
+});
+afterAll(async () => {
+  await cluster?.stop();
+});
+
 let pipeline: Pipeline | undefined;
 afterEach(async () => {
   await pipeline?.close();
@@ -15,7 +29,7 @@ afterEach(async () => {
 });
 
 async function setup(prefix: string): Promise<Pipeline> {
-  const p = await Pipeline.create(prefix);
+  const p = await Pipeline.create(prefix, cluster.url);
   pipeline = p;
   onTestFailed(() => {
     for (const r of p.processes) {
@@ -101,6 +115,8 @@ async function refusedWhileOthersWrite(p: Pipeline, status: number, env: Record<
     }
   })();
   const writing = workload(p.sql, refused, [b, c], names, progress);
+  // Should the test fail first, the workload's end (once the database goes) is of no interest.
+  writing.catch(() => {});
 
   // SIGKILL a third of the way through, with the account still refused; start again.
   await eventually(() => progress.done >= 400 && p.sink.acceptedChanges > 5000, 120_000, 'a third written and delivered');
@@ -121,6 +137,9 @@ async function refusedWhileOthersWrite(p: Pipeline, status: number, env: Record<
     expect(got.sorted).toBe(true);
   }
   expect(p.sink.changesOf(refused)).toEqual([]);
+  await eventually(async () => (await r.metric('edgeplane_replicator_accounts_behind')) === 1, 5_000, 'accounts_behind = 1');
+  expect(await r.metric('edgeplane_replicator_backlog_changes_max')).toBeGreaterThan(0);
+  expect(await r.metric('edgeplane_replicator_catchup_pages_total')).toBeGreaterThan(0);
   // The slot passes their last commit while the refused account's changes are undelivered.
   await eventually(async () => (await p.confirmedFlush()) >= lastCommit, 30_000, 'the slot confirmed past the last commit');
   const lastOther = [b, c].map((a) => parseLsn(delivered(p, a).firsts.at(-1)!.lsn)).reduce(maxLsn);

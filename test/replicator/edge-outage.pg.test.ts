@@ -1,5 +1,5 @@
 import type { Sql } from 'postgres';
-import { afterEach, expect, it, onTestFailed } from 'vitest';
+import { afterEach, expect, it, onTestFailed, onTestFinished } from 'vitest';
 import { insertAccount, Pipeline } from '../support/pipeline.ts';
 import { firstDeliveries, isSortedByPosition } from '../support/positions.ts';
 import { eventually } from '../support/replicator-process.ts';
@@ -65,6 +65,10 @@ it('a 5-minute edge outage (503, then connections refused) while changes flow: o
       await sleep(400);
     }
   })();
+  writer.catch(() => {});
+  onTestFinished(() => {
+    writing = false;
+  });
 
   const samples: Sample[] = [];
   let refused = false;

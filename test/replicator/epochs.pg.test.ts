@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import postgres, { type Sql } from 'postgres';
-import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
+import { afterEach, describe, expect, it, onTestFailed, onTestFinished } from 'vitest';
 import { startEmbeddedPostgres } from '../../dev/embedded-postgres.ts';
 import { migrate } from '../../migrations/migrate.ts';
 import { parseLsn } from '../../src/lsn.ts';
@@ -11,7 +11,7 @@ import { withDatabase } from '../support/database.ts';
 import { insertAccount, Pipeline, SECRET } from '../support/pipeline.ts';
 import { isSortedByPosition } from '../support/positions.ts';
 import { RecordingSink } from '../support/recording-sink.ts';
-import { eventually, ReplicatorProcess } from '../support/replicator-process.ts';
+import { eventually, type LogLine, ReplicatorProcess } from '../support/replicator-process.ts';
 
 // docs/architecture.md#12-epochs on the real embedded Postgres: a stream that cannot continue the
 // previous one starts a new epoch, and every account re-hydrates in it before it gets a change of it.
@@ -79,8 +79,16 @@ function inEpoch(sink: RecordingSink, account: string, epoch: string): string[] 
   return changes.map((c) => String(c.data?.name));
 }
 
-async function epochOf(r: ReplicatorProcess): Promise<{ id: string; number: number }> {
-  const id = await eventually(async () => (await r.health()).epoch ?? undefined, 10_000, 'an epoch in /healthz');
+/** The epoch /healthz shows (once delivery runs in it: `started`, the new epoch's log line, says which). */
+async function epochOf(r: ReplicatorProcess, started?: LogLine): Promise<{ id: string; number: number }> {
+  const id = await eventually(
+    async () => {
+      const epoch = (await r.health()).epoch ?? undefined;
+      return started === undefined || epoch === started.epoch ? epoch : undefined;
+    },
+    10_000,
+    `epoch ${String(started?.epoch ?? 'any')} in /healthz`,
+  );
   return { id, number: await r.metric('edgeplane_replicator_epoch') };
 }
 
@@ -120,7 +128,7 @@ describe('replication epochs (real replicator, real Postgres)', () => {
     r = await p.replicator();
     const created = await newEpochLog(r);
     expect(created.reason).toBe('the replication slot was created anew');
-    const second = await epochOf(r);
+    const second = await epochOf(r, created);
     expect(second.id).not.toBe(first.id);
     expect(second.number).toBe(2);
     await eventually(() => [a, b, c].every((x) => p.sink.rehydrates.some((h) => h.accountId === x && h.epoch === second.id)), 20_000, 'every account re-hydrated');
@@ -130,6 +138,7 @@ describe('replication epochs (real replicator, real Postgres)', () => {
     await eventually(() => [a, b, c].every((x) => p.sink.changesOf(x).filter((ch) => ch.epoch === second.id).length >= 5), 20_000, 'the new epoch delivered');
     for (const x of [a, b, c]) expect(inEpoch(p.sink, x, second.id)).toEqual(expected.get(x));
     expect(p.sink.rehydrates.filter((h) => h.epoch === second.id)).toHaveLength(3);
+    expect(await r.metric('edgeplane_replicator_rehydrations_total')).toBe(3);
     // The cursors are past the re-hydration.
     const marked = await p.sql`select 1 from delivery_cursors where needs_rehydrate`;
     expect(marked).toHaveLength(0);
@@ -160,9 +169,14 @@ describe('replication epochs (real replicator, real Postgres)', () => {
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
     })();
+    // Stops with the test, failed or not (its rejection after the database goes is of no interest).
+    writer.catch(() => {});
+    onTestFinished(() => {
+      writing = false;
+    });
     await dropSlot(p.sql, p.slot, true);
     const started = await newEpochLog(r);
-    const second = await epochOf(r);
+    const second = await epochOf(r, started);
     expect(second.id).not.toBe(first.id);
     expect(second.number).toBe(2);
     await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -233,7 +247,7 @@ describe('replication epochs (real replicator, real Postgres)', () => {
       await restored.streaming();
       const created = await newEpochLog(restored);
       expect(created).toMatchObject({ reason, dropped_log_rows: 12 });
-      const second = await epochOf(restored);
+      const second = await epochOf(restored, created);
       expect(second.id).not.toBe(first.id);
       expect(second.number).toBe(2);
       const [epochRow] = await sql<{ system_identifier: string; epoch: string }[]>`select system_identifier, epoch from replication_epochs where slot_name = ${p.slot}`;
@@ -247,8 +261,10 @@ describe('replication epochs (real replicator, real Postgres)', () => {
       // At positions below the old cluster's: delivered all the same, and logged once.
       const fresh = p.sink.changes.filter((ch) => ch.epoch === second.id);
       for (const ch of fresh) expect(parseLsn(ch.lsn)).toBeLessThan(oldTop);
-      const [{ n } = { n: 0 }] = await sql<{ n: number }[]>`select count(*)::int as n from change_logs`;
-      expect(n).toBe(10);
+      // (Live delivery does not wait for change_logs: the rows may land a moment later.)
+      const count = async () => (await sql<{ n: number }[]>`select count(*)::int as n from change_logs`)[0]!.n;
+      await eventually(async () => (await count()) >= 10, 10_000, 'the new changes logged');
+      expect(await count()).toBe(10);
     },
   );
 
@@ -299,8 +315,9 @@ describe('replication epochs (real replicator, real Postgres)', () => {
     const invalidated = await r.waitForLog((l) => String(l.msg).startsWith('the replication slot was invalidated'));
     expect(invalidated.level).toBe('error');
     expect(invalidated.reason).toBe('wal_removed');
-    expect((await newEpochLog(r)).reason).toBe('the replication slot was created anew');
-    const second = await epochOf(r);
+    const created = await newEpochLog(r);
+    expect(created.reason).toBe('the replication slot was created anew');
+    const second = await epochOf(r, created);
     expect(second.id).not.toBe(first.id);
     expect(second.number).toBe(2);
     await eventually(() => [a, b].every((x) => sink.rehydrates.some((h) => h.accountId === x && h.epoch === second.id)), 20_000, 'every account re-hydrated');

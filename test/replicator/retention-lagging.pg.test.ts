@@ -127,5 +127,6 @@ it('an account refused for longer than the retention is marked, its old rows go,
   expect(isSortedByPosition(got)).toBe(true);
   expect(got.some((c) => pruned.includes(String(c.data?.name)))).toBe(false);
   expect((await cursor(p.sql, lagging))?.needs_rehydrate).toBe(false);
+  expect(await r.metric('edgeplane_replicator_rehydrations_total')).toBe(1);
   await eventually(async () => (await r.health()).status === 'ok', 10_000, '/healthz ok');
 });

@@ -17,8 +17,9 @@ export class Pipeline {
     readonly sink: RecordingSink,
   ) {}
 
-  static async create(prefix: string): Promise<Pipeline> {
-    const db = await createTestDatabase(prefix);
+  /** `serverUrl`: a cluster of the test's own instead of the run's (e.g. to measure its WAL alone). */
+  static async create(prefix: string, serverUrl?: string): Promise<Pipeline> {
+    const db = await createTestDatabase(prefix, { serverUrl });
     const sink = await new RecordingSink(SECRET).start();
     return new Pipeline(db, sink);
   }

@@ -3,7 +3,8 @@
 # and `promtool test rules` (every alert fires when it should and stays quiet when it should not).
 # promtool comes with Debian's `prometheus` package: when it is missing and this runs as root on a
 # Debian-like machine (as CI does), it is installed, without starting the Prometheus server.
-# The dashboard and the rules' metric names are checked by test/unit/ops-bundle.test.ts.
+# It also parses the Grafana dashboard's queries. That every metric named in a rule or a query is one
+# the replicator exports is checked by test/unit/ops-bundle.test.ts.
 set -euo pipefail
 cd "$(dirname "$0")/prometheus"
 
@@ -37,3 +38,21 @@ fi
 echo "deploy/check.sh: $(promtool --version 2>&1 | head -n 1)"
 promtool check rules edgeplane-alerts.yml
 promtool test rules edgeplane-alerts.test.yml
+
+# The dashboard's queries are PromQL too: parse them the same way, Grafana's variables filled in.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+node -e '
+  const dashboard = JSON.parse(require("node:fs").readFileSync(process.argv[1], "utf8"));
+  const exprs = [];
+  const walk = (v) => {
+    if (Array.isArray(v)) v.forEach(walk);
+    else if (v && typeof v === "object") for (const [k, x] of Object.entries(v)) k === "expr" && typeof x === "string" ? exprs.push(x) : walk(x);
+  };
+  walk(dashboard);
+  const filled = (e) => e.replaceAll("$__rate_interval", "5m").replace(/\$\{?\w+\}?/g, ".*");
+  console.log("groups:\n  - name: dashboard-queries\n    rules:");
+  exprs.forEach((e, i) => console.log(`      - record: dashboard:query_${i}\n        expr: ${JSON.stringify(filled(e))}`));
+' ../grafana/edgeplane-replicator.json >"$tmp/dashboard-queries.yml"
+echo "Dashboard queries (deploy/grafana/edgeplane-replicator.json):"
+promtool check rules "$tmp/dashboard-queries.yml" | sed 1d

@@ -64,6 +64,8 @@ export class Deliverer {
   private loggedUpTo: Lsn = 0n;
   private readonly awaitingLog = new Set<Lane>();
   private active = false;
+  /** Between sessions: a new epoch may be rewriting the cursors, which no flush may then touch. */
+  private between = true;
   private stopped = false;
   private totalQueuedBytes = 0;
   private inFlight = 0;
@@ -90,15 +92,11 @@ export class Deliverer {
   }
 
   /**
-   * Starts (or restarts, for a new epoch) delivering in `epoch`, with every change committed before
-   * `loggedThrough` in change_logs (the slot's confirmed position: the stream brings the rest): the
-   * accounts whose cursor is behind the log, or that must re-hydrate, are caught up from it.
+   * Before a session streams: its epoch, and every change committed before `loggedThrough` in
+   * change_logs (the slot's confirmed position; the stream brings the rest). A new epoch forgets
+   * every lane first, before the new stream routes anything to one.
    */
-  async begin(epoch: string, loggedThrough: Lsn): Promise<void> {
-    // Nothing goes out until the accounts behind are known: a change the stream routes meanwhile
-    // would otherwise reach an account before its backlog (and move its position past it) or,
-    // in a new epoch, before its re-hydration.
-    this.active = false;
+  prepare(epoch: string, loggedThrough: Lsn): void {
     if (this.epoch !== null && this.epoch !== epoch) {
       // A lane of the old epoch still sending or catching up stops there: its account starts over
       // in a new lane, with a re-hydration.
@@ -114,6 +112,18 @@ export class Deliverer {
     }
     this.epoch = epoch;
     this.loggedThrough(loggedThrough);
+  }
+
+  /**
+   * Delivers again (the session streams): the accounts whose cursor is behind the log, or that must
+   * re-hydrate, are caught up from it; what was routed meanwhile waits in their lanes.
+   */
+  async begin(): Promise<void> {
+    const epoch = this.epoch;
+    this.between = false;
+    // Nothing goes out until the accounts behind are known: a change the stream routes meanwhile
+    // would otherwise reach an account before its backlog (and move its position past it) or,
+    // in a new epoch, before its re-hydration.
     const behind = await this.cursors.behind();
     for (const c of behind) this.catchUpFrom(c);
     this.active = true;
@@ -122,9 +132,13 @@ export class Deliverer {
     for (const lane of this.lanes.values()) this.kick(lane);
   }
 
-  /** This process no longer holds the slot (a standby took over): stop sending until it streams again. */
+  /**
+   * A session is setting up (and may start a new epoch), or this process lost the slot to another
+   * replicator: nothing is sent, and no cursor is written, until `begin`.
+   */
   suspend(): void {
     this.active = false;
+    this.between = true;
   }
 
   /** A change of the live stream, in commit order per account. */
@@ -482,6 +496,7 @@ export class Deliverer {
   }
 
   private async saveCursors(): Promise<void> {
+    if (this.between) return;
     const updates: { lane: Lane; position: Position }[] = [];
     const now = Date.now();
     for (const lane of this.lanes.values()) {

@@ -257,4 +257,44 @@ describe('one account never holds another (real replicator, real Postgres)', () 
     await everythingOnceOpen(p, s.r, s.refused, s.names.get(s.refused)!);
     await eventually(async () => (await s.r.metric('edgeplane_replicator_accounts_refused')) === 0, 5_000, 'accounts_refused = 0');
   });
+
+  it('a restarted replicator sends an account that is behind nothing new before its backlog, however long finding the accounts behind takes', {
+    timeout: 120_000,
+  }, async () => {
+    const p = await setup('behind_at_start');
+    let r = await p.replicator();
+    const behind = await insertAccount(p.sql, 'behind');
+    let open = false;
+    p.sink.behaviour = ({ accountId }) => (accountId !== behind || open ? 200 : 503);
+    const backlog = await actors(p.sql, behind, 'backlog', 20);
+    await eventually(async () => (await p.sql`select 1 from change_logs`).length === 21, 10_000, 'the backlog logged');
+    // Confirmed too: the next process gets none of it from the stream, only from the log.
+    const logged = await p.currentWal();
+    await eventually(async () => (await p.confirmedFlush()) >= logged, 10_000, 'the backlog confirmed');
+    r.kill('SIGKILL');
+    await r.exited;
+    open = true;
+    // The new process finds the accounts behind in delivery_cursors: make that take a while, and
+    // commit a change of the account meanwhile, which the new stream routes at once.
+    let release!: () => void;
+    let locked!: () => void;
+    const isLocked = new Promise<void>((resolve) => (locked = resolve));
+    const holder = p.sql.begin(async (tx) => {
+      await tx`lock table delivery_cursors in access exclusive mode`;
+      locked();
+      await new Promise<void>((resolve) => (release = resolve));
+    });
+    await isLocked;
+    r = await p.replicator();
+    const fresh = await actors(p.sql, behind, 'fresh', 1);
+    await eventually(async () => (await r.metric('edgeplane_replicator_changes_total')) === 1, 10_000, 'the new change received');
+    await sleep(1000);
+    release();
+    await holder;
+    await eventually(() => delivered(p, behind).names.length >= 21, 30_000, 'everything delivered');
+    const got = delivered(p, behind);
+    expect(got.names).toEqual([...backlog, ...fresh]);
+    expect(got.firsts[0]).toMatchObject({ table: 'accounts', op: 'insert' });
+    expect(got.sorted).toBe(true);
+  });
 });

@@ -113,11 +113,11 @@ it('an account refused for longer than the retention is marked, its old rows go,
   // then exactly the changes after the pruned ones, in order.
   const after = await actors(p.sql, lagging, 'new', 30);
   await eventually(async () => (await logged(p.sql, lagging)).n === 30, 10_000, 'the new rows logged');
-  const openedAt = Date.now();
   refused.delete(lagging);
   await eventually(() => p.sink.changesOf(lagging).length >= 30, 20_000, 'the lagging account gets the rest');
   await sleep(1000);
-  const answered = p.sink.requestsOf(lagging).filter((x) => x.at >= openedAt && x.status === 200);
+  // Every request before it answered was refused (503): the answered ones are what it took.
+  const answered = p.sink.requestsOf(lagging).filter((x) => x.status === 200);
   expect(answered[0]).toMatchObject({ route: 'rehydrate', epoch: health.epoch });
   expect(health.epoch).toMatch(/^1-/);
   expect(answered.slice(1).every((x) => x.route === 'changes' && x.epoch === health.epoch)).toBe(true);

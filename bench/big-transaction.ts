@@ -37,6 +37,8 @@ interface Run {
   rows: number;
   idleRssMb: number;
   peakRssMb: number;
+  /** Peak RSS by the commit (reading and spilling), by logged and confirmed, by delivered. */
+  peaks: [number, number, number];
   statementMs: number;
   loggedMs: number;
   deliveredMs: number;
@@ -58,7 +60,7 @@ async function main(): Promise<void> {
     console.log('\nsummary');
     for (const r of runs) {
       console.log(
-        `  ${fmt(r.rows)} rows: statement ${secs(r.statementMs)} s; from its commit, logged and confirmed ${secs(r.loggedMs)} s (${fmt(r.rows / (r.loggedMs / 1000))} changes/s), delivered ${secs(r.deliveredMs)} s; peak RSS ${r.peakRssMb} MB (idle ${r.idleRssMb} MB); change_logs ${fmt(r.logged)} rows`,
+        `  ${fmt(r.rows)} rows: statement ${secs(r.statementMs)} s; from its commit, logged and confirmed ${secs(r.loggedMs)} s (${fmt(r.rows / (r.loggedMs / 1000))} changes/s), delivered ${secs(r.deliveredMs)} s; peak RSS ${r.peakRssMb} MB (idle ${r.idleRssMb} MB; by the commit ${r.peaks[0]} MB, by logged ${r.peaks[1]} MB); change_logs ${fmt(r.logged)} rows`,
       );
     }
   } finally {
@@ -95,7 +97,7 @@ async function bigTransaction(sql: Sql, url: string, rows: number): Promise<Run>
       SLOT_NAME: slot,
       REPLICATOR_PORT: '0',
       LOG_LEVEL: 'warn',
-      ...Object.fromEntries(Object.entries(process.env).filter(([k]) => /^(MAX_UNACKED|SPILL_|FORWARD_|CHANGE_LOG_)/.test(k))),
+      ...Object.fromEntries(Object.entries(process.env).filter(([k]) => /^(NODE_OPTIONS|MAX_UNACKED|SPILL_|FORWARD_|CHANGE_LOG_)/.test(k))),
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -126,25 +128,31 @@ async function bigTransaction(sql: Sql, url: string, rows: number): Promise<Run>
       const statementStart = performance.now();
       await sql`insert into actors (account_id, name, type) select ${account!.id}, 'actor-' || g, 'account_user' from generate_series(1, ${rows}) g`;
       const committed = performance.now();
+      const atCommit = sample();
       const [wal] = await sql<{ lsn: string }[]>`select pg_current_wal_lsn()::text as lsn`;
       const end = parseLsn(wal!.lsn);
       console.log(`  statement: ${secs(committed - statementStart)} s, WAL end ${wal!.lsn}`);
       let loggedAt = 0;
       let deliveredAt = 0;
+      let atLogged = 0;
       await until('logged and delivered', async () => {
-        if (!loggedAt && (await confirmed()) >= end) loggedAt = performance.now();
+        if (!loggedAt && (await confirmed()) >= end) {
+          loggedAt = performance.now();
+          atLogged = sample();
+        }
         if (!deliveredAt && received >= rows + 1) deliveredAt = performance.now();
         return loggedAt > 0 && deliveredAt > 0;
       });
       sample();
       const [logged] = await sql<{ n: number }[]>`select count(*)::int as n from change_logs`;
       console.log(
-        `  logged and confirmed ${secs(loggedAt - committed)} s after the commit, delivered ${secs(deliveredAt - committed)} s; peak RSS ${peak} MB; ${fmt(received)} changes received, ${fmt(logged!.n)} change_logs rows`,
+        `  logged and confirmed ${secs(loggedAt - committed)} s after the commit, delivered ${secs(deliveredAt - committed)} s; peak RSS ${peak} MB (${atCommit} MB by the commit, ${atLogged} MB by logged); ${fmt(received)} changes received, ${fmt(logged!.n)} change_logs rows`,
       );
       return {
         rows,
         idleRssMb: idle.rss,
         peakRssMb: peak,
+        peaks: [atCommit, atLogged, peak],
         statementMs: committed - statementStart,
         loggedMs: loggedAt - committed,
         deliveredMs: deliveredAt - committed,

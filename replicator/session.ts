@@ -25,7 +25,7 @@ const ACK_DELAY_MS = 20;
 /** Setup queries on a dead link would otherwise hang until TCP gives up; a new epoch's reset counts too. */
 const SETUP_TIMEOUT_MS = 120_000;
 /** Events of a spilled transaction read back from its file and routed at a time. */
-const SPILL_CHUNK = 5_000;
+const SPILL_CHUNK = 2_000;
 
 /**
  * A change_logs writer's own connection: COPY must not share it with anything (see log/copy-in.ts). It
@@ -224,7 +224,9 @@ export class ReplicationSession {
     this.lastReceivedAt = Date.now();
     let txn: AssembledTransaction | null;
     try {
-      txn = this.assembler.push(this.decoder.decode(frame.subarray(25), frame.readBigUInt64BE(1)), frame.length);
+      const message = this.decoder.decode(frame.subarray(25), frame.readBigUInt64BE(1));
+      if (message.tag === 'stream_abort') this.log.debug({ xid: message.xid, subxid: message.subxid }, 'streamed transaction rolled back (or one of its subtransactions)');
+      txn = this.assembler.push(message, frame.length);
     } catch (err) {
       // Nothing after this message is processed and the ack stays where it is: the next session
       // starts again from the slot's confirmed position.
@@ -296,8 +298,8 @@ export class ReplicationSession {
       const n = spill.changeCount(accounts.length);
       const ticket = this.watermark.add(txn.endLsn, n, n, Date.now());
       this.log.info({ lsn: formatLsn(txn.commitLsn), xid: txn.xid, changes: n, fileBytes: spill.bytes }, 'routing a spilled transaction in chunks');
-      // Enough queued to keep every change_logs lane busy while the next chunk is read.
-      const queued = this.config.CHANGE_LOG_BATCH_SIZE * this.config.CHANGE_LOG_WRITERS;
+      // Besides the batches in flight, about a batch waiting for the next free lane: the lanes stay busy, little waits in memory.
+      const queued = this.config.CHANGE_LOG_BATCH_SIZE;
       let seq = 0;
       for (let events = spill.read(SPILL_CHUNK); events.length > 0; events = spill.read(SPILL_CHUNK)) {
         const chunk = spilledDeliveries(txn, events, accounts, seq);

@@ -9,7 +9,7 @@ import { AssemblyError } from '../errors.ts';
 /** Characters gathered before one write to the file. */
 const WRITE_BUFFER_CHARS = 1 << 20;
 /** Bytes read from the file at a time. */
-const READ_BLOCK_BYTES = 1 << 20;
+const READ_BLOCK_BYTES = 256 << 10;
 const PREFIX = 'edgeplane-spill-';
 
 /** An event read back from a spill file: rows as the JSON text that change_logs and the Worker get. */
@@ -42,7 +42,9 @@ export class SpillFile {
   private readonly counts = new Map<number, XidCounts>();
   private readonly aborted = new Set<number>();
   private readAt = 0;
-  private carry: Buffer = Buffer.alloc(0);
+  /** One buffer for every read: the bytes of a partial line at its start, then the next block. */
+  private block: Buffer | undefined;
+  private carried = 0;
   private parsed: SpilledEvent[] = [];
   private parsedAt = 0;
   /** Bytes written so far. */
@@ -117,6 +119,7 @@ export class SpillFile {
     this.fd = undefined;
     this.pending = '';
     this.parsed = [];
+    this.block = undefined;
     try {
       unlinkSync(this.path);
     } catch (err) {
@@ -142,32 +145,44 @@ export class SpillFile {
   private flush(): void {
     if (this.pending.length === 0) return;
     const fd = this.open();
-    const buf = Buffer.from(this.pending, 'utf8');
+    const text = this.pending;
     this.pending = '';
-    for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off);
-    this.bytes += buf.length;
+    const size = Buffer.byteLength(text);
+    const written = writeSync(fd, text);
+    // A short write (a full disk says so with an error first, as a rule): write the rest from bytes.
+    if (written < size) {
+      const buf = Buffer.from(text);
+      for (let off = written; off < size; ) off += writeSync(fd, buf, off);
+    }
+    this.bytes += size;
   }
 
   /** Reads the next block and parses its whole lines; false at the end of the file. */
   private fill(): boolean {
     const fd = this.open();
+    this.block ??= Buffer.allocUnsafe(READ_BLOCK_BYTES);
     for (;;) {
-      const block = Buffer.allocUnsafe(READ_BLOCK_BYTES);
-      const n = readSync(fd, block, 0, READ_BLOCK_BYTES, this.readAt);
+      // A line longer than the buffer: a larger one.
+      if (this.carried === this.block.length) {
+        const larger = Buffer.allocUnsafe(this.block.length * 2);
+        this.block.copy(larger, 0, 0, this.carried);
+        this.block = larger;
+      }
+      const n = readSync(fd, this.block, this.carried, this.block.length - this.carried, this.readAt);
       if (n === 0) {
-        if (this.carry.length > 0) throw new AssemblyError(`spill file ${this.path} ends inside a line`);
+        if (this.carried > 0) throw new AssemblyError(`spill file ${this.path} ends inside a line`);
         return false;
       }
       this.readAt += n;
-      const data = this.carry.length > 0 ? Buffer.concat([this.carry, block.subarray(0, n)]) : block.subarray(0, n);
-      const end = data.lastIndexOf(0x0a);
-      // A line longer than a block: read on.
+      const length = this.carried + n;
+      const end = this.block.lastIndexOf(0x0a, length - 1);
       if (end < 0) {
-        this.carry = data;
+        this.carried = length;
         continue;
       }
-      this.carry = data.subarray(end + 1);
-      for (const line of data.toString('utf8', 0, end).split('\n')) {
+      const text = this.block.toString('utf8', 0, end);
+      this.carried = this.block.copy(this.block, 0, end + 1, length);
+      for (const line of text.split('\n')) {
         const e = parseLine(line);
         if (!this.aborted.has(e.xid)) this.parsed.push(e);
       }

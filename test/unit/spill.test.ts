@@ -157,6 +157,17 @@ describe('spilling large transactions', () => {
     expect(readdirSync(dir)).toEqual([]);
   });
 
+  it('reads back rows longer than its read buffer, between short ones', () => {
+    const a = new TransactionAssembler(undefined, { maxEvents: 1, dir });
+    a.push({ tag: 'begin', xid: 3, finalLsn: 0n, commitTime: 0n });
+    const names = ['short', 'é'.repeat(700_000), 'x'.repeat(3_000_000), 'short again'];
+    for (const [i, name] of names.entries()) a.push(ins(actors, { id: `id-${i}`, account_id: 'A', name, deleted_at: null }));
+    const txn = a.push(commitOf(77n))!;
+    expect(txn.spill!.bytes).toBeGreaterThan(4_000_000);
+    expect(readBack(txn, [], 3).map((d) => (JSON.parse(d.dataJson!) as { name: string }).name)).toEqual(names);
+    txn.spill!.remove();
+  });
+
   it('keeps the events of every open transaction together under the threshold, in count and in bytes', () => {
     for (const [options, bound] of [
       [{ maxEvents: 50 }, 50],

@@ -8,7 +8,7 @@ import { listAccountsForTruncate } from './assemble/truncate-accounts.ts';
 import type { Config } from './config.ts';
 import type { Deliverer } from './deliver/deliverer.ts';
 import { toDelivery } from './deliver/delivery.ts';
-import { AssemblyError, StallError, toError, TruncateRoutingError, WriterConnectionLost } from './errors.ts';
+import { AssemblyError, SpillError, StallError, toError, TruncateRoutingError, WriterConnectionLost } from './errors.ts';
 import { ChangeLogWriter, type LogEntry } from './log/change-log-writer.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
@@ -230,6 +230,11 @@ export class ReplicationSession {
     } catch (err) {
       // Nothing after this message is processed and the ack stays where it is: the next session
       // starts again from the slot's confirmed position.
+      if (err instanceof SpillError) {
+        this.log.error({ err: errorSummary(err), acked: formatLsn(this.watermark.lsn) }, 'cannot spill a large transaction to disk; reconnecting without acknowledging it');
+        this.abort(err);
+        return;
+      }
       this.metrics.decodeErrors.inc();
       this.log.error(
         { err: errorSummary(err), lsn: formatLsn(frame.readBigUInt64BE(1)), acked: formatLsn(this.watermark.lsn) },

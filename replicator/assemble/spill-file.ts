@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { ChangeOp } from '../../src/change.ts';
 import type { Row } from '../../src/json.ts';
 import type { TableName } from '../../src/tables.ts';
-import { AssemblyError } from '../errors.ts';
+import { AssemblyError, SpillError } from '../errors.ts';
 
 /** Characters gathered before one write to the file. */
 const WRITE_BUFFER_CHARS = 1 << 20;
@@ -51,7 +51,7 @@ export class SpillFile {
   bytes = 0;
 
   private constructor(readonly path: string) {
-    this.fd = openSync(path, 'wx+', 0o600);
+    this.fd = io(path, () => openSync(path, 'wx+', 0o600));
   }
 
   /** A new, empty file for transaction `xid` in `dir`. */
@@ -148,12 +148,14 @@ export class SpillFile {
     const text = this.pending;
     this.pending = '';
     const size = Buffer.byteLength(text);
-    const written = writeSync(fd, text);
-    // A short write (a full disk says so with an error first, as a rule): write the rest from bytes.
-    if (written < size) {
-      const buf = Buffer.from(text);
-      for (let off = written; off < size; ) off += writeSync(fd, buf, off);
-    }
+    io(this.path, () => {
+      const written = writeSync(fd, text);
+      // A short write (a full disk says so with an error first, as a rule): write the rest from bytes.
+      if (written < size) {
+        const buf = Buffer.from(text);
+        for (let off = written; off < size; ) off += writeSync(fd, buf, off);
+      }
+    });
     this.bytes += size;
   }
 
@@ -168,7 +170,8 @@ export class SpillFile {
         this.block.copy(larger, 0, 0, this.carried);
         this.block = larger;
       }
-      const n = readSync(fd, this.block, this.carried, this.block.length - this.carried, this.readAt);
+      const block = this.block;
+      const n = io(this.path, () => readSync(fd, block, this.carried, block.length - this.carried, this.readAt));
       if (n === 0) {
         if (this.carried > 0) throw new AssemblyError(`spill file ${this.path} ends inside a line`);
         return false;
@@ -193,6 +196,15 @@ export class SpillFile {
   private open(): number {
     if (this.fd === undefined) throw new AssemblyError(`spill file ${this.path} was removed`);
     return this.fd;
+  }
+}
+
+/** Runs a file system call; its error becomes a SpillError naming the file. */
+function io<T>(file: string, call: () => T): T {
+  try {
+    return call();
+  } catch (err) {
+    throw new SpillError(file, { cause: err });
   }
 }
 

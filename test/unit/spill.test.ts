@@ -8,6 +8,7 @@ import { spilledDeliveries, toChanges } from '../../replicator/assemble/routed-c
 import { removeStaleSpillFiles } from '../../replicator/assemble/spill-file.ts';
 import { type AssembledTransaction, TransactionAssembler } from '../../replicator/assemble/transaction-assembler.ts';
 import { type Delivery, toDelivery } from '../../replicator/deliver/delivery.ts';
+import { SpillError } from '../../replicator/errors.ts';
 import type { PgoutputMessage, Relation } from '../../replicator/pgoutput/messages.ts';
 import { rowBuilder } from '../../replicator/pgoutput/decoder.ts';
 import { columnType } from '../../replicator/pgoutput/values.ts';
@@ -191,6 +192,16 @@ describe('spilling large transactions', () => {
       expect(readdirSync(dir)).toEqual([]);
       expect(a.idle).toBe(true);
     }
+  });
+
+  it('says which file it could not write, as a SpillError', () => {
+    const a = new TransactionAssembler(undefined, { maxEvents: 2, dir: path.join(dir, 'missing') });
+    a.push({ tag: 'begin', xid: 5, finalLsn: 0n, commitTime: 0n });
+    const [first, second, third] = rowMessages(3);
+    a.push(first!);
+    a.push(second!);
+    expect(() => a.push(third!)).toThrow(SpillError);
+    expect(() => a.push(third!)).toThrow(/spill file .*missing.*ENOENT/);
   });
 
   it('removes the spill files of open transactions when the session ends, and those of replicators that died', () => {

@@ -111,6 +111,49 @@ describe('transactions too large to hold in memory (real Postgres, replicator pr
     await eventually(() => spillFiles(dir).length === 0, 10_000, 'spill files removed');
   });
 
+  it('stops while it routes a spilled transaction without losing any of it: a SIGKILL leaves a file the next replicator removes, a SIGTERM drains it', async () => {
+    const { p, dir } = await setup();
+    const rows = 40_000;
+    // Small COPYs on one lane: routing takes long enough to be stopped in the middle.
+    const env = { TMPDIR: dir, SPILL_THRESHOLD: '500', CHANGE_LOG_BATCH_SIZE: '100', CHANGE_LOG_WRITERS: '1', DRAIN_TIMEOUT_MS: '60000' };
+    const first = await p.replicator(env);
+    dumpLogsOnFailure(first);
+    const a = await insertAccount(p.sql);
+    await eventually(() => p.sink.changes.length >= 1);
+    await p.sql`insert into actors (account_id, name, type) select ${a}, 'actor-' || g, 'account_user' from generate_series(1, ${rows}) g`;
+    const end = await p.currentWal();
+    await first.waitForLog((l) => l.msg === 'routing a spilled transaction in chunks', 60_000);
+    first.kill('SIGKILL');
+    await first.exited;
+    expect(spillFiles(dir)).toHaveLength(1);
+
+    const second = await p.replicator(env);
+    dumpLogsOnFailure(second);
+    expect(second.logs.some((l) => l.msg === 'removed spill files of replicators that are gone' && l.files === 1)).toBe(true);
+    await second.waitForLog((l) => l.msg === 'routing a spilled transaction in chunks', 60_000);
+    second.kill('SIGTERM');
+    expect((await second.exited).code).toBe(0);
+    // The drain waited for the transaction's last chunk: it is logged and confirmed, and its file gone.
+    expect(second.logs.find((l) => l.msg === 'drained')).toMatchObject({ timedOut: false });
+    expect(await p.confirmedFlush()).toBeGreaterThanOrEqual(end);
+    expect(spillFiles(dir)).toEqual([]);
+    const [logged] = await p.sql<{ n: number }[]>`select count(*)::int as n from change_logs`;
+    expect(logged!.n).toBe(rows + 1);
+
+    // What was not delivered yet, the next replicator reads from change_logs.
+    dumpLogsOnFailure(await p.replicator(env));
+    const delivered = await eventually(
+      () => {
+        const got = firstDeliveries(p.sink.changes.filter((c) => c.table === 'actors'));
+        return got.length >= rows ? got : undefined;
+      },
+      120_000,
+      'every row delivered',
+    );
+    expect(delivered.map((c) => c.seq)).toEqual(Array.from({ length: rows }, (_, i) => i));
+    expect(new Set(delivered.map((c) => c.lsn)).size).toBe(1);
+  });
+
   it('delivers one transaction of 1,000,000 rows completely and in order, logs it once, and stays under 300 MB RSS', { timeout: 900_000 }, async () => {
     const rows = 1_000_000;
     const { p, dir } = await setup();

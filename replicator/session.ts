@@ -149,12 +149,14 @@ export class ReplicationSession {
       await ensurePublication(this.sql, this.config.PUBLICATION_NAME, this.log);
       await releaseStaleBackend(this.sql, this.config.SLOT_NAME, this.previousBackendPid, this.log);
       this.replication = ReplicationStream.connect(this.config.DATABASE_URL, () => {});
+      this.deliverer.suspend();
       const system = await identifySystem(this.replication);
       const slot = await ensureSlot(this.sql, this.replication, this.config.SLOT_NAME, this.log);
       // Before streaming: a new epoch's reset must not race with rows of the new stream.
       this.epoch = await resolveEpoch(this.sql, { slot: this.config.SLOT_NAME, ...system, slotCreated: slot.created, startLsn: slot.startLsn }, this.log);
       this.metrics.epoch.set(this.epoch.number);
       this.watermark = new AckWatermark(slot.confirmedFlush ?? 0n);
+      this.deliverer.prepare(this.epoch.id, this.watermark.lsn);
       const options = streamOptions(info.versionNum);
       this.stream = await ReplicationStream.start(this.replication, startReplicationCommand(this.config.SLOT_NAME, this.config.PUBLICATION_NAME, options), {
         onXLogData: (frame) => this.onXLogData(frame),
@@ -173,7 +175,7 @@ export class ReplicationSession {
       this.metrics.ackedLsn.set(Number(this.watermark.lsn));
       this.log.info({ slot: this.config.SLOT_NAME, epoch: this.epoch.id, lsn: formatLsn(this.watermark.lsn), protocol: options.protocolVersion, ...this.timings }, 'streaming');
       this.tickTimer = setInterval(() => this.tick(), Math.min(1000, this.timings.statusIntervalMs));
-      await this.deliverer.begin(this.epoch.id, slot.confirmedFlush ?? 0n);
+      await this.deliverer.begin();
     } catch (err) {
       this.end(toError(err));
     } finally {

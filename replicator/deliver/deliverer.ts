@@ -64,6 +64,8 @@ export class Deliverer {
   private loggedUpTo: Lsn = 0n;
   private readonly awaitingLog = new Set<Lane>();
   private active = false;
+  /** Between sessions: a new epoch may be rewriting the cursors, which no flush may then touch. */
+  private between = true;
   private stopped = false;
   private totalQueuedBytes = 0;
   private inFlight = 0;
@@ -90,11 +92,11 @@ export class Deliverer {
   }
 
   /**
-   * Starts (or restarts, for a new epoch) delivering in `epoch`, with every change committed before
-   * `loggedThrough` in change_logs (the slot's confirmed position: the stream brings the rest): the
-   * accounts whose cursor is behind the log, or that must re-hydrate, are caught up from it.
+   * Before a session streams: its epoch, and every change committed before `loggedThrough` in
+   * change_logs (the slot's confirmed position; the stream brings the rest). A new epoch forgets
+   * every lane first, before the new stream routes anything to one.
    */
-  async begin(epoch: string, loggedThrough: Lsn): Promise<void> {
+  prepare(epoch: string, loggedThrough: Lsn): void {
     if (this.epoch !== null && this.epoch !== epoch) {
       for (const lane of this.lanes.values()) clearTimeout(lane.timer);
       this.lanes.clear();
@@ -104,7 +106,16 @@ export class Deliverer {
     }
     this.epoch = epoch;
     this.loggedThrough(loggedThrough);
+  }
+
+  /**
+   * Delivers again (the session streams): the accounts whose cursor is behind the log, or that must
+   * re-hydrate, are caught up from it; what was routed meanwhile waits in their lanes.
+   */
+  async begin(): Promise<void> {
+    const epoch = this.epoch;
     this.active = true;
+    this.between = false;
     const behind = await this.cursors.behind();
     for (const c of behind) this.catchUpFrom(c);
     if (behind.length > 0) this.log.info({ accounts: behind.length, epoch }, 'accounts behind change_logs: catching them up');
@@ -112,9 +123,13 @@ export class Deliverer {
     for (const lane of this.lanes.values()) this.kick(lane);
   }
 
-  /** This process no longer holds the slot (a standby took over): stop sending until it streams again. */
+  /**
+   * A session is setting up (and may start a new epoch), or this process lost the slot to another
+   * replicator: nothing is sent, and no cursor is written, until `begin`.
+   */
   suspend(): void {
     this.active = false;
+    this.between = true;
   }
 
   /** A change of the live stream, in commit order per account. */
@@ -470,6 +485,7 @@ export class Deliverer {
   }
 
   private async saveCursors(): Promise<void> {
+    if (this.between) return;
     const updates: { lane: Lane; position: Position }[] = [];
     const now = Date.now();
     for (const lane of this.lanes.values()) {

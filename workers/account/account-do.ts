@@ -23,6 +23,7 @@ import { upsertClient, upsertGateway } from './devices.ts';
 import { AlarmClock } from './alarm-clock.ts';
 import { FlowLogWriter } from './flow-log.ts';
 import { FlowStore } from './flow-store.ts';
+import { FreshTokens } from './fresh-tokens.ts';
 import { hydrate } from './hydrate.ts';
 import { MetaStore } from './meta-store.ts';
 import type { AccountMemory, ObjectContext } from './object-context.ts';
@@ -41,6 +42,9 @@ export class AccountDO extends DurableObject<Env> {
   private readonly object: ObjectContext;
   private readonly clock: AlarmClock;
   private readonly flowLog: FlowLogWriter;
+  private readonly freshTokens: FreshTokens;
+  /** Hydrations this instance began: one that began after a connect did reads every token committed before it. */
+  private hydrations = 0;
   private memory: AccountMemory | undefined;
   /** Open sockets; undefined until counted in this instance (counting materializes every socket). */
   private socketCount: number | undefined;
@@ -57,6 +61,7 @@ export class AccountDO extends DurableObject<Env> {
       () => this.object.meta.accountId,
       (at) => this.clock.noLaterThan(at),
     );
+    this.freshTokens = new FreshTokens(env.DB);
     // Answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair('ping', 'pong'));
   }
@@ -87,6 +92,7 @@ export class AccountDO extends DurableObject<Env> {
   /** docs/architecture.md#4-consistent-hydration: load the account in one REPEATABLE READ query, with its snapshot. */
   private async hydrate(accountId: AccountId): Promise<void> {
     const started = Date.now();
+    this.hydrations++;
     const h = await hydrate(this.env.DB, accountId);
     const { caches, meta } = this.object;
     try {
@@ -165,6 +171,7 @@ export class AccountDO extends DurableObject<Env> {
         'skipped changes at or below the applied position',
       );
     }
+    this.freshTokens.settle(memory.state, meta.position);
     if (propagate(this.object, memory, dirty, now)) this.socketCount = undefined;
     await this.rescheduleAlarm(memory);
     return { ok: true, applied: plan.apply.length, skipped: plan.stale + plan.seen, position: position && formatPosition(position) };
@@ -189,6 +196,7 @@ export class AccountDO extends DurableObject<Env> {
       throw err;
     }
     const memory = this.memory!;
+    this.freshTokens.settle(memory.state, null);
     const dirty = new Dirty();
     dirty.everything = true;
     if (propagate(this.object, memory, dirty, Date.now())) this.socketCount = undefined;
@@ -206,7 +214,15 @@ export class AccountDO extends DurableObject<Env> {
     if (!parsed.ok) return errorResponse(400, { error: 'invalid parameters', detail: parsed.detail });
     const { params } = parsed;
     const accountId = params.token.accountId;
+    const startedAt = Date.now();
+    const hydrations = this.hydrations;
     try {
+      await this.ready(accountId);
+      // docs/protocol.md#websocket-routes: a token the cache lacks may have just been committed.
+      const arrival = await this.freshTokens.arrival(accountId, params.token.tokenId, () => this.memory?.state, { startedAt, hydratedSince: this.hydrations > hydrations });
+      if (arrival === 'busy') return errorResponse(503, { error: 'too many connects waiting for new tokens', detail: 'retry in a few seconds' });
+      if (arrival === 'behind')
+        return errorResponse(503, { error: 'token not replicated yet', detail: 'the edge has not received this token from the database yet; retry in a few seconds' });
       const first = await admit((await this.ready(accountId)).state, kind, params.token, Date.now());
       if (!first.ok) return errorResponse(401, { error: first.error });
       const device = { externalId: params.external_id, name: params.name, publicKey: params.public_key, version: params.version };

@@ -7,6 +7,7 @@ import { changes } from './routes/changes.ts';
 import { websockets } from './routes/websockets.ts';
 
 export { AccountDO } from './account/account-do.ts';
+export { AccountDirectory } from './directory/account-directory.ts';
 
 const app = new Hono<{ Bindings: Env }>();
 

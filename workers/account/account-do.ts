@@ -31,7 +31,8 @@ import { propagate } from './propagate.ts';
 import { attachmentOf, send } from './sockets.ts';
 import { ViewStore } from './view-store.ts';
 
-export type ApplyResult = { ok: true; applied: number; skipped: number; position: string | null } | { ok: false; status: 400 | 503; error: string };
+/** `accountExists`: the object holds its account row (any state but deleted) afterwards; the Worker tells the directory. */
+export type ApplyResult = { ok: true; applied: number; skipped: number; position: string | null; accountExists: boolean } | { ok: false; status: 400 | 503; error: string };
 
 /**
  * One account's object (docs/architecture.md#the-path-of-a-change): ordered compact caches in SQLite, consistent
@@ -174,7 +175,7 @@ export class AccountDO extends DurableObject<Env> {
     this.freshTokens.settle(memory.state, meta.position);
     if (propagate(this.object, memory, dirty, now)) this.socketCount = undefined;
     await this.rescheduleAlarm(memory);
-    return { ok: true, applied: plan.apply.length, skipped: plan.stale + plan.seen, position: position && formatPosition(position) };
+    return { ok: true, applied: plan.apply.length, skipped: plan.stale + plan.seen, position: position && formatPosition(position), accountExists: memory.state.account !== null };
   }
 
   /**
@@ -202,7 +203,7 @@ export class AccountDO extends DurableObject<Env> {
     if (propagate(this.object, memory, dirty, Date.now())) this.socketCount = undefined;
     await this.rescheduleAlarm(memory);
     const position = this.object.meta.position;
-    return { ok: true, applied: 0, skipped: 0, position: position && formatPosition(position) };
+    return { ok: true, applied: 0, skipped: 0, position: position && formatPosition(position), accountExists: memory.state.account !== null };
   }
 
   /** GET /v1/{client,gateway}/websocket, routed here by the Worker (docs/protocol.md#websocket-routes). */

@@ -84,6 +84,8 @@ async function lookupToken(binding: Hyperdrive, accountId: AccountId, tokenId: T
 export class FreshTokens {
   private readonly refused = new RecentIds(REFUSED_TOKENS_MAX, REFUSED_TOKENS_TTL_MS);
   private readonly waiters = new Set<Waiter>();
+  /** Lookups in flight by token id: connects presenting the same id at once share one query. */
+  private readonly lookups = new Map<TokenId, Promise<{ live: boolean; lsn: Lsn }>>();
   private checks = 0;
 
   constructor(private readonly binding: Hyperdrive) {}
@@ -102,7 +104,7 @@ export class FreshTokens {
     let waiter: Waiter | undefined;
     let done = false;
     const check = async (): Promise<'cached' | 'refused'> => {
-      const found = await lookupToken(this.binding, accountId, tokenId);
+      const found = await this.lookup(accountId, tokenId);
       if (!found.live) return 'refused';
       // The bound passed while the database answered: nobody waits any more.
       if (done) return 'refused';
@@ -119,6 +121,7 @@ export class FreshTokens {
         timer = setTimeout(() => resolve('behind'), Math.max(0, deadline - Date.now()));
       });
       const outcome = await Promise.race([check(), timeout]);
+      // Also a token the stream passed without bringing it: gone since the lookup.
       if (outcome === 'refused') this.refused.add(tokenId, Date.now());
       return outcome;
     } finally {
@@ -127,6 +130,26 @@ export class FreshTokens {
       if (waiter) this.waiters.delete(waiter);
       this.checks--;
     }
+  }
+
+  private lookup(accountId: AccountId, tokenId: TokenId): Promise<{ live: boolean; lsn: Lsn }> {
+    let pending = this.lookups.get(tokenId);
+    if (!pending) {
+      pending = lookupToken(this.binding, accountId, tokenId).then(
+        (found) => {
+          // In the same step as the lookup leaves the map, so that no later connect queries again.
+          if (!found.live) this.refused.add(tokenId, Date.now());
+          this.lookups.delete(tokenId);
+          return found;
+        },
+        (err: unknown) => {
+          this.lookups.delete(tokenId);
+          throw err;
+        },
+      );
+      this.lookups.set(tokenId, pending);
+    }
+    return pending;
   }
 
   /**

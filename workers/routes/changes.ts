@@ -4,6 +4,8 @@ import { changeBatchSchema, firstForeignChange } from '../../src/change.ts';
 import { errorMessage } from '../../src/errors.ts';
 import { asId, type AccountId } from '../../src/ids.ts';
 import { SIGNATURE_HEADER, verifySignature } from '../../src/signature.ts';
+import type { ApplyResult } from '../account/account-do.ts';
+import { recordAccount } from '../directory/directory.ts';
 import { httpError } from '../http-errors.ts';
 
 /**
@@ -31,6 +33,18 @@ function unavailable(err: unknown): HTTPException {
   return httpError(503, { error: `account object unavailable: ${errorMessage(err)}` }, { cause: err });
 }
 
+/**
+ * The directory learns what the object holds now (docs/architecture.md#a-device-connects). Before
+ * the answer: if this fails the replicator retries the batch (stale by then, so only this repeats).
+ */
+async function tellDirectory(c: RouteContext, accountId: AccountId, result: Extract<ApplyResult, { ok: true }>, always: boolean): Promise<void> {
+  try {
+    await recordAccount(c.env, accountId, result.accountExists, always);
+  } catch (err) {
+    throw httpError(503, { error: `account directory unavailable: ${errorMessage(err)}` }, { cause: err });
+  }
+}
+
 changes.post('/v1/accounts/:id/changes', async (c) => {
   const body = await c.req.text();
   await checkSignature(c, body);
@@ -56,6 +70,12 @@ changes.post('/v1/accounts/:id/changes', async (c) => {
     throw unavailable(err);
   }
   if (!result.ok) throw httpError(result.status, { error: result.error });
+  await tellDirectory(
+    c,
+    accountId,
+    result,
+    parsed.data.changes.some((change) => change.table === 'accounts'),
+  );
   return c.json({ applied: result.applied, skipped: result.skipped, position: result.position });
 });
 
@@ -73,5 +93,6 @@ changes.post('/v1/accounts/:id/rehydrate', async (c) => {
     throw unavailable(err);
   }
   if (!result.ok) throw httpError(result.status, { error: result.error });
+  await tellDirectory(c, accountId, result, true);
   return c.json({ rehydrated: true, position: result.position });
 });

@@ -1,5 +1,7 @@
 import { Hono } from 'hono';
 import { COUNTRY_HEADER, parseConnectParams, REMOTE_IP_HEADER } from '../connect-params.ts';
+import { errorMessage } from '../../src/errors.ts';
+import { isKnownAccount } from '../directory/directory.ts';
 import { httpError } from '../http-errors.ts';
 
 /**
@@ -19,6 +21,14 @@ export const websockets = new Hono<{ Bindings: Env }>().get('/v1/:kind{client|ga
   if (ip) headers.set(REMOTE_IP_HEADER, ip);
   if (country && country !== 'XX') headers.set(COUNTRY_HEADER, country);
   const accountId = parsed.params.token.accountId;
+  // An account the edge does not know costs no object and no query; the answer is an unknown token's.
+  let known: boolean;
+  try {
+    known = await isKnownAccount(c.env, accountId);
+  } catch (err) {
+    throw httpError(503, { error: 'database unavailable, retry later', detail: errorMessage(err) }, { cause: err });
+  }
+  if (!known) throw httpError(401, { error: 'invalid token' });
   const stub = c.env.ACCOUNT.get(c.env.ACCOUNT.idFromName(accountId));
   return stub.fetch(new Request(c.req.url, { method: 'GET', headers }));
 });

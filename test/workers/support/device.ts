@@ -1,4 +1,5 @@
 import { SELF } from 'cloudflare:test';
+import app from '../../../workers/index.ts';
 import { BASE, randomText } from './world.ts';
 
 export interface Frame {
@@ -109,10 +110,23 @@ export function websocketUrl(kind: 'client' | 'gateway', token: string, opts: Co
   return `${BASE}/v1/${kind}/websocket?${q}`;
 }
 
-export async function tryConnect(kind: 'client' | 'gateway', token: string, opts: ConnectOptions = {}): Promise<Response> {
+function connectInit(opts: ConnectOptions): RequestInit {
   const headers: Record<string, string> = { upgrade: 'websocket' };
   if (opts.ip) headers['cf-connecting-ip'] = opts.ip;
-  return await SELF.fetch(websocketUrl(kind, token, opts), { headers, cf: { country: opts.country ?? 'XX' } } as RequestInit);
+  return { headers, cf: { country: opts.country ?? 'XX' } } as RequestInit;
+}
+
+export async function tryConnect(kind: 'client' | 'gateway', token: string, opts: ConnectOptions = {}): Promise<Response> {
+  return await SELF.fetch(websocketUrl(kind, token, opts), connectInit(opts));
+}
+
+/**
+ * The same connect through the Worker's own fetch in this isolate (`app.request`), with the given
+ * bindings: many connects in a row (SELF's test wrapper slows down with each request), or a
+ * Worker configured otherwise (production mode, other limits).
+ */
+export async function tryConnectWith(bindings: Env, kind: 'client' | 'gateway', token: string, opts: ConnectOptions = {}): Promise<Response> {
+  return await app.request(websocketUrl(kind, token, opts), connectInit(opts), bindings);
 }
 
 /** Connects and returns the device with its `init` frame read. */

@@ -6,7 +6,7 @@ import { databaseStats } from '../../workers/account/database.ts';
 import { DIRECTORY_SHARDS } from '../../workers/directory/shards.ts';
 import { seededRandom } from '../support/seeded-random.ts';
 import { basicSetup, TestAccount } from './support/account.ts';
-import { tryConnect, tryConnectWith } from './support/device.ts';
+import { tryConnect } from './support/device.ts';
 import { database, randomText } from './support/world.ts';
 
 const sql = database();
@@ -173,7 +173,7 @@ describe('the account directory (docs/architecture.md#a-device-connects)', () =>
     const worker = async () => {
       for (let i = next++; i < attempts.length; i = next++) {
         const a = attempts[i]!;
-        const [status, error] = await errorOf(await tryConnectWith(env, a.kind, a.token, { ip: `198.51.100.${i % 250}` }));
+        const [status, error] = await errorOf(await tryConnect(a.kind, a.token, { ip: `198.51.100.${i % 250}`, bindings: env }));
         expect(status, `attempt ${i} (${a.kind} ${a.token}), seed ${seed}`).not.toBe(101);
         expect(status, `attempt ${i}: ${error}, seed ${seed}`).toBeLessThan(500);
         outcomes.set(`${status} ${error}`, (outcomes.get(`${status} ${error}`) ?? 0) + 1);

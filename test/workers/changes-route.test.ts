@@ -33,8 +33,8 @@ describe('POST /v1/accounts/:id/changes', () => {
       ['', 'signature missing'],
       ['t=abc,v1=00', 'signature malformed'],
       [await signBody('wrong-secret-0123456789', body, now), 'signature mismatch'],
-      [await signBody(env.REPLICATOR_SECRET, body, now - 301), 'signature expired'],
-      [(await signBody(env.REPLICATOR_SECRET, body, now)).replace(/v1=(.)/, (_m, c: string) => `v1=${c === '0' ? '1' : '0'}`), 'signature mismatch'],
+      [await signBody(env.REPLICATOR_SECRET!, body, now - 301), 'signature expired'],
+      [(await signBody(env.REPLICATOR_SECRET!, body, now)).replace(/v1=(.)/, (_m, c: string) => `v1=${c === '0' ? '1' : '0'}`), 'signature mismatch'],
     ];
     for (const [signature, error] of cases) {
       const res = await SELF.fetch(`${BASE}/v1/accounts/${account.id}/changes`, {
@@ -46,7 +46,7 @@ describe('POST /v1/accounts/:id/changes', () => {
       expect(((await res.json()) as { error: string }).error).toBe(error);
     }
     // A body signed for another body fails too.
-    const other = await postChanges(account.id, changes, { signature: await signBody(env.REPLICATOR_SECRET, '{"changes":[]}', now) });
+    const other = await postChanges(account.id, changes, { signature: await signBody(env.REPLICATOR_SECRET!, '{"changes":[]}', now) });
     expect(other.status).toBe(401);
     expect(await positionOf(account.id)).toBeNull();
   });

@@ -7,6 +7,7 @@ import { SIGNATURE_HEADER, verifySignature } from '../../src/signature.ts';
 import type { ApplyResult } from '../account/account-do.ts';
 import { recordAccount } from '../directory/directory.ts';
 import { httpError } from '../http-errors.ts';
+import { checkedSecretProblems } from '../secrets.ts';
 
 /**
  * POST /v1/accounts/:id/changes (docs/protocol.md#changes-route): the signature first, then the body, validated
@@ -17,9 +18,14 @@ export const changes = new Hono<{ Bindings: Env }>();
 
 type RouteContext = Context<{ Bindings: Env }>;
 
-/** The replicator's HMAC over the raw body (docs/protocol.md#changes-route); a 401 unless it holds. */
+/**
+ * The replicator's HMAC over the raw body (docs/protocol.md#changes-route); a 401 unless it holds.
+ * A secret a deployed Worker must not use refuses everything first (503, docs/protocol.md#worker-health-and-errors).
+ */
 async function checkSignature(c: RouteContext, body: string): Promise<void> {
-  const check = await verifySignature(c.env.REPLICATOR_SECRET, c.req.header(SIGNATURE_HEADER), body, Math.floor(Date.now() / 1000));
+  const problems = checkedSecretProblems(c.env);
+  if (problems.length > 0) throw httpError(503, { error: 'replicator secret not fit to accept changes', detail: problems });
+  const check = await verifySignature(c.env.REPLICATOR_SECRET!, c.req.header(SIGNATURE_HEADER), body, Math.floor(Date.now() / 1000));
   if (check !== 'ok') throw httpError(401, { error: `signature ${check}`, detail: `expected ${SIGNATURE_HEADER}: t=<unix seconds>,v1=<hex HMAC-SHA256>` });
 }
 

@@ -15,6 +15,14 @@ export interface ConnectOptions {
   version?: string;
   ip?: string;
   country?: string;
+  /** More request headers (e.g. forged ones). */
+  headers?: Record<string, string>;
+  /**
+   * Connect through the Worker's own fetch in this isolate (`app.request`) with these bindings:
+   * for a Worker configured otherwise (production mode, other limits), or many connects in a row
+   * (SELF's test wrapper slows down with each request).
+   */
+  bindings?: Env;
 }
 
 /** A device's end of a WebSocket: collects frames and the close, and waits for them. */
@@ -110,23 +118,12 @@ export function websocketUrl(kind: 'client' | 'gateway', token: string, opts: Co
   return `${BASE}/v1/${kind}/websocket?${q}`;
 }
 
-function connectInit(opts: ConnectOptions): RequestInit {
-  const headers: Record<string, string> = { upgrade: 'websocket' };
-  if (opts.ip) headers['cf-connecting-ip'] = opts.ip;
-  return { headers, cf: { country: opts.country ?? 'XX' } } as RequestInit;
-}
-
 export async function tryConnect(kind: 'client' | 'gateway', token: string, opts: ConnectOptions = {}): Promise<Response> {
-  return await SELF.fetch(websocketUrl(kind, token, opts), connectInit(opts));
-}
-
-/**
- * The same connect through the Worker's own fetch in this isolate (`app.request`), with the given
- * bindings: many connects in a row (SELF's test wrapper slows down with each request), or a
- * Worker configured otherwise (production mode, other limits).
- */
-export async function tryConnectWith(bindings: Env, kind: 'client' | 'gateway', token: string, opts: ConnectOptions = {}): Promise<Response> {
-  return await app.request(websocketUrl(kind, token, opts), connectInit(opts), bindings);
+  const headers: Record<string, string> = { upgrade: 'websocket', ...opts.headers };
+  if (opts.ip) headers['cf-connecting-ip'] = opts.ip;
+  const init = { headers, cf: { country: opts.country ?? 'XX' } } as RequestInit;
+  const url = websocketUrl(kind, token, opts);
+  return opts.bindings ? await app.request(url, init, opts.bindings) : await SELF.fetch(url, init);
 }
 
 /** Connects and returns the device with its `init` frame read. */

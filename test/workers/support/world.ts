@@ -16,7 +16,7 @@ export function database(): Sql {
 
 type Values = Record<string, unknown>;
 
-export const SECRET = env.REPLICATOR_SECRET;
+export const SECRET = env.REPLICATOR_SECRET!;
 
 export async function postChanges(accountId: string, changes: readonly Change[], opts: { secret?: string; body?: string; signature?: string } = {}): Promise<Response> {
   const body = opts.body ?? JSON.stringify({ changes });

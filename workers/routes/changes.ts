@@ -1,9 +1,10 @@
-import { Hono, type Context } from 'hono';
+import { Hono, type Context, type MiddlewareHandler } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
 import type { HTTPException } from 'hono/http-exception';
 import { changeBatchSchema, firstForeignChange } from '../../src/change.ts';
 import { errorMessage } from '../../src/errors.ts';
 import { asId, type AccountId } from '../../src/ids.ts';
-import { SIGNATURE_HEADER, verifySignature } from '../../src/signature.ts';
+import { parseSignatureHeader, SIGNATURE_HEADER, verifySignature } from '../../src/signature.ts';
 import type { ApplyResult } from '../account/account-do.ts';
 import { recordAccount } from '../directory/directory.ts';
 import { httpError } from '../http-errors.ts';
@@ -19,14 +20,38 @@ export const changes = new Hono<{ Bindings: Env }>();
 type RouteContext = Context<{ Bindings: Env }>;
 
 /**
- * The replicator's HMAC over the raw body (docs/protocol.md#changes-route); a 401 unless it holds.
- * A secret a deployed Worker must not use refuses everything first (503, docs/protocol.md#worker-health-and-errors).
+ * The largest request body the changes and rehydrate routes read (docs/protocol.md#limits): eight
+ * times the replicator's largest batch (FORWARD_BATCH_BYTES, 1 MiB; oversized rows travel as
+ * key-only stubs), and a quarter of what an object call may carry.
  */
-async function checkSignature(c: RouteContext, body: string): Promise<void> {
+export const MAX_CHANGES_BODY_BYTES = 8 * 1024 * 1024;
+
+const SIGNATURE_DETAIL = `expected ${SIGNATURE_HEADER}: t=<unix seconds>,v1=<hex HMAC-SHA256>`;
+
+/**
+ * Before a byte of the body is read: a secret a deployed Worker must not use refuses everything
+ * (503, docs/protocol.md#worker-health-and-errors); the signature header must be there, well-formed
+ * and fresh (401); then the body is read up to MAX_CHANGES_BODY_BYTES (413).
+ */
+const signatureFirst: MiddlewareHandler<{ Bindings: Env }> = async (c, next) => {
   const problems = checkedSecretProblems(c.env);
   if (problems.length > 0) throw httpError(503, { error: 'replicator secret not fit to accept changes', detail: problems });
+  const header = parseSignatureHeader(c.req.header(SIGNATURE_HEADER), Math.floor(Date.now() / 1000));
+  if (typeof header === 'string') throw httpError(401, { error: `signature ${header}`, detail: SIGNATURE_DETAIL });
+  await next();
+};
+
+const limitedBody = bodyLimit({
+  maxSize: MAX_CHANGES_BODY_BYTES,
+  onError: () => {
+    throw httpError(413, { error: 'request body too large', detail: `at most ${MAX_CHANGES_BODY_BYTES} bytes` });
+  },
+});
+
+/** The replicator's HMAC over the raw body (docs/protocol.md#changes-route); a 401 unless it holds. */
+async function checkSignature(c: RouteContext, body: string): Promise<void> {
   const check = await verifySignature(c.env.REPLICATOR_SECRET!, c.req.header(SIGNATURE_HEADER), body, Math.floor(Date.now() / 1000));
-  if (check !== 'ok') throw httpError(401, { error: `signature ${check}`, detail: `expected ${SIGNATURE_HEADER}: t=<unix seconds>,v1=<hex HMAC-SHA256>` });
+  if (check !== 'ok') throw httpError(401, { error: `signature ${check}`, detail: SIGNATURE_DETAIL });
 }
 
 function accountIdParam(c: RouteContext): AccountId {
@@ -51,7 +76,7 @@ async function tellDirectory(c: RouteContext, accountId: AccountId, result: Extr
   }
 }
 
-changes.post('/v1/accounts/:id/changes', async (c) => {
+changes.post('/v1/accounts/:id/changes', signatureFirst, limitedBody, async (c) => {
   const body = await c.req.text();
   await checkSignature(c, body);
   const accountId = accountIdParam(c);
@@ -89,7 +114,7 @@ changes.post('/v1/accounts/:id/changes', async (c) => {
  * POST /v1/accounts/:id/rehydrate, signed like changes (any body, e.g. `{}`): the object reloads its
  * account from Postgres. The recovery after changes were lost for good (an invalidated slot).
  */
-changes.post('/v1/accounts/:id/rehydrate', async (c) => {
+changes.post('/v1/accounts/:id/rehydrate', signatureFirst, limitedBody, async (c) => {
   await checkSignature(c, await c.req.text());
   const accountId = accountIdParam(c);
   let result;

@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import { errorMessage } from '../../src/errors.ts';
 import { clientAddress } from '../client-address.ts';
-import { COUNTRY_HEADER, parseConnectParams, REMOTE_IP_HEADER } from '../connect-params.ts';
+import { COUNTRY_HEADER, MAX_QUERY_BYTES, parseConnectParams, queryTooLong, REMOTE_IP_HEADER } from '../connect-params.ts';
 import { isKnownAccount } from '../directory/directory.ts';
 import { httpError } from '../http-errors.ts';
 import { limitConnect } from '../rate-limits.ts';
@@ -16,7 +16,9 @@ import { limitConnect } from '../rate-limits.ts';
 export const websockets = new Hono<{ Bindings: Env }>().get('/v1/:kind{client|gateway}/websocket', async (c) => {
   const address = clientAddress(c.req.raw, c.env);
   await limitConnect(c.env, c.env.CONNECTS_PER_IP, address.ip, 'address');
-  const parsed = parseConnectParams(new URL(c.req.url));
+  const url = new URL(c.req.url);
+  if (queryTooLong(url)) throw httpError(414, { error: 'query string too long', detail: `at most ${MAX_QUERY_BYTES} bytes` });
+  const parsed = parseConnectParams(url);
   if (!parsed.ok) throw httpError(400, { error: 'invalid parameters', detail: parsed.detail });
   if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') throw httpError(426, { error: 'expected a WebSocket upgrade' });
   const accountId = parsed.params.token.accountId;

@@ -3,6 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { parseToken } from '../../src/tokens.ts';
 import type { AccountDO } from '../../workers/account/account-do.ts';
 import { databaseStats } from '../../workers/account/database.ts';
+import { MAX_ACCOUNT_WAITERS } from '../../workers/directory/account-directory.ts';
+import { ACCOUNT_WAIT_MS } from '../../workers/directory/directory.ts';
 import { DIRECTORY_SHARDS } from '../../workers/directory/shards.ts';
 import { seededRandom } from '../support/seeded-random.ts';
 import { basicSetup, TestAccount } from './support/account.ts';
@@ -32,7 +34,7 @@ describe('the account directory (docs/architecture.md#a-device-connects)', () =>
   // First in its file: the shard below has never been asked (each test file has its own storage).
   it('on an existing database, a shard loads its ids from Postgres once; unknown accounts then cost no query and no object', async () => {
     const prefix = 'e7';
-    expect(await shard(prefix).size()).toEqual({ filled: null, accounts: 0 });
+    expect(await shard(prefix).size()).toEqual({ filled: null, accounts: 0, waiting: 0 });
     // Rows committed before this Worker ever ran: nothing was delivered for them.
     const existing = await TestAccount.create(sql, 'existing', idIn(prefix));
     const gone = await TestAccount.create(sql, 'gone', idIn(prefix));
@@ -47,14 +49,54 @@ describe('the account directory (docs/architecture.md#a-device-connects)', () =>
     // The shard's load, the account's hydration and the client's upsert.
     expect(await errorOf(await tryConnect('client', token))).toEqual([101, '']);
     expect(databaseStats.clients - before).toBe(3);
-    expect(await shard(prefix).size()).toEqual({ filled: prefix, accounts: 1 });
-    for (let i = 0; i < 50; i++) {
-      const forged = `${i % 2 ? gone.id : idIn(prefix)}.${crypto.randomUUID()}.${randomText(20)}`;
-      expect(await errorOf(await tryConnect('client', forged))).toEqual([401, 'invalid token']);
-    }
+    expect(await shard(prefix).size()).toEqual({ filled: prefix, accounts: 1, waiting: 0 });
+    const forged = Array.from({ length: 50 }, (_, i) => `${i % 2 ? gone.id : idIn(prefix)}.${crypto.randomUUID()}.${randomText(20)}`);
+    for (const res of await Promise.all(forged.map((t) => tryConnect('client', t, { bindings: env })))) expect(await errorOf(res)).toEqual([401, 'invalid token']);
     expect(databaseStats.clients - before).toBe(3);
     const created = [...(await accountObjects())].filter((id) => !objectsBefore.has(id));
     expect(created).toEqual([env.ACCOUNT.idFromName(existing.id).toString()]);
+  });
+
+  it('an account and its token committed a moment ago connect as soon as the account is delivered, within 200 ms of its batch stored', async () => {
+    const prefix = 'e8';
+    // The shard is filled before the account exists: only a delivered batch can tell it.
+    expect(await shard(prefix).known(idIn(prefix))).toBe(false);
+    const account = await TestAccount.create(sql, 'new', idIn(prefix));
+    let token = '';
+    const changes = await account.commit(async (t) => {
+      const actor = await account.actor(t);
+      token = (await account.clientToken(t, actor.id)).token;
+    });
+    const connecting = tryConnect('client', token, { bindings: env }).then((res) => ({ res, at: Date.now() }));
+    for (const deadline = Date.now() + 2_000; (await shard(prefix).size()).waiting < 1; ) {
+      if (Date.now() > deadline) throw new Error('the connect does not wait');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    // The first batch hydrates the new account's object; once it is stored the connect goes on.
+    await account.deliver(changes);
+    const storedAt = Date.now();
+    const { res, at } = await connecting;
+    expect(await errorOf(res)).toEqual([101, '']);
+    expect(at - storedAt).toBeLessThan(200);
+  });
+
+  it(`refuses an unknown account after ${ACCOUNT_WAIT_MS} ms, and at once beyond ${MAX_ACCOUNT_WAITERS} waiting in its shard`, async () => {
+    const prefix = 'e9';
+    const timed = async (token: string) => {
+      const started = Date.now();
+      const [status, error] = await errorOf(await tryConnect('client', token, { bindings: env }));
+      return { status, error, ms: Date.now() - started };
+    };
+    // The shard loaded first, so that the figures below are the wait alone.
+    expect(await shard(prefix).known(idIn(prefix))).toBe(false);
+    const before = databaseStats.clients;
+    const outcomes = await Promise.all(Array.from({ length: MAX_ACCOUNT_WAITERS + 8 }, () => timed(`${idIn(prefix)}.${crypto.randomUUID()}.${randomText(20)}`)));
+    expect(outcomes.every((o) => o.status === 401 && o.error === 'invalid token')).toBe(true);
+    const waited = outcomes.filter((o) => o.ms >= ACCOUNT_WAIT_MS - 5);
+    expect(waited).toHaveLength(MAX_ACCOUNT_WAITERS);
+    for (const o of waited) expect(o.ms).toBeLessThan(ACCOUNT_WAIT_MS + 300);
+    for (const o of outcomes.filter((o) => !waited.includes(o))) expect(o.ms).toBeLessThan(ACCOUNT_WAIT_MS / 2);
+    expect(databaseStats.clients).toBe(before);
   });
 
   it('follows the accounts the objects hold after each batch: inserted, soft-deleted, restored', async () => {
@@ -168,7 +210,8 @@ describe('the account directory (docs/architecture.md#a-device-connects)', () =>
     const before = databaseStats.clients;
     const outcomes = new Map<string, number>();
     const started = Date.now();
-    // Eight at a time; concurrent connects with the same unknown id share one lookup.
+    // 32 at a time (an unknown account waits up to ACCOUNT_WAIT_MS); concurrent connects with the
+    // same unknown token id share one lookup.
     let next = 0;
     const worker = async () => {
       for (let i = next++; i < attempts.length; i = next++) {
@@ -179,7 +222,7 @@ describe('the account directory (docs/architecture.md#a-device-connects)', () =>
         outcomes.set(`${status} ${error}`, (outcomes.get(`${status} ${error}`) ?? 0) + 1);
       }
     };
-    await Promise.all(Array.from({ length: 8 }, worker));
+    await Promise.all(Array.from({ length: 32 }, worker));
     console.log(
       `seed ${seed}: ${attempts.length} connects in ${Date.now() - started} ms: ${JSON.stringify(Object.fromEntries(outcomes))}; ${lookups.size} token lookups and ${loads} shard loads expected`,
     );

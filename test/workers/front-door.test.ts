@@ -84,7 +84,7 @@ describe('connect rate limits (docs/protocol.md#rate-limits)', () => {
     expect(await errorOf(await tryConnect('client', b.token, { ip: '192.0.2.201', bindings: tight }))).toEqual([101, '']);
   });
 
-  it('RATE_LIMITS = "off" turns them off in a local run only', async () => {
+  it('RATE_LIMITS=off turns them off in a local run only', async () => {
     const tight = { CONNECTS_PER_ACCOUNT: (env as unknown as { TEST_TIGHT_CONNECTS: RateLimit }).TEST_TIGHT_CONNECTS, RATE_LIMITS: 'off' };
     const local = await basicSetup(await TestAccount.create(sql));
     const deployed = await basicSetup(await TestAccount.create(sql));

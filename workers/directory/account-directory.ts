@@ -4,6 +4,9 @@ import { withDatabase } from '../account/database.ts';
 import { log } from '../log.ts';
 import { shardOf } from './shards.ts';
 
+/** Connects of one shard that may wait at once for an account it does not know (beyond them: no wait). */
+export const MAX_ACCOUNT_WAITERS = 16;
+
 /**
  * One shard's ids, read once from Postgres. `pg_current_wal_lsn()` keeps Hyperdrive from answering
  * from its query cache; the range uses the primary key's index.
@@ -23,6 +26,9 @@ export class AccountDirectory extends DurableObject<Env> {
   private readonly sql: SqlStorage;
   /** The shard this object holds once it was filled from Postgres; null before. */
   private filled: string | null;
+  /** Connects waiting for an account to be recorded, by account id. */
+  private readonly waiters = new Map<string, Set<(known: boolean) => void>>();
+  private waiting = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -32,11 +38,38 @@ export class AccountDirectory extends DurableObject<Env> {
     this.filled = (this.sql.exec<{ value: string }>(`select value from directory_meta where key = 'filled'`).toArray()[0]?.value as string | undefined) ?? null;
   }
 
-  /** Whether the account exists (and is not deleted) as far as the edge knows. */
-  async known(accountIdText: string): Promise<boolean> {
+  /**
+   * Whether the account exists (and is not deleted) as far as the edge knows. An account it does
+   * not know may have been committed a moment ago, its row not delivered yet: up to `waitMs` (and
+   * MAX_ACCOUNT_WAITERS connects at once) the answer waits for `record` to bring it; no polling,
+   * no query.
+   */
+  async known(accountIdText: string, waitMs = 0): Promise<boolean> {
     const id = asId<'account'>(accountIdText);
     if (!id) return false;
     await this.fill(shardOf(id));
+    if (this.has(id)) return true;
+    if (waitMs <= 0 || this.waiting >= MAX_ACCOUNT_WAITERS) return false;
+    this.waiting++;
+    try {
+      return await new Promise<boolean>((resolve) => {
+        const set = this.waiters.get(id) ?? new Set();
+        this.waiters.set(id, set);
+        const done = (known: boolean) => {
+          clearTimeout(timer);
+          set.delete(done);
+          if (set.size === 0) this.waiters.delete(id);
+          resolve(known);
+        };
+        const timer = setTimeout(() => done(false), waitMs);
+        set.add(done);
+      });
+    } finally {
+      this.waiting--;
+    }
+  }
+
+  private has(id: string): boolean {
     return this.sql.exec('select 1 from directory_accounts where id = ?', uuidToBytes(id)).toArray().length > 0;
   }
 
@@ -45,14 +78,16 @@ export class AccountDirectory extends DurableObject<Env> {
     const id = asId<'account'>(accountIdText);
     if (!id) throw new Error(`not an account id: ${accountIdText}`);
     if (this.filled !== null && this.filled !== shardOf(id)) throw new Error(`directory shard ${this.filled} told about account ${id}`);
-    if (exists) this.sql.exec('insert or ignore into directory_accounts (id) values (?)', uuidToBytes(id));
-    else this.sql.exec('delete from directory_accounts where id = ?', uuidToBytes(id));
+    if (exists) {
+      this.sql.exec('insert or ignore into directory_accounts (id) values (?)', uuidToBytes(id));
+      for (const wake of [...(this.waiters.get(id) ?? [])]) wake(true);
+    } else this.sql.exec('delete from directory_accounts where id = ?', uuidToBytes(id));
   }
 
-  /** Ids this shard holds (tests, logs). */
-  async size(): Promise<{ filled: string | null; accounts: number }> {
+  /** Ids this shard holds, and connects waiting (tests, logs). */
+  async size(): Promise<{ filled: string | null; accounts: number; waiting: number }> {
     const [row] = this.sql.exec<{ n: number }>('select count(*) as n from directory_accounts').toArray();
-    return { filled: this.filled, accounts: row?.n ?? 0 };
+    return { filled: this.filled, accounts: row?.n ?? 0, waiting: this.waiting };
   }
 
   /**

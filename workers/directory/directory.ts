@@ -3,6 +3,12 @@ import { shardOf } from './shards.ts';
 
 /** How long a positive answer is believed in this isolate: a deleted account's object refuses its devices meanwhile. */
 export const KNOWN_FOR_MS = 60_000;
+/**
+ * How long a connect naming an account the directory does not know waits for its row to be
+ * delivered (an account and its first token committed a moment ago): the replicator's usual lag,
+ * with room. docs/protocol.md#account-directory.
+ */
+export const ACCOUNT_WAIT_MS = 1_000;
 /** Accounts remembered per isolate, in each of the two maps below. */
 const REMEMBERED_MAX = 10_000;
 
@@ -24,11 +30,12 @@ function shard(env: Env, accountId: AccountId) {
  * Whether the edge knows the account (docs/architecture.md#a-device-connects): asked before a
  * connect reaches, and so creates, the account's object. Throws when the shard cannot answer.
  */
-export async function isKnownAccount(env: Env, accountId: AccountId, nowMs = Date.now()): Promise<boolean> {
+export async function isKnownAccount(env: Env, accountId: AccountId, opts: { waitMs?: number } = {}): Promise<boolean> {
+  const nowMs = Date.now();
   const until = knownUntil.get(accountId);
   if (until !== undefined && until > nowMs) return true;
-  const known = await shard(env, accountId).known(accountId);
-  if (known) remember(knownUntil, accountId, nowMs + KNOWN_FOR_MS);
+  const known = await shard(env, accountId).known(accountId, opts.waitMs ?? 0);
+  if (known) remember(knownUntil, accountId, Date.now() + KNOWN_FOR_MS);
   else knownUntil.delete(accountId);
   return known;
 }

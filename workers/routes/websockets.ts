@@ -2,7 +2,7 @@ import { Hono } from 'hono';
 import { errorMessage } from '../../src/errors.ts';
 import { clientAddress } from '../client-address.ts';
 import { COUNTRY_HEADER, MAX_QUERY_BYTES, parseConnectParams, queryTooLong, REMOTE_IP_HEADER } from '../connect-params.ts';
-import { isKnownAccount } from '../directory/directory.ts';
+import { ACCOUNT_WAIT_MS, isKnownAccount } from '../directory/directory.ts';
 import { httpError } from '../http-errors.ts';
 import { limitConnect } from '../rate-limits.ts';
 
@@ -22,10 +22,11 @@ export const websockets = new Hono<{ Bindings: Env }>().get('/v1/:kind{client|ga
   if (!parsed.ok) throw httpError(400, { error: 'invalid parameters', detail: parsed.detail });
   if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') throw httpError(426, { error: 'expected a WebSocket upgrade' });
   const accountId = parsed.params.token.accountId;
-  // An account the edge does not know costs no object and no query; the answer is an unknown token's.
+  // An account the edge does not know costs no object and no query (at most a short wait, in case
+  // it was committed a moment ago); the answer is an unknown token's.
   let known: boolean;
   try {
-    known = await isKnownAccount(c.env, accountId);
+    known = await isKnownAccount(c.env, accountId, { waitMs: ACCOUNT_WAIT_MS });
   } catch (err) {
     throw httpError(503, { error: 'database unavailable, retry later', detail: errorMessage(err) }, { cause: err });
   }

@@ -165,7 +165,7 @@ describe('revocation (issue 4)', () => {
     expect(await w.gateway.drain()).toEqual([reject(w.clientId, w.s.resource.id)]);
   });
 
-  it('a breaking change rejects flows while the client gets the updated resource; a filters or name change sends resource_updated', async () => {
+  it('a breaking change rejects flows while the client gets the updated resource; a filters change sends resource_updated, a rename does not', async () => {
     const w = await flowWorld();
     await authorized(w, w.s.resource.id);
     await w.client.drain();
@@ -174,9 +174,13 @@ describe('revocation (issue 4)', () => {
     expect(none).toEqual([]);
     expect(updated).toMatchObject({ event: 'resource_updated', payload: { id: w.s.resource.id, filters: [{ protocol: 'udp', ports: ['53'] }] } });
     expect((await w.client.drain()).map((f) => f.event)).toEqual(['resource_created_or_updated']);
-    await w.account.apply((t) => t.update('resources', { id: w.s.resource.id }, { name: 'Renamed' }));
-    expect((await w.gateway.drain()).map((f) => [f.event, f.payload.name])).toEqual([['resource_updated', 'Renamed']]);
+    // The gateway enforces filters; a name (or description) is for clients only (docs/protocol.md#gateway-frames).
+    await w.account.apply((t) => t.update('resources', { id: w.s.resource.id }, { name: 'Renamed', address_description: 'renamed' }));
+    expect(await w.gateway.drain()).toEqual([]);
     expect((await w.client.drain()).map((f) => [f.event, f.payload.name])).toEqual([['resource_created_or_updated', 'Renamed']]);
+    await w.account.apply((t) => t.update('resources', { id: w.s.resource.id }, { name: 'Renamed again', filters: t.tx.json([]) }));
+    expect((await w.gateway.drain()).map((f) => [f.event, f.payload.name, f.payload.filters])).toEqual([['resource_updated', 'Renamed again', []]]);
+    expect((await w.client.drain()).map((f) => f.event)).toEqual(['resource_created_or_updated']);
     await w.account.apply((t) => t.update('resources', { id: w.s.resource.id }, { ip_stack: 'ipv4_only' }));
     expect(await w.gateway.drain()).toEqual([reject(w.clientId, w.s.resource.id)]);
     const [client] = await w.client.drain();
@@ -185,19 +189,50 @@ describe('revocation (issue 4)', () => {
 
   it('two policies grant the pair: deleting one updates the expiry, deleting the other rejects', async () => {
     const w = await flowWorld();
+    // The flow is authorized by the only policy; a second one that lasts as long changes nothing.
+    await authorized(w, w.s.resource.id);
     let second = '';
     await w.account.apply(async (t) => {
       const g = await w.account.group(t, { name: 'Second' });
       await w.account.membership(t, w.s.actor.id, g.id);
       second = (await w.account.policy(t, g.id, w.s.resource.id)).id as string;
     });
-    await authorized(w, w.s.resource.id);
+    expect(await w.gateway.drain()).toEqual([]);
+    // Deleting the policy that authorized it re-authorizes it under the other one.
     await w.account.apply((t) => t.softDelete('policies', { id: w.s.policy.id }));
-    // The flow may have been authorized by either policy; deleting the one that did re-authorizes it.
-    const first = await w.gateway.drain();
-    expect(first.every((f) => f.event === 'access_authorization_expiry_updated')).toBe(true);
+    expect(await w.gateway.drain()).toEqual([{ event: 'access_authorization_expiry_updated', payload: { client_id: w.clientId, resource_id: w.s.resource.id, expires_at: null } }]);
     await w.account.apply((t) => t.softDelete('policies', { id: second }));
     expect(await w.gateway.drain()).toEqual([reject(w.clientId, w.s.resource.id)]);
+  });
+
+  it('a flow takes the end of the longest-lasting policy: a longer one added extends it, its removal shortens it again', async () => {
+    const w = await flowWorld();
+    const window = (closes: Date) => {
+      const day = 'UMTWRFS'[new Date().getUTCDay()];
+      const end = closes.getUTCDate() === new Date().getUTCDate() ? closes.toISOString().slice(11, 19) : '23:59:59';
+      return [{ property: 'current_utc_datetime', operator: 'is_in_day_of_week_time_ranges', values: [`${day}/00:00-${end}/UTC`] }];
+    };
+    // The only policy grants the resource for an hour (or until the end of the day).
+    await w.account.apply((t) => t.update('policies', { id: w.s.policy.id }, { conditions: t.tx.json(window(new Date(Date.now() + 3600_000))) }));
+    const first = await authorized(w, w.s.resource.id);
+    const shortEnd = first.payload.expires_at as string;
+    expect(Date.parse(shortEnd)).toBeGreaterThan(Date.now());
+    // A second policy without an end: the flow now lasts as long as it.
+    let second = '';
+    await w.account.apply(async (t) => {
+      const g = await w.account.group(t, { name: 'Always' });
+      await w.account.membership(t, w.s.actor.id, g.id);
+      second = (await w.account.policy(t, g.id, w.s.resource.id)).id as string;
+    });
+    const update = { event: 'access_authorization_expiry_updated', payload: { client_id: w.clientId, resource_id: w.s.resource.id } };
+    expect(await w.gateway.drain()).toEqual([{ ...update, payload: { ...update.payload, expires_at: null } }]);
+    // A reconnecting gateway is told the same end.
+    const [gw] = await sql`select external_id from gateways where id = ${w.gatewayInit.payload.gateway_id as string}`;
+    const again = await connect('gateway', w.siteToken, { externalId: gw!.external_id as string });
+    expect(again.init.payload.flows).toEqual([{ flow_id: first.payload.flow_id, client_id: w.clientId, resource_id: w.s.resource.id, expires_at: null }]);
+    // Without it, the windowed policy is the longest again.
+    await w.account.apply((t) => t.softDelete('policies', { id: second }));
+    expect(await w.gateway.drain()).toEqual([{ ...update, payload: { ...update.payload, expires_at: shortEnd } }]);
   });
 
   it('re-authorizes under the other policy with its expiry, instead of rejecting', async () => {

@@ -1,4 +1,6 @@
+import { abortAllDurableObjects, env, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
+import { MAX_DELAY_MS, QUIET_MS } from '../../workers/account/flow-log.ts';
 import { connect } from './support/device.ts';
 import { authorized, createFlow, flowWorld, sql } from './support/flows.ts';
 
@@ -71,6 +73,69 @@ describe('create_flow (issue 4)', () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     throw new Error('the flows never reached Postgres after the lock was released');
+  });
+
+  it('an object that ends before its flow log is flushed still logs within the maximum delay: the alarm covers it', async () => {
+    const w = await flowWorld();
+    const stub = env.ACCOUNT.get(env.ACCOUNT.idFromName(w.account.id));
+    const alarmAt = () => runInDurableObject(stub, (_, state) => state.storage.getAlarm());
+    const logged = async (id: unknown) => (await sql`select id from flows where id = ${id as string}`).length;
+    const before = Date.now();
+    const flow = await authorized(w, w.s.resource.id);
+    const after = Date.now();
+    // The instance ends before the quiet timer (1 s) fired, and the timer with it (a deploy, a
+    // reset; workerd does not hibernate an object while a timer is pending: evictDurableObject
+    // would wait for it). Its sockets close; nothing wakes it again but the alarm.
+    await abortAllDurableObjects();
+    expect(Date.now() - after).toBeLessThan(QUIET_MS);
+    const at = await alarmAt();
+    // Exactly the oldest entry's deadline (a poller's earlier alarm fails this), so never later.
+    expect(at).toBeGreaterThanOrEqual(before + MAX_DELAY_MS);
+    expect(at).toBeLessThanOrEqual(after + MAX_DELAY_MS);
+    expect(await logged(flow.payload.flow_id)).toBe(0);
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect(await logged(flow.payload.flow_id)).toBe(1);
+    // Nothing else is due (no device, no expiry): no alarm is left behind.
+    expect(await alarmAt()).toBeNull();
+  });
+
+  it('a batch that recomputes the alarm while a flush hangs keeps the flow log deadline; the flush clears it', async () => {
+    const w = await flowWorld();
+    const stub = env.ACCOUNT.get(env.ACCOUNT.idFromName(w.account.id));
+    const alarmAt = () => runInDurableObject(stub, (_, state) => state.storage.getAlarm());
+    // The table is locked: the flush the quiet timer starts waits, and the entry stays in the outbox.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((r) => (locked = r));
+    const lock = sql.begin(async (tx) => {
+      await tx`lock table flows in access exclusive mode`;
+      locked();
+      await held;
+    });
+    await isLocked;
+    const before = Date.now();
+    await authorized(w, w.s.resource.id);
+    const after = Date.now();
+    // Wait until the flush is blocked on the lock: should this instance end now, only the alarm is left.
+    for (const deadline = Date.now() + 5000; ; ) {
+      const [row] = await sql<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query like '%insert into flows%'`;
+      if (row!.n > 0) break;
+      if (Date.now() > deadline) throw new Error('the flush never started');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await w.account.apply((t) => t.update('policies', { id: w.s.policy.id }, { description: 'reworded' }));
+    const at = await alarmAt();
+    expect(at).toBeGreaterThanOrEqual(before + MAX_DELAY_MS);
+    expect(at).toBeLessThanOrEqual(after + MAX_DELAY_MS);
+    release();
+    await lock;
+    // Once the outbox is empty, the alarm kept for it goes (nothing else is due).
+    for (const deadline = Date.now() + 5000; (await alarmAt()) !== null; ) {
+      if (Date.now() > deadline) throw new Error('the alarm kept for the flow log stayed after the flush');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect((await sql`select count(*)::int as n from flows where client_id = ${w.clientId}`)[0]!.n).toBe(1);
   });
 
   it('fails with not_found, forbidden (naming the violated properties) and offline', async () => {

@@ -56,6 +56,9 @@ export class AccountDO extends DurableObject<Env> {
       ctx,
       () => this.object.meta.accountId,
       (at) => this.clock.noLaterThan(at),
+      async () => {
+        if (this.memory) await this.rescheduleAlarm(this.memory);
+      },
     );
     // Answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair('ping', 'pong'));
@@ -72,8 +75,8 @@ export class AccountDO extends DurableObject<Env> {
       const live = new Set(this.ctx.getWebSockets().map((ws) => attachmentOf(ws)?.conn ?? -1));
       this.object.views.retain(live);
       this.memory = { state: this.object.caches.load(accountId), flows: this.object.flowStore.load() };
-      // Flows created before a restart may still wait in the outbox.
-      if (this.object.flowStore.logBacklog > 0) this.flowLog.soon();
+      // Flows created before an eviction or a restart may still wait in the outbox, for how long is unknown.
+      this.flowLog.overdue();
     });
     return this.memory!;
   }
@@ -251,7 +254,8 @@ export class AccountDO extends DurableObject<Env> {
     const flow = createFlow(this.object, memory, ws, a, parsed.data, Date.now());
     if (flow) {
       this.flowLog.soon();
-      await this.clock.noLaterThan(flow.expiresAt);
+      // The alarm covers the outbox's maximum delay: its timer does not survive an eviction.
+      await this.clock.noLaterThan(earliest(flow.expiresAt, this.flowLog.dueAt));
     }
   }
 
@@ -295,6 +299,6 @@ export class AccountDO extends DurableObject<Env> {
 
   /** Sets the alarm to the next instant the clock changes something (a full recompute). */
   private async rescheduleAlarm(memory: AccountMemory): Promise<void> {
-    await this.clock.exactly(nextWake(memory.state, memory.flows, Date.now(), { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.retryAt }));
+    await this.clock.exactly(nextWake(memory.state, memory.flows, Date.now(), { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.dueAt }));
   }
 }

@@ -90,6 +90,20 @@ describe('the access rule, clause by clause', () => {
     expect(await device.waitClosed()).toEqual({ code: 4001, reason: 'token deleted or expired' });
   });
 
+  it('revocation: the close frame arrives within 100 ms of the batch being applied', async () => {
+    for (const revoke of ['token deleted', 'actor deleted'] as const) {
+      const { account, s, device } = await setup();
+      const changes = await account.commit((t) => (revoke === 'token deleted' ? t.softDelete('tokens', { id: s.tokenRow.id }) : t.softDelete('actors', { id: s.actor.id })));
+      const sent = Date.now();
+      await account.deliver(changes);
+      const applied = Date.now();
+      const closed = await device.waitClosed(1000);
+      expect(closed.code, revoke).toBe(revoke === 'token deleted' ? 4001 : 4003);
+      expect(device.closedAt!, revoke).toBeGreaterThanOrEqual(sent);
+      expect(device.closedAt! - applied, revoke).toBeLessThanOrEqual(100);
+    }
+  });
+
   it('a token that expires closes the socket with 4001 at its expiry, by the alarm', async () => {
     const account = await TestAccount.create(sql);
     const s = await basicSetup(account);

@@ -43,7 +43,7 @@ export class FlowLogWriter {
   private flushing: Promise<void> | undefined;
   private failures = 0;
   /** When a failed flush should be retried (epoch ms), for the alarm; null when none failed. */
-  retryAt: number | null = null;
+  private retryAt: number | null = null;
 
   constructor(
     private readonly store: FlowStore,

@@ -257,7 +257,7 @@ export class AccountDO extends DurableObject<Env> {
     const flow = createFlow(this.object, memory, ws, a, parsed.data, Date.now());
     if (flow) {
       this.flowLog.soon();
-      // The alarm covers the outbox's maximum delay: its timer does not survive an eviction.
+      // The alarm covers the outbox's maximum delay: its timer does not outlive the instance.
       await this.clock.noLaterThan(earliest(flow.expiresAt, this.flowLog.dueAt));
     }
   }

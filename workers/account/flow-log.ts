@@ -30,9 +30,10 @@ async function append(binding: Hyperdrive, entries: readonly FlowLogEntry[]): Pr
 /**
  * Moves the durable outbox of new flows to Postgres in the background (issue 4: never on the
  * request path): a short delay batches bursts, one flush runs at a time, and a failed flush is
- * retried by the object's alarm with capped exponential backoff. Timers die with the instance
- * (eviction, hibernation): the object's alarm is kept no later than `dueAt`, and a new instance
- * that finds entries left flushes them at once (docs/architecture.md#create_flow).
+ * retried by the object's alarm with capped exponential backoff. Timers die with the instance (a
+ * deploy, a reset; an object does not hibernate while one is pending): the object's alarm is kept
+ * no later than `dueAt`, and a new instance that finds entries left flushes them at once
+ * (docs/architecture.md#create_flow).
  */
 export class FlowLogWriter {
   private timer: ReturnType<typeof setTimeout> | undefined;

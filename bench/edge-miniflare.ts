@@ -5,7 +5,9 @@
  * depends on. Unlike `wrangler dev` it has no ProxyWorker in front, which holds six file
  * descriptors per proxied WebSocket and so cannot hold 5,000 sockets under a 20,000 fd limit.
  *
- * Environment: EDGE_PORT, EDGE_DATABASE_URL, EDGE_SECRET, EDGE_PERSIST, EDGE_INSPECTOR_PORT (optional).
+ * Environment: EDGE_PORT, EDGE_DATABASE_URL, EDGE_SECRET, EDGE_PERSIST, EDGE_INSPECTOR_PORT (optional),
+ * EDGE_RATE_LIMITS (`on` keeps the connect rate limits; by default they are off: the benchmarks
+ * connect thousands of devices from one address).
  * Prints `ready <url>` once serving; SIGTERM disposes of it.
  */
 import { spawnSync } from 'node:child_process';
@@ -51,7 +53,12 @@ const mf = new Miniflare({
   name: 'edgeplane',
   modulesRoot: outdir,
   modules: [{ type: 'ESModule', path: path.join(outdir, 'index.js') }],
-  bindings: { ...(workerOptions.bindings as Record<string, unknown>), REPLICATOR_SECRET: env.EDGE_SECRET },
+  bindings: {
+    ...(workerOptions.bindings as Record<string, unknown>),
+    REPLICATOR_SECRET: env.EDGE_SECRET,
+    EDGEPLANE_ENV: 'local',
+    ...(env.EDGE_RATE_LIMITS === 'on' ? {} : { RATE_LIMITS: 'off' }),
+  },
   hyperdrives: { DB: env.EDGE_DATABASE_URL },
   durableObjectsPersist: path.join(env.EDGE_PERSIST!, 'do'),
   host: '127.0.0.1',

@@ -39,7 +39,8 @@ export interface WorkerOptions {
 
 function spawnRuntime(o: WorkerOptions, onLine: (line: string) => void): Child {
   if (o.runtime === 'wrangler') {
-    const { command, args, env } = wranglerDevCommand({ port: o.port, databaseUrl: o.databaseUrl, secret: o.secret, persistTo: o.persistTo });
+    // Thousands of devices from one address: no connect rate limits (as under Miniflare, bench/edge-miniflare.ts).
+    const { command, args, env } = wranglerDevCommand({ port: o.port, databaseUrl: o.databaseUrl, secret: o.secret, persistTo: o.persistTo, rateLimits: 'off' });
     // A known inspector port, for profiling the Worker's isolate.
     args[args.indexOf('--inspector-port') + 1] = String(o.inspectorPort);
     return new Child('wrangler', command, args, { cwd: ROOT, env, onLine });

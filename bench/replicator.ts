@@ -16,7 +16,6 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -32,6 +31,7 @@ import { PgoutputDecoder } from '../replicator/pgoutput/decoder.ts';
 import { parseLsn } from '../src/lsn.ts';
 import { DOMAIN_TABLES } from '../src/tables.ts';
 import { writeWorkload } from './capture-workload.ts';
+import { countingSink } from './counting-sink.ts';
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -236,22 +236,6 @@ async function recvlogical(sql: Sql, url: string, slot: string, endLsn: string):
   const ms = performance.now() - started;
   console.log(`\npg_recvlogical -P pgoutput to /dev/null: ${secs(ms)} s`);
   return { ms, cpu: sampler.totals() };
-}
-
-/** A sink that answers 200 and counts the changes it got, without building or parsing the body. */
-function countingSink(onChanges: (n: number) => void) {
-  const needle = Buffer.from('"lsn":');
-  return createServer((req, res) => {
-    let tail: Buffer = Buffer.alloc(0);
-    req.on('data', (chunk: Buffer) => {
-      const b = tail.length > 0 ? Buffer.concat([tail, chunk]) : chunk;
-      let n = 0;
-      for (let i = b.indexOf(needle); i >= 0; i = b.indexOf(needle, i + needle.length)) n++;
-      onChanges(n);
-      tail = b.subarray(Math.max(0, b.length - needle.length + 1));
-    });
-    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{"applied":0,"skipped":0}'));
-  });
 }
 
 async function replicatorCatchUp(

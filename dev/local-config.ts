@@ -24,7 +24,7 @@ export interface WorkerConfig {
   port: number;
   /** The Hyperdrive binding's database; wrangler.toml's localConnectionString when unset. */
   databaseUrl: string | undefined;
-  /** wrangler.toml's development value when unset. */
+  /** `.dev.vars`'s when unset. */
   secret: string | undefined;
 }
 

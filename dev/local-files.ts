@@ -43,6 +43,36 @@ export async function writeJson(file: string, value: unknown, mode = 0o600): Pro
   await rename(tmp, file);
 }
 
+/**
+ * `.dev.vars` next to wrangler.toml (git-ignored): the local run's Worker variables, for a
+ * `wrangler dev` or `npm run worker` started by hand next to it (docs/protocol.md#local-run).
+ */
+export const DEV_VARS = path.join(ROOT, '.dev.vars');
+
+export async function writeDevVars(secret: string): Promise<void> {
+  const text = [
+    '# Written by `npm start` on every start (docs/protocol.md#local-run); git-ignored.',
+    '# A local run: never deploy these values.',
+    'EDGEPLANE_ENV=local',
+    `REPLICATOR_SECRET=${secret}`,
+    '',
+  ].join('\n');
+  const tmp = `${DEV_VARS}.${process.pid}.tmp`;
+  await writeFile(tmp, text, { mode: 0o600 });
+  await rename(tmp, DEV_VARS);
+}
+
+/** REPLICATOR_SECRET from `.dev.vars`, if the file has one. */
+export async function devVarsSecret(): Promise<string | undefined> {
+  if (!existsSync(DEV_VARS)) return undefined;
+  const line = (await readFile(DEV_VARS, 'utf8')).split('\n').find((l) => /^\s*REPLICATOR_SECRET\s*=/.test(l));
+  const value = line
+    ?.slice(line.indexOf('=') + 1)
+    .trim()
+    .replace(/^"(.*)"$/, '$1');
+  return value || undefined;
+}
+
 export async function removeFile(file: string): Promise<void> {
   await rm(file, { force: true });
 }

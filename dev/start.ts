@@ -12,7 +12,7 @@ import { migrate } from '../migrations/migrate.ts';
 import { errorMessage } from '../src/errors.ts';
 import type { Child } from './child.ts';
 import { ensureDemo } from './demo.ts';
-import { DEV_JSON, ensureLocalDir, LOCAL_DIR, PG_DIR, removeFile, WORKER_DIR, writeJson, type DevJson } from './local-files.ts';
+import { DEV_JSON, ensureLocalDir, LOCAL_DIR, PG_DIR, removeFile, WORKER_DIR, writeDevVars, writeJson, type DevJson } from './local-files.ts';
 import { LocalPostgresError, startLocalPostgres, type LocalPostgres } from './local-postgres.ts';
 import { ConfigProblem, parseLocalConfig, type LocalConfig } from './local-config.ts';
 import { portInUse } from './ports.ts';
@@ -106,6 +106,8 @@ async function start(config: LocalConfig): Promise<void> {
   if (wiped) say(`The objects' local storage starts empty (${wiped}); they load their accounts from Postgres on first use.`);
 
   const secret = config.secret ?? randomBytes(24).toString('hex');
+  // The Worker gets it with --var too; the file serves a `wrangler dev` started by hand beside this run.
+  await writeDevVars(secret);
   const workerUrl = `http://127.0.0.1:${config.port}`;
   const replicatorUrl = `http://127.0.0.1:${config.replicatorPort}`;
 

@@ -13,8 +13,10 @@ export interface WorkerOptions {
   port: number;
   /** The Hyperdrive binding `DB` connects here (CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_DB). */
   databaseUrl?: string;
-  /** Overrides wrangler.toml's REPLICATOR_SECRET (`--var`). */
+  /** REPLICATOR_SECRET (`--var`); without it, `.dev.vars`'s. */
   secret?: string;
+  /** `off`: no connect rate limits (benchmarks that connect thousands of devices from one address). */
+  rateLimits?: 'off';
   /** Where the objects' SQLite storage lives (`--persist-to`). */
   persistTo?: string;
   /** A bundle made by `wrangler deploy --dry-run --outdir` to serve as it is (`--no-bundle`), instead of wrangler.toml's `main`. */
@@ -48,7 +50,10 @@ export function wranglerDevCommand(options: WorkerOptions): { command: string; a
     '--show-interactive-dev-session=false',
   ];
   if (options.persistTo) args.push('--persist-to', options.persistTo);
+  // A local run (docs/protocol.md#worker-configuration): the dev CLIs' headers, its own secret.
+  args.push('--var', 'EDGEPLANE_ENV:local');
   if (options.secret) args.push('--var', `REPLICATOR_SECRET:${options.secret}`);
+  if (options.rateLimits === 'off') args.push('--var', 'RATE_LIMITS:off');
   args.push(...(options.extraArgs ?? []));
   const env: Record<string, string | undefined> = {
     ...process.env,

@@ -19,6 +19,10 @@ export const configSchema = z.object({
   SLOT_NAME: identifier('edgeplane').describe('Durable logical replication slot'),
   PUBLICATION_NAME: identifier('edgeplane').describe('Publication of the domain tables'),
   MAX_UNACKED: int(1, 20_000).describe('Changes received and not yet in change_logs before reading the stream pauses (it resumes at half)'),
+  SPILL_THRESHOLD: int(1, 10_000).describe(
+    'Changes of open transactions held in memory; past it the largest open transaction goes to a temporary file (os.tmpdir()), read back in chunks at its commit',
+  ),
+  SPILL_THRESHOLD_BYTES: int(1024, 8 << 20).describe('The same bound in bytes of pgoutput messages'),
   CHANGE_LOG_BATCH_SIZE: int(1, 2000).describe('Most rows in one COPY into change_logs'),
   CHANGE_LOG_WRITERS: int(1, 2).describe('change_logs batches written at once, each on its own connection'),
   CHANGE_LOG_RETENTION_DAYS: z.coerce

@@ -1,6 +1,8 @@
+import { tmpdir } from 'node:os';
 import postgres, { type Sql } from 'postgres';
 import { errorSummary } from '../src/errors.ts';
 import { formatLsn } from '../src/lsn.ts';
+import { removeStaleSpillFiles } from './assemble/spill-file.ts';
 import type { Config } from './config.ts';
 import { Deliverer, type LaneReport } from './deliver/deliverer.ts';
 import { isPermanent, isSlotInUse, PgoutputDecodeError, StallError, toError } from './errors.ts';
@@ -93,6 +95,9 @@ export class ReplicatorService {
   }
 
   start(): void {
+    // A replicator killed while it held a large transaction left its spill files behind.
+    const stale = removeStaleSpillFiles(tmpdir());
+    if (stale > 0) this.log.info({ files: stale, dir: tmpdir() }, 'removed spill files of replicators that are gone');
     this.loop = this.runSessions();
     void this.prune();
     this.timers.push(setInterval(() => void this.prune(), this.config.CHANGE_LOG_RETENTION_INTERVAL_MS));

@@ -1,13 +1,14 @@
 import postgres, { type Sql } from 'postgres';
 import { errorSummary } from '../src/errors.ts';
 import { formatLsn, type Lsn } from '../src/lsn.ts';
-import { hasTruncate, toChanges } from './assemble/routed-changes.ts';
+import { hasTruncate, spilledDeliveries, toChanges } from './assemble/routed-changes.ts';
+import type { SpillFile } from './assemble/spill-file.ts';
 import { TransactionAssembler, type AssembledTransaction } from './assemble/transaction-assembler.ts';
 import { listAccountsForTruncate } from './assemble/truncate-accounts.ts';
 import type { Config } from './config.ts';
 import type { Deliverer } from './deliver/deliverer.ts';
 import { toDelivery } from './deliver/delivery.ts';
-import { StallError, toError, TruncateRoutingError, WriterConnectionLost } from './errors.ts';
+import { AssemblyError, SpillError, StallError, toError, TruncateRoutingError, WriterConnectionLost } from './errors.ts';
 import { ChangeLogWriter, type LogEntry } from './log/change-log-writer.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
@@ -23,6 +24,8 @@ import { ensurePublication, ensureSlot, identifySystem, readSlot, releaseStaleBa
 const ACK_DELAY_MS = 20;
 /** Setup queries on a dead link would otherwise hang until TCP gives up; a new epoch's reset counts too. */
 const SETUP_TIMEOUT_MS = 120_000;
+/** Events of a spilled transaction read back from its file and routed at a time. */
+const SPILL_CHUNK = 2_000;
 
 /**
  * A change_logs writer's own connection: COPY must not share it with anything (see log/copy-in.ts). It
@@ -44,7 +47,7 @@ function changeLogConnection(url: string, onClose: () => void): Sql {
 }
 
 export type SessionState = 'starting' | 'streaming' | 'draining' | 'ended';
-type PauseReason = 'backpressure' | 'truncate' | 'draining';
+type PauseReason = 'backpressure' | 'truncate' | 'spill' | 'draining';
 
 /**
  * One replication connection's life: set up (publication, slot, epoch), stream, decode, assemble,
@@ -75,6 +78,8 @@ export class ReplicationSession {
   private ackTimer: NodeJS.Timeout | undefined;
   private tickTimer: NodeJS.Timeout | undefined;
   private pausedFor = new Set<PauseReason>();
+  /** The spilled transaction being routed, chunk by chunk (reading is paused meanwhile). */
+  private spilling: Promise<void> | undefined;
   private settle!: { resolve: () => void; reject: (err: Error) => void };
   private readonly done: Promise<void>;
 
@@ -88,10 +93,17 @@ export class ReplicationSession {
   ) {
     this.done = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     this.done.catch(() => {});
-    this.assembler = new TransactionAssembler((skip) => {
-      this.metrics.skipped.inc({ reason: skip.reason });
-      this.log.warn({ table: skip.table, xid: skip.xid, reason: skip.reason }, 'row not forwarded');
-    });
+    this.assembler = new TransactionAssembler(
+      (skip) => {
+        this.metrics.skipped.inc({ reason: skip.reason });
+        this.log.warn({ table: skip.table, xid: skip.xid, reason: skip.reason }, 'row not forwarded');
+      },
+      { maxEvents: config.SPILL_THRESHOLD, maxBytes: config.SPILL_THRESHOLD_BYTES },
+      (spill) => {
+        this.metrics.spilledTransactions.inc();
+        this.log.info({ xid: spill.xid, events: spill.events }, 'transaction too large to hold: spilling it to a temporary file');
+      },
+    );
     const retry = { retryBaseMs: config.RETRY_BASE_MS, retryMaxMs: config.RETRY_MAX_MS };
     this.changeLog = new ChangeLogWriter(
       () => changeLogConnection(config.DATABASE_URL, () => this.writerConnectionLost(new Error('a change_logs connection was closed'))),
@@ -117,6 +129,11 @@ export class ReplicationSession {
 
   get oldestUnackedAt(): number | undefined {
     return this.watermark.oldestReceivedAt;
+  }
+
+  /** A getter, so that a check after an `await` is not narrowed away by one before it. */
+  private get ended(): boolean {
+    return this.state === 'ended';
   }
 
   get replicationTimeoutMs(): number {
@@ -175,7 +192,8 @@ export class ReplicationSession {
     }
     this.state = 'draining';
     this.pause('draining');
-    const idle = Promise.all([this.changeLog.idle(), this.deliverer.idle()]);
+    // A spilled transaction being routed finishes first: its last chunks are not enqueued yet.
+    const idle = (this.spilling ?? Promise.resolve()).then(() => Promise.all([this.changeLog.idle(), this.deliverer.idle()]));
     const timedOut = await Promise.race([idle.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), timeoutMs).unref())]);
     this.watermark.advance();
     this.sendStatus(false);
@@ -208,10 +226,17 @@ export class ReplicationSession {
     this.lastReceivedAt = Date.now();
     let txn: AssembledTransaction | null;
     try {
-      txn = this.assembler.push(this.decoder.decode(frame.subarray(25), frame.readBigUInt64BE(1)));
+      const message = this.decoder.decode(frame.subarray(25), frame.readBigUInt64BE(1));
+      if (message.tag === 'stream_abort') this.log.debug({ xid: message.xid, subxid: message.subxid }, 'streamed transaction rolled back (or one of its subtransactions)');
+      txn = this.assembler.push(message, frame.length);
     } catch (err) {
       // Nothing after this message is processed and the ack stays where it is: the next session
       // starts again from the slot's confirmed position.
+      if (err instanceof SpillError) {
+        this.log.error({ err: errorSummary(err), acked: formatLsn(this.watermark.lsn) }, 'cannot spill a large transaction to disk; reconnecting without acknowledging it');
+        this.abort(err);
+        return;
+      }
       this.metrics.decodeErrors.inc();
       this.log.error(
         { err: errorSummary(err), lsn: formatLsn(frame.readBigUInt64BE(1)), acked: formatLsn(this.watermark.lsn) },
@@ -224,6 +249,12 @@ export class ReplicationSession {
   }
 
   private commit(txn: AssembledTransaction): void {
+    if (txn.spill) {
+      // Held until it is routed whole: nothing read after it may overtake it.
+      this.pause('spill');
+      this.spilling = this.routeSpilled(txn, txn.spill);
+      return;
+    }
     if (!hasTruncate(txn)) {
       this.route(txn, []);
       return;
@@ -247,12 +278,65 @@ export class ReplicationSession {
       this.changeLog.enqueue({ ...d, ticket });
       this.deliverer.route(d);
     }
+    this.metrics.changes.inc(routed.length);
+    this.routed(txn, routed.length);
+  }
+
+  /**
+   * A spilled transaction (docs/architecture.md#the-path-of-a-change, step 4) is read back from
+   * its file in chunks; each chunk's changes go to change_logs and the deliverer like a small
+   * transaction's, and the next chunk is read once the writer's queue is short again, so memory
+   * stays bounded. Reading the stream stays paused until the last chunk is routed; status updates
+   * go on (`tick`). Its one ticket counts every change: it is registered once their number is
+   * known and completes when the last of them is logged.
+   */
+  private async routeSpilled(txn: AssembledTransaction, spill: SpillFile): Promise<void> {
+    try {
+      let accounts: string[] = [];
+      if (spill.hasTruncate) {
+        try {
+          accounts = await listAccountsForTruncate(this.sql);
+        } catch (err) {
+          throw new TruncateRoutingError(txn.commitLsn, { cause: err });
+        }
+        this.log.warn({ lsn: formatLsn(txn.commitLsn), accounts: accounts.length }, 'TRUNCATE of a domain table; every account is told');
+      }
+      if (this.ended) return;
+      const n = spill.changeCount(accounts.length);
+      const ticket = this.watermark.add(txn.endLsn, n, n, Date.now());
+      this.log.info({ lsn: formatLsn(txn.commitLsn), xid: txn.xid, changes: n, fileBytes: spill.bytes }, 'routing a spilled transaction in chunks');
+      // Besides the batches in flight, about a batch waiting for the next free lane: the lanes stay busy, little waits in memory.
+      const queued = this.config.CHANGE_LOG_BATCH_SIZE;
+      let seq = 0;
+      for (let events = spill.read(SPILL_CHUNK); events.length > 0; events = spill.read(SPILL_CHUNK)) {
+        const chunk = spilledDeliveries(txn, events, accounts, seq);
+        seq += chunk.length;
+        for (const d of chunk) {
+          this.changeLog.enqueue({ ...d, ticket });
+          this.deliverer.route(d);
+        }
+        this.metrics.changes.inc(chunk.length);
+        await this.changeLog.below(queued);
+        if (this.ended) return;
+      }
+      // A miscount would leave the ticket open for good: the slot would never be confirmed past it.
+      if (seq !== n) throw new AssemblyError(`spilled transaction ${txn.xid} read back ${seq} changes of ${n}`, { xid: txn.xid, lsn: txn.commitLsn });
+      this.routed(txn, n);
+      this.resume('spill');
+    } catch (err) {
+      this.abort(toError(err));
+    } finally {
+      spill.remove();
+      this.spilling = undefined;
+    }
+  }
+
+  private routed(txn: AssembledTransaction, changes: number): void {
     this.receivedLsn = txn.endLsn;
     this.metrics.transactions.inc();
-    this.metrics.changes.inc(routed.length);
     this.metrics.receivedLsn.set(Number(txn.endLsn));
     this.metrics.unacked.set(this.watermark.unackedChanges);
-    if (routed.length === 0 && this.watermark.advance()) this.acknowledge();
+    if (changes === 0 && this.watermark.advance()) this.acknowledge();
     if (this.watermark.unackedChanges > this.config.MAX_UNACKED) this.pause('backpressure');
   }
 
@@ -268,7 +352,7 @@ export class ReplicationSession {
   private onKeepalive(walEnd: Lsn, replyRequested: boolean): void {
     this.lastReceivedAt = Date.now();
     this.serverWalEnd = walEnd;
-    const moved = this.watermark.followServer(walEnd, this.assembler.idle && !this.pausedFor.has('truncate'));
+    const moved = this.watermark.followServer(walEnd, this.assembler.idle && !this.pausedFor.has('truncate') && !this.pausedFor.has('spill'));
     if (moved) this.deliverer.loggedThrough(this.watermark.lsn);
     if (replyRequested || moved) this.sendStatus(false);
   }
@@ -330,6 +414,8 @@ export class ReplicationSession {
     clearInterval(this.tickTimer);
     clearTimeout(this.ackTimer);
     this.changeLog.stop();
+    // Spill files of open transactions go; one being routed is removed when its routing sees the end.
+    this.assembler.discard();
     this.metrics.connected.set(0);
     this.metrics.paused.set(0);
     this.stream?.destroy(err ?? new Error('session ended'));

@@ -37,7 +37,13 @@ export async function signBody(secret: string, body: string, unixSeconds: number
 
 export type SignatureCheck = 'ok' | 'missing' | 'malformed' | 'expired' | 'mismatch';
 
-export async function verifySignature(secret: string, header: string | null | undefined, body: string, nowSeconds: number): Promise<SignatureCheck> {
+export interface SignatureHeader {
+  t: number;
+  mac: Uint8Array;
+}
+
+/** What the header says, checked without the body: present, well-formed, within the clock tolerance. */
+export function parseSignatureHeader(header: string | null | undefined, nowSeconds: number): SignatureHeader | 'missing' | 'malformed' | 'expired' {
   if (!header) return 'missing';
   const parts = new Map<string, string>();
   for (const part of header.split(',')) {
@@ -48,7 +54,13 @@ export async function verifySignature(secret: string, header: string | null | un
   const mac = fromHex(parts.get('v1') ?? '');
   if (!Number.isSafeInteger(t) || !mac || mac.length !== 32) return 'malformed';
   if (Math.abs(nowSeconds - t) > SIGNATURE_TOLERANCE_SECONDS) return 'expired';
+  return { t, mac };
+}
+
+export async function verifySignature(secret: string, header: string | null | undefined, body: string, nowSeconds: number): Promise<SignatureCheck> {
+  const parsed = parseSignatureHeader(header, nowSeconds);
+  if (typeof parsed === 'string') return parsed;
   // crypto.subtle.verify compares in constant time.
-  const ok = await crypto.subtle.verify('HMAC', await hmacKey(secret), mac, encoder.encode(`${t}.${body}`));
+  const ok = await crypto.subtle.verify('HMAC', await hmacKey(secret), parsed.mac, encoder.encode(`${parsed.t}.${body}`));
   return ok ? 'ok' : 'mismatch';
 }

@@ -32,7 +32,13 @@ export default defineConfig({
         plugins: [
           cloudflareTest(({ inject }) => ({
             wrangler: { configPath: './wrangler.toml' },
-            miniflare: { hyperdrives: { DB: inject('workersPgUrl') } },
+            miniflare: {
+              hyperdrives: { DB: inject('workersPgUrl') },
+              // A local run (docs/protocol.md#worker-configuration); the secret is a known development value.
+              bindings: { REPLICATOR_SECRET: 'edgeplane-test-replicator-secret-0123456789abcdef', EDGEPLANE_ENV: 'local' },
+              // A limiter as tight as a test of the account limit needs (test/workers/front-door.test.ts).
+              ratelimits: { TEST_TIGHT_CONNECTS: { namespace_id: '1299', simple: { limit: 5, period: 10 } } },
+            },
           })),
         ],
         test: {

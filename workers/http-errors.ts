@@ -19,14 +19,15 @@ class ErrorBodyException extends HTTPException {
     status: ErrorStatus,
     readonly body: ErrorBody,
     cause: unknown,
+    readonly headers: Record<string, string> | undefined,
   ) {
     super(status, { message: body.error, cause });
   }
 }
 
 /** A failure for a route to throw; `app.onError` answers it. */
-export function httpError(status: ErrorStatus, body: ErrorBody, options?: { cause: unknown }): HTTPException {
-  return new ErrorBodyException(status, body, options?.cause);
+export function httpError(status: ErrorStatus, body: ErrorBody, options?: { cause?: unknown; headers?: Record<string, string> }): HTTPException {
+  return new ErrorBodyException(status, body, options?.cause, options?.headers);
 }
 
 /** The body of any HTTPException: ours carry one; Hono's own (and third parties') have a message. */
@@ -34,7 +35,12 @@ export function errorBodyOf(err: HTTPException): ErrorBody {
   return err instanceof ErrorBodyException ? err.body : { error: err.message };
 }
 
+/** Headers an HTTPException of ours asks for (e.g. `retry-after`). */
+export function errorHeadersOf(err: HTTPException): Record<string, string> | undefined {
+  return err instanceof ErrorBodyException ? err.headers : undefined;
+}
+
 /** The response of a failure: onError's, the 404's, and the object's fetch's (which is no Hono app). */
-export function errorResponse(status: ContentfulStatusCode, body: ErrorBody): Response {
-  return Response.json(body, { status });
+export function errorResponse(status: ContentfulStatusCode, body: ErrorBody, headers?: Record<string, string>): Response {
+  return Response.json(body, { status, ...(headers ? { headers } : {}) });
 }

@@ -1,16 +1,22 @@
 import { Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { errorSummary } from '../src/errors.ts';
-import { errorBodyOf, errorResponse } from './http-errors.ts';
+import { errorBodyOf, errorHeadersOf, errorResponse } from './http-errors.ts';
 import { log } from './log.ts';
 import { changes } from './routes/changes.ts';
 import { websockets } from './routes/websockets.ts';
+import { checkedSecretProblems } from './secrets.ts';
 
 export { AccountDO } from './account/account-do.ts';
+export { AccountDirectory } from './directory/account-directory.ts';
 
 const app = new Hono<{ Bindings: Env }>();
 
-app.get('/healthz', (c) => c.json({ ok: true }));
+// docs/protocol.md#worker-health-and-errors: a Worker that would refuse changes is not healthy.
+app.get('/healthz', (c) => {
+  const problems = checkedSecretProblems(c.env);
+  return problems.length === 0 ? c.json({ ok: true }) : c.json({ ok: false, problems }, 503);
+});
 app.route('/', changes);
 app.route('/', websockets);
 
@@ -18,7 +24,7 @@ app.notFound((c) => errorResponse(404, { error: 'not found', detail: `${c.req.me
 app.onError((err, c) => {
   if (err instanceof HTTPException) {
     if (err.status >= 500) log.error({ component: 'worker', path: new URL(c.req.url).pathname, status: err.status, err: err.message }, 'request failed');
-    return errorResponse(err.status, errorBodyOf(err));
+    return errorResponse(err.status, errorBodyOf(err), errorHeadersOf(err));
   }
   log.error({ component: 'worker', path: new URL(c.req.url).pathname, err: errorSummary(err) }, 'unhandled error');
   return errorResponse(500, { error: 'internal error' });

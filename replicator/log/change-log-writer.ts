@@ -64,6 +64,7 @@ export class ChangeLogWriter {
   private busy = 0;
   private timer: NodeJS.Timeout | undefined;
   private idleWaiters: Array<() => void> = [];
+  private belowWaiters: Array<{ n: number; resolve: () => void }> = [];
   private readonly abort = new AbortController();
 
   constructor(
@@ -91,10 +92,20 @@ export class ChangeLogWriter {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  /**
+   * Resolves once fewer than `n` changes wait for a lane (or the writer stopped): a producer with
+   * more to enqueue waits for it, so that what waits in memory stays bounded.
+   */
+  below(n: number): Promise<void> {
+    if (this.queue.length < n || this.abort.signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => this.belowWaiters.push({ n, resolve }));
+  }
+
   stop(): void {
     this.abort.abort();
     clearTimeout(this.timer);
     for (const w of this.idleWaiters.splice(0)) w();
+    for (const w of this.belowWaiters.splice(0)) w.resolve();
     for (const lane of this.lanes) void lane.end({ timeout: 1 });
   }
 
@@ -106,6 +117,11 @@ export class ChangeLogWriter {
       if (!lane) break;
       this.busy++;
       void this.run(lane, this.queue.splice(0, this.options.batchSize));
+    }
+    if (this.belowWaiters.length > 0) {
+      const waiting = this.belowWaiters;
+      this.belowWaiters = waiting.filter((w) => this.queue.length >= w.n);
+      for (const w of waiting) if (this.queue.length < w.n) w.resolve();
     }
     // With every lane busy, the lane that finishes first calls again.
     const free = this.idleLanes.length > 0 || this.lanes.length < this.options.lanes;

@@ -124,7 +124,7 @@ describe('POST /v1/accounts/:id/rehydrate', () => {
     const res = await SELF.fetch(`http://edgeplane.test/v1/accounts/${account.id}/rehydrate`, {
       method: 'POST',
       body,
-      headers: { 'x-edgeplane-signature': await signBody(env.REPLICATOR_SECRET, body, Math.floor(Date.now() / 1000)) },
+      headers: { 'x-edgeplane-signature': await signBody(env.REPLICATOR_SECRET!, body, Math.floor(Date.now() / 1000)) },
     });
     expect(res.status).toBe(200);
     const frames = (await device.drain()).map((f) => `${f.event} ${String(f.payload.id)}`).sort();

@@ -55,7 +55,7 @@ describe('GET /v1/{client,gateway}/websocket', () => {
     await account.apply((t) => t.update('actors', { id: s.actor.id }, { disabled_at: null }));
     await account.apply((t) => t.update('accounts', { id: account.id }, { disabled_at: new Date() }));
     expect(await status(await tryConnect('client', s.token))).toEqual([401, 'account disabled or deleted']);
-    // A token naming another account is checked by that account's object, which does not know it.
+    // A token naming another account is refused there: by the directory or that account's object, which do not know it.
     const other = await TestAccount.create(sql, 'other');
     expect(await status(await tryConnect('client', `${other.id}.${tokenId}.${s.token.split('.')[2]}`))).toEqual([401, 'invalid token']);
   });

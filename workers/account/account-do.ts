@@ -23,14 +23,17 @@ import { upsertClient, upsertGateway } from './devices.ts';
 import { AlarmClock } from './alarm-clock.ts';
 import { FlowLogWriter } from './flow-log.ts';
 import { FlowStore } from './flow-store.ts';
+import { FreshTokens } from './fresh-tokens.ts';
 import { hydrate } from './hydrate.ts';
 import { MetaStore } from './meta-store.ts';
 import type { AccountMemory, ObjectContext } from './object-context.ts';
 import { propagate } from './propagate.ts';
+import { foldPendingResync, resyncDelayMs, resyncOf } from './resync.ts';
 import { attachmentOf, send } from './sockets.ts';
 import { ViewStore } from './view-store.ts';
 
-export type ApplyResult = { ok: true; applied: number; skipped: number; position: string | null } | { ok: false; status: 400 | 503; error: string };
+/** `accountExists`: the object holds its account row (any state but deleted) afterwards; the Worker tells the directory. */
+export type ApplyResult = { ok: true; applied: number; skipped: number; position: string | null; accountExists: boolean } | { ok: false; status: 400 | 503; error: string };
 
 /**
  * One account's object (DESIGN "AccountDO"): ordered compact caches in SQLite, consistent
@@ -41,7 +44,12 @@ export class AccountDO extends DurableObject<Env> {
   private readonly object: ObjectContext;
   private readonly clock: AlarmClock;
   private readonly flowLog: FlowLogWriter;
+  private readonly freshTokens: FreshTokens;
+  /** Hydrations this instance began: one that began after a connect did reads every token committed before it. */
+  private hydrations = 0;
   private memory: AccountMemory | undefined;
+  /** Pushes that failed in a row (workers/account/resync.ts). */
+  private pushFailures = 0;
   /** Open sockets; undefined until counted in this instance (counting materializes every socket). */
   private socketCount: number | undefined;
 
@@ -56,7 +64,11 @@ export class AccountDO extends DurableObject<Env> {
       ctx,
       () => this.object.meta.accountId,
       (at) => this.clock.noLaterThan(at),
+      async () => {
+        if (this.memory) await this.rescheduleAlarm(this.memory);
+      },
     );
+    this.freshTokens = new FreshTokens(env.DB);
     // Answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair('ping', 'pong'));
   }
@@ -72,8 +84,8 @@ export class AccountDO extends DurableObject<Env> {
       const live = new Set(this.ctx.getWebSockets().map((ws) => attachmentOf(ws)?.conn ?? -1));
       this.object.views.retain(live);
       this.memory = { state: this.object.caches.load(accountId), flows: this.object.flowStore.load() };
-      // Flows created before a restart may still wait in the outbox.
-      if (this.object.flowStore.logBacklog > 0) this.flowLog.soon();
+      // Flows created before an eviction or a restart may still wait in the outbox, for how long is unknown.
+      this.flowLog.overdue();
     });
     return this.memory!;
   }
@@ -90,6 +102,7 @@ export class AccountDO extends DurableObject<Env> {
    */
   private async hydrate(accountId: AccountId, restart?: { epoch: string | null }): Promise<void> {
     const started = Date.now();
+    this.hydrations++;
     const h = await hydrate(this.env.DB, accountId);
     const { caches, meta } = this.object;
     try {
@@ -182,9 +195,10 @@ export class AccountDO extends DurableObject<Env> {
         'skipped changes at or below the applied position',
       );
     }
-    if (propagate(this.object, memory, dirty, now)) this.socketCount = undefined;
-    await this.rescheduleAlarm(memory);
-    return { ok: true, applied: plan.apply.length, skipped: plan.stale + plan.seen, position: position && formatPosition(position) };
+    this.freshTokens.settle(memory.state, meta.position);
+    // The batch is stored whatever happens while pushing it: a failed push is redone (push()).
+    if (await this.push(memory, dirty, now)) await this.rescheduleAlarm(memory);
+    return { ok: true, applied: plan.apply.length, skipped: plan.stale + plan.seen, position: position && formatPosition(position), accountExists: memory.state.account !== null };
   }
 
   /**
@@ -194,15 +208,16 @@ export class AccountDO extends DurableObject<Env> {
   async rehydrate(accountIdText: string, epoch: string | null = null): Promise<ApplyResult> {
     const accountId = asId<'account'>(accountIdText);
     if (!accountId) return { ok: false, status: 400, error: `not an account id: ${accountIdText}` };
+    let memory: AccountMemory;
     try {
       await this.ready(accountId);
-      await this.reload(accountId, epoch);
+      memory = await this.reload(accountId, epoch);
     } catch (err) {
       if (err instanceof DatabaseError) return { ok: false, status: 503, error: err.message };
       throw err;
     }
     const position = this.object.meta.position;
-    return { ok: true, applied: 0, skipped: 0, position: position && formatPosition(position) };
+    return { ok: true, applied: 0, skipped: 0, position: position && formatPosition(position), accountExists: memory.state.account !== null };
   }
 
   /**
@@ -217,10 +232,10 @@ export class AccountDO extends DurableObject<Env> {
       this.memory = { state: this.object.caches.load(accountId), flows: previous?.flows ?? this.object.flowStore.load() };
     });
     const memory = this.memory!;
+    this.freshTokens.settle(memory.state, null);
     const dirty = new Dirty();
     dirty.everything = true;
-    if (propagate(this.object, memory, dirty, Date.now())) this.socketCount = undefined;
-    await this.rescheduleAlarm(memory);
+    if (await this.push(memory, dirty, Date.now())) await this.rescheduleAlarm(memory);
     return memory;
   }
 
@@ -233,7 +248,15 @@ export class AccountDO extends DurableObject<Env> {
     if (!parsed.ok) return errorResponse(400, { error: 'invalid parameters', detail: parsed.detail });
     const { params } = parsed;
     const accountId = params.token.accountId;
+    const startedAt = Date.now();
+    const hydrations = this.hydrations;
     try {
+      await this.ready(accountId);
+      // docs/protocol.md#websocket-routes: a token the cache lacks may have just been committed.
+      const arrival = await this.freshTokens.arrival(accountId, params.token.tokenId, () => this.memory?.state, { startedAt, hydratedSince: this.hydrations > hydrations });
+      if (arrival === 'busy') return errorResponse(503, { error: 'too many connects waiting for new tokens', detail: 'retry in a few seconds' });
+      if (arrival === 'behind')
+        return errorResponse(503, { error: 'token not replicated yet', detail: 'the edge has not received this token from the database yet; retry in a few seconds' });
       const first = await admit((await this.ready(accountId)).state, kind, params.token, Date.now());
       if (!first.ok) return errorResponse(401, { error: first.error });
       const device = { externalId: params.external_id, name: params.name, publicKey: params.public_key, version: params.version };
@@ -278,7 +301,8 @@ export class AccountDO extends DurableObject<Env> {
     const flow = createFlow(this.object, memory, ws, a, parsed.data, Date.now());
     if (flow) {
       this.flowLog.soon();
-      await this.clock.noLaterThan(flow.expiresAt);
+      // The alarm covers the outbox's maximum delay: its timer does not outlive the instance.
+      await this.clock.noLaterThan(earliest(flow.expiresAt, this.flowLog.dueAt));
     }
   }
 
@@ -315,13 +339,43 @@ export class AccountDO extends DurableObject<Env> {
     const memory = await this.readyStored();
     if (!memory) return;
     const now = Date.now();
-    if (propagate(this.object, memory, dueAt(memory.state, memory.flows, now), now)) this.socketCount = undefined;
+    const pushed = await this.push(memory, dueAt(memory.state, memory.flows, now), now);
     if (this.object.flowStore.logBacklog > 0) await this.flowLog.flush();
-    await this.rescheduleAlarm(memory);
+    if (pushed) await this.rescheduleAlarm(memory);
+  }
+
+  /**
+   * propagate(), with a pending resync folded in (workers/account/resync.ts). If it throws, memory
+   * may be ahead of storage (its storage transaction rolled back): memory is rebuilt from SQLite
+   * on the next call, what the push was to do is stored, and an alarm redoes it (at once, then
+   * with backoff). Returns whether the push succeeded.
+   */
+  private async push(memory: AccountMemory, dirty: Dirty, nowMs: number): Promise<boolean> {
+    const { meta, views } = this.object;
+    const pending = foldPendingResync(meta.resync, dirty);
+    try {
+      if (propagate(this.object, memory, dirty, nowMs)) this.socketCount = undefined;
+    } catch (err) {
+      this.memory = undefined;
+      views.reset();
+      meta.reset();
+      meta.resync = resyncOf(dirty);
+      this.pushFailures++;
+      const retryMs = resyncDelayMs(this.pushFailures);
+      log.error(
+        { component: 'account', account: memory.state.accountId, failures: this.pushFailures, retry_ms: retryMs, err: String(err) },
+        'pushing a stored batch failed; resyncing every socket',
+      );
+      await this.clock.noLaterThan(Date.now() + retryMs);
+      return false;
+    }
+    this.pushFailures = 0;
+    if (pending) meta.resync = null;
+    return true;
   }
 
   /** Sets the alarm to the next instant the clock changes something (a full recompute). */
   private async rescheduleAlarm(memory: AccountMemory): Promise<void> {
-    await this.clock.exactly(nextWake(memory.state, memory.flows, Date.now(), { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.retryAt }));
+    await this.clock.exactly(nextWake(memory.state, memory.flows, Date.now(), { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.dueAt }));
   }
 }

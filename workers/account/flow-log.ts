@@ -9,8 +9,8 @@ const BATCH = 2_000;
  * connection, whose SCRAM authentication alone takes the object's thread for tens of
  * milliseconds) happens between bursts rather than in the middle of one.
  */
-const QUIET_MS = 1_000;
-const MAX_DELAY_MS = 10_000;
+export const QUIET_MS = 1_000;
+export const MAX_DELAY_MS = 10_000;
 const RETRY_MS = { base: 1_000, max: 60_000 };
 
 /** Appends outbox entries to Postgres `flows`; replays after a failure insert nothing twice. */
@@ -30,16 +30,21 @@ async function append(binding: Hyperdrive, entries: readonly FlowLogEntry[]): Pr
 /**
  * Moves the durable outbox of new flows to Postgres in the background (issue 4: never on the
  * request path): a short delay batches bursts, one flush runs at a time, and a failed flush is
- * retried by the object's alarm with capped exponential backoff.
+ * retried by the object's alarm with capped exponential backoff. Timers die with the instance (a
+ * deploy, a reset; an object does not hibernate while one is pending): the object's alarm is kept
+ * no later than `dueAt`, and a new instance that finds entries left flushes them at once
+ * (docs/architecture.md#create_flow).
  */
 export class FlowLogWriter {
   private timer: ReturnType<typeof setTimeout> | undefined;
   /** When the oldest entry not yet handed to a flush was added (epoch ms). */
   private oldest: number | undefined;
+  /** The latest the outbox must be flushed by (epoch ms), until a flush empties it; undefined: nothing waits. */
+  private due: number | undefined;
   private flushing: Promise<void> | undefined;
   private failures = 0;
   /** When a failed flush should be retried (epoch ms), for the alarm; null when none failed. */
-  retryAt: number | null = null;
+  private retryAt: number | null = null;
 
   constructor(
     private readonly store: FlowStore,
@@ -48,13 +53,28 @@ export class FlowLogWriter {
     private readonly accountId: () => string | null,
     /** Makes the object's alarm fire by then. */
     private readonly wakeBy: (at: number) => Promise<void>,
+    /** A flush emptied the outbox: the alarm kept for it may be recomputed. */
+    private readonly flushed: () => Promise<void> = async () => {},
   ) {}
+
+  /** When the outbox must be flushed at the latest (its oldest entry's maximum delay, or a retry); null when nothing waits. */
+  get dueAt(): number | null {
+    return this.retryAt ?? this.due ?? null;
+  }
+
+  /** Entries left by an earlier instance, whose age is unknown: flush them now (and by the alarm, should this instance end too). */
+  overdue(): void {
+    if (this.retryAt !== null || this.store.logBacklog === 0) return;
+    this.due ??= Date.now() + MAX_DELAY_MS;
+    this.start();
+  }
 
   /** A flow was added to the outbox: flush once flows pause (now, if one is overdue or a batch is full), unless a retry is pending. */
   soon(): void {
     if (this.retryAt !== null) return;
     const now = Date.now();
     this.oldest ??= now;
+    this.due ??= this.oldest + MAX_DELAY_MS;
     clearTimeout(this.timer);
     this.timer = undefined;
     if (this.store.logBacklog >= BATCH || now - this.oldest >= MAX_DELAY_MS) {
@@ -91,6 +111,9 @@ export class FlowLogWriter {
       }
       this.failures = 0;
       this.retryAt = null;
+      // Entries added during the flush were flushed too; a window opened since keeps its own deadline.
+      this.due = this.oldest === undefined ? undefined : this.oldest + MAX_DELAY_MS;
+      if (this.due === undefined) await this.flushed();
     } catch (err) {
       if (!(err instanceof DatabaseError)) throw err;
       this.failures++;

@@ -1,11 +1,15 @@
-import { Hono, type Context } from 'hono';
+import { Hono, type Context, type MiddlewareHandler } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
 import { z } from 'zod';
 import type { HTTPException } from 'hono/http-exception';
 import { changeBatchSchema, epochSchema, firstForeignChange } from '../../src/change.ts';
 import { errorMessage } from '../../src/errors.ts';
 import { asId, type AccountId } from '../../src/ids.ts';
-import { SIGNATURE_HEADER, verifySignature } from '../../src/signature.ts';
+import { parseSignatureHeader, SIGNATURE_HEADER, verifySignature } from '../../src/signature.ts';
+import type { ApplyResult } from '../account/account-do.ts';
+import { recordAccount } from '../directory/directory.ts';
 import { httpError } from '../http-errors.ts';
+import { checkedSecretProblems } from '../secrets.ts';
 
 /**
  * POST /v1/accounts/:id/changes (docs/protocol.md#changes-route): the signature first, then the body, validated
@@ -16,10 +20,39 @@ export const changes = new Hono<{ Bindings: Env }>();
 
 type RouteContext = Context<{ Bindings: Env }>;
 
+/**
+ * The largest request body the changes and rehydrate routes read (docs/protocol.md#limits): eight
+ * times the replicator's largest batch (FORWARD_BATCH_BYTES, 1 MiB; oversized rows travel as
+ * key-only stubs), and a quarter of what an object call may carry.
+ */
+export const MAX_CHANGES_BODY_BYTES = 8 * 1024 * 1024;
+
+const SIGNATURE_DETAIL = `expected ${SIGNATURE_HEADER}: t=<unix seconds>,v1=<hex HMAC-SHA256>`;
+
+/**
+ * Before a byte of the body is read: a secret a deployed Worker must not use refuses everything
+ * (503, docs/protocol.md#worker-health-and-errors); the signature header must be there, well-formed
+ * and fresh (401); then the body is read up to MAX_CHANGES_BODY_BYTES (413).
+ */
+const signatureFirst: MiddlewareHandler<{ Bindings: Env }> = async (c, next) => {
+  const problems = checkedSecretProblems(c.env);
+  if (problems.length > 0) throw httpError(503, { error: 'replicator secret not fit to accept changes', detail: problems });
+  const header = parseSignatureHeader(c.req.header(SIGNATURE_HEADER), Math.floor(Date.now() / 1000));
+  if (typeof header === 'string') throw httpError(401, { error: `signature ${header}`, detail: SIGNATURE_DETAIL });
+  await next();
+};
+
+const limitedBody = bodyLimit({
+  maxSize: MAX_CHANGES_BODY_BYTES,
+  onError: () => {
+    throw httpError(413, { error: 'request body too large', detail: `at most ${MAX_CHANGES_BODY_BYTES} bytes` });
+  },
+});
+
 /** The replicator's HMAC over the raw body (docs/protocol.md#changes-route); a 401 unless it holds. */
 async function checkSignature(c: RouteContext, body: string): Promise<void> {
-  const check = await verifySignature(c.env.REPLICATOR_SECRET, c.req.header(SIGNATURE_HEADER), body, Math.floor(Date.now() / 1000));
-  if (check !== 'ok') throw httpError(401, { error: `signature ${check}`, detail: `expected ${SIGNATURE_HEADER}: t=<unix seconds>,v1=<hex HMAC-SHA256>` });
+  const check = await verifySignature(c.env.REPLICATOR_SECRET!, c.req.header(SIGNATURE_HEADER), body, Math.floor(Date.now() / 1000));
+  if (check !== 'ok') throw httpError(401, { error: `signature ${check}`, detail: SIGNATURE_DETAIL });
 }
 
 function accountIdParam(c: RouteContext): AccountId {
@@ -32,7 +65,19 @@ function unavailable(err: unknown): HTTPException {
   return httpError(503, { error: `account object unavailable: ${errorMessage(err)}` }, { cause: err });
 }
 
-changes.post('/v1/accounts/:id/changes', async (c) => {
+/**
+ * The directory learns what the object holds now (docs/architecture.md#a-device-connects). Before
+ * the answer: if this fails the replicator retries the batch (stale by then, so only this repeats).
+ */
+async function tellDirectory(c: RouteContext, accountId: AccountId, result: Extract<ApplyResult, { ok: true }>, always: boolean): Promise<void> {
+  try {
+    await recordAccount(c.env, accountId, result.accountExists, always);
+  } catch (err) {
+    throw httpError(503, { error: `account directory unavailable: ${errorMessage(err)}` }, { cause: err });
+  }
+}
+
+changes.post('/v1/accounts/:id/changes', signatureFirst, limitedBody, async (c) => {
   const body = await c.req.text();
   await checkSignature(c, body);
   const accountId = accountIdParam(c);
@@ -57,6 +102,12 @@ changes.post('/v1/accounts/:id/changes', async (c) => {
     throw unavailable(err);
   }
   if (!result.ok) throw httpError(result.status, { error: result.error });
+  await tellDirectory(
+    c,
+    accountId,
+    result,
+    parsed.data.changes.some((change) => change.table === 'accounts'),
+  );
   return c.json({ applied: result.applied, skipped: result.skipped, position: result.position });
 });
 
@@ -67,7 +118,7 @@ const rehydrateBodySchema = z.object({ epoch: epochSchema.optional() });
  * replicator): the object reloads its account from Postgres and starts over from no position. The
  * recovery after changes were lost for good, and the first step of a new epoch.
  */
-changes.post('/v1/accounts/:id/rehydrate', async (c) => {
+changes.post('/v1/accounts/:id/rehydrate', signatureFirst, limitedBody, async (c) => {
   const body = await c.req.text();
   await checkSignature(c, body);
   const accountId = accountIdParam(c);
@@ -87,5 +138,6 @@ changes.post('/v1/accounts/:id/rehydrate', async (c) => {
     throw unavailable(err);
   }
   if (!result.ok) throw httpError(result.status, { error: result.error });
+  await tellDirectory(c, accountId, result, true);
   return c.json({ rehydrated: true, position: result.position });
 });

@@ -1,24 +1,42 @@
 import { Hono } from 'hono';
-import { COUNTRY_HEADER, parseConnectParams, REMOTE_IP_HEADER } from '../connect-params.ts';
+import { errorMessage } from '../../src/errors.ts';
+import { clientAddress } from '../client-address.ts';
+import { COUNTRY_HEADER, MAX_QUERY_BYTES, parseConnectParams, queryTooLong, REMOTE_IP_HEADER } from '../connect-params.ts';
+import { ACCOUNT_WAIT_MS, isKnownAccount } from '../directory/directory.ts';
 import { httpError } from '../http-errors.ts';
+import { limitConnect } from '../rate-limits.ts';
 
 /**
- * GET /v1/{client,gateway}/websocket (docs/protocol.md#websocket-routes): parameters and the token's shape are
- * checked here; the token itself, against its salted hash, in the account's object, which also
- * holds the socket.
+ * GET /v1/{client,gateway}/websocket (docs/protocol.md#websocket-routes; the path in
+ * docs/architecture.md#a-device-connects): every attempt counts against its address's rate limit;
+ * then the parameters and the token's shape; an account the edge does not know is refused here,
+ * before any object exists for it; then the account's rate limit. The token itself is checked
+ * against its salted hash in the account's object, which also holds the socket.
  */
 export const websockets = new Hono<{ Bindings: Env }>().get('/v1/:kind{client|gateway}/websocket', async (c) => {
-  const parsed = parseConnectParams(new URL(c.req.url));
+  const address = clientAddress(c.req.raw, c.env);
+  await limitConnect(c.env, c.env.CONNECTS_PER_IP, address.ip, 'address');
+  const url = new URL(c.req.url);
+  if (queryTooLong(url)) throw httpError(414, { error: 'query string too long', detail: `at most ${MAX_QUERY_BYTES} bytes` });
+  const parsed = parseConnectParams(url);
   if (!parsed.ok) throw httpError(400, { error: 'invalid parameters', detail: parsed.detail });
   if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') throw httpError(426, { error: 'expected a WebSocket upgrade' });
+  const accountId = parsed.params.token.accountId;
+  // An account the edge does not know costs no object and no query (at most a short wait, in case
+  // it was committed a moment ago); the answer is an unknown token's.
+  let known: boolean;
+  try {
+    known = await isKnownAccount(c.env, accountId, { waitMs: ACCOUNT_WAIT_MS });
+  } catch (err) {
+    throw httpError(503, { error: 'database unavailable, retry later', detail: errorMessage(err) }, { cause: err });
+  }
+  if (!known) throw httpError(401, { error: 'invalid token' });
+  await limitConnect(c.env, c.env.CONNECTS_PER_ACCOUNT, accountId, 'account');
   const headers = new Headers(c.req.raw.headers);
   headers.delete(REMOTE_IP_HEADER);
   headers.delete(COUNTRY_HEADER);
-  const ip = c.req.header('cf-connecting-ip') ?? c.req.header('x-real-ip');
-  const country = (c.req.raw.cf as { country?: string } | undefined)?.country ?? c.req.header('cf-ipcountry');
-  if (ip) headers.set(REMOTE_IP_HEADER, ip);
-  if (country && country !== 'XX') headers.set(COUNTRY_HEADER, country);
-  const accountId = parsed.params.token.accountId;
+  if (address.ip) headers.set(REMOTE_IP_HEADER, address.ip);
+  if (address.country) headers.set(COUNTRY_HEADER, address.country);
   const stub = c.env.ACCOUNT.get(c.env.ACCOUNT.idFromName(accountId));
   return stub.fetch(new Request(c.req.url, { method: 'GET', headers }));
 });

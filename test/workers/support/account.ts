@@ -13,8 +13,9 @@ export class TestAccount {
     readonly id: string,
   ) {}
 
-  static async create(sql: Sql, name = 'acme'): Promise<TestAccount> {
-    const [row] = await sql<{ id: string }[]>`insert into accounts (name, slug) values (${name}, ${`${name}-${randomText(10)}`}) returning id`;
+  /** Inserts the account row (not delivered: the object loads it when it hydrates); `id` to choose its id. */
+  static async create(sql: Sql, name = 'acme', id: string = crypto.randomUUID()): Promise<TestAccount> {
+    const [row] = await sql<{ id: string }[]>`insert into accounts (id, name, slug) values (${id}, ${name}, ${`${name}-${randomText(10)}`}) returning id`;
     return new TestAccount(sql, row!.id);
   }
 

@@ -1,4 +1,5 @@
 import { SELF } from 'cloudflare:test';
+import app from '../../../workers/index.ts';
 import { BASE, randomText } from './world.ts';
 
 export interface Frame {
@@ -14,6 +15,14 @@ export interface ConnectOptions {
   version?: string;
   ip?: string;
   country?: string;
+  /** More request headers (e.g. forged ones). */
+  headers?: Record<string, string>;
+  /**
+   * Connect through the Worker's own fetch in this isolate (`app.request`) with these bindings:
+   * for a Worker configured otherwise (production mode, other limits), or many connects in a row
+   * (SELF's test wrapper slows down with each request).
+   */
+  bindings?: Env;
 }
 
 /** A device's end of a WebSocket: collects frames and the close, and waits for them. */
@@ -21,6 +30,8 @@ export class Device {
   readonly frames: Frame[] = [];
   readonly texts: string[] = [];
   closed: { code: number; reason: string } | undefined;
+  /** When the close frame arrived (Date.now()). */
+  closedAt: number | undefined;
   private waiters: Array<() => void> = [];
   private read = 0;
 
@@ -35,6 +46,7 @@ export class Device {
       this.wake();
     });
     ws.addEventListener('close', (e) => {
+      this.closedAt = Date.now();
       this.closed = { code: e.code, reason: e.reason };
       this.wake();
     });
@@ -110,9 +122,11 @@ export function websocketUrl(kind: 'client' | 'gateway', token: string, opts: Co
 }
 
 export async function tryConnect(kind: 'client' | 'gateway', token: string, opts: ConnectOptions = {}): Promise<Response> {
-  const headers: Record<string, string> = { upgrade: 'websocket' };
+  const headers: Record<string, string> = { upgrade: 'websocket', ...opts.headers };
   if (opts.ip) headers['cf-connecting-ip'] = opts.ip;
-  return await SELF.fetch(websocketUrl(kind, token, opts), { headers, cf: { country: opts.country ?? 'XX' } } as RequestInit);
+  const init = { headers, cf: { country: opts.country ?? 'XX' } } as RequestInit;
+  const url = websocketUrl(kind, token, opts);
+  return opts.bindings ? await app.request(url, init, opts.bindings) : await SELF.fetch(url, init);
 }
 
 /** Connects and returns the device with its `init` frame read. */

@@ -6,7 +6,7 @@ import { SIGNATURE_HEADER, signBody } from '../../src/signature.ts';
 import type { AccountDO } from '../../workers/account/account-do.ts';
 import { TestAccount } from './support/account.ts';
 import { connect } from './support/device.ts';
-import { type Applied, BASE, database, postChanges, randomText } from './support/world.ts';
+import { type Applied, BASE, database, postChanges, randomText, SECRET } from './support/world.ts';
 
 // docs/architecture.md#12-epochs in the object: a batch or a re-hydration of another epoch makes it
 // reload its account and forget its position, so that the new stream's positions, which may be
@@ -25,7 +25,7 @@ async function rehydrate(accountId: string, body: string): Promise<{ status: num
   const res = await SELF.fetch(`${BASE}/v1/accounts/${accountId}/rehydrate`, {
     method: 'POST',
     body,
-    headers: { [SIGNATURE_HEADER]: await signBody(env.REPLICATOR_SECRET, body, Math.floor(Date.now() / 1000)) },
+    headers: { [SIGNATURE_HEADER]: await signBody(SECRET, body, Math.floor(Date.now() / 1000)) },
   });
   return { status: res.status, json: await res.json() };
 }

@@ -28,7 +28,12 @@ export default defineConfig({
         plugins: [
           cloudflareTest(({ inject }) => ({
             wrangler: { configPath: './wrangler.toml' },
-            miniflare: { hyperdrives: { DB: inject('workersPgUrl') } },
+            miniflare: {
+              hyperdrives: { DB: inject('workersPgUrl') },
+              // docs/protocol.md#limits, at values the tests can reach: a burst above the 300
+              // requests of the replacement test, a slow refill, and a cap of 8 flows per client.
+              bindings: { FLOW_RATE_PER_SECOND: '2', FLOW_BURST: '400', FLOW_MAX_PER_CLIENT: '8' },
+            },
           })),
         ],
         test: {

@@ -116,11 +116,21 @@ describe('create_flow (issue 4)', () => {
     const w = await flowWorld();
     const second = await connect('gateway', w.siteToken);
     const ids = [w.gatewayInit.payload.gateway_id as string, second.init.payload.gateway_id as string];
+    const resources: string[] = [w.s.resource.id as string];
+    await w.account.apply(async (t) => {
+      for (let i = 1; i < 6; i++) {
+        const r = await w.account.resource(t, { name: `R${i}`, address: `r${i}.example.com` });
+        await w.account.connection(t, r.id, w.s.site.id);
+        await w.account.policy(t, w.s.group.id, r.id);
+        resources.push(r.id as string);
+      }
+    });
+    await w.client.drain();
     const chosen: string[] = [];
-    for (let i = 0; i < 6; i++) chosen.push((await createFlow(w.client, w.s.resource.id)).payload.gateway_id as string);
+    for (const r of resources) chosen.push((await createFlow(w.client, r)).payload.gateway_id as string);
     expect(chosen.filter((g) => g === ids[0])).toHaveLength(3);
     expect(chosen.filter((g) => g === ids[1])).toHaveLength(3);
-    for (let i = 0; i < 3; i++) expect((await createFlow(w.client, w.s.resource.id, [ids[1]!])).payload.gateway_id).toBe(ids[1]);
+    for (const r of resources.slice(0, 3)) expect((await createFlow(w.client, r, [ids[1]!])).payload.gateway_id).toBe(ids[1]);
   });
 });
 

@@ -2,12 +2,12 @@ import { DurableObject } from 'cloudflare:workers';
 import { nextTimeBoundary } from '../../src/access/access.ts';
 import { applyChange, type StorageOp } from '../../src/access/apply-change.ts';
 import { Dirty } from '../../src/access/dirty.ts';
-import { dueAt, nextWake } from '../../src/alarm.ts';
+import { dueAt, expiredTokens, nextWake } from '../../src/alarm.ts';
 import type { Change } from '../../src/change.ts';
 import { earliest } from '../../src/flows/authorize.ts';
-import { frame } from '../../src/frames.ts';
+import { readFlowLimits } from '../../src/flows/limits.ts';
+import { FlowRateLimiter } from '../../src/flows/rate-limit.ts';
 import { asId, type AccountId } from '../../src/ids.ts';
-import { clientFrameSchema, frameEnvelopeSchema } from '../../src/messages.ts';
 import { formatPosition } from '../../src/lsn.ts';
 import { planBatch } from '../../src/ordering.ts';
 import type { RowDecodeError } from '../../src/records.ts';
@@ -17,8 +17,8 @@ import { log } from '../log.ts';
 import { CacheStore } from './cache-store.ts';
 import { CACHE_SCHEMA_VERSION } from './cache-tables.ts';
 import { acceptDevice, admit } from './connect.ts';
-import { createFlow } from './create-flow.ts';
 import { DatabaseError } from './database.ts';
+import { onDeviceMessage, type DeviceMessageContext } from './device-message.ts';
 import { upsertClient, upsertGateway } from './devices.ts';
 import { AlarmClock } from './alarm-clock.ts';
 import { FlowLogWriter } from './flow-log.ts';
@@ -27,7 +27,7 @@ import { hydrate } from './hydrate.ts';
 import { MetaStore } from './meta-store.ts';
 import type { AccountMemory, ObjectContext } from './object-context.ts';
 import { propagate } from './propagate.ts';
-import { attachmentOf, send } from './sockets.ts';
+import { attachmentOf } from './sockets.ts';
 import { ViewStore } from './view-store.ts';
 
 export type ApplyResult = { ok: true; applied: number; skipped: number; position: string | null } | { ok: false; status: 400 | 503; error: string };
@@ -41,6 +41,7 @@ export class AccountDO extends DurableObject<Env> {
   private readonly object: ObjectContext;
   private readonly clock: AlarmClock;
   private readonly flowLog: FlowLogWriter;
+  private readonly frames: DeviceMessageContext;
   private memory: AccountMemory | undefined;
   /** Open sockets; undefined until counted in this instance (counting materializes every socket). */
   private socketCount: number | undefined;
@@ -50,13 +51,25 @@ export class AccountDO extends DurableObject<Env> {
     const sql = ctx.storage.sql;
     this.object = { ctx, caches: new CacheStore(sql), meta: new MetaStore(sql), views: new ViewStore(sql), flowStore: new FlowStore(sql) };
     this.clock = new AlarmClock(ctx.storage);
+    const limits = readFlowLimits(env as unknown as Record<string, unknown>);
     this.flowLog = new FlowLogWriter(
       this.object.flowStore,
       env.DB,
       ctx,
       () => this.object.meta.accountId,
       (at) => this.clock.noLaterThan(at),
+      limits.retentionMs,
     );
+    this.frames = {
+      object: this.object,
+      limits,
+      limiter: new FlowRateLimiter(limits.ratePerSecond, limits.burst),
+      memory: () => this.readyStored(),
+      created: async (flow) => {
+        this.flowLog.soon();
+        await this.clock.noLaterThan(flow.expiresAt);
+      },
+    };
     // Answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair('ping', 'pong'));
   }
@@ -230,29 +243,9 @@ export class AccountDO extends DurableObject<Env> {
     }
   }
 
+  /** A device frame (docs/protocol.md#frames); nothing it holds can make this throw. */
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
-    const a = attachmentOf(ws);
-    if (!a) return;
-    const fail = (reason: string) => send(ws, frame({ event: 'error', payload: { reason } }));
-    if (typeof message !== 'string') return fail('binary frames are not supported; send JSON text');
-    let received: unknown;
-    try {
-      received = JSON.parse(message);
-    } catch {
-      return fail('malformed JSON');
-    }
-    const envelope = frameEnvelopeSchema.safeParse(received);
-    if (!envelope.success) return fail('expected {"event": string, "payload": object, "ref"?: string|number}');
-    if (a.kind === 'gateway' || envelope.data.event !== 'create_flow') return fail(`unknown event: ${envelope.data.event.slice(0, 64)}`);
-    const parsed = clientFrameSchema.safeParse(received);
-    if (!parsed.success) return fail(`invalid ${envelope.data.event} payload: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-    const memory = await this.readyStored();
-    if (!memory) return;
-    const flow = createFlow(this.object, memory, ws, a, parsed.data, Date.now());
-    if (flow) {
-      this.flowLog.soon();
-      await this.clock.noLaterThan(flow.expiresAt);
-    }
+    await onDeviceMessage(this.frames, ws, message);
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
@@ -271,6 +264,7 @@ export class AccountDO extends DurableObject<Env> {
   private forget(ws: WebSocket): void {
     this.socketCount = undefined;
     const a = attachmentOf(ws);
+    if (a) this.frames.limiter.forget(a.conn);
     if (a?.kind === 'client') this.object.views.drop(a.conn);
   }
 
@@ -289,12 +283,28 @@ export class AccountDO extends DurableObject<Env> {
     if (!memory) return;
     const now = Date.now();
     if (propagate(this.object, memory, dueAt(memory.state, memory.flows, now), now)) this.socketCount = undefined;
+    this.evictExpiredTokens(memory, now);
     if (this.object.flowStore.logBacklog > 0) await this.flowLog.flush();
+    await this.flowLog.retainIfDue(false);
     await this.rescheduleAlarm(memory);
+  }
+
+  /**
+   * Expired tokens leave memory and SQLite once the alarm has closed their sockets and revoked
+   * their flows (docs/architecture.md#11-bounded); a later change of the row brings one back.
+   */
+  private evictExpiredTokens(memory: AccountMemory, now: number): void {
+    const expired = expiredTokens(memory.state, now);
+    if (expired.length === 0) return;
+    this.ctx.storage.transactionSync(() => {
+      for (const record of expired) this.object.caches.delete({ table: 'tokens', record });
+    });
+    for (const record of expired) memory.state.remove({ table: 'tokens', record });
   }
 
   /** Sets the alarm to the next instant the clock changes something (a full recompute). */
   private async rescheduleAlarm(memory: AccountMemory): Promise<void> {
-    await this.clock.exactly(nextWake(memory.state, memory.flows, Date.now(), { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.retryAt }));
+    const wake = { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.retryAt, flowRetentionAt: this.flowLog.retentionAt };
+    await this.clock.exactly(nextWake(memory.state, memory.flows, Date.now(), wake));
   }
 }

@@ -5,7 +5,8 @@
  * depends on. Unlike `wrangler dev` it has no ProxyWorker in front, which holds six file
  * descriptors per proxied WebSocket and so cannot hold 5,000 sockets under a 20,000 fd limit.
  *
- * Environment: EDGE_PORT, EDGE_DATABASE_URL, EDGE_SECRET, EDGE_PERSIST, EDGE_INSPECTOR_PORT (optional).
+ * Environment: EDGE_PORT, EDGE_DATABASE_URL, EDGE_SECRET, EDGE_PERSIST, EDGE_INSPECTOR_PORT (optional),
+ * EDGE_VARS (optional: a JSON object of Worker variables added to wrangler.toml's).
  * Prints `ready <url>` once serving; SIGTERM disposes of it.
  */
 import { spawnSync } from 'node:child_process';
@@ -51,7 +52,7 @@ const mf = new Miniflare({
   name: 'edgeplane',
   modulesRoot: outdir,
   modules: [{ type: 'ESModule', path: path.join(outdir, 'index.js') }],
-  bindings: { ...(workerOptions.bindings as Record<string, unknown>), REPLICATOR_SECRET: env.EDGE_SECRET },
+  bindings: { ...(workerOptions.bindings as Record<string, unknown>), ...(JSON.parse(env.EDGE_VARS ?? '{}') as Record<string, string>), REPLICATOR_SECRET: env.EDGE_SECRET },
   hyperdrives: { DB: env.EDGE_DATABASE_URL },
   durableObjectsPersist: path.join(env.EDGE_PERSIST!, 'do'),
   host: '127.0.0.1',

@@ -35,11 +35,14 @@ export interface WorkerOptions {
   secret: string;
   persistTo: string;
   echo: boolean;
+  /** Worker variables on top of wrangler.toml's, e.g. FLOW_RATE_PER_SECOND (docs/protocol.md#limits). */
+  vars?: Record<string, string>;
 }
 
 function spawnRuntime(o: WorkerOptions, onLine: (line: string) => void): Child {
   if (o.runtime === 'wrangler') {
-    const { command, args, env } = wranglerDevCommand({ port: o.port, databaseUrl: o.databaseUrl, secret: o.secret, persistTo: o.persistTo });
+    const extraArgs = Object.entries(o.vars ?? {}).flatMap(([k, v]) => ['--var', `${k}:${v}`]);
+    const { command, args, env } = wranglerDevCommand({ port: o.port, databaseUrl: o.databaseUrl, secret: o.secret, persistTo: o.persistTo, extraArgs });
     // A known inspector port, for profiling the Worker's isolate.
     args[args.indexOf('--inspector-port') + 1] = String(o.inspectorPort);
     return new Child('wrangler', command, args, { cwd: ROOT, env, onLine });
@@ -51,6 +54,7 @@ function spawnRuntime(o: WorkerOptions, onLine: (line: string) => void): Child {
     EDGE_DATABASE_URL: o.databaseUrl,
     EDGE_SECRET: o.secret,
     EDGE_PERSIST: o.persistTo,
+    EDGE_VARS: JSON.stringify(o.vars ?? {}),
   };
   return new Child('miniflare', process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench/edge-miniflare.ts')], { cwd: ROOT, env, onLine });
 }

@@ -40,7 +40,7 @@ export function expiredTokens(state: AccountState, nowMs: number): TokenRecord[]
 export interface WakeContext {
   /** Whether any device is connected: time windows and token expiries otherwise matter only to live flows. */
   devicesConnected: boolean;
-  /** When a failed flush of the flow log is retried; null when none failed. */
+  /** When the flow log must be flushed (its maximum delay, or the retry of a failed flush); null when nothing waits. */
   flowLogRetryAt: number | null;
   /** When the flow log's retention next runs; null when nothing is scheduled. */
   flowRetentionAt?: number | null;

@@ -1,7 +1,7 @@
 import { accountIdOf, softDeleteAware } from '../../src/change.ts';
 import type { Row } from '../../src/json.ts';
 import type { Lsn } from '../../src/lsn.ts';
-import { isDomainTable, type TableName } from '../../src/tables.ts';
+import { isDomainTable, SOFT_DELETE_TABLES, type TableName } from '../../src/tables.ts';
 import { AssemblyError } from '../errors.ts';
 import type { PgoutputMessage, Relation } from '../pgoutput/messages.ts';
 
@@ -146,6 +146,14 @@ export class TransactionAssembler {
       this.onSkip({ reason: 'not a domain table', table, xid: target.xid });
       return;
     }
+    const eventXid = xid ?? target.xid;
+    if (op === 'update' && old !== null && data !== null) {
+      const from = accountIdOf(table, old);
+      if (from !== undefined && from !== accountIdOf(table, data)) {
+        this.move(target, table, from, old, data, eventXid);
+        return;
+      }
+    }
     const accountId = accountIdOf(table, data ?? old ?? {});
     if (accountId === undefined) {
       this.onSkip({ reason: 'no account id', table, xid: target.xid });
@@ -154,6 +162,20 @@ export class TransactionAssembler {
     // Soft deletes are deletes, and restoring a soft-deleted row creates it again (docs/architecture.md#5-fat-typed-changes).
     const e = softDeleteAware(table, op, old, data);
     // An object literal with every field: spreading `e` into it costs microseconds a row.
-    target.events.push({ op: e.op, table, accountId, old: e.old, data: e.data, xid: xid ?? target.xid });
+    target.events.push({ op: e.op, table, accountId, old: e.old, data: e.data, xid: eventXid });
+  }
+
+  /**
+   * An update that moves a row to another account (docs/architecture.md#5-fat-typed-changes): the old account
+   * loses the row (a delete of the old row, unless it was soft-deleted there already) and the new
+   * one gains it (an insert, unless it arrives soft-deleted), so that no object keeps a row that
+   * is no longer its account's.
+   */
+  private move(target: OpenTransaction, table: TableName, from: string, old: Row, data: Row, xid: number): void {
+    const soft = SOFT_DELETE_TABLES.has(table);
+    if (!soft || old.deleted_at == null) target.events.push({ op: 'delete', table, accountId: from, old, data: null, xid });
+    const to = accountIdOf(table, data);
+    if (to === undefined) this.onSkip({ reason: 'no account id', table, xid: target.xid });
+    else if (!soft || data.deleted_at == null) target.events.push({ op: 'insert', table, accountId: to, old: null, data, xid });
   }
 }

@@ -23,7 +23,7 @@ export class Dirty {
   readonly sites = new Set<SiteId>();
   /** Resources whose address, type or ip_stack changed: their flows are rejected (issue 4). */
   readonly breaking = new Set<ResourceId>();
-  /** Resources whose name or filters changed: gateways with live flows get `resource_updated`. */
+  /** Resources whose filters changed: gateways with live flows get `resource_updated` (docs/protocol.md#gateway-frames). */
   readonly reshaped = new Set<ResourceId>();
 
   get empty(): boolean {
@@ -64,7 +64,8 @@ export class Dirty {
     if (before.table !== 'resources' || after.table !== 'resources') return;
     const [a, b] = [before.record, after.record];
     if (a.address !== b.address || a.type !== b.type || a.ipStack !== b.ipStack) this.breaking.add(b.id);
-    else if (a.name !== b.name || JSON.stringify(a.filters) !== JSON.stringify(b.filters)) this.reshaped.add(b.id);
+    // A rename (or a new description) changes only what clients are shown; a gateway enforces the filters.
+    else if (JSON.stringify(a.filters) !== JSON.stringify(b.filters)) this.reshaped.add(b.id);
   }
 
   /** Records what a cached record's presence can affect, reading the links from `state` as it is now. */

@@ -7,7 +7,7 @@ import type { FlowRecord } from './flow-index.ts';
 
 export type FlowVerdict =
   | { kind: 'keep' }
-  /** Still granted, by the same or another policy, with a different end. */
+  /** Still granted, with a different end or by another policy (the longest-lasting one). */
   | { kind: 'reauthorize'; flow: FlowRecord }
   /** Nothing grants it any more. */
   | { kind: 'revoke' }
@@ -17,7 +17,8 @@ export type FlowVerdict =
 /**
  * Re-checks one live flow against the current state (docs/architecture.md#7-diffs-not-re-sends, issue 4): the gateway and
  * its site, the client, actor, account and token, the resource and its connection to the
- * gateway's site, and finally the grants, with the connection context the flow was made in.
+ * gateway's site, and finally the grants, with the connection context the flow was made in: the
+ * flow takes the end of the longest-lasting one, as a new flow would.
  * `breaking` is set when the resource's address, type or ip_stack changed in this batch.
  */
 export function reviewFlow(state: AccountState, flow: FlowRecord, nowMs: number, breaking: boolean): FlowVerdict {
@@ -30,13 +31,16 @@ export function reviewFlow(state: AccountState, flow: FlowRecord, nowMs: number,
   if (breaking || !state.resources.has(flow.resourceId) || !state.sitesOfResource.has(flow.resourceId, gateway.siteId)) return { kind: 'revoke' };
   const cond: ConditionContext = { remoteIp: flow.remoteIp, country: flow.country, verified: client.verified, nowMs };
   const grants = grantsFor(state, client.actorId, flow.resourceId, cond);
-  const same = grants.find((g) => g.policyId === flow.policyId);
-  const grant = same ?? longestGrant(grants);
-  if (!grant) return { kind: 'revoke' };
-  const expiresAt = earliest(grant.until, token.expiresAt);
+  // docs/protocol.md#access-rule: the flow lasts as long as the conforming policy that lasts longest
+  // (capped by the token), like a new create_flow; on a tie it keeps its own policy.
+  const longest = longestGrant(grants);
+  if (!longest) return { kind: 'revoke' };
+  const expiresAt = earliest(longest.until, token.expiresAt);
   if (expiresAt !== null && expiresAt <= nowMs) return { kind: 'revoke' };
-  if (grant.policyId === flow.policyId && expiresAt === flow.expiresAt) return { kind: 'keep' };
-  return { kind: 'reauthorize', flow: { ...flow, policyId: grant.policyId, expiresAt } };
+  const own = grants.find((g) => g.policyId === flow.policyId);
+  const policyId = own && earliest(own.until, token.expiresAt) === expiresAt ? own.policyId : longest.policyId;
+  if (policyId === flow.policyId && expiresAt === flow.expiresAt) return { kind: 'keep' };
+  return { kind: 'reauthorize', flow: { ...flow, policyId, expiresAt } };
 }
 
 export type GatewayNotice =

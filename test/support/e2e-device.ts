@@ -45,6 +45,11 @@ export class Device {
   /** Resource id -> the last view sent; replaced on each init. */
   readonly view = new Map<string, ResourceView>();
   closed: { code: number; reason: string } | undefined;
+  /**
+   * The server's close frame, when it arrived (Date.now()). Under `wrangler dev` the TCP connection
+   * (and with it the `close` event) follows only seconds later; the frame is what a device acts on.
+   */
+  closeFrame: { code: number; reason: string; at: number } | undefined;
   init: Frame | undefined;
   connections = 0;
   private ws: WebSocket | undefined;
@@ -85,6 +90,7 @@ export class Device {
   /** Opens a connection and waits for its init (the view restarts from it). */
   async connect(timeoutMs = 15_000): Promise<Frame> {
     this.closed = undefined;
+    this.closeFrame = undefined;
     const before = this.frames.length;
     await new Promise<void>((resolve, reject) => {
       // wrangler dev ends the TCP connection ~15 s after a close handshake the server started: the
@@ -100,6 +106,17 @@ export class Device {
         });
       });
       ws.on('open', () => {
+        // ws has no public event for a received close frame: its receiver's `conclude` is emitted
+        // as the frame is parsed (the same event ws itself answers the close handshake on).
+        const receiver = (ws as unknown as { _receiver?: { on(event: 'conclude', fn: (code: number, reason: Buffer) => void): void } })._receiver;
+        if (!receiver) {
+          reject(new Error('ws internals changed: no receiver to hear close frames on'));
+          return;
+        }
+        receiver.on('conclude', (code, reason) => {
+          if (this.ws === ws) this.closeFrame = { code, reason: reason.toString(), at: Date.now() };
+          this.wake();
+        });
         this.connections++;
         resolve();
       });
@@ -203,6 +220,12 @@ export class Device {
     const out = this.frames.slice(this.read);
     this.read = this.frames.length;
     return out;
+  }
+
+  /** The server's close frame, as soon as it arrives (not the TCP close after it). */
+  async waitCloseFrame(timeoutMs: number): Promise<{ code: number; reason: string; at: number }> {
+    await this.until(() => this.closeFrame !== undefined, 'a close frame', timeoutMs);
+    return this.closeFrame!;
   }
 
   async waitClosed(timeoutMs = 15_000): Promise<{ code: number; reason: string }> {

@@ -55,6 +55,40 @@ describe('TransactionAssembler', () => {
     expect(changes[1]).toMatchObject({ old: null, data: { deleted_at: null } });
   });
 
+  it('moves a row whose account_id changes: a delete to the old account, an insert to the new one', () => {
+    const skipped: SkippedRow[] = [];
+    const a = new TransactionAssembler((s) => skipped.push(s));
+    const memberships = relation('actor_group_memberships');
+    const live = { id: 'x', account_id: 'A', deleted_at: null };
+    const T = '2026-01-01T00:00:00.000000Z';
+    a.push(begin(1));
+    a.push(upd(actors, live, { ...live, account_id: 'B' }));
+    // Soft-delete rules on each side: a row deleted in the old account is not deleted twice, one
+    // that arrives deleted is not inserted.
+    a.push(upd(actors, { ...live, deleted_at: T }, { ...live, account_id: 'B' }));
+    a.push(upd(actors, live, { ...live, account_id: 'B', deleted_at: T }));
+    // Hard-deleted tables have no deleted_at rule.
+    a.push(upd(memberships, { ...live, deleted_at: T }, { ...live, account_id: 'B', deleted_at: T }));
+    // The new row names no account: the old one still loses it.
+    a.push(upd(actors, live, { ...live, account_id: null }));
+    // The same account: an ordinary update.
+    a.push(upd(actors, live, { ...live, id: 'x' }));
+    const changes = toChanges(a.push(commit(10n))!);
+    expect(changes.map((c) => [c.accountId, c.change.table, c.change.op, c.change.seq])).toEqual([
+      ['A', 'actors', 'delete', 0],
+      ['B', 'actors', 'insert', 1],
+      ['B', 'actors', 'insert', 2],
+      ['A', 'actors', 'delete', 3],
+      ['A', 'actor_group_memberships', 'delete', 4],
+      ['B', 'actor_group_memberships', 'insert', 5],
+      ['A', 'actors', 'delete', 6],
+      ['A', 'actors', 'update', 7],
+    ]);
+    expect(changes[0]!.change).toMatchObject({ old: live, data: null });
+    expect(changes[1]!.change).toMatchObject({ old: null, data: { ...live, account_id: 'B' } });
+    expect(skipped).toEqual([{ reason: 'no account id', table: 'actors', xid: 1 }]);
+  });
+
   it('skips rows of unknown tables or without an account, and says so', () => {
     const skipped: SkippedRow[] = [];
     const a = new TransactionAssembler((s) => skipped.push(s));

@@ -1,7 +1,8 @@
+import { env, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import { basicSetup, TestAccount, type Basic } from './support/account.ts';
 import { connect, type Device } from './support/device.ts';
-import { database } from './support/world.ts';
+import { ALARM_LATENESS_MS, database } from './support/world.ts';
 
 const sql = database();
 
@@ -14,6 +15,11 @@ async function setup(): Promise<{ account: TestAccount; s: Basic; device: Device
 }
 
 const deleted = (id: unknown) => ({ event: 'resource_deleted', payload: { id } });
+
+/** The account object's scheduled alarm (epoch ms), or null. */
+const alarmOf = (account: TestAccount) => runInDurableObject(env.ACCOUNT.get(env.ACCOUNT.idFromName(account.id)), (_, state) => state.storage.getAlarm());
+/** Runs the account object's alarm now, early: it must change nothing and re-arm the same instant. */
+const runAlarmEarly = (account: TestAccount) => runDurableObjectAlarm(env.ACCOUNT.get(env.ACCOUNT.idFromName(account.id)));
 
 /** Each clause of docs/protocol.md#access-rule's rule, taken away and given back, with the exact frames. */
 describe('the access rule, clause by clause', () => {
@@ -90,16 +96,41 @@ describe('the access rule, clause by clause', () => {
     expect(await device.waitClosed()).toEqual({ code: 4001, reason: 'token deleted or expired' });
   });
 
+  it('revocation: the close frame arrives within 100 ms of the batch being applied', async () => {
+    for (const revoke of ['token deleted', 'actor deleted'] as const) {
+      const { account, s, device } = await setup();
+      const changes = await account.commit((t) => (revoke === 'token deleted' ? t.softDelete('tokens', { id: s.tokenRow.id }) : t.softDelete('actors', { id: s.actor.id })));
+      const sent = Date.now();
+      await account.deliver(changes);
+      const applied = Date.now();
+      const closed = await device.waitClosed(1000);
+      expect(closed.code, revoke).toBe(revoke === 'token deleted' ? 4001 : 4003);
+      expect(device.closedAt!, revoke).toBeGreaterThanOrEqual(sent);
+      expect(device.closedAt! - applied, revoke).toBeLessThanOrEqual(100);
+    }
+  });
+
   it('a token that expires closes the socket with 4001 at its expiry, by the alarm', async () => {
     const account = await TestAccount.create(sql);
     const s = await basicSetup(account);
     let token = '';
+    const expires = new Date(Date.now() + 1500);
     await account.apply(async (t) => {
-      token = (await account.clientToken(t, s.actor.id, { expires_at: new Date(Date.now() + 1500) })).token;
+      token = (await account.clientToken(t, s.actor.id, { expires_at: expires })).token;
     });
     const { device } = await connect('client', token);
     expect(device.closed).toBeUndefined();
-    expect(await device.waitClosed(6000)).toEqual({ code: 4001, reason: 'token deleted or expired' });
+    // The alarm is set to the expiry itself (a poller's would be earlier), and running it early does nothing.
+    expect(await alarmOf(account)).toBe(expires.getTime());
+    expect(await runAlarmEarly(account)).toBe(true);
+    expect(await device.drain()).toEqual([]);
+    expect(device.closed).toBeUndefined();
+    expect(await alarmOf(account)).toBe(expires.getTime());
+    expect(await device.waitClosed(3000)).toEqual({ code: 4001, reason: 'token deleted or expired' });
+    expect(device.closedAt!).toBeGreaterThanOrEqual(expires.getTime());
+    expect(device.closedAt! - expires.getTime()).toBeLessThanOrEqual(ALARM_LATENESS_MS);
+    // Nothing else expires: no alarm is left.
+    expect(await alarmOf(account)).toBeNull();
   });
 });
 
@@ -162,13 +193,22 @@ describe('conditions', () => {
     const closes = new Date(opens.getTime() + 10 * 60_000);
     const day = 'UMTWRFS'[opens.getUTCDay()];
     const hms = (d: Date) => d.toISOString().slice(11, 19);
-    const { s, device, ids } = await withConditions([
+    const { account, s, device, ids } = await withConditions([
       { property: 'current_utc_datetime', operator: 'is_in_day_of_week_time_ranges', values: [`${day}/${hms(opens)}-${hms(closes)}/UTC`] },
     ]);
     expect(ids).toEqual([]);
-    const granted = await device.next('resource_created_or_updated', 5000);
+    // The alarm is set to the opening itself (a poller's would be earlier), and running it early does nothing.
+    expect(await alarmOf(account)).toBe(opens.getTime());
+    expect(await runAlarmEarly(account)).toBe(true);
+    expect(await device.drain()).toEqual([]);
+    expect(await alarmOf(account)).toBe(opens.getTime());
+    const granted = await device.next('resource_created_or_updated', 3000);
+    const at = Date.now();
     expect(granted.payload.id).toBe(s.resource.id);
-    expect(Date.now()).toBeGreaterThanOrEqual(opens.getTime() - 50);
+    expect(at).toBeGreaterThanOrEqual(opens.getTime());
+    expect(at - opens.getTime()).toBeLessThanOrEqual(ALARM_LATENESS_MS);
+    // Next: the window's end (inclusive to the second).
+    expect(await alarmOf(account)).toBe(closes.getTime() + 1000);
   });
 });
 

@@ -56,21 +56,25 @@ describe('POST /v1/accounts/:id/changes', () => {
     const [change] = await account.commit(async (t) => {
       await account.actor(t);
     });
-    const bad: Array<[string, string]> = [
-      ['{"changes": [', 'malformed JSON'],
-      ['[]', 'invalid change batch'],
-      [JSON.stringify({ changes: [{ ...change, lsn: 'nope' }] }), 'invalid change batch'],
-      [JSON.stringify({ changes: [{ ...change, table: 'flows' }] }), 'invalid change batch'],
-      [JSON.stringify({ changes: [{ ...change, op: 'upsert' }] }), 'invalid change batch'],
-      [JSON.stringify({ changes: [{ ...change, op: 'insert', data: null }] }), 'invalid change batch'],
-      [JSON.stringify({ changes: [{ ...change, seq: -1 }] }), 'invalid change batch'],
+    // The detail names what is wrong: the parser's message, or the path of the first issue.
+    const bad: Array<[string, string, string | null]> = [
+      ['{"changes": [', 'malformed JSON', null],
+      ['[]', 'invalid change batch', ''],
+      [JSON.stringify({ changes: [{ ...change, lsn: 'nope' }] }), 'invalid change batch', 'changes.0.lsn'],
+      [JSON.stringify({ changes: [{ ...change, table: 'flows' }] }), 'invalid change batch', 'changes.0.table'],
+      [JSON.stringify({ changes: [{ ...change, op: 'upsert' }] }), 'invalid change batch', 'changes.0.op'],
+      [JSON.stringify({ changes: [{ ...change, op: 'insert', data: null }] }), 'invalid change batch', 'changes.0.data'],
+      [JSON.stringify({ changes: [{ ...change, seq: -1 }] }), 'invalid change batch', 'changes.0.seq'],
     ];
-    for (const [body, error] of bad) {
+    for (const [body, error, path] of bad) {
       const res = await postChanges(account.id, [], { body });
       expect(res.status, body).toBe(400);
       const json = (await res.json()) as { error: string; detail: unknown };
       expect(json.error).toBe(error);
-      expect(json.detail).toBeTruthy();
+      if (path === null) {
+        expect(typeof json.detail, body).toBe('string');
+        expect((json.detail as string).length, body).toBeGreaterThan(0);
+      } else expect((json.detail as { path: string }[])[0], body).toMatchObject({ path });
     }
     const res = await postChanges('not-a-uuid', [change!]);
     expect(res.status).toBe(400);

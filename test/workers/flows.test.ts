@@ -1,8 +1,16 @@
+import { abortAllDurableObjects, env, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
+import { MAX_DELAY_MS, QUIET_MS } from '../../workers/account/flow-log.ts';
 import { connect } from './support/device.ts';
 import { authorized, createFlow, flowWorld, sql } from './support/flows.ts';
+import { ALARM_LATENESS_MS } from './support/world.ts';
 
 const reject = (clientId: unknown, resourceId: unknown) => ({ event: 'reject_access', payload: { client_id: clientId, resource_id: resourceId } });
+
+/** When the object's flow log runs its retention next (docs/protocol.md#flow-log), or null. */
+async function retentionAt(stub: DurableObjectStub): Promise<number | null> {
+  return await runInDurableObject(stub, (_, state) => state.storage.sql.exec<{ at: number | null }>('select retention_at as at from flow_log_meta').toArray()[0]?.at ?? null);
+}
 
 describe('create_flow (issue 4)', () => {
   it('authorizes in memory: authorize_flow to the gateway, flow_created and a reply to the client, the flow logged later', async () => {
@@ -62,7 +70,9 @@ describe('create_flow (issue 4)', () => {
     await isLocked;
     const first = await authorized(w, w.s.resource.id);
     const second = await authorized(w, w.s.resource.id);
-    expect([first.payload.flow_id, second.payload.flow_id].every(Boolean)).toBe(true);
+    expect(first.payload.flow_id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    expect(second.payload.flow_id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    expect(second.payload.flow_id).not.toBe(first.payload.flow_id);
     release();
     await lock;
     for (let i = 0; i < 100; i++) {
@@ -71,6 +81,73 @@ describe('create_flow (issue 4)', () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     throw new Error('the flows never reached Postgres after the lock was released');
+  });
+
+  it('an object that ends before its flow log is flushed still logs within the maximum delay: the alarm covers it', async () => {
+    const w = await flowWorld();
+    const stub = env.ACCOUNT.get(env.ACCOUNT.idFromName(w.account.id));
+    const alarmAt = () => runInDurableObject(stub, (_, state) => state.storage.getAlarm());
+    const logged = async (id: unknown) => (await sql`select id from flows where id = ${id as string}`).length;
+    const before = Date.now();
+    const flow = await authorized(w, w.s.resource.id);
+    const after = Date.now();
+    // The instance ends before the quiet timer (1 s) fired, and the timer with it (a deploy, a
+    // reset; workerd does not hibernate an object while a timer is pending: evictDurableObject
+    // would wait for it). Its sockets close; nothing wakes it again but the alarm.
+    await abortAllDurableObjects();
+    expect(Date.now() - after).toBeLessThan(QUIET_MS);
+    const at = await alarmAt();
+    // Exactly the oldest entry's deadline (a poller's earlier alarm fails this), so never later.
+    expect(at).toBeGreaterThanOrEqual(before + MAX_DELAY_MS);
+    expect(at).toBeLessThanOrEqual(after + MAX_DELAY_MS);
+    expect(await logged(flow.payload.flow_id)).toBe(0);
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect(await logged(flow.payload.flow_id)).toBe(1);
+    // Nothing else is due (no device, no expiry): the only alarm left is the flow log's retention,
+    // when the row just logged turns FLOW_RETENTION_DAYS (30) old.
+    expect(await alarmAt()).toBe(await retentionAt(stub));
+    expect(await alarmAt()).toBeGreaterThan(Date.now() + 29 * 86_400_000);
+  });
+
+  it('a batch that recomputes the alarm while a flush hangs keeps the flow log deadline; the flush clears it', async () => {
+    const w = await flowWorld();
+    const stub = env.ACCOUNT.get(env.ACCOUNT.idFromName(w.account.id));
+    const alarmAt = () => runInDurableObject(stub, (_, state) => state.storage.getAlarm());
+    // The table is locked: the flush the quiet timer starts waits, and the entry stays in the outbox.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((r) => (locked = r));
+    const lock = sql.begin(async (tx) => {
+      await tx`lock table flows in access exclusive mode`;
+      locked();
+      await held;
+    });
+    await isLocked;
+    const before = Date.now();
+    await authorized(w, w.s.resource.id);
+    const after = Date.now();
+    // Wait until the flush is blocked on the lock: should this instance end now, only the alarm is left.
+    for (const deadline = Date.now() + 5000; ; ) {
+      const [row] = await sql<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query like '%insert into flows%'`;
+      if (row!.n > 0) break;
+      if (Date.now() > deadline) throw new Error('the flush never started');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await w.account.apply((t) => t.update('policies', { id: w.s.policy.id }, { description: 'reworded' }));
+    const at = await alarmAt();
+    expect(at).toBeGreaterThanOrEqual(before + MAX_DELAY_MS);
+    expect(at).toBeLessThanOrEqual(after + MAX_DELAY_MS);
+    release();
+    await lock;
+    // Once the outbox is empty, the alarm kept for it goes (nothing else is due but the flow log's
+    // retention, when the row just logged turns 30 days old).
+    const onlyRetention = async () => (await alarmAt()) === (await retentionAt(stub)) && (await alarmAt())! > Date.now() + 29 * 86_400_000;
+    for (const deadline = Date.now() + 5000; !(await onlyRetention()); ) {
+      if (Date.now() > deadline) throw new Error('the alarm kept for the flow log stayed after the flush');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect((await sql`select count(*)::int as n from flows where client_id = ${w.clientId}`)[0]!.n).toBe(1);
   });
 
   it('fails with not_found, forbidden (naming the violated properties) and offline', async () => {
@@ -175,7 +252,7 @@ describe('revocation (issue 4)', () => {
     expect(await w.gateway.drain()).toEqual([reject(w.clientId, w.s.resource.id)]);
   });
 
-  it('a breaking change rejects flows while the client gets the updated resource; a filters or name change sends resource_updated', async () => {
+  it('a breaking change rejects flows while the client gets the updated resource; a filters change sends resource_updated, a rename does not', async () => {
     const w = await flowWorld();
     await authorized(w, w.s.resource.id);
     await w.client.drain();
@@ -184,9 +261,13 @@ describe('revocation (issue 4)', () => {
     expect(none).toEqual([]);
     expect(updated).toMatchObject({ event: 'resource_updated', payload: { id: w.s.resource.id, filters: [{ protocol: 'udp', ports: ['53'] }] } });
     expect((await w.client.drain()).map((f) => f.event)).toEqual(['resource_created_or_updated']);
-    await w.account.apply((t) => t.update('resources', { id: w.s.resource.id }, { name: 'Renamed' }));
-    expect((await w.gateway.drain()).map((f) => [f.event, f.payload.name])).toEqual([['resource_updated', 'Renamed']]);
+    // The gateway enforces filters; a name (or description) is for clients only (docs/protocol.md#gateway-frames).
+    await w.account.apply((t) => t.update('resources', { id: w.s.resource.id }, { name: 'Renamed', address_description: 'renamed' }));
+    expect(await w.gateway.drain()).toEqual([]);
     expect((await w.client.drain()).map((f) => [f.event, f.payload.name])).toEqual([['resource_created_or_updated', 'Renamed']]);
+    await w.account.apply((t) => t.update('resources', { id: w.s.resource.id }, { name: 'Renamed again', filters: t.tx.json([]) }));
+    expect((await w.gateway.drain()).map((f) => [f.event, f.payload.name, f.payload.filters])).toEqual([['resource_updated', 'Renamed again', []]]);
+    expect((await w.client.drain()).map((f) => f.event)).toEqual(['resource_created_or_updated']);
     await w.account.apply((t) => t.update('resources', { id: w.s.resource.id }, { ip_stack: 'ipv4_only' }));
     expect(await w.gateway.drain()).toEqual([reject(w.clientId, w.s.resource.id)]);
     const [client] = await w.client.drain();
@@ -195,19 +276,50 @@ describe('revocation (issue 4)', () => {
 
   it('two policies grant the pair: deleting one updates the expiry, deleting the other rejects', async () => {
     const w = await flowWorld();
+    // The flow is authorized by the only policy; a second one that lasts as long changes nothing.
+    await authorized(w, w.s.resource.id);
     let second = '';
     await w.account.apply(async (t) => {
       const g = await w.account.group(t, { name: 'Second' });
       await w.account.membership(t, w.s.actor.id, g.id);
       second = (await w.account.policy(t, g.id, w.s.resource.id)).id as string;
     });
-    await authorized(w, w.s.resource.id);
+    expect(await w.gateway.drain()).toEqual([]);
+    // Deleting the policy that authorized it re-authorizes it under the other one.
     await w.account.apply((t) => t.softDelete('policies', { id: w.s.policy.id }));
-    // The flow may have been authorized by either policy; deleting the one that did re-authorizes it.
-    const first = await w.gateway.drain();
-    expect(first.every((f) => f.event === 'access_authorization_expiry_updated')).toBe(true);
+    expect(await w.gateway.drain()).toEqual([{ event: 'access_authorization_expiry_updated', payload: { client_id: w.clientId, resource_id: w.s.resource.id, expires_at: null } }]);
     await w.account.apply((t) => t.softDelete('policies', { id: second }));
     expect(await w.gateway.drain()).toEqual([reject(w.clientId, w.s.resource.id)]);
+  });
+
+  it('a flow takes the end of the longest-lasting policy: a longer one added extends it, its removal shortens it again', async () => {
+    const w = await flowWorld();
+    const window = (closes: Date) => {
+      const day = 'UMTWRFS'[new Date().getUTCDay()];
+      const end = closes.getUTCDate() === new Date().getUTCDate() ? closes.toISOString().slice(11, 19) : '23:59:59';
+      return [{ property: 'current_utc_datetime', operator: 'is_in_day_of_week_time_ranges', values: [`${day}/00:00-${end}/UTC`] }];
+    };
+    // The only policy grants the resource for an hour (or until the end of the day).
+    await w.account.apply((t) => t.update('policies', { id: w.s.policy.id }, { conditions: t.tx.json(window(new Date(Date.now() + 3600_000))) }));
+    const first = await authorized(w, w.s.resource.id);
+    const shortEnd = first.payload.expires_at as string;
+    expect(Date.parse(shortEnd)).toBeGreaterThan(Date.now());
+    // A second policy without an end: the flow now lasts as long as it.
+    let second = '';
+    await w.account.apply(async (t) => {
+      const g = await w.account.group(t, { name: 'Always' });
+      await w.account.membership(t, w.s.actor.id, g.id);
+      second = (await w.account.policy(t, g.id, w.s.resource.id)).id as string;
+    });
+    const update = { event: 'access_authorization_expiry_updated', payload: { client_id: w.clientId, resource_id: w.s.resource.id } };
+    expect(await w.gateway.drain()).toEqual([{ ...update, payload: { ...update.payload, expires_at: null } }]);
+    // A reconnecting gateway is told the same end.
+    const [gw] = await sql`select external_id from gateways where id = ${w.gatewayInit.payload.gateway_id as string}`;
+    const again = await connect('gateway', w.siteToken, { externalId: gw!.external_id as string });
+    expect(again.init.payload.flows).toEqual([{ flow_id: first.payload.flow_id, client_id: w.clientId, resource_id: w.s.resource.id, expires_at: null }]);
+    // Without it, the windowed policy is the longest again.
+    await w.account.apply((t) => t.softDelete('policies', { id: second }));
+    expect(await w.gateway.drain()).toEqual([{ ...update, payload: { ...update.payload, expires_at: shortEnd } }]);
   });
 
   it('re-authorizes under the other policy with its expiry, instead of rejecting', async () => {
@@ -273,8 +385,18 @@ describe('revocation (issue 4)', () => {
     );
     const authorize = await authorized(w, w.s.resource.id);
     expect(authorize.payload.expires_at).toBe(closes.toISOString());
-    expect(await w.gateway.next('reject_access', 5000)).toEqual(reject(w.clientId, w.s.resource.id));
-    expect(Date.now()).toBeGreaterThanOrEqual(closes.getTime() - 50);
+    await w.client.drain();
+    // The alarm is set to the flow's end itself (a poller's would be earlier), and running it early does nothing.
+    const stub = env.ACCOUNT.get(env.ACCOUNT.idFromName(w.account.id));
+    const alarmAt = () => runInDurableObject(stub, (_, state) => state.storage.getAlarm());
+    expect(await alarmAt()).toBe(closes.getTime());
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect([...(await w.gateway.drain()), ...(await w.client.drain())]).toEqual([]);
+    expect(await alarmAt()).toBe(closes.getTime());
+    expect(await w.gateway.next('reject_access', 3000)).toEqual(reject(w.clientId, w.s.resource.id));
+    const at = Date.now();
+    expect(at).toBeGreaterThanOrEqual(closes.getTime());
+    expect(at - closes.getTime()).toBeLessThanOrEqual(ALARM_LATENESS_MS);
   });
 });
 

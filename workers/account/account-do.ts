@@ -27,6 +27,7 @@ import { hydrate } from './hydrate.ts';
 import { MetaStore } from './meta-store.ts';
 import type { AccountMemory, ObjectContext } from './object-context.ts';
 import { propagate } from './propagate.ts';
+import { foldPendingResync, resyncDelayMs, resyncOf } from './resync.ts';
 import { attachmentOf } from './sockets.ts';
 import { ViewStore } from './view-store.ts';
 
@@ -43,6 +44,8 @@ export class AccountDO extends DurableObject<Env> {
   private readonly flowLog: FlowLogWriter;
   private readonly frames: DeviceMessageContext;
   private memory: AccountMemory | undefined;
+  /** Pushes that failed in a row (workers/account/resync.ts). */
+  private pushFailures = 0;
   /** Open sockets; undefined until counted in this instance (counting materializes every socket). */
   private socketCount: number | undefined;
 
@@ -58,6 +61,9 @@ export class AccountDO extends DurableObject<Env> {
       ctx,
       () => this.object.meta.accountId,
       (at) => this.clock.noLaterThan(at),
+      async () => {
+        if (this.memory) await this.rescheduleAlarm(this.memory);
+      },
       limits.retentionMs,
     );
     this.frames = {
@@ -67,7 +73,8 @@ export class AccountDO extends DurableObject<Env> {
       memory: () => this.readyStored(),
       created: async (flow) => {
         this.flowLog.soon();
-        await this.clock.noLaterThan(flow.expiresAt);
+        // The alarm covers the outbox's maximum delay: its timer does not outlive the instance.
+        await this.clock.noLaterThan(earliest(flow.expiresAt, this.flowLog.dueAt));
       },
     };
     // Answered by the runtime without waking the object.
@@ -85,8 +92,8 @@ export class AccountDO extends DurableObject<Env> {
       const live = new Set(this.ctx.getWebSockets().map((ws) => attachmentOf(ws)?.conn ?? -1));
       this.object.views.retain(live);
       this.memory = { state: this.object.caches.load(accountId), flows: this.object.flowStore.load() };
-      // Flows created before a restart may still wait in the outbox.
-      if (this.object.flowStore.logBacklog > 0) this.flowLog.soon();
+      // Flows created before an eviction or a restart may still wait in the outbox, for how long is unknown.
+      this.flowLog.overdue();
     });
     return this.memory!;
   }
@@ -178,8 +185,8 @@ export class AccountDO extends DurableObject<Env> {
         'skipped changes at or below the applied position',
       );
     }
-    if (propagate(this.object, memory, dirty, now)) this.socketCount = undefined;
-    await this.rescheduleAlarm(memory);
+    // The batch is stored whatever happens while pushing it: a failed push is redone (push()).
+    if (await this.push(memory, dirty, now)) await this.rescheduleAlarm(memory);
     return { ok: true, applied: plan.apply.length, skipped: plan.stale + plan.seen, position: position && formatPosition(position) };
   }
 
@@ -282,11 +289,42 @@ export class AccountDO extends DurableObject<Env> {
     const memory = await this.readyStored();
     if (!memory) return;
     const now = Date.now();
-    if (propagate(this.object, memory, dueAt(memory.state, memory.flows, now), now)) this.socketCount = undefined;
-    this.evictExpiredTokens(memory, now);
+    const pushed = await this.push(memory, dueAt(memory.state, memory.flows, now), now);
+    // Only once their sockets are closed and their flows revoked (a failed push is redone from them).
+    if (pushed) this.evictExpiredTokens(memory, now);
     if (this.object.flowStore.logBacklog > 0) await this.flowLog.flush();
     await this.flowLog.retainIfDue(false);
-    await this.rescheduleAlarm(memory);
+    if (pushed) await this.rescheduleAlarm(memory);
+  }
+
+  /**
+   * propagate(), with a pending resync folded in (workers/account/resync.ts). If it throws, memory
+   * may be ahead of storage (its storage transaction rolled back): memory is rebuilt from SQLite
+   * on the next call, what the push was to do is stored, and an alarm redoes it (at once, then
+   * with backoff). Returns whether the push succeeded.
+   */
+  private async push(memory: AccountMemory, dirty: Dirty, nowMs: number): Promise<boolean> {
+    const { meta, views } = this.object;
+    const pending = foldPendingResync(meta.resync, dirty);
+    try {
+      if (propagate(this.object, memory, dirty, nowMs)) this.socketCount = undefined;
+    } catch (err) {
+      this.memory = undefined;
+      views.reset();
+      meta.reset();
+      meta.resync = resyncOf(dirty);
+      this.pushFailures++;
+      const retryMs = resyncDelayMs(this.pushFailures);
+      log.error(
+        { component: 'account', account: memory.state.accountId, failures: this.pushFailures, retry_ms: retryMs, err: String(err) },
+        'pushing a stored batch failed; resyncing every socket',
+      );
+      await this.clock.noLaterThan(Date.now() + retryMs);
+      return false;
+    }
+    this.pushFailures = 0;
+    if (pending) meta.resync = null;
+    return true;
   }
 
   /**
@@ -304,7 +342,7 @@ export class AccountDO extends DurableObject<Env> {
 
   /** Sets the alarm to the next instant the clock changes something (a full recompute). */
   private async rescheduleAlarm(memory: AccountMemory): Promise<void> {
-    const wake = { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.retryAt, flowRetentionAt: this.flowLog.retentionAt };
+    const wake = { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.dueAt, flowRetentionAt: this.flowLog.retentionAt };
     await this.clock.exactly(nextWake(memory.state, memory.flows, Date.now(), wake));
   }
 }

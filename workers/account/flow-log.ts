@@ -9,8 +9,8 @@ const BATCH = 2_000;
  * connection, whose SCRAM authentication alone takes the object's thread for tens of
  * milliseconds) happens between bursts rather than in the middle of one.
  */
-const QUIET_MS = 1_000;
-const MAX_DELAY_MS = 10_000;
+export const QUIET_MS = 1_000;
+export const MAX_DELAY_MS = 10_000;
 const RETRY_MS = { base: 1_000, max: 60_000 };
 /**
  * Retention of Postgres `flows` (docs/architecture.md#11-bounded): each object deletes its own
@@ -55,22 +55,28 @@ async function retain(binding: Hyperdrive, accountId: string, retentionMs: numbe
       (select (extract(epoch from min(inserted_at)) * 1000)::float8 from flows
         where account_id = ${accountId}::uuid and inserted_at >= now() - make_interval(secs => ${seconds}::float8)) as oldest`,
   );
-  return { deleted: row!.deleted, oldest: row!.oldest === null ? null : Number(row!.oldest) };
+  // Whole milliseconds, rounded up: an alarm at that instant finds the row past the retention.
+  return { deleted: row!.deleted, oldest: row!.oldest === null ? null : Math.ceil(Number(row!.oldest)) };
 }
 
 /**
  * Moves the durable outbox of new flows to Postgres in the background (issue 4: never on the
  * request path): a short delay batches bursts, one flush runs at a time, and a failed flush is
- * retried by the object's alarm with capped exponential backoff.
+ * retried by the object's alarm with capped exponential backoff. Timers die with the instance (a
+ * deploy, a reset; an object does not hibernate while one is pending): the object's alarm is kept
+ * no later than `dueAt`, and a new instance that finds entries left flushes them at once
+ * (docs/architecture.md#create_flow).
  */
 export class FlowLogWriter {
   private timer: ReturnType<typeof setTimeout> | undefined;
   /** When the oldest entry not yet handed to a flush was added (epoch ms). */
   private oldest: number | undefined;
+  /** The latest the outbox must be flushed by (epoch ms), until a flush empties it; undefined: nothing waits. */
+  private due: number | undefined;
   private flushing: Promise<void> | undefined;
   private failures = 0;
   /** When a failed flush should be retried (epoch ms), for the alarm; null when none failed. */
-  retryAt: number | null = null;
+  private retryAt: number | null = null;
   /** A mirror of the stored retention time; undefined until read in this instance. */
   private retention: number | null | undefined;
 
@@ -81,9 +87,23 @@ export class FlowLogWriter {
     private readonly accountId: () => string | null,
     /** Makes the object's alarm fire by then. */
     private readonly wakeBy: (at: number) => Promise<void>,
+    /** A flush emptied the outbox: the alarm kept for it may be recomputed. */
+    private readonly flushed: () => Promise<void> = async () => {},
     /** How long rows of Postgres `flows` are kept; null: forever. */
     private readonly retentionMs: number | null = null,
   ) {}
+
+  /** When the outbox must be flushed at the latest (its oldest entry's maximum delay, or a retry); null when nothing waits. */
+  get dueAt(): number | null {
+    return this.retryAt ?? this.due ?? null;
+  }
+
+  /** Entries left by an earlier instance, whose age is unknown: flush them now (and by the alarm, should this instance end too). */
+  overdue(): void {
+    if (this.retryAt !== null || this.store.logBacklog === 0) return;
+    this.due ??= Date.now() + MAX_DELAY_MS;
+    this.start();
+  }
 
   /** When retention runs next (epoch ms), for the alarm; null when not scheduled. */
   get retentionAt(): number | null {
@@ -127,6 +147,7 @@ export class FlowLogWriter {
     if (this.retryAt !== null) return;
     const now = Date.now();
     this.oldest ??= now;
+    this.due ??= this.oldest + MAX_DELAY_MS;
     clearTimeout(this.timer);
     this.timer = undefined;
     if (this.store.logBacklog >= BATCH || now - this.oldest >= MAX_DELAY_MS) {
@@ -166,6 +187,9 @@ export class FlowLogWriter {
       this.failures = 0;
       this.retryAt = null;
       await this.retainIfDue(appended);
+      // Entries added during the flush were flushed too; a window opened since keeps its own deadline.
+      this.due = this.oldest === undefined ? undefined : this.oldest + MAX_DELAY_MS;
+      if (this.due === undefined) await this.flushed();
     } catch (err) {
       if (!(err instanceof DatabaseError)) throw err;
       this.failures++;

@@ -2,6 +2,7 @@ import type { AccountId } from '../../src/ids.ts';
 import { formatPosition, parsePosition, type Position } from '../../src/lsn.ts';
 import type { HydrationSnapshot } from '../../src/ordering.ts';
 import { formatSnapshot, parseSnapshot } from '../../src/snapshot.ts';
+import type { PendingResync } from './resync.ts';
 
 /**
  * Small key/value facts about the object: its account, cache version, position, hydration snapshot.
@@ -84,6 +85,20 @@ export class MetaStore {
   }
   set staleSkipped(n: number) {
     this.set('stale_skipped', String(n));
+  }
+
+  /**
+   * A push that failed after its batch was stored (workers/account/resync.ts): the next one
+   * re-examines every socket and flow, with these resources marked. null: none pending.
+   */
+  get resync(): PendingResync | null {
+    const v = this.get('resync');
+    if (v === null) return null;
+    const parsed = JSON.parse(v) as Partial<PendingResync>;
+    return { breaking: parsed.breaking ?? [], reshaped: parsed.reshaped ?? [] };
+  }
+  set resync(r: PendingResync | null) {
+    this.set('resync', r === null ? null : JSON.stringify(r));
   }
 
   /** A new connection number, unique within the object for its lifetime. */

@@ -155,7 +155,7 @@ function noticeFrame(n: GatewayNotice): string {
     : frame({ event: n.event, payload: { client_id: n.clientId, resource_id: n.resourceId, expires_at: iso(n.expiresAt) } });
 }
 
-/** A resource's name or filters changed: each gateway with live flows for it gets the new view once. */
+/** A resource's filters changed: each gateway with live flows for it gets the new view once (docs/protocol.md#gateway-frames). */
 function notifyReshaped(object: ObjectContext, memory: AccountMemory, dirty: Dirty, out: Outbox): void {
   const { state, flows } = memory;
   for (const resourceId of dirty.reshaped) {

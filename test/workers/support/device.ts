@@ -21,6 +21,8 @@ export class Device {
   readonly frames: Frame[] = [];
   readonly texts: string[] = [];
   closed: { code: number; reason: string } | undefined;
+  /** When the close frame arrived (Date.now()). */
+  closedAt: number | undefined;
   private waiters: Array<() => void> = [];
   private read = 0;
 
@@ -35,6 +37,7 @@ export class Device {
       this.wake();
     });
     ws.addEventListener('close', (e) => {
+      this.closedAt = Date.now();
       this.closed = { code: e.code, reason: e.reason };
       this.wake();
     });

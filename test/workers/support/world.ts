@@ -9,6 +9,12 @@ export { commit, Tx } from '../../support/recorded-transaction.ts';
 
 export const BASE = 'http://edgeplane.test';
 
+/**
+ * How late after its instant an alarm's effect (a window opening, a token or flow ending) may reach
+ * a device: what a user would not notice, with room for the runtime's alarm scheduling on a busy machine.
+ */
+export const ALARM_LATENESS_MS = 250;
+
 /** The test Postgres, through the same Hyperdrive binding the objects use. */
 export function database(): Sql {
   return connectDatabase(env.DB, 2);

@@ -1,5 +1,5 @@
 /**
- * `npm run bench:flood [-- --others 20 --flood 10000 --seconds 6 --runtime miniflare|wrangler --echo]`
+ * `npm run bench:flood [-- --others 20 --flood 10000 --seconds 6 --no-rate-limit --runtime miniflare|wrangler --echo]`
  *
  * The create_flow flood of issue 12 against the edge with its default limits (docs/protocol.md#limits):
  * one client sends `--flood` create_flow frames at once while `--others` clients of the same
@@ -7,6 +7,7 @@
  * authorize_flow latency with and without the flood, what the flood got (granted, refused, the
  * close), the isolate's heap (through the inspector, as bench/edge-profile.ts reads it) and the
  * object's SQLite rows (its `flows` and `flow_outbox` tables, read from the persisted file).
+ * --no-rate-limit runs the same with FLOW_RATE_PER_SECOND=0, to show what the other bounds hold alone.
  *
  * Not a test: it prints figures for bench/RESULTS.md.
  */
@@ -37,6 +38,7 @@ const FLOOD = num('flood', 10_000);
 const SECONDS = num('seconds', 6);
 /** Each other client asks this often (ms): 5 a second, under the default 10 a second per socket. */
 const PACE_MS = 200;
+const NO_RATE_LIMIT = argv.includes('--no-rate-limit');
 const RUNTIME = (argv.indexOf('--runtime') >= 0 ? argv[argv.indexOf('--runtime') + 1] : 'miniflare') as Runtime;
 const say = (line: string) => console.log(line);
 const load = () =>
@@ -147,6 +149,7 @@ async function main(): Promise<void> {
       secret: randomBytes(24).toString('hex'),
       persistTo,
       echo: argv.includes('--echo'),
+      ...(NO_RATE_LIMIT ? { vars: { FLOW_RATE_PER_SECOND: '0' } } : {}),
     });
     const account = await createAccount(sql, 'flood', { actors: OTHERS + 1, resources: 3 });
     const siteTokens = await insertTokens(sql, account.id, 'site', [account.site.id as string, account.site.id as string]);
@@ -164,7 +167,7 @@ async function main(): Promise<void> {
     const [r0, r1, r2] = account.resources.map((r) => r.id as string) as [string, string, string];
     const auth = new Authorizations(gateways);
     const profiler = await WorkerProfiler.connect(worker.inspectorPort);
-    say(`${fmt(OTHERS)} other clients each asking every ${PACE_MS} ms, 2 gateways; Worker: ${RUNTIME}; ${load()}`);
+    say(`${fmt(OTHERS)} other clients each asking every ${PACE_MS} ms, 2 gateways; Worker: ${RUNTIME}${NO_RATE_LIMIT ? ', no create_flow rate limit' : ''}; ${load()}`);
 
     await steady(others, r1, auth, 1); // warm-up
     const heapBefore = await (async () => {

@@ -31,8 +31,9 @@ export default defineConfig({
             miniflare: {
               hyperdrives: { DB: inject('workersPgUrl') },
               // docs/protocol.md#limits, at values the tests can reach: a burst above the 300
-              // requests of the replacement test, a slow refill, and a cap of 8 flows per client.
-              bindings: { FLOW_RATE_PER_SECOND: '2', FLOW_BURST: '400', FLOW_MAX_PER_CLIENT: '8' },
+              // requests of the replacement test, a slow refill, a cap of 8 flows per client, and a
+              // flow log that holds 1,000 flows at most.
+              bindings: { FLOW_RATE_PER_SECOND: '2', FLOW_BURST: '400', FLOW_MAX_PER_CLIENT: '8', FLOW_LOG_BACKLOG_MAX: '1000' },
             },
           })),
         ],

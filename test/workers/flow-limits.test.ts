@@ -10,6 +10,7 @@ import { authorized, createFlow, flowWorld, sql, type FlowWorld } from './suppor
 const BURST = 400;
 const RATE = 2;
 const CAP = 8;
+const BACKLOG_MAX = 1000;
 
 const stubOf = (accountId: string) => env.ACCOUNT.get(env.ACCOUNT.idFromName(accountId));
 
@@ -174,6 +175,39 @@ describe('bounded flows (docs/architecture.md#11-bounded)', () => {
     // The others' sockets are unaffected: their next request is answered too (once the frames the
     // flooder had sent before its close are through: ~2 ms each here, see above).
     expect((await createFlow(others[0]!.device, resources[1], [], 60_000)).event).toBe('flow_created');
+  });
+
+  it('while the flow log holds FLOW_LOG_BACKLOG_MAX flows (the database unreachable), create_flow is refused and changes nothing', async () => {
+    const w = await flowWorld();
+    const more = await Promise.all([1, 2].map(() => connect('client', w.s.token)));
+    // The table is locked: every flush waits, and the outbox only grows.
+    let release!: () => void;
+    const hold = new Promise<void>((r) => (release = r));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((r) => (locked = r));
+    const lock = sql.begin(async (tx) => {
+      await tx`lock table flows in access exclusive mode`;
+      locked();
+      await hold;
+    });
+    await isLocked;
+    const sockets = [w.client, ...more.map((m) => m.device)];
+    const asked = [BURST, BURST, BACKLOG_MAX - 2 * BURST + 50];
+    const answers = (await Promise.all(sockets.map((d, i) => burst(d, asked[i]!, () => w.s.resource.id, `full-${i}-`, 20_000)))).flat();
+    const ok = answers.filter((r) => r.payload.status === 'ok').length;
+    const full = answers.filter((r) => r.payload.reason === 'flow_log_full').length;
+    expect(ok).toBe(BACKLOG_MAX);
+    expect(full).toBe(50);
+    expect(
+      sockets.flatMap((d) => d.frames).filter((f) => f.event === 'error' && /^flow log full: 1000 flows wait for the database; retry later$/.test(String(f.payload.reason))),
+    ).toHaveLength(50);
+    expect((await w.gateway.drain()).filter((f) => f.event === 'authorize_flow')).toHaveLength(BACKLOG_MAX);
+    expect(await held(w.account.id)).toMatchObject({ outbox: BACKLOG_MAX, flows: 3 });
+    // Once the database takes the backlog, flows are given again.
+    release();
+    await lock;
+    for (let i = 0; i < 100 && (await held(w.account.id)).outbox > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    expect((await createFlow(sockets[2]!, w.s.resource.id)).event).toBe('flow_created');
   });
 
   it("retention: the flow log deletes its own account's flows older than 30 days, no one else's, at most once an hour", async () => {

@@ -7,7 +7,8 @@
  *
  * Environment: EDGE_PORT, EDGE_DATABASE_URL, EDGE_SECRET, EDGE_PERSIST, EDGE_INSPECTOR_PORT (optional),
  * EDGE_RATE_LIMITS (`on` keeps the connect rate limits; by default they are off: the benchmarks
- * connect thousands of devices from one address).
+ * connect thousands of devices from one address), EDGE_VARS (optional: a JSON object of Worker
+ * variables added to wrangler.toml's).
  * Prints `ready <url>` once serving; SIGTERM disposes of it.
  */
 import { spawnSync } from 'node:child_process';
@@ -55,6 +56,7 @@ const mf = new Miniflare({
   modules: [{ type: 'ESModule', path: path.join(outdir, 'index.js') }],
   bindings: {
     ...(workerOptions.bindings as Record<string, unknown>),
+    ...(JSON.parse(env.EDGE_VARS ?? '{}') as Record<string, string>),
     REPLICATOR_SECRET: env.EDGE_SECRET,
     EDGEPLANE_ENV: 'local',
     ...(env.EDGE_RATE_LIMITS === 'on' ? {} : { RATE_LIMITS: 'off' }),

@@ -35,12 +35,15 @@ export interface WorkerOptions {
   secret: string;
   persistTo: string;
   echo: boolean;
+  /** Worker variables on top of wrangler.toml's, e.g. FLOW_RATE_PER_SECOND (docs/protocol.md#limits). */
+  vars?: Record<string, string>;
 }
 
 function spawnRuntime(o: WorkerOptions, onLine: (line: string) => void): Child {
   if (o.runtime === 'wrangler') {
     // Thousands of devices from one address: no connect rate limits (as under Miniflare, bench/edge-miniflare.ts).
-    const { command, args, env } = wranglerDevCommand({ port: o.port, databaseUrl: o.databaseUrl, secret: o.secret, persistTo: o.persistTo, rateLimits: 'off' });
+    const extraArgs = Object.entries(o.vars ?? {}).flatMap(([k, v]) => ['--var', `${k}:${v}`]);
+    const { command, args, env } = wranglerDevCommand({ port: o.port, databaseUrl: o.databaseUrl, secret: o.secret, persistTo: o.persistTo, rateLimits: 'off', extraArgs });
     // A known inspector port, for profiling the Worker's isolate.
     args[args.indexOf('--inspector-port') + 1] = String(o.inspectorPort);
     return new Child('wrangler', command, args, { cwd: ROOT, env, onLine });
@@ -52,6 +55,7 @@ function spawnRuntime(o: WorkerOptions, onLine: (line: string) => void): Child {
     EDGE_DATABASE_URL: o.databaseUrl,
     EDGE_SECRET: o.secret,
     EDGE_PERSIST: o.persistTo,
+    EDGE_VARS: JSON.stringify(o.vars ?? {}),
   };
   return new Child('miniflare', process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench/edge-miniflare.ts')], { cwd: ROOT, env, onLine });
 }

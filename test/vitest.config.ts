@@ -35,7 +35,17 @@ export default defineConfig({
             miniflare: {
               hyperdrives: { DB: inject('workersPgUrl') },
               // A local run (docs/protocol.md#worker-configuration); the secret is a known development value.
-              bindings: { REPLICATOR_SECRET: 'edgeplane-test-replicator-secret-0123456789abcdef', EDGEPLANE_ENV: 'local' },
+              // docs/protocol.md#limits, at values the tests can reach: a burst above the 300 requests of
+              // the replacement test, a slow refill, a cap of 8 flows per client, and a flow log that
+              // holds 1,000 flows at most.
+              bindings: {
+                REPLICATOR_SECRET: 'edgeplane-test-replicator-secret-0123456789abcdef',
+                EDGEPLANE_ENV: 'local',
+                FLOW_RATE_PER_SECOND: '2',
+                FLOW_BURST: '400',
+                FLOW_MAX_PER_CLIENT: '8',
+                FLOW_LOG_BACKLOG_MAX: '1000',
+              },
               // A limiter as tight as a test of the account limit needs (test/workers/front-door.test.ts).
               ratelimits: { TEST_TIGHT_CONNECTS: { namespace_id: '1299', simple: { limit: 5, period: 10 } } },
             },

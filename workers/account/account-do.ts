@@ -2,12 +2,12 @@ import { DurableObject } from 'cloudflare:workers';
 import { nextTimeBoundary } from '../../src/access/access.ts';
 import { applyChange, type StorageOp } from '../../src/access/apply-change.ts';
 import { Dirty } from '../../src/access/dirty.ts';
-import { dueAt, nextWake } from '../../src/alarm.ts';
+import { dueAt, expiredTokens, nextWake } from '../../src/alarm.ts';
 import type { Change } from '../../src/change.ts';
 import { earliest } from '../../src/flows/authorize.ts';
-import { frame } from '../../src/frames.ts';
+import { readFlowLimits } from '../../src/flows/limits.ts';
+import { FlowRateLimiter } from '../../src/flows/rate-limit.ts';
 import { asId, type AccountId } from '../../src/ids.ts';
-import { clientFrameSchema, frameEnvelopeSchema } from '../../src/messages.ts';
 import { formatPosition } from '../../src/lsn.ts';
 import { planBatch } from '../../src/ordering.ts';
 import type { RowDecodeError } from '../../src/records.ts';
@@ -17,8 +17,8 @@ import { log } from '../log.ts';
 import { CacheStore } from './cache-store.ts';
 import { CACHE_SCHEMA_VERSION } from './cache-tables.ts';
 import { acceptDevice, admit } from './connect.ts';
-import { createFlow } from './create-flow.ts';
 import { DatabaseError } from './database.ts';
+import { onDeviceMessage, type DeviceMessageContext } from './device-message.ts';
 import { upsertClient, upsertGateway } from './devices.ts';
 import { AlarmClock } from './alarm-clock.ts';
 import { FlowLogWriter } from './flow-log.ts';
@@ -29,7 +29,7 @@ import { MetaStore } from './meta-store.ts';
 import type { AccountMemory, ObjectContext } from './object-context.ts';
 import { propagate } from './propagate.ts';
 import { foldPendingResync, resyncDelayMs, resyncOf } from './resync.ts';
-import { attachmentOf, send } from './sockets.ts';
+import { attachmentOf } from './sockets.ts';
 import { ViewStore } from './view-store.ts';
 
 /** `accountExists`: the object holds its account row (any state but deleted) afterwards; the Worker tells the directory. */
@@ -47,6 +47,7 @@ export class AccountDO extends DurableObject<Env> {
   private readonly freshTokens: FreshTokens;
   /** Hydrations this instance began: one that began after a connect did reads every token committed before it. */
   private hydrations = 0;
+  private readonly frames: DeviceMessageContext;
   private memory: AccountMemory | undefined;
   /** Pushes that failed in a row (workers/account/resync.ts). */
   private pushFailures = 0;
@@ -58,6 +59,7 @@ export class AccountDO extends DurableObject<Env> {
     const sql = ctx.storage.sql;
     this.object = { ctx, caches: new CacheStore(sql), meta: new MetaStore(sql), views: new ViewStore(sql), flowStore: new FlowStore(sql) };
     this.clock = new AlarmClock(ctx.storage);
+    const limits = readFlowLimits(env as unknown as Record<string, unknown>);
     this.flowLog = new FlowLogWriter(
       this.object.flowStore,
       env.DB,
@@ -67,8 +69,20 @@ export class AccountDO extends DurableObject<Env> {
       async () => {
         if (this.memory) await this.rescheduleAlarm(this.memory);
       },
+      limits.retentionMs,
     );
     this.freshTokens = new FreshTokens(env.DB);
+    this.frames = {
+      object: this.object,
+      limits,
+      limiter: new FlowRateLimiter(limits.ratePerSecond, limits.burst),
+      memory: () => this.readyStored(),
+      created: async (flow) => {
+        this.flowLog.soon();
+        // The alarm covers the outbox's maximum delay: its timer does not outlive the instance.
+        await this.clock.noLaterThan(earliest(flow.expiresAt, this.flowLog.dueAt));
+      },
+    };
     // Answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair('ping', 'pong'));
   }
@@ -280,30 +294,9 @@ export class AccountDO extends DurableObject<Env> {
     }
   }
 
+  /** A device frame (docs/protocol.md#frames); nothing it holds can make this throw. */
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
-    const a = attachmentOf(ws);
-    if (!a) return;
-    const fail = (reason: string) => send(ws, frame({ event: 'error', payload: { reason } }));
-    if (typeof message !== 'string') return fail('binary frames are not supported; send JSON text');
-    let received: unknown;
-    try {
-      received = JSON.parse(message);
-    } catch {
-      return fail('malformed JSON');
-    }
-    const envelope = frameEnvelopeSchema.safeParse(received);
-    if (!envelope.success) return fail('expected {"event": string, "payload": object, "ref"?: string|number}');
-    if (a.kind === 'gateway' || envelope.data.event !== 'create_flow') return fail(`unknown event: ${envelope.data.event.slice(0, 64)}`);
-    const parsed = clientFrameSchema.safeParse(received);
-    if (!parsed.success) return fail(`invalid ${envelope.data.event} payload: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-    const memory = await this.readyStored();
-    if (!memory) return;
-    const flow = createFlow(this.object, memory, ws, a, parsed.data, Date.now());
-    if (flow) {
-      this.flowLog.soon();
-      // The alarm covers the outbox's maximum delay: its timer does not outlive the instance.
-      await this.clock.noLaterThan(earliest(flow.expiresAt, this.flowLog.dueAt));
-    }
+    await onDeviceMessage(this.frames, ws, message);
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
@@ -322,6 +315,7 @@ export class AccountDO extends DurableObject<Env> {
   private forget(ws: WebSocket): void {
     this.socketCount = undefined;
     const a = attachmentOf(ws);
+    if (a) this.frames.limiter.forget(a.conn);
     if (a?.kind === 'client') this.object.views.drop(a.conn);
   }
 
@@ -340,7 +334,10 @@ export class AccountDO extends DurableObject<Env> {
     if (!memory) return;
     const now = Date.now();
     const pushed = await this.push(memory, dueAt(memory.state, memory.flows, now), now);
+    // Only once their sockets are closed and their flows revoked (a failed push is redone from them).
+    if (pushed) this.evictExpiredTokens(memory, now);
     if (this.object.flowStore.logBacklog > 0) await this.flowLog.flush();
+    await this.flowLog.retainIfDue(false);
     if (pushed) await this.rescheduleAlarm(memory);
   }
 
@@ -374,8 +371,22 @@ export class AccountDO extends DurableObject<Env> {
     return true;
   }
 
+  /**
+   * Expired tokens leave memory and SQLite once the alarm has closed their sockets and revoked
+   * their flows (docs/architecture.md#11-bounded); a later change of the row brings one back.
+   */
+  private evictExpiredTokens(memory: AccountMemory, now: number): void {
+    const expired = expiredTokens(memory.state, now);
+    if (expired.length === 0) return;
+    this.ctx.storage.transactionSync(() => {
+      for (const record of expired) this.object.caches.delete({ table: 'tokens', record });
+    });
+    for (const record of expired) memory.state.remove({ table: 'tokens', record });
+  }
+
   /** Sets the alarm to the next instant the clock changes something (a full recompute). */
   private async rescheduleAlarm(memory: AccountMemory): Promise<void> {
-    await this.clock.exactly(nextWake(memory.state, memory.flows, Date.now(), { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.dueAt }));
+    const wake = { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.dueAt, flowRetentionAt: this.flowLog.retentionAt };
+    await this.clock.exactly(nextWake(memory.state, memory.flows, Date.now(), wake));
   }
 }

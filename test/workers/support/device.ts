@@ -56,6 +56,11 @@ export class Device {
     for (const w of this.waiters.splice(0)) w();
   }
 
+  /** Waits until `test` holds, re-checked on every frame and on the close; fails after `ms`. */
+  async waitFor(test: () => boolean, what: string, ms = 5000): Promise<void> {
+    await this.until(test, what, ms);
+  }
+
   private async until(test: () => boolean, what: string, ms: number): Promise<void> {
     const deadline = Date.now() + ms;
     while (!test()) {

@@ -1,5 +1,11 @@
+import { availableParallelism } from 'node:os';
 import { cloudflareTest } from '@cloudflare/vitest-pool-workers';
 import { defineConfig } from 'vitest/config';
+
+// One value for the projects that run side by side (vitest requires it of a group): at least two
+// files at once, so that the long and mostly idle outage test (edge-outage.pg.test.ts, 5 minutes)
+// runs beside the others even on two cores.
+const workers = Math.max(2, availableParallelism() - 1);
 
 export default defineConfig({
   test: {
@@ -10,6 +16,7 @@ export default defineConfig({
         test: {
           name: 'unit',
           root: '.',
+          maxWorkers: workers,
           include: ['test/unit/**/*.test.ts'],
         },
       },
@@ -19,6 +26,7 @@ export default defineConfig({
           root: '.',
           include: ['test/**/*.pg.test.ts'],
           exclude: ['test/workers/**'],
+          maxWorkers: workers,
           testTimeout: 120_000,
           hookTimeout: 120_000,
         },
@@ -50,6 +58,7 @@ export default defineConfig({
         test: {
           name: 'workers',
           root: '.',
+          maxWorkers: workers,
           include: ['test/workers/**/*.test.ts'],
           testTimeout: 60_000,
           hookTimeout: 60_000,
@@ -57,10 +66,12 @@ export default defineConfig({
       },
       {
         // The whole system: the run's Postgres, the replicator and `wrangler dev` as child processes,
-        // WebSocket devices (`ws`). One stack per file; files run one after the other.
+        // WebSocket devices (`ws`). One stack per file; files run one after the other, after the
+        // other projects (a group of its own: its timing bounds need the machine to itself).
         test: {
           name: 'e2e',
           root: '.',
+          sequence: { groupOrder: 1 },
           include: ['test/e2e/**/*.e2e.test.ts'],
           globalSetup: ['test/support/e2e-global-setup.ts'],
           maxWorkers: 1,

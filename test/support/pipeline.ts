@@ -17,8 +17,9 @@ export class Pipeline {
     readonly sink: RecordingSink,
   ) {}
 
-  static async create(prefix: string): Promise<Pipeline> {
-    const db = await createTestDatabase(prefix);
+  /** `serverUrl`: a cluster of the test's own instead of the run's (e.g. to measure its WAL alone). */
+  static async create(prefix: string, serverUrl?: string): Promise<Pipeline> {
+    const db = await createTestDatabase(prefix, { serverUrl });
     const sink = await new RecordingSink(SECRET).start();
     return new Pipeline(db, sink);
   }
@@ -55,6 +56,13 @@ export class Pipeline {
   async confirmedFlush(): Promise<Lsn> {
     const [row] = await this.sql<{ lsn: string | null }[]>`select confirmed_flush_lsn::text as lsn from pg_replication_slots where slot_name = ${this.slot}`;
     return row?.lsn ? parseLsn(row.lsn) : 0n;
+  }
+
+  /** WAL the slot keeps on the server: the current position minus its restart_lsn. */
+  async retainedWal(): Promise<number> {
+    const [row] = await this.sql<{ bytes: string | null }[]>`
+      select pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::text as bytes from pg_replication_slots where slot_name = ${this.slot}`;
+    return Number(row?.bytes ?? Number.NaN);
   }
 
   async currentWal(): Promise<Lsn> {

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { ROOT } from '../../dev/root.ts';
+import type { Health } from '../../replicator/service.ts';
 
 export interface LogLine {
   level: string;
@@ -67,6 +68,17 @@ export class ReplicatorProcess {
   async get(pathname: string): Promise<{ status: number; text: string }> {
     const response = await fetch(`http://127.0.0.1:${this.port}${pathname}`);
     return { status: response.status, text: await response.text() };
+  }
+
+  /** One unlabelled metric of /metrics (NaN when absent). */
+  async metric(name: string): Promise<number> {
+    const text = (await this.get('/metrics')).text;
+    return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+  }
+
+  /** /healthz, parsed, whatever its status. */
+  async health(): Promise<Health> {
+    return JSON.parse((await this.get('/healthz')).text) as Health;
   }
 
   async stop(): Promise<void> {

@@ -36,7 +36,7 @@ import { ViewStore } from './view-store.ts';
 export type ApplyResult = { ok: true; applied: number; skipped: number; position: string | null; accountExists: boolean } | { ok: false; status: 400 | 503; error: string };
 
 /**
- * One account's object (docs/architecture.md#the-path-of-a-change): ordered compact caches in SQLite, consistent
+ * One account's object (DESIGN "AccountDO"): ordered compact caches in SQLite, consistent
  * hydration, the hibernating sockets of the account's clients and gateways, and the diffs and
  * flow decisions pushed to them.
  */
@@ -110,8 +110,11 @@ export class AccountDO extends DurableObject<Env> {
     return accountId === null ? undefined : await this.ready(accountId);
   }
 
-  /** docs/architecture.md#4-consistent-hydration: load the account in one REPEATABLE READ query, with its snapshot. */
-  private async hydrate(accountId: AccountId): Promise<void> {
+  /**
+   * docs/architecture.md#4-consistent-hydration: load the account in one REPEATABLE READ query, with its snapshot. `restart`:
+   * also forget the position (a reload), in the epoch given (else the one the snapshot saw).
+   */
+  private async hydrate(accountId: AccountId, restart?: { epoch: string | null }): Promise<void> {
     const started = Date.now();
     this.hydrations++;
     const h = await hydrate(this.env.DB, accountId);
@@ -124,6 +127,10 @@ export class AccountDO extends DurableObject<Env> {
         meta.accountId = accountId;
         meta.cacheVersion = CACHE_SCHEMA_VERSION;
         meta.snapshot = { snapshot: h.snapshot, takenAt: Date.now() };
+        meta.epoch = restart?.epoch ?? h.epoch;
+        // With the new snapshot, in the same transaction: a crash between the two would keep a
+        // position of the old stream next to a snapshot of the new one.
+        if (restart) meta.position = null;
       });
     } catch (err) {
       meta.reset();
@@ -143,12 +150,18 @@ export class AccountDO extends DurableObject<Env> {
    * or below the stored position are skipped (docs/architecture.md#2-order and #3-idempotence); the batch is stored in one
    * transaction with the new position, then pushed to the sockets it affects.
    */
-  async applyChanges(accountIdText: string, changes: Change[]): Promise<ApplyResult> {
+  async applyChanges(accountIdText: string, changes: Change[], epoch: string | null = null): Promise<ApplyResult> {
     const accountId = asId<'account'>(accountIdText);
     if (!accountId) return { ok: false, status: 400, error: `not an account id: ${accountIdText}` };
     let memory: AccountMemory;
     try {
       memory = await this.ready(accountId);
+      const followed = this.object.meta.epoch;
+      if (epoch !== null && followed !== null && followed !== epoch) {
+        // Positions of another stream: comparing them with ours would skip or misorder changes.
+        log.warn({ component: 'account', account: accountId, from: followed, to: epoch }, 'a batch of a new replication epoch: re-hydrating first');
+        memory = await this.reload(accountId, epoch);
+      }
     } catch (err) {
       if (err instanceof DatabaseError) return { ok: false, status: 503, error: err.message };
       throw err;
@@ -159,10 +172,12 @@ export class AccountDO extends DurableObject<Env> {
     const plan = planBatch(stored, meta.snapshot, changes);
     const dirty = new Dirty();
     const ops: StorageOp[] = [];
+    let problems = 0;
     try {
       for (const change of plan.apply) {
         const result = applyChange(memory.state, change, dirty);
         for (const op of result.ops) ops.push(op);
+        problems += result.problems.length;
         this.logProblems(accountId, result.problems, change.lsn);
       }
       this.ctx.storage.transactionSync(() => {
@@ -171,6 +186,8 @@ export class AccountDO extends DurableObject<Env> {
         if (plan.advancedTo) meta.position = plan.advancedTo;
         if (plan.snapshotExpired) meta.snapshot = null;
         if (plan.stale > 0) meta.staleSkipped += plan.stale;
+        if (problems > 0) meta.failClosed += problems;
+        if (epoch !== null && meta.epoch === null) meta.epoch = epoch;
       });
     } catch (err) {
       // Memory may be ahead of storage: rebuild it from SQLite on the next call.
@@ -199,31 +216,41 @@ export class AccountDO extends DurableObject<Env> {
   }
 
   /**
-   * POST /v1/accounts/:id/rehydrate (an extension of docs/protocol.md#changes-route): reload the account from
-   * Postgres, as after an invalidated replication slot, when changes were lost for good. No batch
-   * runs meanwhile; afterwards every socket gets the difference and every flow is reviewed.
+   * POST /v1/accounts/:id/rehydrate (docs/protocol.md#rehydrate-route): reload the account from
+   * Postgres, when changes were lost for good (pruned, an invalidated slot) or a new epoch began.
    */
-  async rehydrate(accountIdText: string): Promise<ApplyResult> {
+  async rehydrate(accountIdText: string, epoch: string | null = null): Promise<ApplyResult> {
     const accountId = asId<'account'>(accountIdText);
     if (!accountId) return { ok: false, status: 400, error: `not an account id: ${accountIdText}` };
-    const previous = await this.ready(accountId);
+    let memory: AccountMemory;
     try {
-      await this.ctx.blockConcurrencyWhile(async () => {
-        await this.hydrate(accountId);
-        this.memory = { state: this.object.caches.load(accountId), flows: previous.flows };
-      });
+      await this.ready(accountId);
+      memory = await this.reload(accountId, epoch);
     } catch (err) {
       if (err instanceof DatabaseError) return { ok: false, status: 503, error: err.message };
       throw err;
     }
+    const position = this.object.meta.position;
+    return { ok: true, applied: 0, skipped: 0, position: position && formatPosition(position), accountExists: memory.state.account !== null };
+  }
+
+  /**
+   * A consistent snapshot again, and no position: whatever the replicator sends next is either seen
+   * by the snapshot (skipped by xid) or applied. No batch runs meanwhile; afterwards every socket
+   * gets the difference and every flow is reviewed.
+   */
+  private async reload(accountId: AccountId, epoch: string | null): Promise<AccountMemory> {
+    const previous = this.memory;
+    await this.ctx.blockConcurrencyWhile(async () => {
+      await this.hydrate(accountId, { epoch });
+      this.memory = { state: this.object.caches.load(accountId), flows: previous?.flows ?? this.object.flowStore.load() };
+    });
     const memory = this.memory!;
     this.freshTokens.settle(memory.state, null);
     const dirty = new Dirty();
     dirty.everything = true;
-    if (propagate(this.object, memory, dirty, Date.now())) this.socketCount = undefined;
-    await this.rescheduleAlarm(memory);
-    const position = this.object.meta.position;
-    return { ok: true, applied: 0, skipped: 0, position: position && formatPosition(position), accountExists: memory.state.account !== null };
+    if (await this.push(memory, dirty, Date.now())) await this.rescheduleAlarm(memory);
+    return memory;
   }
 
   /** GET /v1/{client,gateway}/websocket, routed here by the Worker (docs/protocol.md#websocket-routes). */

@@ -6,11 +6,12 @@ import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
 import { migrate } from '../../migrations/migrate.ts';
 import { startEmbeddedPostgres } from '../../dev/embedded-postgres.ts';
 import { slotProblem } from '../../replicator/stream/setup.ts';
+import type { Change } from '../../src/change.ts';
 import { parseLsn } from '../../src/lsn.ts';
 import { insertAccount, insertActor, Pipeline, SECRET } from '../support/pipeline.ts';
 import { firstDeliveries, isSortedByPosition, keyOf } from '../support/positions.ts';
 import { RecordingSink } from '../support/recording-sink.ts';
-import { eventually, ReplicatorProcess } from '../support/replicator-process.ts';
+import { eventually, type LogLine, ReplicatorProcess } from '../support/replicator-process.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 import { withDatabase } from '../support/database.ts';
 
@@ -177,25 +178,59 @@ describe('replicator faults', () => {
     const r = await p.replicator({ DATABASE_URL: url.toString() });
     const a = await insertAccount(p.sql);
     await eventually(() => p.sink.changes.length >= 1);
-    const before = await p.confirmedFlush();
+    // Settled: the first change's acknowledgment (sent a moment after its delivery) has reached the
+    // slot, so acknowledgments do move it. While idle it may move on, to the server's WAL end.
+    const first = parseLsn(p.sink.changes[0]!.lsn);
+    await eventually(async () => (await p.confirmedFlush()) > first, 10_000, 'the first change acknowledged');
     // The next Insert's relation OID becomes one the decoder never saw.
     proxy.tamper = (payload) => {
       if (payload[0] !== 0x49) return false;
       payload.writeUInt32BE(0xfffffff0, 1);
       return true;
     };
+    // Its delivery after the reconnect is held (unanswered, so unacknowledged) until released.
+    let release = () => {};
+    const released = new Promise<number>((resolve) => {
+      release = () => resolve(200);
+    });
+    let held: Change[] | undefined;
+    p.sink.behaviour = ({ changes }) => {
+      if (!changes.some((c) => c.data?.name === 'tampered')) return 200;
+      held = changes;
+      return released;
+    };
+    // The slot's position, read until the delivery is released: from before the change is
+    // committed, through the error and the reconnect, to its delivery held.
     const samples: bigint[] = [];
-    await insertActor(p.sql, a, 'tampered');
-    const error = await r.waitForLog((l) => l.msg === 'undecodable replication message; reconnecting without acknowledging it');
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        samples.push(await p.confirmedFlush());
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
+    let error: LogLine;
+    let committedAt: bigint;
+    try {
+      await insertActor(p.sql, a, 'tampered');
+      error = await r.waitForLog((l) => l.msg === 'undecodable replication message; reconnecting without acknowledging it');
+      const redelivered = await eventually(() => held, 30_000, 'the change streamed again after the reconnect');
+      committedAt = parseLsn(redelivered.find((c) => c.data?.name === 'tampered')!.lsn);
+    } finally {
+      sampling = false;
+      await sampler;
+    }
+    samples.push(await p.confirmedFlush());
+    release();
     expect(String(error.err)).toContain('PgoutputDecodeError');
     expect(error.lsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
-    while (!p.sink.changes.some((c) => c.data?.name === 'tampered')) {
-      samples.push(await p.confirmedFlush());
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    const delivered = p.sink.changes.find((c) => c.data?.name === 'tampered')!;
-    for (const s of samples) expect(s).toBeLessThanOrEqual(parseLsn(delivered.lsn));
-    expect(samples[0]).toBe(before);
+    await eventually(() => p.sink.changes.some((c) => c.data?.name === 'tampered'), 10_000, 'the change delivered');
+    // Neither the session that could not decode it nor the next one acknowledged past its commit.
+    expect(parseLsn(String(error.lsn))).toBeLessThan(committedAt);
+    expect(parseLsn(String(error.acked))).toBeLessThanOrEqual(committedAt);
+    for (const s of samples) expect(s).toBeLessThanOrEqual(committedAt);
+    // Once delivered, it is acknowledged.
+    await eventually(async () => (await p.confirmedFlush()) > committedAt, 10_000, 'the change acknowledged');
     expect(proxy.tampered).toBe(1);
     expect(metric((await r.get('/metrics')).text, 'edgeplane_replicator_decode_errors_total')).toBe(1);
   });

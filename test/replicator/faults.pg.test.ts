@@ -10,7 +10,7 @@ import { parseLsn } from '../../src/lsn.ts';
 import { insertAccount, insertActor, Pipeline, SECRET } from '../support/pipeline.ts';
 import { firstDeliveries, isSortedByPosition, keyOf } from '../support/positions.ts';
 import { RecordingSink } from '../support/recording-sink.ts';
-import { eventually, ReplicatorProcess } from '../support/replicator-process.ts';
+import { eventually, type LogLine, ReplicatorProcess } from '../support/replicator-process.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 import { withDatabase } from '../support/database.ts';
 
@@ -204,25 +204,44 @@ describe('replicator faults', () => {
     const r = await p.replicator({ DATABASE_URL: url.toString() });
     const a = await insertAccount(p.sql);
     await eventually(() => p.sink.changes.length >= 1);
-    const before = await p.confirmedFlush();
+    // Settled: the first change's acknowledgment has reached the slot. While idle the slot may move
+    // on to the server's WAL end, so it is bounded below by the tampered commit, not pinned.
+    const first = parseLsn(p.sink.changes[0]!.lsn);
+    await eventually(async () => (await p.confirmedFlush()) > first, 10_000, 'the first change acknowledged');
     // The next Insert's relation OID becomes one the decoder never saw.
     proxy.tamper = (payload) => {
       if (payload[0] !== 0x49) return false;
       payload.writeUInt32BE(0xfffffff0, 1);
       return true;
     };
+    // The slot's position from before the commit, through the error and the reconnect, until the
+    // change is delivered (it is acknowledged once logged, so not after that).
     const samples: bigint[] = [];
-    await insertActor(p.sql, a, 'tampered');
-    const error = await r.waitForLog((l) => l.msg === 'undecodable replication message; reconnecting without acknowledging it');
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        samples.push(await p.confirmedFlush());
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
+    let error: LogLine;
+    try {
+      await insertActor(p.sql, a, 'tampered');
+      error = await r.waitForLog((l) => l.msg === 'undecodable replication message; reconnecting without acknowledging it');
+      await r.waitForLog((l) => l.msg === 'streaming' && r.logs.indexOf(l) > r.logs.indexOf(error));
+    } finally {
+      sampling = false;
+      await sampler;
+    }
     expect(String(error.err)).toContain('PgoutputDecodeError');
     expect(error.lsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
-    while (!p.sink.changes.some((c) => c.data?.name === 'tampered')) {
-      samples.push(await p.confirmedFlush());
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    const delivered = p.sink.changes.find((c) => c.data?.name === 'tampered')!;
-    for (const s of samples) expect(s).toBeLessThanOrEqual(parseLsn(delivered.lsn));
-    expect(samples[0]).toBe(before);
+    await eventually(() => p.sink.changes.some((c) => c.data?.name === 'tampered'), 10_000, 'the change delivered');
+    const committedAt = parseLsn(p.sink.changes.find((c) => c.data?.name === 'tampered')!.lsn);
+    // The session that could not decode it did not acknowledge past it, nor did anything before
+    // the next session streamed it again.
+    expect(parseLsn(String(error.lsn))).toBeLessThanOrEqual(committedAt);
+    expect(parseLsn(String(error.acked))).toBeLessThanOrEqual(committedAt);
+    for (const s of samples) expect(s).toBeLessThanOrEqual(committedAt);
     expect(proxy.tampered).toBe(1);
     expect(metric((await r.get('/metrics')).text, 'edgeplane_replicator_decode_errors_total')).toBe(1);
   });

@@ -6,7 +6,10 @@ import { insertAccount, Pipeline } from '../support/pipeline.ts';
 import { eventually } from '../support/replicator-process.ts';
 
 // The replicator runs unchanged on Bun and Deno (docs/protocol.md#replicator-configuration): both
-// come from npm as devDependencies, whose packages ship the binaries. A smoke run under each: one
+// come from npm as devDependencies, whose packages ship the binaries. npm 11 warns that their
+// install scripts are not in allowScripts but runs them (strict-allow-scripts is off): Deno's
+// binary works without its script, Bun's needs it (`npm install-scripts approve bun` under
+// strict-allow-scripts). A smoke run under each: one
 // change streamed, logged in change_logs and delivered, /healthz answers, SIGTERM drains and exits 0.
 const bin = (name: string) => path.join(ROOT, 'node_modules/.bin', name);
 const RUNTIMES: Array<{ name: string; version: RegExp; command: string[] }> = [

@@ -10,6 +10,9 @@ import { checkedSecretProblems } from './secrets.ts';
 
 export { AccountDO } from './account/account-do.ts';
 export { AccountDirectory } from './directory/account-directory.ts';
+// @cloudflare/containers wants it exported (its outbound interception, which the replicator does not
+// use, but which the Container class sets up when its object wakes with the container running).
+export { ContainerProxy } from '@cloudflare/containers';
 export { ReplicatorContainer } from './replicator/replicator-container.ts';
 
 /** The routes; tests call `app.request`. The default export adds the cron's handler. */

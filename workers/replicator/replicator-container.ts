@@ -92,7 +92,12 @@ export class ReplicatorContainer extends Container<Env> {
 
   private async startReplicator(trigger: string): Promise<ReplicatorReport> {
     const instance = this.instance;
-    await this.save({ ...(await this.record()), startedAt: Date.now(), notBefore: undefined, unhealthySince: undefined, stopRequestedAt: undefined });
+    // Deliver any stop of the previous run still pending in the base class (stop() on a container
+    // that is not running signals nothing), so that it cannot count against this one.
+    await this.stop();
+    const record = await this.record();
+    if (record.notBefore !== undefined && record.notBefore > Date.now()) return { instance, status: 'waiting' };
+    await this.save({ failures: record.failures, startedAt: Date.now() });
     try {
       await this.startAndWaitForPorts({ ports: REPLICATOR_PORT });
       log.info({ component: 'replicator-container', instance, trigger }, 'replicator started');
@@ -118,10 +123,15 @@ export class ReplicatorContainer extends Container<Env> {
   }
 
   private async scheduleRestart(why: string, detail: string): Promise<void> {
-    const record = afterStop(await this.record(), Date.now());
+    const now = Date.now();
+    const current = await this.record();
+    // One stop per run: an exit reaches onError and onStop, a failed start onError and the
+    // caller's catch, and @cloudflare/containers may deliver a stop again before the next start.
+    // afterStop clears startedAt, so only the first of them counts and schedules.
+    if (current.startedAt === undefined) return;
+    const record = afterStop(current, now);
     await this.save(record);
-    const delayMs = Math.max(0, (record.notBefore ?? Date.now()) - Date.now());
-    // One restart pending at a time, whichever of onStop and onError asked first.
+    const delayMs = Math.max(0, (record.notBefore ?? now) - now);
     this.deleteSchedules('restart');
     await this.schedule(Math.ceil(delayMs / 1000), 'restart');
     log.warn({ component: 'replicator-container', instance: this.instance, why, detail, failures: record.failures, restartInMs: delayMs }, 'replicator stopped: restart scheduled');

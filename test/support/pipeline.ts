@@ -4,7 +4,7 @@ type Queryable = Sql | TransactionSql;
 import { parseLsn, type Lsn } from '../../src/lsn.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
 import { RecordingSink } from './recording-sink.ts';
-import { ReplicatorProcess } from './replicator-process.ts';
+import { NODE_REPLICATOR, ReplicatorProcess } from './replicator-process.ts';
 
 export const SECRET = 'test-secret-0123456789';
 
@@ -46,8 +46,8 @@ export class Pipeline {
     };
   }
 
-  async replicator(overrides: Record<string, string> = {}, waitForStreaming = true): Promise<ReplicatorProcess> {
-    const p = new ReplicatorProcess(this.env(overrides));
+  async replicator(overrides: Record<string, string> = {}, waitForStreaming = true, command: readonly string[] = NODE_REPLICATOR): Promise<ReplicatorProcess> {
+    const p = new ReplicatorProcess(this.env(overrides), command);
     this.processes.push(p);
     if (waitForStreaming) await p.streaming();
     return p;

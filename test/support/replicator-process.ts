@@ -10,7 +10,10 @@ export interface LogLine {
   [key: string]: unknown;
 }
 
-/** The replicator as a real Node process (`replicator/main.ts`), with its JSON log lines collected. */
+/** How the replicator is started: Node with tsx by default; test/replicator/runtimes.pg.test.ts runs Bun and Deno too. */
+export const NODE_REPLICATOR: readonly string[] = [process.execPath, '--import', 'tsx', 'replicator/main.ts'];
+
+/** The replicator as a real process (`replicator/main.ts`), with its JSON log lines collected. */
 export class ReplicatorProcess {
   readonly logs: LogLine[] = [];
   readonly stderr: string[] = [];
@@ -18,8 +21,9 @@ export class ReplicatorProcess {
   private readonly child: ChildProcess;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
-  constructor(env: Record<string, string>) {
-    this.child = spawn(process.execPath, ['--import', 'tsx', 'replicator/main.ts'], {
+  constructor(env: Record<string, string>, command: readonly string[] = NODE_REPLICATOR) {
+    const [file, ...args] = command as [string, ...string[]];
+    this.child = spawn(file, args, {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '', REPLICATOR_PORT: '0', LOG_LEVEL: 'debug', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,5 +1,5 @@
 import { SELF } from 'cloudflare:test';
-import app from '../../../workers/index.ts';
+import { app } from '../../../workers/index.ts';
 import { BASE, randomText } from './world.ts';
 
 export interface Frame {

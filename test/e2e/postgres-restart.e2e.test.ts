@@ -2,7 +2,7 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import postgres from 'postgres';
-import { afterAll, beforeAll, expect, it, onTestFailed } from 'vitest';
+import { afterAll, afterEach, beforeAll, expect, it, onTestFailed } from 'vitest';
 import { startLocalPostgres, type LocalPostgres } from '../../dev/local-postgres.ts';
 import { freePort } from '../../dev/ports.ts';
 import { migrate } from '../../migrations/migrate.ts';
@@ -22,6 +22,10 @@ import { Workload } from '../support/e2e-workload.ts';
 let cluster: LocalPostgres;
 let dir: string;
 let stack: Stack;
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0)) await cleanup();
+});
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'edgeplane-e2e-restart-'));
@@ -84,7 +88,10 @@ it('Postgres restarts during a stream of commits: the replicator reconnects and 
 
 it('Postgres restarts (fast shutdown) while a delivered change waits for its change_logs row: the restart completes and nothing is lost', async () => {
   onTestFailed(() => console.error(`--- stack logs ---\n${stack.tail(80)}`));
-  const sql = stack.db.sql;
+  // A pool of its own: postgres.js hears that the last test's restart ended an idle connection of
+  // the shared pool only when it next sends a query on it, which would then fail.
+  const sql = postgres(stack.db.url, { max: 2, onnotice: () => {} });
+  cleanups.push(() => sql.end({ timeout: 1 }));
   const w = await Workload.create(sql, 1, 2, 1);
   const c = stack.device('client', w.accounts[0]!.clientToken);
   await c.connect();

@@ -1,6 +1,7 @@
 import type { AccountId, ActorId, ClientId, GatewayId, GroupId, PolicyId, ResourceId, SiteId, TokenId } from '../ids.ts';
 import type { AccountRecord, ActorRecord, Cached, ClientRecord, GatewayRecord, GroupRecord, PolicyRecord, ResourceRecord, SiteRecord, TokenRecord } from '../records.ts';
 import type { TableName } from '../tables.ts';
+import { deviceKey } from '../devices.ts';
 import { ExpiryHeap } from '../expiry-heap.ts';
 import { MultiIndex } from './multi-index.ts';
 
@@ -17,6 +18,8 @@ export class AccountState {
   readonly sites = new Map<SiteId, SiteRecord>();
   readonly gateways = new Map<GatewayId, GatewayRecord>();
   readonly gatewaysOfSite = new MultiIndex<SiteId, GatewayId>();
+  /** By deviceKey(site, external id): what a connecting gateway is upserted by. */
+  readonly gatewaysByKey = new Map<string, GatewayId>();
   readonly resources = new Map<ResourceId, ResourceRecord>();
   readonly sitesOfResource = new MultiIndex<ResourceId, SiteId>();
   readonly resourcesOfSite = new MultiIndex<SiteId, ResourceId>();
@@ -25,6 +28,8 @@ export class AccountState {
   readonly policiesOfGroup = new MultiIndex<GroupId, PolicyId>();
   readonly clients = new Map<ClientId, ClientRecord>();
   readonly clientsOfActor = new MultiIndex<ActorId, ClientId>();
+  /** By deviceKey(actor, external id): what a connecting client is upserted by. */
+  readonly clientsByKey = new Map<string, ClientId>();
   readonly tokens = new Map<TokenId, TokenRecord>();
   /** Tokens that expire, by expiry (docs/architecture.md#11-bounded: the alarm reads the next one in O(1)). */
   readonly tokenExpiries = new ExpiryHeap<TokenId>();
@@ -85,6 +90,7 @@ export class AccountState {
       case 'gateways':
         this.gateways.set(cached.record.id, cached.record);
         this.gatewaysOfSite.add(cached.record.siteId, cached.record.id);
+        this.gatewaysByKey.set(deviceKey(cached.record.siteId, cached.record.externalId), cached.record.id);
         return;
       case 'resources':
         this.resources.set(cached.record.id, cached.record);
@@ -104,6 +110,7 @@ export class AccountState {
       case 'clients':
         this.clients.set(cached.record.id, cached.record);
         this.clientsOfActor.add(cached.record.actorId, cached.record.id);
+        this.clientsByKey.set(deviceKey(cached.record.actorId, cached.record.externalId), cached.record.id);
         return;
       case 'tokens':
         this.tokens.set(cached.record.id, cached.record);
@@ -136,6 +143,7 @@ export class AccountState {
       case 'gateways':
         this.gateways.delete(current.record.id);
         this.gatewaysOfSite.delete(current.record.siteId, current.record.id);
+        deleteIf(this.gatewaysByKey, deviceKey(current.record.siteId, current.record.externalId), current.record.id);
         return;
       case 'resources':
         this.resources.delete(current.record.id);
@@ -153,6 +161,7 @@ export class AccountState {
       case 'clients':
         this.clients.delete(current.record.id);
         this.clientsOfActor.delete(current.record.actorId, current.record.id);
+        deleteIf(this.clientsByKey, deviceKey(current.record.actorId, current.record.externalId), current.record.id);
         return;
       case 'tokens':
         this.tokens.delete(current.record.id);
@@ -194,6 +203,11 @@ export class AccountState {
         return [...this.tokens.values()].map((record) => ({ table, record }));
     }
   }
+}
+
+/** Drops the key only if it still names this record (another record may have taken the key since). */
+function deleteIf<V>(map: Map<string, V>, key: string, value: V): void {
+  if (map.get(key) === value) map.delete(key);
 }
 
 function wrap<T extends Cached['table']>(table: T, record: Extract<Cached, { table: T }>['record'] | undefined): Cached | undefined {

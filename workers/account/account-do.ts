@@ -10,7 +10,8 @@ import { FlowRateLimiter } from '../../src/flows/rate-limit.ts';
 import { asId, type AccountId } from '../../src/ids.ts';
 import { formatPosition } from '../../src/lsn.ts';
 import { planBatch } from '../../src/ordering.ts';
-import type { RowDecodeError } from '../../src/records.ts';
+import { decodeRow, type Cached, type RowDecodeError } from '../../src/records.ts';
+import { unchangedDevice } from '../../src/devices.ts';
 import { parseConnectParams, type DeviceKind } from '../connect-params.ts';
 import { errorResponse } from '../http-errors.ts';
 import { log } from '../log.ts';
@@ -19,7 +20,7 @@ import { CACHE_SCHEMA_VERSION } from './cache-tables.ts';
 import { acceptDevice, admit } from './connect.ts';
 import { DatabaseError } from './database.ts';
 import { onDeviceMessage, type DeviceMessageContext } from './device-message.ts';
-import { upsertClient, upsertGateway } from './devices.ts';
+import { DeviceWriter } from './devices.ts';
 import { AlarmClock } from './alarm-clock.ts';
 import { FlowLogWriter } from './flow-log.ts';
 import { FlowStore } from './flow-store.ts';
@@ -45,6 +46,7 @@ export class AccountDO extends DurableObject<Env> {
   private readonly clock: AlarmClock;
   private readonly flowLog: FlowLogWriter;
   private readonly freshTokens: FreshTokens;
+  private readonly devices: DeviceWriter;
   /** Hydrations this instance began: one that began after a connect did reads every token committed before it. */
   private hydrations = 0;
   private readonly frames: DeviceMessageContext;
@@ -72,6 +74,7 @@ export class AccountDO extends DurableObject<Env> {
       limits.retentionMs,
     );
     this.freshTokens = new FreshTokens(env.DB);
+    this.devices = new DeviceWriter(env.DB);
     this.frames = {
       object: this.object,
       limits,
@@ -271,26 +274,37 @@ export class AccountDO extends DurableObject<Env> {
       if (arrival === 'busy') return errorResponse(503, { error: 'too many connects waiting for new tokens', detail: 'retry in a few seconds' });
       if (arrival === 'behind')
         return errorResponse(503, { error: 'token not replicated yet', detail: 'the edge has not received this token from the database yet; retry in a few seconds' });
-      const first = await admit((await this.ready(accountId)).state, kind, params.token, Date.now());
+      let memory = await this.ready(accountId);
+      const first = await admit(memory.state, kind, params.token, Date.now());
       if (!first.ok) return errorResponse(401, { error: first.error });
       const device = { externalId: params.external_id, name: params.name, publicKey: params.public_key, version: params.version };
-      const row =
-        kind === 'client'
-          ? await upsertClient(this.env.DB, accountId, first.token.ownerId as never, device)
-          : await upsertGateway(this.env.DB, accountId, first.token.ownerId as never, device);
-      // The state may have moved while the database answered: admit again against the current one.
-      const memory = await this.ready(accountId);
-      const now = Date.now();
-      const second = await admit(memory.state, kind, params.token, now);
-      if (!second.ok) return errorResponse(401, { error: second.error });
-      const deviceEnd = acceptDevice(this.object, memory, kind, row, second.token.id, request, now);
+      const owner = first.token.ownerId;
+      // Admitted against this very state, with no wait since (else the write path admits again).
+      const known = this.memory === memory ? unchangedDevice(memory.state, kind, owner, device) : undefined;
+      let cached: Cached;
+      let token = first.token;
+      let now = Date.now();
+      if (known) cached = known;
+      else {
+        const table = kind === 'client' ? 'clients' : 'gateways';
+        const row = await this.devices.upsert(table, { accountId, ownerId: owner, device });
+        // The state may have moved while the database answered: admit again against the current one.
+        memory = await this.ready(accountId);
+        now = Date.now();
+        const second = await admit(memory.state, kind, params.token, now);
+        if (!second.ok) return errorResponse(401, { error: second.error });
+        token = second.token;
+        cached = decodeRow(table, row).cached;
+      }
+      const deviceEnd = acceptDevice(this.object, memory, cached, known === undefined, token.id, request, now);
       if (this.socketCount !== undefined) this.socketCount++;
       // Only this socket's token and, for the first socket, the time windows can bring the alarm forward.
-      await this.clock.noLaterThan(earliest(second.token.expiresAt, nextTimeBoundary(memory.state, now)));
+      await this.clock.noLaterThan(earliest(token.expiresAt, nextTimeBoundary(memory.state, now)));
       return new Response(null, { status: 101, webSocket: deviceEnd });
     } catch (err) {
-      if (err instanceof DatabaseError) return errorResponse(503, { error: 'database unavailable, retry later' });
-      throw err;
+      if (!(err instanceof DatabaseError)) throw err;
+      log.warn({ component: 'account', account: accountId, err: err.message }, 'a connect found the database unavailable');
+      return errorResponse(503, { error: 'database unavailable, retry later' });
     }
   }
 

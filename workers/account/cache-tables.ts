@@ -8,7 +8,7 @@ import type { TableName } from '../../src/tables.ts';
  * the compact records. Bump CACHE_SCHEMA_VERSION when a table changes: an object whose stored
  * version is older drops its caches and hydrates again.
  */
-export const CACHE_SCHEMA_VERSION = 1;
+export const CACHE_SCHEMA_VERSION = 2;
 
 export type SqlValue = ArrayBuffer | string | number | null;
 type SqlRow = Record<string, SqlValue>;
@@ -86,11 +86,18 @@ export const CACHE_TABLES: { [T in TableName]: TableCodec } = {
   ),
   gateways: codec<Rec<'gateways'>>(
     'c_gateways',
-    ['id', 'site_id', 'name', 'public_key', 'version'],
+    ['id', 'site_id', 'external_id', 'name', 'public_key', 'version'],
     ['id'],
-    { id: 'blob not null', site_id: 'blob not null', name: 'text not null', public_key: 'text not null', version: 'text' },
-    (r) => [blob(r.id), blob(r.siteId), r.name, r.publicKey, r.version],
-    (row) => ({ id: id(row.id!), siteId: id(row.site_id!), name: str(row.name!), publicKey: str(row.public_key!), version: strOrNull(row.version!) }),
+    { id: 'blob not null', site_id: 'blob not null', external_id: 'text not null', name: 'text not null', public_key: 'text not null', version: 'text' },
+    (r) => [blob(r.id), blob(r.siteId), r.externalId, r.name, r.publicKey, r.version],
+    (row) => ({
+      id: id(row.id!),
+      siteId: id(row.site_id!),
+      externalId: str(row.external_id!),
+      name: str(row.name!),
+      publicKey: str(row.public_key!),
+      version: strOrNull(row.version!),
+    }),
   ),
   resources: codec<Rec<'resources'>>(
     'c_resources',
@@ -133,13 +140,22 @@ export const CACHE_TABLES: { [T in TableName]: TableCodec } = {
   ),
   clients: codec<Rec<'clients'>>(
     'c_clients',
-    ['id', 'actor_id', 'name', 'public_key', 'version', 'verified'],
+    ['id', 'actor_id', 'external_id', 'name', 'public_key', 'version', 'verified'],
     ['id'],
-    { id: 'blob not null', actor_id: 'blob not null', name: 'text not null', public_key: 'text not null', version: 'text', verified: 'integer not null' },
-    (r) => [blob(r.id), blob(r.actorId), r.name, r.publicKey, r.version, r.verified ? 1 : 0],
+    {
+      id: 'blob not null',
+      actor_id: 'blob not null',
+      external_id: 'text not null',
+      name: 'text not null',
+      public_key: 'text not null',
+      version: 'text',
+      verified: 'integer not null',
+    },
+    (r) => [blob(r.id), blob(r.actorId), r.externalId, r.name, r.publicKey, r.version, r.verified ? 1 : 0],
     (row) => ({
       id: id(row.id!),
       actorId: id(row.actor_id!),
+      externalId: str(row.external_id!),
       name: str(row.name!),
       publicKey: str(row.public_key!),
       version: strOrNull(row.version!),

@@ -241,6 +241,14 @@ const decoders = {
     }),
 } satisfies Record<TableName, z.ZodType<{ deleted: boolean; record: unknown }>>;
 
+/**
+ * The columns of a row that its record is decoded from: a hydration selects only these (the
+ * replicator still sends whole rows; the decoder ignores the rest).
+ */
+export function decodedColumns(table: TableName): string[] {
+  return Object.keys((decoders[table] as z.ZodPipe<z.ZodObject>).in.shape);
+}
+
 export class RowDecodeError extends Error {
   override name = 'RowDecodeError';
   constructor(

@@ -1,5 +1,6 @@
 import { DurableObject } from 'cloudflare:workers';
 import { nextTimeBoundary } from '../../src/access/access.ts';
+import { AccountState } from '../../src/access/account-state.ts';
 import { applyChange, type StorageOp } from '../../src/access/apply-change.ts';
 import { Dirty } from '../../src/access/dirty.ts';
 import { dueAt, expiredTokens, nextWake } from '../../src/alarm.ts';
@@ -15,6 +16,7 @@ import { unchangedDevice } from '../../src/devices.ts';
 import { parseConnectParams, type DeviceKind } from '../connect-params.ts';
 import { errorResponse } from '../http-errors.ts';
 import { log } from '../log.ts';
+import { CacheStaging } from './cache-staging.ts';
 import { CacheStore } from './cache-store.ts';
 import { CACHE_SCHEMA_VERSION } from './cache-tables.ts';
 import { acceptDevice, admit } from './connect.ts';
@@ -97,10 +99,10 @@ export class AccountDO extends DurableObject<Env> {
     if (owner !== null && owner !== accountId) throw new Error(`object of account ${owner} asked to serve account ${accountId}`);
     await this.ctx.blockConcurrencyWhile(async () => {
       if (this.memory) return;
-      if (owner === null || this.object.meta.cacheVersion !== CACHE_SCHEMA_VERSION) await this.hydrate(accountId);
+      const hydrated = owner === null || this.object.meta.cacheVersion !== CACHE_SCHEMA_VERSION ? await this.hydrate(accountId) : undefined;
       const live = new Set(this.ctx.getWebSockets().map((ws) => attachmentOf(ws)?.conn ?? -1));
       this.object.views.retain(live);
-      this.memory = { state: this.object.caches.load(accountId), flows: this.object.flowStore.load() };
+      this.memory = { state: hydrated ?? this.object.caches.load(accountId), flows: this.object.flowStore.load() };
       // Flows created before an eviction or a restart may still wait in the outbox, for how long is unknown.
       this.flowLog.overdue();
     });
@@ -114,19 +116,25 @@ export class AccountDO extends DurableObject<Env> {
   }
 
   /**
-   * docs/architecture.md#4-consistent-hydration: load the account in one REPEATABLE READ query, with its snapshot. `restart`:
-   * also forget the position (a reload), in the epoch given (else the one the snapshot saw).
+   * docs/architecture.md#hydration: load the account in one REPEATABLE READ query, with its
+   * snapshot, page by page into a staged cache and the returned state. `restart`: also forget the
+   * position (a reload), in the epoch given (else the one the snapshot saw).
    */
-  private async hydrate(accountId: AccountId, restart?: { epoch: string | null }): Promise<void> {
+  private async hydrate(accountId: AccountId, restart?: { epoch: string | null }): Promise<AccountState> {
     const started = Date.now();
     this.hydrations++;
-    const h = await hydrate(this.env.DB, accountId);
-    const { caches, meta } = this.object;
+    const { ctx } = this;
+    const { meta } = this.object;
+    const staging = new CacheStaging(ctx.storage.sql);
+    const state = new AccountState(accountId);
+    ctx.storage.transactionSync(() => staging.begin());
+    const h = await hydrate(this.env.DB, accountId, (records) => {
+      ctx.storage.transactionSync(() => staging.put(records));
+      for (const r of records) state.put(r);
+    });
     try {
-      this.ctx.storage.transactionSync(() => {
-        caches.dropTables();
-        caches.createTables();
-        for (const r of h.records) caches.put(r);
+      ctx.storage.transactionSync(() => {
+        staging.swap();
         meta.accountId = accountId;
         meta.cacheVersion = CACHE_SCHEMA_VERSION;
         meta.snapshot = { snapshot: h.snapshot, takenAt: Date.now() };
@@ -140,7 +148,8 @@ export class AccountDO extends DurableObject<Env> {
       throw err;
     }
     this.logProblems(accountId, h.problems, null);
-    log.info({ component: 'account', account: accountId, records: h.records.length, ms: Date.now() - started }, 'hydrated');
+    log.info({ component: 'account', account: accountId, records: h.records, ms: Date.now() - started }, 'hydrated');
+    return state;
   }
 
   private logProblems(accountId: AccountId, problems: readonly RowDecodeError[], lsn: string | null): void {
@@ -243,10 +252,12 @@ export class AccountDO extends DurableObject<Env> {
    * gets the difference and every flow is reviewed.
    */
   private async reload(accountId: AccountId, epoch: string | null): Promise<AccountMemory> {
-    const previous = this.memory;
+    const flows = this.memory?.flows ?? this.object.flowStore.load();
     await this.ctx.blockConcurrencyWhile(async () => {
-      await this.hydrate(accountId, { epoch });
-      this.memory = { state: this.object.caches.load(accountId), flows: previous?.flows ?? this.object.flowStore.load() };
+      // The old state is not kept beside the new one: if the hydration fails, the next call
+      // rebuilds it from the live cache, which a failed hydration leaves as it was.
+      this.memory = undefined;
+      this.memory = { state: await this.hydrate(accountId, { epoch }), flows };
     });
     const memory = this.memory!;
     this.freshTokens.settle(memory.state, null);

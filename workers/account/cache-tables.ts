@@ -18,7 +18,10 @@ interface TableCodec {
   name: string;
   columns: readonly string[];
   keyColumns: readonly string[];
-  ddl: string;
+  /** Columns stored as BLOBs (ids, hashes). */
+  blobColumns: readonly string[];
+  /** The table's DDL under a name: its own, or a staging table's (workers/account/cache-staging.ts). */
+  ddl(name: string): string;
   encode(record: never): SqlValue[];
   decode(row: SqlRow): Cached['record'];
 }
@@ -35,7 +38,8 @@ function codec<R>(name: string, columns: string[], keyColumns: string[], types: 
     name,
     columns,
     keyColumns,
-    ddl: `create table if not exists ${name} (${cols}, primary key (${keyColumns.join(', ')})) without rowid`,
+    blobColumns: columns.filter((c) => types[c]!.startsWith('blob')),
+    ddl: (as) => `create table if not exists ${as} (${cols}, primary key (${keyColumns.join(', ')})) without rowid`,
     encode: encode as (r: never) => SqlValue[],
     decode: decode as (row: SqlRow) => Cached['record'],
   };
@@ -188,7 +192,7 @@ function hexToBuffer(hex: string): ArrayBuffer {
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
 /** Runs for every token when an object wakes: a table lookup per byte, no intermediate arrays. */
-function bufferToHex(buffer: ArrayBuffer): string {
+export function bufferToHex(buffer: ArrayBuffer): string {
   const bytes = new Uint8Array(buffer);
   let s = '';
   for (let i = 0; i < bytes.length; i++) s += HEX[bytes[i]!];

@@ -35,6 +35,13 @@ export class AccountState {
   readonly tokenExpiries = new ExpiryHeap<TokenId>();
   /** Policies with a time-window condition: the only ones whose outcome changes without a change arriving. */
   readonly timedPolicies = new Set<PolicyId>();
+  /**
+   * Timed policies by the next instant their outcome may change, as of the alarm that last settled
+   * them (src/alarm.ts `settleTimedPolicies`): an alarm looks only at those whose instant came.
+   */
+  readonly timeBoundaries = new ExpiryHeap<PolicyId>();
+  /** Timed policies stored since the last alarm (or since memory was rebuilt): their next boundary is not known yet. */
+  readonly unsettledTimed = new Set<PolicyId>();
 
   constructor(readonly accountId: AccountId) {}
 
@@ -104,7 +111,10 @@ export class AccountState {
         this.policies.set(p.id, p);
         this.policiesOfResource.add(p.resourceId, p.id);
         this.policiesOfGroup.add(p.groupId, p.id);
-        if (p.conditions?.some((c) => c.property === 'current_utc_datetime')) this.timedPolicies.add(p.id);
+        if (p.conditions?.some((c) => c.property === 'current_utc_datetime')) {
+          this.timedPolicies.add(p.id);
+          this.unsettledTimed.add(p.id);
+        }
         return;
       }
       case 'clients':
@@ -157,6 +167,8 @@ export class AccountState {
         this.policiesOfResource.delete(current.record.resourceId, current.record.id);
         this.policiesOfGroup.delete(current.record.groupId, current.record.id);
         this.timedPolicies.delete(current.record.id);
+        this.timeBoundaries.delete(current.record.id);
+        this.unsettledTimed.delete(current.record.id);
         return;
       case 'clients':
         this.clients.delete(current.record.id);

@@ -13,6 +13,12 @@ export type DeviceTable = 'clients' | 'gateways';
 const WINDOW_MS = 5;
 /** Rows per statement: 6 parameters each, far below Postgres' 65,535. */
 const MAX_ROWS = 500;
+/**
+ * How long a batch may take. One batch runs at a time, so a statement that never answers (a
+ * connection lost without a reset, a lock held for ever) must not hold every later connect of
+ * the object: past this its connects get 503 and its connection is closed.
+ */
+export const DEVICE_WRITE_DEADLINE_MS = 10_000;
 
 /**
  * The connects' device upserts (docs/architecture.md#a-device-connects), batched: what arrives
@@ -36,28 +42,40 @@ export class DeviceWriter {
 async function writeBatch(binding: Hyperdrive, table: DeviceTable, writes: DeviceWrite[]): Promise<PromiseSettledResult<Row>[]> {
   const { rows, rowOf } = coalesceWrites(writes);
   const operation = `upserting ${rows.length} ${table}`;
-  const results = await withDatabase(binding, operation, async (sql) => {
-    try {
-      const written = await upsert(sql, table, rows);
-      return rows.map((w): PromiseSettledResult<Row> => {
-        const row = written.get(deviceKey(w.ownerId, w.device.externalId));
-        return row ? { status: 'fulfilled', value: row } : { status: 'rejected', reason: new DatabaseError(operation, { cause: new Error('no row returned') }) };
-      });
-    } catch (err) {
-      if (rows.length === 1 || !refusedForARow(sqlstateOf(err))) throw err;
-      // One row is refused: each alone, so that the others are written (the refused one's connect gets its error).
-      const alone: PromiseSettledResult<Row>[] = [];
-      for (const w of rows) {
-        try {
-          alone.push({ status: 'fulfilled', value: [...(await upsert(sql, table, [w])).values()][0]! });
-        } catch (rowErr) {
-          alone.push({ status: 'rejected', reason: new DatabaseError(`upserting one of ${table}`, { cause: rowErr }) });
-        }
-      }
-      return alone;
-    }
-  });
+  const results = await withDatabase(binding, operation, (sql) => withDeadline(writeRows(sql, table, rows, operation), DEVICE_WRITE_DEADLINE_MS));
   return rowOf.map((i) => results[i]!);
+}
+
+/** The rows in one statement; if Postgres refuses one of them, each alone (so that only the refused one fails). */
+async function writeRows(sql: Sql, table: DeviceTable, rows: DeviceWrite[], operation: string): Promise<PromiseSettledResult<Row>[]> {
+  try {
+    const written = await upsert(sql, table, rows);
+    return rows.map((w): PromiseSettledResult<Row> => {
+      const row = written.get(deviceKey(w.ownerId, w.device.externalId));
+      return row ? { status: 'fulfilled', value: row } : { status: 'rejected', reason: new DatabaseError(operation, { cause: new Error('no row returned') }) };
+    });
+  } catch (err) {
+    if (rows.length === 1 || !refusedForARow(sqlstateOf(err))) throw err;
+    // One row is refused: each alone, so that the others are written (the refused one's connect gets its error).
+    const alone: PromiseSettledResult<Row>[] = [];
+    for (const w of rows) {
+      try {
+        alone.push({ status: 'fulfilled', value: [...(await upsert(sql, table, [w])).values()][0]! });
+      } catch (rowErr) {
+        alone.push({ status: 'rejected', reason: new DatabaseError(`upserting one of ${table}`, { cause: rowErr }) });
+      }
+    }
+    return alone;
+  }
+}
+
+/** Rejects once `ms` pass without `work` settling (withDatabase then closes the connection under it). */
+function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }
 
 /**

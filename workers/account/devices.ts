@@ -16,9 +16,13 @@ const MAX_ROWS = 500;
 /**
  * How long a batch may take. One batch runs at a time, so a statement that never answers (a
  * connection lost without a reset, a lock held for ever) must not hold every later connect of
- * the object: past this its connects get 503 and its connection is closed.
+ * the object: past this its connects get 503 and the next batch starts on a connection of its
+ * own. The late statement is left to finish or fail on its own (closing a connection under a
+ * statement crashes the local run's Hyperdrive proxy); what it writes is what its devices write
+ * again when they retry. Generous: during a reconnect storm every round trip of the statement
+ * waits its turn on the object's busy thread (10 s was not enough for 10,000 devices here).
  */
-export const DEVICE_WRITE_DEADLINE_MS = 10_000;
+export const DEVICE_WRITE_DEADLINE_MS = 60_000;
 
 /**
  * The connects' device upserts (docs/architecture.md#a-device-connects), batched: what arrives
@@ -42,7 +46,11 @@ export class DeviceWriter {
 async function writeBatch(binding: Hyperdrive, table: DeviceTable, writes: DeviceWrite[]): Promise<PromiseSettledResult<Row>[]> {
   const { rows, rowOf } = coalesceWrites(writes);
   const operation = `upserting ${rows.length} ${table}`;
-  const results = await withDatabase(binding, operation, (sql) => withDeadline(writeRows(sql, table, rows, operation), DEVICE_WRITE_DEADLINE_MS));
+  const results = await withDeadline(
+    withDatabase(binding, operation, (sql) => writeRows(sql, table, rows, operation)),
+    DEVICE_WRITE_DEADLINE_MS,
+    operation,
+  );
   return rowOf.map((i) => results[i]!);
 }
 
@@ -69,11 +77,11 @@ async function writeRows(sql: Sql, table: DeviceTable, rows: DeviceWrite[], oper
   }
 }
 
-/** Rejects once `ms` pass without `work` settling (withDatabase then closes the connection under it). */
-function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+/** Rejects with a DatabaseError once `ms` pass without `work` settling (which goes on, its outcome ignored). */
+function withDeadline<T>(work: Promise<T>, ms: number, operation: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    timer = setTimeout(() => reject(new DatabaseError(operation, { cause: new Error(`no answer within ${ms} ms`) })), ms);
   });
   return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }

@@ -118,15 +118,6 @@ function sqliteRows(persistTo: string): { flows: number; outbox: number; files: 
   return { flows, outbox, files: files.length };
 }
 
-/** The isolate's used heap, MB (NaN if the inspector does not answer within 5 s). */
-async function heapMb(profiler: WorkerProfiler, collect = false): Promise<number> {
-  const answer = async () => {
-    if (collect) await profiler.call('HeapProfiler.collectGarbage');
-    return ((await profiler.call('Runtime.getHeapUsage')) as { usedSize: number }).usedSize / 1024 / 1024;
-  };
-  return await Promise.race([answer(), sleep(5_000).then(() => NaN)]);
-}
-
 async function main(): Promise<void> {
   say(`machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}; ${load()}`);
   const stamp = `${Date.now()}-${randomBytes(3).toString('hex')}`;
@@ -171,7 +162,7 @@ async function main(): Promise<void> {
 
     await steady(others, r1, auth, 1); // warm-up
     const heapBefore = await (async () => {
-      const measured = heapMb(profiler, true);
+      const measured = profiler.heapMb(true);
       others[0]!.device.send(JSON.stringify({ event: 'bench_wake', payload: {} }));
       return await measured;
     })();
@@ -188,7 +179,7 @@ async function main(): Promise<void> {
     let peakHeap = 0;
     const sampling = (async () => {
       for (let i = 0; i < SECONDS * 10; i++) {
-        const mb = await heapMb(profiler);
+        const mb = await profiler.heapMb();
         if (mb > peakHeap) peakHeap = mb;
         await sleep(100);
       }
@@ -205,7 +196,7 @@ async function main(): Promise<void> {
     // workerd serves the inspector when the isolate runs something: a frame to the object wakes it.
     let heapAfter = NaN;
     for (let i = 0; i < 6 && Number.isNaN(heapAfter); i++) {
-      const measured = heapMb(profiler, true);
+      const measured = profiler.heapMb(true);
       others[0]!.device.send(JSON.stringify({ event: 'bench_wake', payload: {} }));
       heapAfter = await measured;
     }

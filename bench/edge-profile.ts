@@ -72,6 +72,15 @@ export class WorkerProfiler {
     return profile;
   }
 
+  /** The isolate's used heap, MB, after a full collection when `collect` (NaN if the inspector does not answer within 5 s). */
+  async heapMb(collect = false): Promise<number> {
+    const answer = async () => {
+      if (collect) await this.call('HeapProfiler.collectGarbage');
+      return ((await this.call('Runtime.getHeapUsage')) as { usedSize: number }).usedSize / 1024 / 1024;
+    };
+    return await Promise.race([answer(), new Promise<number>((r) => setTimeout(() => r(NaN), 5_000))]);
+  }
+
   close(): void {
     this.ws.terminate();
   }

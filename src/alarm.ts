@@ -1,20 +1,22 @@
 import type { AccountState } from './access/account-state.ts';
-import { nextTimeBoundary } from './access/access.ts';
+import { nextTimeBoundary, timeBoundaryOf } from './access/access.ts';
 import { Dirty } from './access/dirty.ts';
 import { earliest } from './flows/authorize.ts';
 import type { FlowIndex } from './flows/flow-index.ts';
+import type { PolicyId } from './ids.ts';
 import type { TokenRecord } from './records.ts';
 
 /**
  * What the clock may have changed by `nowMs`, for an alarm to push (docs/architecture.md#the-alarm:
  * token expiry and time windows are re-checked at the next boundary): every (actor, resource)
- * pair of a timed policy, every expired token, and the pair of every expired flow (its client,
- * when the client is gone). Alarms run at least once, so marking what turns out unchanged is fine.
- * Tokens and flows are read from their expiry heaps: the cost follows what expired.
+ * pair of a timed policy whose window opened or closed (or that changed since the last alarm),
+ * every expired token, and the pair of every expired flow (its client, when the client is gone).
+ * Alarms run at least once, so marking what turns out unchanged is fine. Policies, tokens and
+ * flows are read from their heaps: the cost follows what expired, not what the account holds.
  */
 export function dueAt(state: AccountState, flows: FlowIndex, nowMs: number): Dirty {
   const dirty = new Dirty();
-  for (const policyId of state.timedPolicies) {
+  for (const policyId of settleTimedPolicies(state, nowMs)) {
     const p = state.policies.get(policyId);
     if (!p) continue;
     for (const actorId of state.actorsOfGroup.get(p.groupId)) dirty.pair(actorId, p.resourceId);
@@ -26,6 +28,23 @@ export function dueAt(state: AccountState, flows: FlowIndex, nowMs: number): Dir
     else dirty.clients.add(f.clientId);
   }
   return dirty;
+}
+
+/**
+ * The timed policies whose outcome may have changed by `nowMs`: a boundary of theirs passed, or
+ * they were stored since the last alarm (a batch pushed them then, but their boundary since is
+ * unknown). Each is settled again at its next boundary after `nowMs`: until then its outcome stays
+ * what `nowMs` gives.
+ */
+export function settleTimedPolicies(state: AccountState, nowMs: number): PolicyId[] {
+  const due = [...state.timeBoundaries.due(nowMs), ...state.unsettledTimed];
+  state.unsettledTimed.clear();
+  for (const policyId of due) {
+    const at = timeBoundaryOf(state, policyId, nowMs);
+    if (at === null) state.timeBoundaries.delete(policyId);
+    else state.timeBoundaries.set(policyId, at);
+  }
+  return due;
 }
 
 /**

@@ -38,6 +38,8 @@ export interface SiteRecord {
 export interface GatewayRecord {
   id: GatewayId;
   siteId: SiteId;
+  /** With the site, the key a connecting gateway is upserted by: a known, unchanged one costs no write. */
+  externalId: string;
   name: string;
   publicKey: string;
   version: string | null;
@@ -66,6 +68,8 @@ export interface PolicyRecord {
 export interface ClientRecord {
   id: ClientId;
   actorId: ActorId;
+  /** With the actor, the key a connecting client is upserted by: a known, unchanged one costs no write. */
+  externalId: string;
   name: string;
   publicKey: string;
   version: string | null;
@@ -145,10 +149,12 @@ const decoders = {
     .object({ actor_id: id<'actor'>(), group_id: id<'group'>() })
     .transform((r) => ({ deleted: false, record: { actorId: r.actor_id, groupId: r.group_id } })),
   sites: z.object({ id: id<'site'>(), name: text(), deleted_at: time }).transform((r) => ({ deleted: isSet(r.deleted_at), record: { id: r.id, name: r.name } })),
-  gateways: z.object({ id: id<'gateway'>(), site_id: id<'site'>(), name: text(), public_key: text(256), last_seen_version: nullableText(), deleted_at: time }).transform((r) => ({
-    deleted: isSet(r.deleted_at),
-    record: { id: r.id, siteId: r.site_id, name: r.name, publicKey: r.public_key, version: r.last_seen_version },
-  })),
+  gateways: z
+    .object({ id: id<'gateway'>(), site_id: id<'site'>(), external_id: text(), name: text(), public_key: text(256), last_seen_version: nullableText(), deleted_at: time })
+    .transform((r) => ({
+      deleted: isSet(r.deleted_at),
+      record: { id: r.id, siteId: r.site_id, externalId: r.external_id, name: r.name, publicKey: r.public_key, version: r.last_seen_version },
+    })),
   resources: z
     .object({
       id: id<'resource'>(),
@@ -191,10 +197,19 @@ const decoders = {
       record: { id: r.id, groupId: r.actor_group_id, resourceId: r.resource_id, disabled: isSet(r.disabled_at), conditions: parseConditions(r.conditions) },
     })),
   clients: z
-    .object({ id: id<'client'>(), actor_id: id<'actor'>(), name: text(), public_key: text(256), last_seen_version: nullableText(), verified_at: time, deleted_at: time })
+    .object({
+      id: id<'client'>(),
+      actor_id: id<'actor'>(),
+      external_id: text(),
+      name: text(),
+      public_key: text(256),
+      last_seen_version: nullableText(),
+      verified_at: time,
+      deleted_at: time,
+    })
     .transform((r) => ({
       deleted: isSet(r.deleted_at),
-      record: { id: r.id, actorId: r.actor_id, name: r.name, publicKey: r.public_key, version: r.last_seen_version, verified: isSet(r.verified_at) },
+      record: { id: r.id, actorId: r.actor_id, externalId: r.external_id, name: r.name, publicKey: r.public_key, version: r.last_seen_version, verified: isSet(r.verified_at) },
     })),
   tokens: z
     .object({
@@ -225,6 +240,14 @@ const decoders = {
       };
     }),
 } satisfies Record<TableName, z.ZodType<{ deleted: boolean; record: unknown }>>;
+
+/**
+ * The columns of a row that its record is decoded from: a hydration selects only these (the
+ * replicator still sends whole rows; the decoder ignores the rest).
+ */
+export function decodedColumns(table: TableName): string[] {
+  return Object.keys((decoders[table] as z.ZodPipe<z.ZodObject>).in.shape);
+}
 
 export class RowDecodeError extends Error {
   override name = 'RowDecodeError';

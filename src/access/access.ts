@@ -107,15 +107,24 @@ export function candidateResources(state: AccountState, actorId: ActorId): Set<R
   return out;
 }
 
-/** The next instant after `nowMs` at which a time-window condition of any policy opens or closes. */
+/**
+ * The next instant at which a time-window condition of any policy opens or closes: the earliest
+ * boundary of the settled timed policies (past when no alarm has handled it yet: the alarm is
+ * then due at once) and those of the unsettled ones after `nowMs`. Costs the unsettled policies
+ * only (docs/architecture.md#the-alarm).
+ */
 export function nextTimeBoundary(state: AccountState, nowMs: number): number | null {
-  let next: number | null = null;
-  const cond: ConditionContext = { remoteIp: null, country: null, verified: false, nowMs };
-  for (const policyId of state.timedPolicies) {
-    const policy = state.policies.get(policyId);
-    if (!policy?.conditions || policy.disabled) continue;
-    const at = evaluateConditions(policy.conditions, cond).changesAt;
+  let next = state.timeBoundaries.earliest();
+  for (const policyId of state.unsettledTimed) {
+    const at = timeBoundaryOf(state, policyId, nowMs);
     if (at !== null && (next === null || at < next)) next = at;
   }
   return next;
+}
+
+/** The next instant after `nowMs` at which the policy's time windows open or close; null for none (or a policy that grants nothing anyway). */
+export function timeBoundaryOf(state: AccountState, policyId: PolicyId, nowMs: number): number | null {
+  const policy = state.policies.get(policyId);
+  if (!policy?.conditions || policy.disabled) return null;
+  return evaluateConditions(policy.conditions, { remoteIp: null, country: null, verified: false, nowMs }).changesAt;
 }

@@ -1,6 +1,7 @@
 import type { AccountId, ActorId, ClientId, GatewayId, GroupId, PolicyId, ResourceId, SiteId, TokenId } from '../ids.ts';
 import type { AccountRecord, ActorRecord, Cached, ClientRecord, GatewayRecord, GroupRecord, PolicyRecord, ResourceRecord, SiteRecord, TokenRecord } from '../records.ts';
 import type { TableName } from '../tables.ts';
+import { deviceKey } from '../devices.ts';
 import { ExpiryHeap } from '../expiry-heap.ts';
 import { MultiIndex } from './multi-index.ts';
 
@@ -17,6 +18,8 @@ export class AccountState {
   readonly sites = new Map<SiteId, SiteRecord>();
   readonly gateways = new Map<GatewayId, GatewayRecord>();
   readonly gatewaysOfSite = new MultiIndex<SiteId, GatewayId>();
+  /** By deviceKey(site, external id): what a connecting gateway is upserted by. */
+  readonly gatewaysByKey = new Map<string, GatewayId>();
   readonly resources = new Map<ResourceId, ResourceRecord>();
   readonly sitesOfResource = new MultiIndex<ResourceId, SiteId>();
   readonly resourcesOfSite = new MultiIndex<SiteId, ResourceId>();
@@ -25,11 +28,20 @@ export class AccountState {
   readonly policiesOfGroup = new MultiIndex<GroupId, PolicyId>();
   readonly clients = new Map<ClientId, ClientRecord>();
   readonly clientsOfActor = new MultiIndex<ActorId, ClientId>();
+  /** By deviceKey(actor, external id): what a connecting client is upserted by. */
+  readonly clientsByKey = new Map<string, ClientId>();
   readonly tokens = new Map<TokenId, TokenRecord>();
   /** Tokens that expire, by expiry (docs/architecture.md#11-bounded: the alarm reads the next one in O(1)). */
   readonly tokenExpiries = new ExpiryHeap<TokenId>();
   /** Policies with a time-window condition: the only ones whose outcome changes without a change arriving. */
   readonly timedPolicies = new Set<PolicyId>();
+  /**
+   * Timed policies by the next instant their outcome may change, as of the alarm that last settled
+   * them (src/alarm.ts `settleTimedPolicies`): an alarm looks only at those whose instant came.
+   */
+  readonly timeBoundaries = new ExpiryHeap<PolicyId>();
+  /** Timed policies stored since the last alarm (or since memory was rebuilt): their next boundary is not known yet. */
+  readonly unsettledTimed = new Set<PolicyId>();
 
   constructor(readonly accountId: AccountId) {}
 
@@ -85,6 +97,7 @@ export class AccountState {
       case 'gateways':
         this.gateways.set(cached.record.id, cached.record);
         this.gatewaysOfSite.add(cached.record.siteId, cached.record.id);
+        this.gatewaysByKey.set(deviceKey(cached.record.siteId, cached.record.externalId), cached.record.id);
         return;
       case 'resources':
         this.resources.set(cached.record.id, cached.record);
@@ -98,12 +111,16 @@ export class AccountState {
         this.policies.set(p.id, p);
         this.policiesOfResource.add(p.resourceId, p.id);
         this.policiesOfGroup.add(p.groupId, p.id);
-        if (p.conditions?.some((c) => c.property === 'current_utc_datetime')) this.timedPolicies.add(p.id);
+        if (p.conditions?.some((c) => c.property === 'current_utc_datetime')) {
+          this.timedPolicies.add(p.id);
+          this.unsettledTimed.add(p.id);
+        }
         return;
       }
       case 'clients':
         this.clients.set(cached.record.id, cached.record);
         this.clientsOfActor.add(cached.record.actorId, cached.record.id);
+        this.clientsByKey.set(deviceKey(cached.record.actorId, cached.record.externalId), cached.record.id);
         return;
       case 'tokens':
         this.tokens.set(cached.record.id, cached.record);
@@ -136,6 +153,7 @@ export class AccountState {
       case 'gateways':
         this.gateways.delete(current.record.id);
         this.gatewaysOfSite.delete(current.record.siteId, current.record.id);
+        deleteIf(this.gatewaysByKey, deviceKey(current.record.siteId, current.record.externalId), current.record.id);
         return;
       case 'resources':
         this.resources.delete(current.record.id);
@@ -149,10 +167,13 @@ export class AccountState {
         this.policiesOfResource.delete(current.record.resourceId, current.record.id);
         this.policiesOfGroup.delete(current.record.groupId, current.record.id);
         this.timedPolicies.delete(current.record.id);
+        this.timeBoundaries.delete(current.record.id);
+        this.unsettledTimed.delete(current.record.id);
         return;
       case 'clients':
         this.clients.delete(current.record.id);
         this.clientsOfActor.delete(current.record.actorId, current.record.id);
+        deleteIf(this.clientsByKey, deviceKey(current.record.actorId, current.record.externalId), current.record.id);
         return;
       case 'tokens':
         this.tokens.delete(current.record.id);
@@ -194,6 +215,11 @@ export class AccountState {
         return [...this.tokens.values()].map((record) => ({ table, record }));
     }
   }
+}
+
+/** Drops the key only if it still names this record (another record may have taken the key since). */
+function deleteIf<V>(map: Map<string, V>, key: string, value: V): void {
+  if (map.get(key) === value) map.delete(key);
 }
 
 function wrap<T extends Cached['table']>(table: T, record: Extract<Cached, { table: T }>['record'] | undefined): Cached | undefined {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { nextTimeBoundary } from '../../src/access/access.ts';
 import { dueAt, expiredTokens, nextWake } from '../../src/alarm.ts';
 import { FlowIndex, type FlowRecord } from '../../src/flows/flow-index.ts';
 import type { ClientId, FlowId, GatewayId, PolicyId, ResourceId, TokenId } from '../../src/ids.ts';
@@ -91,6 +92,51 @@ describe('dueAt: what an alarm re-examines', () => {
     const dirty = dueAt(w.untimed, live, NOW);
     expect([...dirty.pairs]).toEqual([[w.actorId, new Set([w.wiki])]]);
     expect(dirty.clients).toEqual(new Set([gone]));
+  });
+
+  it('looks at a timed policy only when its window opens or closes, or after it changed, however many tokens expire meanwhile', () => {
+    const account = uuid();
+    const group = rows.group(account);
+    const site = rows.site(account);
+    const db = rows.resource(account, { name: 'DB' });
+    const window = { property: 'current_utc_datetime', operator: 'is_in_day_of_week_time_ranges', values: ['M/09:00-17:00/UTC'] };
+    const policy = rows.policy(account, group.id, db.id, { conditions: [window] });
+    const actors = Array.from({ length: 1_000 }, () => rows.actor(account));
+    const tokens = [1, 2, 3].map((h) => rows.token(account, 'client', actors[0]!.id, { expires_at: iso(NOW + h * 3_600_000) }));
+    const state = stateOf(account, [
+      insert('accounts', rows.account(account)),
+      insert('actor_groups', group),
+      insert('sites', site),
+      insert('resources', db),
+      insert('resource_connections', rows.connection(account, db.id, site.id)),
+      insert('policies', policy),
+      ...actors.flatMap((a) => [insert('actors', a), insert('actor_group_memberships', rows.membership(account, a.id, group.id))]),
+      ...tokens.map((t) => insert('tokens', t)),
+    ]);
+    const pairs = (at: number) => [...dueAt(state, new FlowIndex(), at).pairs.values()].reduce((n, set) => n + set.size, 0);
+    // Its boundary is unknown until an alarm settles it: the first one looks at its pairs, once.
+    expect(nextTimeBoundary(state, NOW)).toBe(WINDOW_END);
+    expect(pairs(NOW)).toBe(1_000);
+    expect(nextTimeBoundary(state, NOW)).toBe(WINDOW_END);
+    // Tokens expiring at 13:00, 14:00 and 15:00 wake the alarm: no window opened or closed, no pair is looked at.
+    for (const [i, t] of tokens.entries()) {
+      const dirty = dueAt(state, new FlowIndex(), NOW + (i + 1) * 3_600_000);
+      expect(dirty.pairs.size).toBe(0);
+      expect(dirty.tokens.has(t.id as TokenId)).toBe(true);
+    }
+    // At the window's end, its pairs again, and then not until the next boundary (Monday 09:00 a week later).
+    expect(pairs(WINDOW_END)).toBe(1_000);
+    expect(pairs(WINDOW_END + 60_000)).toBe(0);
+    expect(nextTimeBoundary(state, WINDOW_END + 60_000)).toBe(Date.UTC(2026, 10, 30, 9, 0, 0));
+    // Stored again (a change of the row): unsettled, so the next alarm looks at it whatever the time.
+    state.put({ table: 'policies', record: { ...state.policies.get(policy.id as PolicyId)! } });
+    expect(pairs(WINDOW_END + 120_000)).toBe(1_000);
+    expect(pairs(WINDOW_END + 180_000)).toBe(0);
+    // Disabled, it grants nothing and has no boundary; deleted, it is gone from the heap too.
+    state.put({ table: 'policies', record: { ...state.policies.get(policy.id as PolicyId)!, disabled: true } });
+    expect(nextTimeBoundary(state, WINDOW_END + 180_000)).toBeNull();
+    state.remove({ table: 'policies', record: state.policies.get(policy.id as PolicyId)! });
+    expect(state.timeBoundaries.size + state.unsettledTimed.size).toBe(0);
   });
 
   it('is empty when nothing is due', () => {

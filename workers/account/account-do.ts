@@ -1,5 +1,6 @@
 import { DurableObject } from 'cloudflare:workers';
 import { nextTimeBoundary } from '../../src/access/access.ts';
+import { AccountState } from '../../src/access/account-state.ts';
 import { applyChange, type StorageOp } from '../../src/access/apply-change.ts';
 import { Dirty } from '../../src/access/dirty.ts';
 import { dueAt, expiredTokens, nextWake } from '../../src/alarm.ts';
@@ -10,16 +11,18 @@ import { FlowRateLimiter } from '../../src/flows/rate-limit.ts';
 import { asId, type AccountId } from '../../src/ids.ts';
 import { formatPosition } from '../../src/lsn.ts';
 import { planBatch } from '../../src/ordering.ts';
-import type { RowDecodeError } from '../../src/records.ts';
+import { decodeRow, type Cached, type RowDecodeError } from '../../src/records.ts';
+import { unchangedDevice } from '../../src/devices.ts';
 import { parseConnectParams, type DeviceKind } from '../connect-params.ts';
 import { errorResponse } from '../http-errors.ts';
 import { log } from '../log.ts';
+import { CacheStaging } from './cache-staging.ts';
 import { CacheStore } from './cache-store.ts';
 import { CACHE_SCHEMA_VERSION } from './cache-tables.ts';
 import { acceptDevice, admit } from './connect.ts';
 import { DatabaseError } from './database.ts';
 import { onDeviceMessage, type DeviceMessageContext } from './device-message.ts';
-import { upsertClient, upsertGateway } from './devices.ts';
+import { DeviceWriter } from './devices.ts';
 import { AlarmClock } from './alarm-clock.ts';
 import { FlowLogWriter } from './flow-log.ts';
 import { FlowStore } from './flow-store.ts';
@@ -45,6 +48,7 @@ export class AccountDO extends DurableObject<Env> {
   private readonly clock: AlarmClock;
   private readonly flowLog: FlowLogWriter;
   private readonly freshTokens: FreshTokens;
+  private readonly devices: DeviceWriter;
   /** Hydrations this instance began: one that began after a connect did reads every token committed before it. */
   private hydrations = 0;
   private readonly frames: DeviceMessageContext;
@@ -72,6 +76,7 @@ export class AccountDO extends DurableObject<Env> {
       limits.retentionMs,
     );
     this.freshTokens = new FreshTokens(env.DB);
+    this.devices = new DeviceWriter(env.DB);
     this.frames = {
       object: this.object,
       limits,
@@ -94,10 +99,10 @@ export class AccountDO extends DurableObject<Env> {
     if (owner !== null && owner !== accountId) throw new Error(`object of account ${owner} asked to serve account ${accountId}`);
     await this.ctx.blockConcurrencyWhile(async () => {
       if (this.memory) return;
-      if (owner === null || this.object.meta.cacheVersion !== CACHE_SCHEMA_VERSION) await this.hydrate(accountId);
+      const hydrated = owner === null || this.object.meta.cacheVersion !== CACHE_SCHEMA_VERSION ? await this.hydrate(accountId) : undefined;
       const live = new Set(this.ctx.getWebSockets().map((ws) => attachmentOf(ws)?.conn ?? -1));
       this.object.views.retain(live);
-      this.memory = { state: this.object.caches.load(accountId), flows: this.object.flowStore.load() };
+      this.memory = { state: hydrated ?? this.object.caches.load(accountId), flows: this.object.flowStore.load() };
       // Flows created before an eviction or a restart may still wait in the outbox, for how long is unknown.
       this.flowLog.overdue();
     });
@@ -111,19 +116,25 @@ export class AccountDO extends DurableObject<Env> {
   }
 
   /**
-   * docs/architecture.md#4-consistent-hydration: load the account in one REPEATABLE READ query, with its snapshot. `restart`:
-   * also forget the position (a reload), in the epoch given (else the one the snapshot saw).
+   * docs/architecture.md#hydration: load the account in one REPEATABLE READ query, with its
+   * snapshot, page by page into a staged cache and the returned state. `restart`: also forget the
+   * position (a reload), in the epoch given (else the one the snapshot saw).
    */
-  private async hydrate(accountId: AccountId, restart?: { epoch: string | null }): Promise<void> {
+  private async hydrate(accountId: AccountId, restart?: { epoch: string | null }): Promise<AccountState> {
     const started = Date.now();
     this.hydrations++;
-    const h = await hydrate(this.env.DB, accountId);
-    const { caches, meta } = this.object;
+    const { ctx } = this;
+    const { meta } = this.object;
+    const staging = new CacheStaging(ctx.storage.sql);
+    const state = new AccountState(accountId);
+    ctx.storage.transactionSync(() => staging.begin());
+    const h = await hydrate(this.env.DB, accountId, (records) => {
+      ctx.storage.transactionSync(() => staging.put(records));
+      for (const r of records) state.put(r);
+    });
     try {
-      this.ctx.storage.transactionSync(() => {
-        caches.dropTables();
-        caches.createTables();
-        for (const r of h.records) caches.put(r);
+      ctx.storage.transactionSync(() => {
+        staging.swap();
         meta.accountId = accountId;
         meta.cacheVersion = CACHE_SCHEMA_VERSION;
         meta.snapshot = { snapshot: h.snapshot, takenAt: Date.now() };
@@ -137,7 +148,8 @@ export class AccountDO extends DurableObject<Env> {
       throw err;
     }
     this.logProblems(accountId, h.problems, null);
-    log.info({ component: 'account', account: accountId, records: h.records.length, ms: Date.now() - started }, 'hydrated');
+    log.info({ component: 'account', account: accountId, records: h.records, ms: Date.now() - started }, 'hydrated');
+    return state;
   }
 
   private logProblems(accountId: AccountId, problems: readonly RowDecodeError[], lsn: string | null): void {
@@ -240,10 +252,12 @@ export class AccountDO extends DurableObject<Env> {
    * gets the difference and every flow is reviewed.
    */
   private async reload(accountId: AccountId, epoch: string | null): Promise<AccountMemory> {
-    const previous = this.memory;
+    const flows = this.memory?.flows ?? this.object.flowStore.load();
     await this.ctx.blockConcurrencyWhile(async () => {
-      await this.hydrate(accountId, { epoch });
-      this.memory = { state: this.object.caches.load(accountId), flows: previous?.flows ?? this.object.flowStore.load() };
+      // The old state is not kept beside the new one: if the hydration fails, the next call
+      // rebuilds it from the live cache, which a failed hydration leaves as it was.
+      this.memory = undefined;
+      this.memory = { state: await this.hydrate(accountId, { epoch }), flows };
     });
     const memory = this.memory!;
     this.freshTokens.settle(memory.state, null);
@@ -271,26 +285,37 @@ export class AccountDO extends DurableObject<Env> {
       if (arrival === 'busy') return errorResponse(503, { error: 'too many connects waiting for new tokens', detail: 'retry in a few seconds' });
       if (arrival === 'behind')
         return errorResponse(503, { error: 'token not replicated yet', detail: 'the edge has not received this token from the database yet; retry in a few seconds' });
-      const first = await admit((await this.ready(accountId)).state, kind, params.token, Date.now());
+      let memory = await this.ready(accountId);
+      const first = await admit(memory.state, kind, params.token, Date.now());
       if (!first.ok) return errorResponse(401, { error: first.error });
       const device = { externalId: params.external_id, name: params.name, publicKey: params.public_key, version: params.version };
-      const row =
-        kind === 'client'
-          ? await upsertClient(this.env.DB, accountId, first.token.ownerId as never, device)
-          : await upsertGateway(this.env.DB, accountId, first.token.ownerId as never, device);
-      // The state may have moved while the database answered: admit again against the current one.
-      const memory = await this.ready(accountId);
-      const now = Date.now();
-      const second = await admit(memory.state, kind, params.token, now);
-      if (!second.ok) return errorResponse(401, { error: second.error });
-      const deviceEnd = acceptDevice(this.object, memory, kind, row, second.token.id, request, now);
+      const owner = first.token.ownerId;
+      // Admitted against this very state, with no wait since (else the write path admits again).
+      const known = this.memory === memory ? unchangedDevice(memory.state, kind, owner, device) : undefined;
+      let cached: Cached;
+      let token = first.token;
+      let now = Date.now();
+      if (known) cached = known;
+      else {
+        const table = kind === 'client' ? 'clients' : 'gateways';
+        const row = await this.devices.upsert(table, { accountId, ownerId: owner, device });
+        // The state may have moved while the database answered: admit again against the current one.
+        memory = await this.ready(accountId);
+        now = Date.now();
+        const second = await admit(memory.state, kind, params.token, now);
+        if (!second.ok) return errorResponse(401, { error: second.error });
+        token = second.token;
+        cached = decodeRow(table, row).cached;
+      }
+      const deviceEnd = acceptDevice(this.object, memory, cached, known === undefined, token.id, request, now);
       if (this.socketCount !== undefined) this.socketCount++;
       // Only this socket's token and, for the first socket, the time windows can bring the alarm forward.
-      await this.clock.noLaterThan(earliest(second.token.expiresAt, nextTimeBoundary(memory.state, now)));
+      await this.clock.noLaterThan(earliest(token.expiresAt, nextTimeBoundary(memory.state, now)));
       return new Response(null, { status: 101, webSocket: deviceEnd });
     } catch (err) {
-      if (err instanceof DatabaseError) return errorResponse(503, { error: 'database unavailable, retry later' });
-      throw err;
+      if (!(err instanceof DatabaseError)) throw err;
+      log.warn({ component: 'account', account: accountId, err: err.message }, 'a connect found the database unavailable');
+      return errorResponse(503, { error: 'database unavailable, retry later' });
     }
   }
 

@@ -20,14 +20,6 @@ const deleteSql = Object.fromEntries(
 export class CacheStore {
   constructor(private readonly sql: SqlStorage) {}
 
-  createTables(): void {
-    for (const table of DOMAIN_TABLES) this.sql.exec(CACHE_TABLES[table].ddl);
-  }
-
-  dropTables(): void {
-    for (const table of DOMAIN_TABLES) this.sql.exec(`drop table if exists ${CACHE_TABLES[table].name}`);
-  }
-
   /** The whole account's state, rebuilt from SQLite (after a wake or a restart). */
   load(accountId: AccountId): AccountState {
     const state = new AccountState(accountId);

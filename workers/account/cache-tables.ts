@@ -8,7 +8,7 @@ import type { TableName } from '../../src/tables.ts';
  * the compact records. Bump CACHE_SCHEMA_VERSION when a table changes: an object whose stored
  * version is older drops its caches and hydrates again.
  */
-export const CACHE_SCHEMA_VERSION = 1;
+export const CACHE_SCHEMA_VERSION = 2;
 
 export type SqlValue = ArrayBuffer | string | number | null;
 type SqlRow = Record<string, SqlValue>;
@@ -18,7 +18,10 @@ interface TableCodec {
   name: string;
   columns: readonly string[];
   keyColumns: readonly string[];
-  ddl: string;
+  /** Columns stored as BLOBs (ids, hashes). */
+  blobColumns: readonly string[];
+  /** The table's DDL under a name: its own, or a staging table's (workers/account/cache-staging.ts). */
+  ddl(name: string): string;
   encode(record: never): SqlValue[];
   decode(row: SqlRow): Cached['record'];
 }
@@ -35,7 +38,8 @@ function codec<R>(name: string, columns: string[], keyColumns: string[], types: 
     name,
     columns,
     keyColumns,
-    ddl: `create table if not exists ${name} (${cols}, primary key (${keyColumns.join(', ')})) without rowid`,
+    blobColumns: columns.filter((c) => types[c]!.startsWith('blob')),
+    ddl: (as) => `create table if not exists ${as} (${cols}, primary key (${keyColumns.join(', ')})) without rowid`,
     encode: encode as (r: never) => SqlValue[],
     decode: decode as (row: SqlRow) => Cached['record'],
   };
@@ -86,11 +90,18 @@ export const CACHE_TABLES: { [T in TableName]: TableCodec } = {
   ),
   gateways: codec<Rec<'gateways'>>(
     'c_gateways',
-    ['id', 'site_id', 'name', 'public_key', 'version'],
+    ['id', 'site_id', 'external_id', 'name', 'public_key', 'version'],
     ['id'],
-    { id: 'blob not null', site_id: 'blob not null', name: 'text not null', public_key: 'text not null', version: 'text' },
-    (r) => [blob(r.id), blob(r.siteId), r.name, r.publicKey, r.version],
-    (row) => ({ id: id(row.id!), siteId: id(row.site_id!), name: str(row.name!), publicKey: str(row.public_key!), version: strOrNull(row.version!) }),
+    { id: 'blob not null', site_id: 'blob not null', external_id: 'text not null', name: 'text not null', public_key: 'text not null', version: 'text' },
+    (r) => [blob(r.id), blob(r.siteId), r.externalId, r.name, r.publicKey, r.version],
+    (row) => ({
+      id: id(row.id!),
+      siteId: id(row.site_id!),
+      externalId: str(row.external_id!),
+      name: str(row.name!),
+      publicKey: str(row.public_key!),
+      version: strOrNull(row.version!),
+    }),
   ),
   resources: codec<Rec<'resources'>>(
     'c_resources',
@@ -133,13 +144,22 @@ export const CACHE_TABLES: { [T in TableName]: TableCodec } = {
   ),
   clients: codec<Rec<'clients'>>(
     'c_clients',
-    ['id', 'actor_id', 'name', 'public_key', 'version', 'verified'],
+    ['id', 'actor_id', 'external_id', 'name', 'public_key', 'version', 'verified'],
     ['id'],
-    { id: 'blob not null', actor_id: 'blob not null', name: 'text not null', public_key: 'text not null', version: 'text', verified: 'integer not null' },
-    (r) => [blob(r.id), blob(r.actorId), r.name, r.publicKey, r.version, r.verified ? 1 : 0],
+    {
+      id: 'blob not null',
+      actor_id: 'blob not null',
+      external_id: 'text not null',
+      name: 'text not null',
+      public_key: 'text not null',
+      version: 'text',
+      verified: 'integer not null',
+    },
+    (r) => [blob(r.id), blob(r.actorId), r.externalId, r.name, r.publicKey, r.version, r.verified ? 1 : 0],
     (row) => ({
       id: id(row.id!),
       actorId: id(row.actor_id!),
+      externalId: str(row.external_id!),
       name: str(row.name!),
       publicKey: str(row.public_key!),
       version: strOrNull(row.version!),
@@ -172,7 +192,7 @@ function hexToBuffer(hex: string): ArrayBuffer {
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
 /** Runs for every token when an object wakes: a table lookup per byte, no intermediate arrays. */
-function bufferToHex(buffer: ArrayBuffer): string {
+export function bufferToHex(buffer: ArrayBuffer): string {
   const bytes = new Uint8Array(buffer);
   let s = '';
   for (let i = 0; i < bytes.length; i++) s += HEX[bytes[i]!];

@@ -3,8 +3,7 @@ import { accountActive, actorActive } from '../../src/access/access.ts';
 import { initClient, ViewRenderer } from '../../src/access/client-views.ts';
 import { frame, iso } from '../../src/frames.ts';
 import type { ActorId, SiteId, TokenId } from '../../src/ids.ts';
-import type { Row } from '../../src/json.ts';
-import { decodeRow, type TokenRecord } from '../../src/records.ts';
+import type { Cached, TokenRecord } from '../../src/records.ts';
 import { checkToken, type ParsedToken } from '../../src/tokens.ts';
 import { COUNTRY_HEADER, REMOTE_IP_HEADER, type DeviceKind } from '../connect-params.ts';
 import type { AccountMemory, ObjectContext } from './object-context.ts';
@@ -31,19 +30,21 @@ export async function admit(state: AccountState, kind: DeviceKind, presented: Pa
 }
 
 /**
- * Stores the upserted device, accepts its socket (hibernatable, tagged, with its attachment) and
- * sends its `init`. Returns the device's end of the socket for the 101 response.
+ * Stores the device when it was just written (`written`; an unchanged one is already cached),
+ * accepts its socket (hibernatable, tagged, with its attachment) and sends its `init`. Returns the
+ * device's end of the socket for the 101 response.
  */
-export function acceptDevice(object: ObjectContext, memory: AccountMemory, kind: DeviceKind, row: Row, tokenId: TokenId, request: Request, nowMs: number): WebSocket {
-  const device = decodeRow(kind === 'client' ? 'clients' : 'gateways', row).cached;
+export function acceptDevice(object: ObjectContext, memory: AccountMemory, device: Cached, written: boolean, tokenId: TokenId, request: Request, nowMs: number): WebSocket {
   const remoteIp = request.headers.get(REMOTE_IP_HEADER);
   const country = request.headers.get(COUNTRY_HEADER);
   const version = new URL(request.url).searchParams.get('version')!;
   const [deviceEnd, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
   let first = '';
   object.ctx.storage.transactionSync(() => {
-    memory.state.put(device);
-    object.caches.put(device);
+    if (written) {
+      memory.state.put(device);
+      object.caches.put(device);
+    }
     const conn = object.meta.nextConnection();
     let a: Attachment;
     if (device.table === 'clients') {

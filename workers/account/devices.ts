@@ -1,42 +1,125 @@
-import type { ActorId, SiteId } from '../../src/ids.ts';
+import type { Sql } from 'postgres';
+import { Batcher } from '../../src/batcher.ts';
+import { coalesceWrites, deviceKey, refusedForARow, type DeviceWrite } from '../../src/devices.ts';
 import type { Row } from '../../src/json.ts';
-import type { AccountId } from '../../src/ids.ts';
-import { withDatabase } from './database.ts';
+import { DatabaseError, withDatabase } from './database.ts';
 
-export interface DeviceInfo {
-  externalId: string;
-  name: string;
-  publicKey: string;
-  version: string;
+export type DeviceTable = 'clients' | 'gateways';
+
+/**
+ * A quiet object's lone connect waits this long for others to share its statement; in a
+ * reconnect storm the statements are as many as fit one after another, not one per device.
+ */
+const WINDOW_MS = 5;
+/** Rows per statement: 6 parameters each, far below Postgres' 65,535. */
+const MAX_ROWS = 500;
+/**
+ * How long a batch may take. One batch runs at a time, so a statement that never answers (a
+ * connection lost without a reset, a lock held for ever) must not hold every later connect of
+ * the object: past this its connects get 503 and the next batch starts on a connection of its
+ * own. The late statement is left to finish or fail on its own (closing a connection under a
+ * statement crashes the local run's Hyperdrive proxy); what it writes is what its devices write
+ * again when they retry. Generous: during a reconnect storm every round trip of the statement
+ * waits its turn on the object's busy thread (10 s was not enough for 10,000 devices here).
+ */
+export const DEVICE_WRITE_DEADLINE_MS = 60_000;
+
+/**
+ * The connects' device upserts (docs/architecture.md#a-device-connects), batched: what arrives
+ * together is written in one multi-row `INSERT ... ON CONFLICT DO UPDATE` per table, on one
+ * connection of the Hyperdrive binding. Each connect gets its own row, or a DatabaseError.
+ */
+export class DeviceWriter {
+  private readonly batchers: Record<DeviceTable, Batcher<DeviceWrite, Row>>;
+
+  constructor(binding: Hyperdrive) {
+    const batcher = (table: DeviceTable) => new Batcher<DeviceWrite, Row>((writes) => writeBatch(binding, table, writes), { windowMs: WINDOW_MS, max: MAX_ROWS });
+    this.batchers = { clients: batcher('clients'), gateways: batcher('gateways') };
+  }
+
+  /** Upserts the device by its key and returns its row (docs/protocol.md#websocket-routes). */
+  upsert(table: DeviceTable, write: DeviceWrite): Promise<Row> {
+    return this.batchers[table].add(write);
+  }
+}
+
+async function writeBatch(binding: Hyperdrive, table: DeviceTable, writes: DeviceWrite[]): Promise<PromiseSettledResult<Row>[]> {
+  const { rows, rowOf } = coalesceWrites(writes);
+  const operation = `upserting ${rows.length} ${table}`;
+  const results = await withDeadline(
+    withDatabase(binding, operation, (sql) => writeRows(sql, table, rows, operation)),
+    DEVICE_WRITE_DEADLINE_MS,
+    operation,
+  );
+  return rowOf.map((i) => results[i]!);
+}
+
+/** The rows in one statement; if Postgres refuses one of them, each alone (so that only the refused one fails). */
+async function writeRows(sql: Sql, table: DeviceTable, rows: DeviceWrite[], operation: string): Promise<PromiseSettledResult<Row>[]> {
+  try {
+    const written = await upsert(sql, table, rows);
+    return rows.map((w): PromiseSettledResult<Row> => {
+      const row = written.get(deviceKey(w.ownerId, w.device.externalId));
+      return row ? { status: 'fulfilled', value: row } : { status: 'rejected', reason: new DatabaseError(operation, { cause: new Error('no row returned') }) };
+    });
+  } catch (err) {
+    if (rows.length === 1 || !refusedForARow(sqlstateOf(err))) throw err;
+    // One row is refused: each alone, so that the others are written (the refused one's connect gets its error).
+    const alone: PromiseSettledResult<Row>[] = [];
+    for (const w of rows) {
+      try {
+        alone.push({ status: 'fulfilled', value: [...(await upsert(sql, table, [w])).values()][0]! });
+      } catch (rowErr) {
+        alone.push({ status: 'rejected', reason: new DatabaseError(`upserting one of ${table}`, { cause: rowErr }) });
+      }
+    }
+    return alone;
+  }
+}
+
+/** Rejects with a DatabaseError once `ms` pass without `work` settling (which goes on, its outcome ignored). */
+function withDeadline<T>(work: Promise<T>, ms: number, operation: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new DatabaseError(operation, { cause: new Error(`no answer within ${ms} ms`) })), ms);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }
 
 /**
- * Upserts the connecting client by (actor_id, external_id) and returns its row. A client that
- * was deleted comes back unverified: verification belonged to the deleted one.
+ * One statement for every row, keyed like the tables' unique constraints (no table alias: postgres.js
+ * would read the fragment after `as` as a select list). A client that was
+ * deleted comes back unverified: verification belonged to the deleted one.
  */
-export async function upsertClient(binding: Hyperdrive, accountId: AccountId, actorId: ActorId, device: DeviceInfo): Promise<Row> {
-  return await withDatabase(binding, 'upserting a client', async (sql) => {
-    const [r] = await sql<{ row: Row }[]>`
-      insert into clients as c (account_id, actor_id, external_id, name, public_key, last_seen_version)
-      values (${accountId}, ${actorId}, ${device.externalId}, ${device.name}, ${device.publicKey}, ${device.version})
-      on conflict (actor_id, external_id) do update set
-        name = excluded.name, public_key = excluded.public_key, last_seen_version = excluded.last_seen_version,
-        verified_at = case when c.deleted_at is null then c.verified_at end, deleted_at = null, updated_at = now()
-      returning to_jsonb(c) as row`;
-    return r!.row;
-  });
+async function upsert(sql: Sql, table: DeviceTable, rows: readonly DeviceWrite[]): Promise<Map<string, Row>> {
+  const owner = table === 'clients' ? 'actor_id' : 'site_id';
+  const values = rows.map((w) => ({
+    account_id: w.accountId,
+    [owner]: w.ownerId,
+    external_id: w.device.externalId,
+    name: w.device.name,
+    public_key: w.device.publicKey,
+    last_seen_version: w.device.version,
+  }));
+  const columns = ['account_id', owner, 'external_id', 'name', 'public_key', 'last_seen_version'];
+  const result =
+    table === 'clients'
+      ? await sql<{ row: Row }[]>`
+          insert into clients ${sql(values, ...columns)}
+          on conflict (actor_id, external_id) do update set
+            name = excluded.name, public_key = excluded.public_key, last_seen_version = excluded.last_seen_version,
+            verified_at = case when clients.deleted_at is null then clients.verified_at end, deleted_at = null, updated_at = now()
+          returning to_jsonb(clients) as row`
+      : await sql<{ row: Row }[]>`
+          insert into gateways ${sql(values, ...columns)}
+          on conflict (site_id, external_id) do update set
+            name = excluded.name, public_key = excluded.public_key, last_seen_version = excluded.last_seen_version,
+            deleted_at = null, updated_at = now()
+          returning to_jsonb(gateways) as row`;
+  return new Map(result.map(({ row }) => [deviceKey(row[owner] as never, row.external_id as string), row]));
 }
 
-/** Upserts the connecting gateway by (site_id, external_id) and returns its row. */
-export async function upsertGateway(binding: Hyperdrive, accountId: AccountId, siteId: SiteId, device: DeviceInfo): Promise<Row> {
-  return await withDatabase(binding, 'upserting a gateway', async (sql) => {
-    const [r] = await sql<{ row: Row }[]>`
-      insert into gateways as g (account_id, site_id, external_id, name, public_key, last_seen_version)
-      values (${accountId}, ${siteId}, ${device.externalId}, ${device.name}, ${device.publicKey}, ${device.version})
-      on conflict (site_id, external_id) do update set
-        name = excluded.name, public_key = excluded.public_key, last_seen_version = excluded.last_seen_version,
-        deleted_at = null, updated_at = now()
-      returning to_jsonb(g) as row`;
-    return r!.row;
-  });
+function sqlstateOf(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
 }

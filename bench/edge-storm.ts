@@ -1,0 +1,140 @@
+/**
+ * `npm run bench:storm [-- --devices 10000 --changed 100 --holders 4 --in-flight 256 --profile --echo]`
+ *
+ * A reconnect storm (issue 14): `--devices` clients of one account (one actor and token each) in
+ * an embedded Postgres, the edge in Miniflare with the real bundle (bench/edge-miniflare.ts), the
+ * devices spread over `--holders` child processes (bench/socket-holders.ts), each opening its
+ * share with `--in-flight` handshakes at a time. Three storms, every device at once, each timed
+ * from the start to the last device's `init`:
+ * 1. every device new (after one that hydrates the object alone);
+ * 2. every device again after all closed, `--changed` of them with a new version;
+ * 3. every device again, none changed.
+ * For each, the `clients` rows Postgres wrote (updated since the storm began) and the statements
+ * that wrote them (distinct xmin: each statement is its own transaction), and the CPU of workerd
+ * and Postgres. --profile adds a CPU profile of the Worker's isolate (through the inspector) of
+ * the last storm.
+ *
+ * Not a test: it prints figures for bench/RESULTS.md.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import path from 'node:path';
+import postgres, { type Sql } from 'postgres';
+import { startEmbeddedPostgres, type EmbeddedCluster } from '../dev/embedded-postgres.ts';
+import { freePort } from '../dev/ports.ts';
+import { migrate } from '../migrations/migrate.ts';
+import { createAccount } from './edge-db.ts';
+import { websocketUrl } from './edge-devices.ts';
+import { summarizeProfile, WorkerProfiler } from './edge-profile.ts';
+import { fmt, ms, percentile, sleep } from './edge-stats.ts';
+import { cpuDelta, cpuSample, memory, processes, startWorker, type RunningWorker } from './edge-worker.ts';
+import { SocketHolders } from './socket-holders.ts';
+
+const argv = process.argv.slice(2);
+const num = (name: string, fallback: number) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(argv[i + 1]) : fallback;
+};
+const DEVICES = num('devices', 10_000);
+const CHANGED = num('changed', 100);
+const HOLDERS = num('holders', 4);
+const IN_FLIGHT = num('in-flight', 256);
+const ECHO = argv.includes('--echo');
+const PROFILE = argv.includes('--profile');
+/** Time for the object to handle the closes of a storm's sockets before the next storm. */
+const SETTLE_MS = 5_000;
+
+const load = () =>
+  `load average ${loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')}`;
+const say = (line: string) => console.log(line);
+
+async function written(sql: Sql, accountId: string, since: Date): Promise<{ rows: number; statements: number }> {
+  const [r] = await sql<{ rows: number; statements: number }[]>`
+    select count(*)::int as rows, count(distinct xmin::text)::int as statements
+    from clients where account_id = ${accountId} and updated_at >= ${since}`;
+  return r!;
+}
+
+async function main(): Promise<void> {
+  say(`machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}; ${load()}`);
+  const stamp = `${Date.now()}-${randomBytes(3).toString('hex')}`;
+  const persistTo = path.join(tmpdir(), `edgeplane-bench-storm-state-${stamp}`);
+  let cluster: EmbeddedCluster | undefined;
+  let worker: RunningWorker | undefined;
+  let holders: SocketHolders | undefined;
+  try {
+    if (!process.env.DATABASE_URL) {
+      // Room for a connection per connect, as the code before batching opened.
+      cluster = await startEmbeddedPostgres({ dataDir: path.join(tmpdir(), `edgeplane-bench-storm-pg-${stamp}`), settings: { max_connections: '2000' } });
+    }
+    const url = process.env.DATABASE_URL ?? cluster!.url;
+    const sql = postgres(url, { max: 2, onnotice: () => {}, connection: { TimeZone: 'UTC' } });
+    await migrate(sql);
+    const postmaster = cluster ? Number(readFileSync(path.join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]) : undefined;
+    worker = await startWorker({
+      runtime: 'miniflare',
+      port: await freePort(),
+      inspectorPort: await freePort(),
+      databaseUrl: url,
+      secret: randomBytes(24).toString('hex'),
+      persistTo,
+      echo: ECHO,
+    });
+    const account = await createAccount(sql, 'storm', { actors: DEVICES });
+    const urls = (version: (i: number) => string) => account.clientTokens.map((t, i) => websocketUrl(worker!.url, 'client', t, { externalId: `storm-${i}`, version: version(i) }));
+    holders = await SocketHolders.start(HOLDERS);
+    say(`${fmt(DEVICES)} clients of one account over ${HOLDERS} holder processes, ${IN_FLIGHT} handshakes in flight each`);
+    const hydrating = Date.now();
+    const first = await holders.connect(urls(() => '1.4.2').slice(0, 1), 1);
+    await holders.close();
+    say(`  one device alone (hydrates the object): init after ${ms(first.initAt[0]! - hydrating)}`);
+    const storms: Array<{ label: string; version: (i: number) => string; changed: number }> = [
+      { label: `1. ${fmt(DEVICES)} devices at once, all but the first new`, version: () => '1.4.2', changed: DEVICES - 1 },
+      { label: `2. reconnect, ${fmt(CHANGED)} changed (new version)`, version: (i) => (i < CHANGED ? '1.4.3' : '1.4.2'), changed: CHANGED },
+      { label: '3. reconnect, none changed', version: (i) => (i < CHANGED ? '1.4.3' : '1.4.2'), changed: 0 },
+    ];
+    const profiler = PROFILE ? await WorkerProfiler.connect(worker.inspectorPort) : undefined;
+    for (const [n, storm] of storms.entries()) {
+      const profiled = profiler && n === storms.length - 1;
+      if (profiled) await profiler.start();
+      const procs = processes(worker, postmaster);
+      const [clock] = await sql<{ now: Date }[]>`select now()`;
+      const before = cpuSample(procs);
+      const startedAt = Date.now();
+      const result = await holders.connect(urls(storm.version), IN_FLIGHT);
+      const after = cpuSample(procs);
+      const times = result.initAt.map((at) => at - startedAt);
+      const w = await written(sql, account.id, clock!.now);
+      say(`\n${storm.label}  (${load()})`);
+      say(
+        `  all ${fmt(times.length)} init within ${ms(Math.max(...times))} (${fmt(times.length / (Math.max(...times) / 1000))}/s); p50 ${ms(percentile(times, 50))}, p99 ${ms(percentile(times, 99))}; ${result.retries} retried`,
+      );
+      say(`  Postgres: ${fmt(w.rows)} clients rows written (devices changed: ${fmt(storm.changed)}) by ${fmt(w.statements)} statements`);
+      say(`  ${cpuDelta(before, after)}`);
+      say(`  ${memory(procs)}`);
+      if (profiled) {
+        const file = path.join(tmpdir(), `edgeplane-bench-storm-${stamp}.cpuprofile`);
+        say(`  profile of the Worker's isolate (${file}):`);
+        for (const l of summarizeProfile(await profiler.stop(file))) say(`    ${l}`);
+      }
+      await holders.close();
+      await sleep(SETTLE_MS);
+    }
+    profiler?.close();
+    await sql.end();
+  } catch (err) {
+    if (worker) for (const l of worker.lines.slice(-60)) console.error(`  [miniflare] ${l}`);
+    throw err;
+  } finally {
+    holders?.stop();
+    await worker?.stop();
+    await cluster?.stop();
+    await rm(persistTo, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -157,7 +157,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < ACCOUNTS; i++) accounts.push(await createAccount(sql, `abuse${i}`, { actors: perAccount, tokens: perAccount }));
     say(`${ACCOUNTS} accounts of ${perAccount} actors and tokens each, written before the Worker starts`);
 
-    // Rate limits off (bench/edge-miniflare.ts's default): what the refusals themselves cost.
+    // Rate limits off (bench/edge-worker.ts's default): what the refusals themselves cost.
     worker = await startWorker({
       runtime: 'miniflare',
       port: await freePort(),
@@ -237,9 +237,9 @@ async function main(): Promise<void> {
     worker = undefined;
 
     // Rate limits on: one address floods.
-    process.env.EDGE_RATE_LIMITS = 'on';
     limited = await startWorker({
       runtime: 'miniflare',
+      rateLimits: 'on',
       port: await freePort(),
       inspectorPort: await freePort(),
       databaseUrl: dbUrl,

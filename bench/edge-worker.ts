@@ -1,17 +1,17 @@
 /**
- * The Worker under benchmark, in a child process: `wrangler dev` (wrangler's ProxyWorker in one
- * workerd process in front of the Worker and its objects in another) or the Miniflare API alone
- * (bench/edge-miniflare.ts: the real bundle, one workerd); signed change batches posted to it;
- * and the CPU time each process of the stack spends, read from /proc.
+ * The Worker under benchmark, in a child process: the local Worker `npm start` runs (dev/worker.ts:
+ * the real bundle on the Miniflare API, one workerd) or, for comparison, `wrangler dev`
+ * (bench/wrangler-dev.ts: wrangler's ProxyWorker in one workerd process in front of the Worker
+ * and its objects in another); signed change batches posted to it; and the CPU time each process
+ * of the stack spends, read from /proc.
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Change } from '../src/change.ts';
 import { SIGNATURE_HEADER, signBody } from '../src/signature.ts';
-import { Child } from '../dev/child.ts';
-import { ROOT } from '../dev/root.ts';
-import { isWranglerNoise, waitForHttp, wranglerDevCommand } from '../dev/worker-process.ts';
+import type { Child } from '../dev/child.ts';
+import { isWorkerNoise, startWorkerProcess, waitForHttp } from '../dev/worker-process.ts';
+import { startWranglerDev } from './wrangler-dev.ts';
 
 export type Runtime = 'wrangler' | 'miniflare';
 
@@ -35,31 +35,21 @@ export interface WorkerOptions {
   secret: string;
   persistTo: string;
   echo: boolean;
+  /** Off by default: the benchmarks connect thousands of devices from one address. */
+  rateLimits?: 'on' | 'off';
 }
 
 function spawnRuntime(o: WorkerOptions, onLine: (line: string) => void): Child {
-  if (o.runtime === 'wrangler') {
-    // Thousands of devices from one address: no connect rate limits (as under Miniflare, bench/edge-miniflare.ts).
-    const { command, args, env } = wranglerDevCommand({ port: o.port, databaseUrl: o.databaseUrl, secret: o.secret, persistTo: o.persistTo, rateLimits: 'off' });
-    // A known inspector port, for profiling the Worker's isolate.
-    args[args.indexOf('--inspector-port') + 1] = String(o.inspectorPort);
-    return new Child('wrangler', command, args, { cwd: ROOT, env, onLine });
-  }
-  const env = {
-    ...process.env,
-    EDGE_PORT: String(o.port),
-    EDGE_INSPECTOR_PORT: String(o.inspectorPort),
-    EDGE_DATABASE_URL: o.databaseUrl,
-    EDGE_SECRET: o.secret,
-    EDGE_PERSIST: o.persistTo,
-  };
-  return new Child('miniflare', process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench/edge-miniflare.ts')], { cwd: ROOT, env, onLine });
+  // A known inspector port, for profiling the Worker's isolate.
+  const common = { port: o.port, databaseUrl: o.databaseUrl, secret: o.secret, persistTo: o.persistTo, inspectorPort: o.inspectorPort, onLine };
+  const rateLimits = o.rateLimits === 'on' ? {} : ({ rateLimits: 'off' } as const);
+  return o.runtime === 'wrangler' ? startWranglerDev({ ...common, ...rateLimits }) : startWorkerProcess({ ...common, ...rateLimits });
 }
 
 export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
   const lines: string[] = [];
   const child = spawnRuntime(o, (line) => {
-    if (isWranglerNoise(line) || line.trim() === '' || /GET \/v1\/(client|gateway)\/websocket 101/.test(line)) return;
+    if (isWorkerNoise(line) || line.trim() === '' || /GET \/v1\/(client|gateway)\/websocket 101/.test(line)) return;
     lines.push(line);
     if (lines.length > 500) lines.shift();
     if (o.echo) console.log(`  [${o.runtime}] ${line}`);
@@ -163,7 +153,7 @@ export interface Processes {
   worker: number;
   /** The workerd of wrangler's ProxyWorker in front of it (0 under Miniflare alone). */
   proxy: number;
-  /** The Node process that hosts the runtime (wrangler's, or edge-miniflare.ts). */
+  /** The Node process that hosts the runtime (wrangler's, or dev/worker.ts). */
   host: number;
   postgres: number | undefined;
 }

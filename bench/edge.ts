@@ -4,7 +4,7 @@
  *   --profile --echo]`
  *
  * The edge (the Worker and its AccountDO) in local workerd, in a child process: by default the
- * Miniflare API with the real bundle (bench/edge-miniflare.ts), or `wrangler dev` (--runtime
+ * local Worker `npm start` runs (dev/worker.ts: the real bundle on the Miniflare API), or `wrangler dev` (--runtime
  * wrangler), whose ProxyWorker cannot hold 5,000 sockets under this machine's fd limit. An
  * embedded Postgres sits behind the Hyperdrive binding (or DATABASE_URL); the `ws` package plays
  * the devices:
@@ -64,10 +64,10 @@ const say = (line: string) => console.log(line);
 
 function versions(): string {
   const fromHere = createRequire(import.meta.url);
-  // wrangler's own miniflare and workerd: the ones both runtimes use.
-  const fromWrangler = createRequire(fromHere.resolve('wrangler/package.json'));
+  // The miniflare the local Worker runs (the version wrangler pins too), and its workerd.
+  const fromMiniflare = createRequire(fromHere.resolve('miniflare/package.json'));
   const version = (req: NodeRequire, name: string) => (req(`${name}/package.json`) as { version: string }).version;
-  return `wrangler ${version(fromHere, 'wrangler')}, miniflare ${version(fromWrangler, 'miniflare')}, workerd ${version(fromWrangler, 'workerd')}, ws ${version(fromHere, 'ws')}`;
+  return `wrangler ${version(fromHere, 'wrangler')}, miniflare ${version(fromHere, 'miniflare')}, workerd ${version(fromMiniflare, 'workerd')}, ws ${version(fromHere, 'ws')}`;
 }
 
 const load = () =>

@@ -46,7 +46,7 @@ export default defineConfig({
         },
       },
       {
-        // The whole system: the run's Postgres, the replicator and `wrangler dev` as child processes,
+        // The whole system: the run's Postgres, the replicator and the local Worker as child processes,
         // WebSocket devices (`ws`). One stack per file; files run one after the other.
         test: {
           name: 'e2e',

@@ -14,7 +14,7 @@ import { ROOT } from '../../dev/root.ts';
 
 /**
  * `npm start` as a user runs it (docs/protocol.md#local-run), in a folder of its own (EDGEPLANE_DIR) and on
- * free ports: the embedded server, migrations, the demo, the replicator and `wrangler dev`, then
+ * free ports: the embedded server, migrations, the demo, the replicator and the local Worker, then
  * dev.json; the device and token CLIs against it; Ctrl-C stops everything, leaves no process and
  * no slot behind; a second start prints the same demo.
  */

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, beforeEach, inject } from 'vitest';
 import type { Child } from '../../dev/child.ts';
 import { freePort } from '../../dev/ports.ts';
 import { startReplicatorProcess } from '../../dev/replicator-child.ts';
-import { isWranglerNoise, startWorkerProcess, waitForHttp } from '../../dev/worker-process.ts';
+import { isWorkerNoise, startWorkerProcess, waitForHttp } from '../../dev/worker-process.ts';
 import { errorMessage } from '../../src/errors.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
 import { Device, type DeviceOptions } from './e2e-device.ts';
@@ -27,10 +27,10 @@ export interface LogEntry {
 }
 
 /**
- * The whole system for one test file: a database, the replicator as a child process (the same
- * launcher as `npm start`), and the real Worker under `wrangler dev` (the run's bundle, storage in
- * a folder of its own that survives restarts), each on a free port. Parts can be killed and started
- * again on the same ports.
+ * The whole system for one test file: a database, the replicator as a child process and the local
+ * Worker (dev/worker.ts on the Miniflare API, with the run's bundle and its storage in a folder of
+ * its own that survives restarts), each started as `npm start` starts them, on free ports. Parts
+ * can be killed and started again on the same ports.
  */
 export class Stack {
   readonly logs: LogEntry[] = [];
@@ -89,7 +89,7 @@ export class Stack {
 
   private record(source: LogEntry['source']) {
     return (line: string) => {
-      if (source === 'worker' && isWranglerNoise(line)) return;
+      if (source === 'worker' && isWorkerNoise(line)) return;
       this.logs.push({ at: Date.now(), source, line });
       if (this.logs.length > 20_000) this.logs.splice(0, 5_000);
     };
@@ -134,10 +134,10 @@ export class Stack {
       bundle: inject('e2eWorkerBundle'),
       onLine: this.record('worker'),
     });
-    await waitForHttp(`${this.workerUrl}/healthz`, this.worker, 90_000, 'wrangler dev').catch((err: unknown) => this.fail(err));
+    await waitForHttp(`${this.workerUrl}/healthz`, this.worker, 90_000, 'the Worker').catch((err: unknown) => this.fail(err));
   }
 
-  /** Stops wrangler dev and its workerd (SIGKILL: a crash; the objects' storage stays). */
+  /** Stops the Worker and its workerd (SIGKILL: a crash; the objects' storage stays). */
   async stopWorker(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     await this.worker?.stop(signal, 10_000);
   }

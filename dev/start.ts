@@ -25,7 +25,8 @@ import { survivePipeReaders } from './broken-pipes.ts';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 const warn = (line: string) => process.stderr.write(`${line}\n`);
-const rel = (p: string) => path.relative(process.cwd(), p) || p;
+/** A path under the current folder relative to it, others as they are. */
+const rel = (p: string) => (p.startsWith(`${process.cwd()}${path.sep}`) ? path.relative(process.cwd(), p) : p);
 
 interface Running {
   pg?: LocalPostgres;
@@ -87,6 +88,8 @@ async function start(config: LocalConfig): Promise<void> {
   if (!databaseUrl) {
     say(`Starting PostgreSQL on 127.0.0.1:${config.pgPort} (data in ${rel(PG_DIR)})...`);
     running.pg = await startLocalPostgres({ dataDir: PG_DIR, port: config.pgPort });
+    const moved = running.pg.relocated;
+    if (moved) say(`  its files are in ${path.dirname(running.pg.dataDir)} (${rel(moved.link)} and ${rel(moved.logLink)} link there)${moved.reason ? `: ${moved.reason}` : ''}.`);
     databaseUrl = running.pg.url;
     running.dropSlotOnStop = true;
     checkAbort();

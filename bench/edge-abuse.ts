@@ -2,7 +2,7 @@
  * `npm run bench:abuse [-- --attempts 5000 --concurrency 32 --accounts 8 --echo]`
  *
  * The front door under abuse (docs/architecture.md#a-device-connects): the real bundle on the
- * Miniflare API (bench/edge-miniflare.ts) over an embedded Postgres whose accounts were written
+ * Miniflare API (the local Worker, dev/worker.ts) over an embedded Postgres whose accounts were written
  * before the Worker ever ran (bulk inserts: a fresh Worker on an existing database). `ws` clients
  * connect with
  * 1. tokens naming accounts that do not exist (after one pass over the 256 directory shards, and

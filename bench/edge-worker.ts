@@ -37,11 +37,21 @@ export interface WorkerOptions {
   echo: boolean;
   /** Off by default: the benchmarks connect thousands of devices from one address. */
   rateLimits?: 'on' | 'off';
+  /** Worker variables on top of wrangler.toml's, e.g. FLOW_RATE_PER_SECOND (docs/protocol.md#limits). */
+  vars?: Record<string, string>;
 }
 
 function spawnRuntime(o: WorkerOptions, onLine: (line: string) => void): Child {
   // A known inspector port, for profiling the Worker's isolate.
-  const common = { port: o.port, databaseUrl: o.databaseUrl, secret: o.secret, persistTo: o.persistTo, inspectorPort: o.inspectorPort, onLine };
+  const common = {
+    port: o.port,
+    databaseUrl: o.databaseUrl,
+    secret: o.secret,
+    persistTo: o.persistTo,
+    inspectorPort: o.inspectorPort,
+    onLine,
+    ...(o.vars ? { vars: o.vars } : {}),
+  };
   const rateLimits = o.rateLimits === 'on' ? {} : ({ rateLimits: 'off' } as const);
   return o.runtime === 'wrangler' ? startWranglerDev({ ...common, ...rateLimits }) : startWorkerProcess({ ...common, ...rateLimits });
 }

@@ -100,6 +100,8 @@ async function main(): Promise<void> {
       secret: randomBytes(24).toString('hex'),
       persistTo,
       echo: ECHO,
+      // Part 4 measures one client's sequential create_flow: no per-socket rate limit.
+      vars: { FLOW_RATE_PER_SECOND: '0' },
     });
     say(`${RUNTIME === 'wrangler' ? 'wrangler dev' : 'Miniflare (real bundle)'} on ${worker.url} ready in ${((Date.now() - started) / 1000).toFixed(1)} s (state in ${persistTo})`);
     let procs: Processes | undefined;

@@ -3,8 +3,10 @@
  *
  * 1. Decoder throughput: our pgoutput decoder against pg-logical-replication's PgoutputParser on the
  *    same bytes, captured from a real server (protocol 1, which both read).
- * 2. Catch-up: a backlog drained by the replicator process (decode, change_logs, forward to a local
- *    sink answering 200, acknowledge) against `pg_recvlogical` reading the same backlog to /dev/null,
+ * 2. Catch-up: a backlog drained by the replicator process (decode, change_logs, acknowledge, and
+ *    forward to a local sink answering 200), timed to "logged and confirmed" (the slot's
+ *    confirmed_flush_lsn at the backlog's end: what Postgres waits for) and to "delivered" (every
+ *    change at the sink), against `pg_recvlogical` reading the same backlog to /dev/null,
  *    alternating, `--rounds` times each (every round reads the backlog through its own slot).
  * 3. Postgres alone: the change_logs rows of the catch-up COPYed again into an empty copy of the
  *    table, the floor of what logging them costs the server.
@@ -14,7 +16,6 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -30,6 +31,7 @@ import { PgoutputDecoder } from '../replicator/pgoutput/decoder.ts';
 import { parseLsn } from '../src/lsn.ts';
 import { DOMAIN_TABLES } from '../src/tables.ts';
 import { writeWorkload } from './capture-workload.ts';
+import { countingSink } from './counting-sink.ts';
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -72,7 +74,7 @@ async function main(): Promise<void> {
     const runs: Array<Awaited<ReturnType<typeof replicatorCatchUp>>> = [];
     for (let round = 0; round < ROUNDS; round++) {
       peers.push(await recvlogical(sql, url, `bench_peer_${round}`, end!.lsn));
-      await sql`truncate change_logs`;
+      await sql`truncate change_logs, delivery_cursors`;
       await sql`checkpoint`;
       runs.push(await replicatorCatchUp(sql, url, `bench_edgeplane_${round}`, end!.lsn, written));
     }
@@ -88,14 +90,15 @@ async function main(): Promise<void> {
       console.log(`    round ${round + 1}`);
       console.log(`      pg_recvlogical:       ${secs(peer.ms)} s  (${fmt(written / (peer.ms / 1000))} changes/s)${cpuNote(peer.cpu)}`);
       console.log(
-        `      edgeplane replicator: ${secs(ours.streamingMs)} s from streaming to acked (${fmt(written / (ours.streamingMs / 1000))} changes/s), ${secs(ours.totalMs)} s including process start, peak RSS ${ours.peakRssMb} MB${cpuNote(ours.cpu)}`,
+        `      edgeplane replicator: ${secs(ours.confirmedMs)} s from streaming to logged and confirmed (${fmt(written / (ours.confirmedMs / 1000))} changes/s), ${secs(ours.streamingMs)} s to delivered, ${secs(ours.totalMs)} s including process start, peak RSS ${ours.peakRssMb} MB${cpuNote(ours.cpu)}`,
       );
-      console.log(`      ratio: ${(ours.streamingMs / peer.ms).toFixed(2)}x`);
+      console.log(`      ratio: ${(ours.confirmedMs / peer.ms).toFixed(2)}x to logged and confirmed, ${(ours.streamingMs / peer.ms).toFixed(2)}x to delivered`);
     }
     const bestPeer = Math.min(...peers.map((p) => p.ms));
     const bestOurs = Math.min(...runs.map((r) => r.streamingMs));
+    const bestConfirmed = Math.min(...runs.map((r) => r.confirmedMs));
     console.log(
-      `    best: pg_recvlogical ${secs(bestPeer)} s, edgeplane ${secs(bestOurs)} s (${fmt(written / (bestOurs / 1000))} changes/s): ${(bestOurs / bestPeer).toFixed(2)}x; peak RSS ${Math.max(...runs.map((r) => r.peakRssMb))} MB`,
+      `    best: pg_recvlogical ${secs(bestPeer)} s; edgeplane logged and confirmed ${secs(bestConfirmed)} s (${(bestConfirmed / bestPeer).toFixed(2)}x), delivered ${secs(bestOurs)} s (${fmt(written / (bestOurs / 1000))} changes/s, ${(bestOurs / bestPeer).toFixed(2)}x); peak RSS ${Math.max(...runs.map((r) => r.peakRssMb))} MB`,
     );
     console.log(
       `  Postgres alone, COPY of the same ${fmt(alone.rows)} change_logs rows in batches of 2000 on one connection: ${secs(alone.ms)} s (${(alone.ms / bestPeer).toFixed(2)}x pg_recvlogical's best)`,
@@ -235,29 +238,13 @@ async function recvlogical(sql: Sql, url: string, slot: string, endLsn: string):
   return { ms, cpu: sampler.totals() };
 }
 
-/** A sink that answers 200 and counts the changes it got, without building or parsing the body. */
-function countingSink(onChanges: (n: number) => void) {
-  const needle = Buffer.from('"lsn":');
-  return createServer((req, res) => {
-    let tail: Buffer = Buffer.alloc(0);
-    req.on('data', (chunk: Buffer) => {
-      const b = tail.length > 0 ? Buffer.concat([tail, chunk]) : chunk;
-      let n = 0;
-      for (let i = b.indexOf(needle); i >= 0; i = b.indexOf(needle, i + needle.length)) n++;
-      onChanges(n);
-      tail = b.subarray(Math.max(0, b.length - needle.length + 1));
-    });
-    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{"applied":0,"skipped":0}'));
-  });
-}
-
 async function replicatorCatchUp(
   sql: Sql,
   url: string,
   slot: string,
   endLsn: string,
   expected: number,
-): Promise<{ totalMs: number; streamingMs: number; peakRssMb: number; cpu: Record<string, number> }> {
+): Promise<{ totalMs: number; confirmedMs: number; streamingMs: number; peakRssMb: number; cpu: Record<string, number> }> {
   let received = 0;
   const sink = countingSink((n) => (received += n));
   await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
@@ -265,6 +252,7 @@ async function replicatorCatchUp(
   const benchCpu = process.cpuUsage();
   const started = performance.now();
   let streamingAt = 0;
+  let confirmedAt = 0;
   const child = spawn(process.execPath, ['--import', 'tsx', 'replicator/main.ts'], {
     cwd: ROOT,
     env: {
@@ -303,7 +291,8 @@ async function replicatorCatchUp(
       }
       if (tick % 10 === 0) await sampler.sample(applications);
       const [row] = await sql<{ lsn: string | null }[]>`select confirmed_flush_lsn::text as lsn from pg_replication_slots where slot_name = ${slot}`;
-      if (row?.lsn && parseLsn(row.lsn) >= end && received >= expected) break;
+      if (!confirmedAt && row?.lsn && parseLsn(row.lsn) >= end) confirmedAt = performance.now();
+      if (confirmedAt && received >= expected) break;
     }
     await sampler.sample(applications);
     cpuAtEnd = CpuSampler.read(child.pid!) ?? 0;
@@ -319,7 +308,7 @@ async function replicatorCatchUp(
   if (cpuAtEnd > 0) cpu['replicator process'] = cpuAtEnd - cpuAtStreaming;
   const own = process.cpuUsage(benchCpu);
   cpu['bench process (sink, polling)'] = (own.user + own.system) / 1e6;
-  return { totalMs: done - started, streamingMs: done - streamingAt, peakRssMb: Math.round(peakRssMb), cpu };
+  return { totalMs: done - started, confirmedMs: confirmedAt - streamingAt, streamingMs: done - streamingAt, peakRssMb: Math.round(peakRssMb), cpu };
 }
 
 /** The rows the replicator logged, COPYed again into an empty table with change_logs's columns and indexes. */

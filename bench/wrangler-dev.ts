@@ -21,6 +21,8 @@ export interface WranglerDevOptions {
   /** Any free one when unset. */
   inspectorPort?: number;
   rateLimits?: 'off';
+  /** Worker variables on top of wrangler.toml's. */
+  vars?: Record<string, string>;
   onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
 }
 
@@ -47,6 +49,7 @@ export function startWranglerDev(o: WranglerDevOptions): Child {
     '--var',
     `REPLICATOR_SECRET:${o.secret}`,
     ...(o.rateLimits === 'off' ? ['--var', 'RATE_LIMITS:off'] : []),
+    ...Object.entries(o.vars ?? {}).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
   ];
   const env = { ...quietWranglerEnv(), WRANGLER_REGISTRY_PATH: registry, CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_DB: o.databaseUrl };
   const child = new Child('wrangler', process.execPath, args, { cwd: ROOT, env, ...(o.onLine ? { onLine: o.onLine } : {}) });

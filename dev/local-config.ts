@@ -32,6 +32,8 @@ export interface WorkerConfig {
   bundle: string | undefined;
   inspectorPort: number | undefined;
   rateLimits: 'off' | undefined;
+  /** Worker variables on top of wrangler.toml's (a JSON object of strings), for benchmarks and tests. */
+  vars: Record<string, string> | undefined;
 }
 
 /** A configuration value is wrong, or the machine is not ready for it: the message says which and what to do. */
@@ -107,6 +109,18 @@ export function parseWorkerConfig(env: Env): WorkerConfig {
       EDGEPLANE_WORKER_BUNDLE: z.string().optional(),
       EDGEPLANE_WORKER_INSPECTOR_PORT: z.coerce.number(NOT_A_PORT).int(NOT_A_PORT).min(1, NOT_A_PORT).max(65535, NOT_A_PORT).optional(),
       RATE_LIMITS: z.literal('off', 'is "off" or unset').optional(),
+      EDGEPLANE_WORKER_VARS: z
+        .string()
+        .transform((text, ctx) => {
+          try {
+            return JSON.parse(text) as unknown;
+          } catch {
+            ctx.addIssue({ code: 'custom', message: 'is not JSON' });
+            return z.NEVER;
+          }
+        })
+        .pipe(z.record(z.string(), z.string(), 'is not a JSON object of strings'))
+        .optional(),
     },
     { ...env, DATABASE_URL: env.CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_DB || env.DATABASE_URL },
     { REPLICATOR_SECRET: 'the replicator requires as much' },
@@ -119,5 +133,6 @@ export function parseWorkerConfig(env: Env): WorkerConfig {
     bundle: v.EDGEPLANE_WORKER_BUNDLE,
     inspectorPort: v.EDGEPLANE_WORKER_INSPECTOR_PORT,
     rateLimits: v.RATE_LIMITS,
+    vars: v.EDGEPLANE_WORKER_VARS,
   };
 }

@@ -25,6 +25,8 @@ export interface LocalWorkerOptions {
   rateLimits?: 'off';
   /** A V8 inspector on this port, for profiling the Worker's isolate. */
   inspectorPort?: number;
+  /** Worker variables on top of wrangler.toml's. */
+  vars?: Record<string, string>;
 }
 
 export interface LocalWorker {
@@ -46,6 +48,7 @@ export async function startLocalWorker(o: LocalWorkerOptions): Promise<LocalWork
     modules: [{ type: 'ESModule', path: o.bundle }],
     bindings: {
       ...(workerOptions.bindings as Record<string, unknown>),
+      ...o.vars,
       // A local run (docs/protocol.md#worker-configuration).
       EDGEPLANE_ENV: 'local',
       REPLICATOR_SECRET: o.secret,

@@ -4,7 +4,8 @@
  * `.dev.vars`'s, which `npm start` writes; one of them is required), the Hyperdrive binding's
  * database from DATABASE_URL (or CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_DB; default
  * wrangler.toml's localConnectionString), the objects' storage in EDGEPLANE_WORKER_PERSIST
- * (default `.wrangler/state`). It builds the bundle as a deploy would, unless
+ * (default `.wrangler/state`), variables on top of wrangler.toml's in EDGEPLANE_WORKER_VARS (a JSON
+ * object). It builds the bundle as a deploy would, unless
  * EDGEPLANE_WORKER_BUNDLE names one already built. `npm start`, the e2e tests and the benchmarks run
  * this same process (worker-process.ts). Ctrl-C or SIGTERM stops it.
  */
@@ -71,6 +72,7 @@ try {
     persistTo,
     ...(config.rateLimits ? { rateLimits: config.rateLimits } : {}),
     ...(config.inspectorPort ? { inspectorPort: config.inspectorPort } : {}),
+    ...(config.vars ? { vars: config.vars } : {}),
   });
   if (stopping) await worker.dispose();
   else console.log(`The Worker is ready at ${worker.url} (Miniflare ${miniflareVersion}; the objects' storage in ${shown(persistTo)}).`);

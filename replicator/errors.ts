@@ -57,6 +57,20 @@ export class AssemblyError extends Error {
   }
 }
 
+/**
+ * A large transaction's spill file could not be created, written or read (a full or read-only disk):
+ * the session ends without acknowledging it, and the next one reads the transaction again.
+ */
+export class SpillError extends Error {
+  override name = 'SpillError';
+  constructor(
+    readonly path: string,
+    options: { cause: unknown },
+  ) {
+    super(`spill file ${path}: ${errorSummary(options.cause)}`, options);
+  }
+}
+
 /** The accounts a TRUNCATE goes to could not be listed; the transaction is not routed. */
 export class TruncateRoutingError extends Error {
   override name = 'TruncateRoutingError';

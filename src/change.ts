@@ -61,7 +61,12 @@ export const changeSchema: z.ZodType<Change> = z.discriminatedUnion('op', [
   z.object({ ...base, op: z.literal('truncate'), old: z.null(), data: z.null() }),
 ]);
 
-export const changeBatchSchema = z.object({ changes: z.array(changeSchema) });
+/**
+ * `epoch` (docs/protocol.md#change-format): which replication stream the positions belong to; an
+ * object that followed another one re-hydrates and starts over (docs/architecture.md#12-epochs).
+ */
+export const epochSchema = z.string().min(1).max(64);
+export const changeBatchSchema = z.object({ epoch: epochSchema.optional(), changes: z.array(changeSchema) });
 export type ChangeBatch = z.infer<typeof changeBatchSchema>;
 
 /** The account a row belongs to: `accounts` rows route by their own id, every other table by `account_id`. */

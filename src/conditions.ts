@@ -14,7 +14,17 @@ export type Condition =
   | { property: 'current_utc_datetime'; operator: 'is_in_day_of_week_time_ranges'; values: string[] };
 
 // An empty list is refused rather than read: `is_not_in_cidr []` would otherwise grant from anywhere.
-const values = (valid: (v: string) => boolean, what: string) => z.array(z.string().refine(valid, { message: `not ${what}` })).min(1);
+// At most 64 values of at most 255 characters (docs/protocol.md#limits): more fails closed too.
+const values = (valid: (v: string) => boolean, what: string) =>
+  z
+    .array(
+      z
+        .string()
+        .max(255)
+        .refine(valid, { message: `not ${what}` }),
+    )
+    .min(1)
+    .max(64);
 
 export const conditionSchema: z.ZodType<Condition> = z.discriminatedUnion('property', [
   z.strictObject({
@@ -39,7 +49,7 @@ export const conditionSchema: z.ZodType<Condition> = z.discriminatedUnion('prope
   }),
 ]);
 
-const conditionsSchema = z.array(conditionSchema);
+const conditionsSchema = z.array(conditionSchema).max(64);
 
 /**
  * Parses a policy's `conditions` jsonb value (already JSON-parsed; null/undefined means []).

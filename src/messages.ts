@@ -8,8 +8,10 @@ import type { ResourceView } from './resource-view.ts';
  */
 const uuid = z
   .string()
+  .max(36)
   .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, { message: 'expected a uuid' })
   .transform((s) => s.toLowerCase());
+/** A request's reference, echoed in its reply: a string of at most 256 characters or a finite number. */
 const ref = z.union([z.string().max(256), z.number()]).optional();
 
 export const clientFrameSchema = z.discriminatedUnion('event', [
@@ -27,7 +29,9 @@ export type ClientFrame = z.infer<typeof clientFrameSchema>;
 /** Gateways send no requests in this protocol version; any event is answered with an error. */
 export const gatewayFrameSchema = z.never();
 
-export const frameEnvelopeSchema = z.object({ event: z.string(), ref, payload: z.unknown().optional() });
+/** Every device frame: the event name is at most 64 characters (the frame's size and depth are checked before parsing, src/device-frames.ts). */
+export const frameEnvelopeSchema = z.object({ event: z.string().max(64), ref, payload: z.unknown().optional() });
+export type FrameEnvelope = z.infer<typeof frameEnvelopeSchema>;
 
 export interface FlowCredentials {
   preshared_key: string;
@@ -68,8 +72,15 @@ export type GatewayMessage =
   | { event: 'access_authorization_expiry_updated'; payload: { client_id: ClientId; resource_id: ResourceId; expires_at: string | null } }
   | { event: 'resource_updated'; payload: ResourceView };
 
+/**
+ * Why a `create_flow` was refused before it was decided (docs/protocol.md#limits): the socket's
+ * rate limit, or the object's flow log is too far behind Postgres. Sent in `reply` only; the
+ * `error` event that accompanies it says more.
+ */
+export type FlowRefusalReason = 'rate_limited' | 'flow_log_full';
+
 /** The answer to a device request that carried a `ref` (`create_flow` is the only request). */
-export type ReplyPayload = { status: 'ok'; flow_id: FlowId } | { status: 'error'; reason: FlowFailureReason };
+export type ReplyPayload = { status: 'ok'; flow_id: FlowId } | { status: 'error'; reason: FlowFailureReason | FlowRefusalReason };
 
 export type CommonMessage = { event: 'reply'; ref: string | number; payload: ReplyPayload } | { event: 'error'; payload: { reason: string } };
 

@@ -103,15 +103,29 @@ const id = <K extends string>() =>
     if (v === undefined) ctx.addIssue({ code: 'custom', message: 'expected a uuid' });
     return v as Id<K>;
   });
-const time = z.string().nullable().optional();
+const time = z.string().max(64).nullable().optional();
 const isSet = (t: string | null | undefined) => t !== null && t !== undefined;
-const text = z.string();
-const nullableText = z
-  .string()
-  .nullable()
-  .optional()
-  .transform((v) => v ?? null);
-const filterSchema = z.object({ protocol: z.enum(['tcp', 'udp', 'icmp']), ports: z.array(z.string().regex(/^\d{1,5}(-\d{1,5})?$/)).default([]) });
+/**
+ * The limits of docs/protocol.md#limits, which Postgres enforces with CHECK constraints: a row that
+ * still exceeds them (written before the constraints, or sent by the replicator without its values
+ * because it was too large) does not decode, and its record is dropped (fail closed) rather than
+ * stored: no cached record can outgrow a SQLite row.
+ */
+const text = (max = 255) => z.string().max(max);
+const nullableText = (max = 255) =>
+  z
+    .string()
+    .max(max)
+    .nullable()
+    .optional()
+    .transform((v) => v ?? null);
+const filterSchema = z.object({
+  protocol: z.enum(['tcp', 'udp', 'icmp']),
+  ports: z
+    .array(z.string().regex(/^\d{1,5}(-\d{1,5})?$/))
+    .max(1024)
+    .default([]),
+});
 
 function epochMs(t: string | null | undefined): number | null {
   if (t === null || t === undefined) return null;
@@ -130,8 +144,8 @@ const decoders = {
   actor_group_memberships: z
     .object({ actor_id: id<'actor'>(), group_id: id<'group'>() })
     .transform((r) => ({ deleted: false, record: { actorId: r.actor_id, groupId: r.group_id } })),
-  sites: z.object({ id: id<'site'>(), name: text, deleted_at: time }).transform((r) => ({ deleted: isSet(r.deleted_at), record: { id: r.id, name: r.name } })),
-  gateways: z.object({ id: id<'gateway'>(), site_id: id<'site'>(), name: text, public_key: text, last_seen_version: nullableText, deleted_at: time }).transform((r) => ({
+  sites: z.object({ id: id<'site'>(), name: text(), deleted_at: time }).transform((r) => ({ deleted: isSet(r.deleted_at), record: { id: r.id, name: r.name } })),
+  gateways: z.object({ id: id<'gateway'>(), site_id: id<'site'>(), name: text(), public_key: text(256), last_seen_version: nullableText(), deleted_at: time }).transform((r) => ({
     deleted: isSet(r.deleted_at),
     record: { id: r.id, siteId: r.site_id, name: r.name, publicKey: r.public_key, version: r.last_seen_version },
   })),
@@ -139,9 +153,9 @@ const decoders = {
     .object({
       id: id<'resource'>(),
       type: z.enum(['dns', 'ip', 'cidr', 'internet']),
-      name: text,
-      address: nullableText,
-      address_description: nullableText,
+      name: text(),
+      address: nullableText(1024),
+      address_description: nullableText(1024),
       ip_stack: z
         .enum(['dual', 'ipv4_only', 'ipv6_only'])
         .nullable()
@@ -149,6 +163,7 @@ const decoders = {
         .transform((v) => v ?? null),
       filters: z
         .array(filterSchema)
+        .max(64)
         .nullable()
         .optional()
         .transform((v) => v ?? []),
@@ -176,7 +191,7 @@ const decoders = {
       record: { id: r.id, groupId: r.actor_group_id, resourceId: r.resource_id, disabled: isSet(r.disabled_at), conditions: parseConditions(r.conditions) },
     })),
   clients: z
-    .object({ id: id<'client'>(), actor_id: id<'actor'>(), name: text, public_key: text, last_seen_version: nullableText, verified_at: time, deleted_at: time })
+    .object({ id: id<'client'>(), actor_id: id<'actor'>(), name: text(), public_key: text(256), last_seen_version: nullableText(), verified_at: time, deleted_at: time })
     .transform((r) => ({
       deleted: isSet(r.deleted_at),
       record: { id: r.id, actorId: r.actor_id, name: r.name, publicKey: r.public_key, version: r.last_seen_version, verified: isSet(r.verified_at) },
@@ -187,7 +202,7 @@ const decoders = {
       type: z.enum(['client', 'site']),
       actor_id: z.string().nullable().optional(),
       site_id: z.string().nullable().optional(),
-      secret_salt: text,
+      secret_salt: text(1024),
       secret_hash: z.string().regex(/^[0-9a-fA-F]{64}$/),
       expires_at: time,
       deleted_at: time,
@@ -195,6 +210,8 @@ const decoders = {
     .transform((r, ctx) => {
       const owner = asId<'actor' | 'site'>(r.type === 'client' ? r.actor_id : r.site_id);
       if (owner === undefined) ctx.addIssue({ code: 'custom', message: `a ${r.type} token needs its ${r.type === 'client' ? 'actor_id' : 'site_id'}` });
+      // An expiry that is not a time (Postgres' 'infinity' among them) must not read as "never expires".
+      if (isSet(r.expires_at) && epochMs(r.expires_at) === null) ctx.addIssue({ code: 'custom', message: 'expires_at is not a finite time' });
       return {
         deleted: isSet(r.deleted_at),
         record: {
@@ -227,4 +244,24 @@ export function decodeRow(table: TableName, row: Row): { deleted: boolean; cache
   const parsed = decoders[table].safeParse(row);
   if (!parsed.success) throw new RowDecodeError(table, z.prettifyError(parsed.error));
   return { deleted: parsed.data.deleted, cached: { table, record: parsed.data.record } as Cached };
+}
+
+/**
+ * Just enough of a row that does not decode to find the record it names (its id, or the ids of a
+ * join row), so that the record can be dropped (fail closed). Undefined when even those are missing.
+ */
+export function keyOfRow(table: TableName, row: Row): Cached | undefined {
+  if (table === 'actor_group_memberships') {
+    const actorId = asId<'actor'>(row.actor_id);
+    const groupId = asId<'group'>(row.group_id);
+    return actorId && groupId ? { table, record: { actorId, groupId } } : undefined;
+  }
+  if (table === 'resource_connections') {
+    const resourceId = asId<'resource'>(row.resource_id);
+    const siteId = asId<'site'>(row.site_id);
+    return resourceId && siteId ? { table, record: { resourceId, siteId } } : undefined;
+  }
+  const id = asId(row.id);
+  // Only the id is read to find the cached record; the other fields are never looked at.
+  return id ? ({ table, record: { id } } as unknown as Cached) : undefined;
 }

@@ -1,5 +1,11 @@
+import { availableParallelism } from 'node:os';
 import { cloudflareTest } from '@cloudflare/vitest-pool-workers';
 import { defineConfig } from 'vitest/config';
+
+// One value for the projects that run side by side (vitest requires it of a group): at least two
+// files at once, so that the long and mostly idle outage test (edge-outage.pg.test.ts, 5 minutes)
+// runs beside the others even on two cores.
+const workers = Math.max(2, availableParallelism() - 1);
 
 export default defineConfig({
   test: {
@@ -10,6 +16,7 @@ export default defineConfig({
         test: {
           name: 'unit',
           root: '.',
+          maxWorkers: workers,
           include: ['test/unit/**/*.test.ts'],
         },
       },
@@ -19,6 +26,7 @@ export default defineConfig({
           root: '.',
           include: ['test/**/*.pg.test.ts'],
           exclude: ['test/workers/**'],
+          maxWorkers: workers,
           testTimeout: 120_000,
           hookTimeout: 120_000,
         },
@@ -31,7 +39,17 @@ export default defineConfig({
             miniflare: {
               hyperdrives: { DB: inject('workersPgUrl') },
               // A local run (docs/protocol.md#worker-configuration); the secret is a known development value.
-              bindings: { REPLICATOR_SECRET: 'edgeplane-test-replicator-secret-0123456789abcdef', EDGEPLANE_ENV: 'local' },
+              // docs/protocol.md#limits, at values the tests can reach: a burst above the 300 requests of
+              // the replacement test, a slow refill, a cap of 8 flows per client, and a flow log that
+              // holds 1,000 flows at most.
+              bindings: {
+                REPLICATOR_SECRET: 'edgeplane-test-replicator-secret-0123456789abcdef',
+                EDGEPLANE_ENV: 'local',
+                FLOW_RATE_PER_SECOND: '2',
+                FLOW_BURST: '400',
+                FLOW_MAX_PER_CLIENT: '8',
+                FLOW_LOG_BACKLOG_MAX: '1000',
+              },
               // A limiter as tight as a test of the account limit needs (test/workers/front-door.test.ts).
               ratelimits: { TEST_TIGHT_CONNECTS: { namespace_id: '1299', simple: { limit: 5, period: 10 } } },
             },
@@ -40,6 +58,7 @@ export default defineConfig({
         test: {
           name: 'workers',
           root: '.',
+          maxWorkers: workers,
           include: ['test/workers/**/*.test.ts'],
           testTimeout: 60_000,
           hookTimeout: 60_000,
@@ -47,10 +66,12 @@ export default defineConfig({
       },
       {
         // The whole system: the run's Postgres, the replicator and the local Worker as child processes,
-        // WebSocket devices (`ws`). One stack per file; files run one after the other.
+        // WebSocket devices (`ws`). One stack per file; files run one after the other, after the
+        // other projects (a group of its own: its timing bounds need the machine to itself).
         test: {
           name: 'e2e',
           root: '.',
+          sequence: { groupOrder: 1 },
           include: ['test/e2e/**/*.e2e.test.ts'],
           globalSetup: ['test/support/e2e-global-setup.ts'],
           maxWorkers: 1,

@@ -1,35 +1,41 @@
-import type { Change } from '../../src/change.ts';
+import type { ChangeOp } from '../../src/change.ts';
+import { parseLsn, type Position } from '../../src/lsn.ts';
+import type { TableName } from '../../src/tables.ts';
 import type { RoutedChange } from '../assemble/routed-changes.ts';
-import type { Ticket } from '../stream/ack-watermark.ts';
 
-/** A change on its way to change_logs and to its account's object; rows are serialized once for both. */
+/**
+ * A change on its way to change_logs and to its account's object, live or read back from the log.
+ * Rows are JSON text, serialized once (live) or as the log returned them (catch-up).
+ */
 export interface Delivery {
   accountId: string;
-  change: Change;
+  lsn: string;
+  /** Where the change stands in commit order: `(commit LSN, seq)`. */
+  position: Position;
+  xid: number;
+  table: TableName;
+  op: ChangeOp;
+  committedAt: string;
   oldJson: string | null;
   dataJson: string | null;
-  ticket: Ticket;
 }
 
-export function toDelivery(routed: RoutedChange, ticket: Ticket): Delivery {
+export function toDelivery(routed: RoutedChange): Delivery {
   const { change } = routed;
   return {
     accountId: routed.accountId,
-    change,
+    lsn: change.lsn,
+    position: { lsn: parseLsn(change.lsn), seq: change.seq },
+    xid: change.xid,
+    table: change.table,
+    op: change.op,
+    committedAt: change.committed_at,
     oldJson: change.old === null ? null : JSON.stringify(change.old),
     dataJson: change.data === null ? null : JSON.stringify(change.data),
-    ticket,
   };
 }
 
-/** The Change's JSON (docs/protocol.md#changes-route), from the pre-serialized rows. */
-export function changeJson(d: Delivery): string {
-  const c = d.change;
-  return `{"lsn":"${c.lsn}","seq":${c.seq},"xid":${c.xid},"table":"${c.table}","op":"${c.op}","old":${d.oldJson ?? 'null'},"data":${d.dataJson ?? 'null'},"committed_at":"${c.committed_at}"}`;
-}
-
-export function batchBody(batch: readonly Delivery[]): string {
-  let body = '{"changes":[';
-  for (let i = 0; i < batch.length; i++) body += (i === 0 ? '' : ',') + changeJson(batch[i] as Delivery);
-  return `${body}]}`;
+/** Bytes a change takes in a request body, near enough for batching. */
+export function deliveryBytes(d: Delivery): number {
+  return 160 + (d.oldJson?.length ?? 0) + (d.dataJson?.length ?? 0);
 }

@@ -1,5 +1,5 @@
 import type { Sql } from 'postgres';
-import { parseLsn, type Lsn } from '../../src/lsn.ts';
+import { formatLsn, parseLsn, type Lsn } from '../../src/lsn.ts';
 import { DOMAIN_TABLES } from '../../src/tables.ts';
 import { SetupError, sqlState } from '../errors.ts';
 import type { Logger } from '../logger.ts';
@@ -49,6 +49,8 @@ export async function ensurePublication(sql: Sql, name: string, log: Logger): Pr
 export interface SlotState {
   confirmedFlush: Lsn | undefined;
   activePid: number | null;
+  /** Why Postgres invalidated it (it removed WAL the slot still needed), when it did. */
+  invalidated: string | undefined;
 }
 
 interface SlotRow {
@@ -64,7 +66,7 @@ interface SlotRow {
   invalidation_reason: string | null;
 }
 
-/** Why the slot cannot be streamed from, or undefined when it can. */
+/** Why the slot is not ours to stream from (another kind, plugin or database), or undefined when it is. */
 export function slotProblem(slot: string, row: SlotRow): string | undefined {
   if (row.slot_type !== 'logical' || row.plugin !== 'pgoutput' || row.database !== row.current) {
     return (
@@ -72,17 +74,16 @@ export function slotProblem(slot: string, row: SlotRow): string | undefined {
       `expected a pgoutput slot in ${row.current} (choose another SLOT_NAME or drop it)`
     );
   }
-  if (row.wal_status === 'lost' || row.invalidation_reason) {
-    return (
-      `replication slot ${slot} was invalidated (${row.invalidation_reason ?? 'wal_status lost'}): Postgres removed WAL it still needed, ` +
-      `usually because it fell more than max_slot_wal_keep_size behind. The changes after ${row.confirmed_flush_lsn ?? 'its position'} cannot be replayed. ` +
-      `Drop the slot (select pg_drop_replication_slot('${slot}')) so that a new one is created, and re-hydrate the accounts' objects`
-    );
-  }
   return undefined;
 }
 
-/** Reads the slot, checking that it is a usable pgoutput slot of this database. */
+/** Why Postgres invalidated the slot, or undefined when it did not. */
+export function slotInvalidation(row: SlotRow): string | undefined {
+  if (row.wal_status !== 'lost' && !row.invalidation_reason) return undefined;
+  return row.invalidation_reason ?? 'wal_status lost';
+}
+
+/** Reads the slot, checking that it is a pgoutput slot of this database. */
 export async function readSlot(sql: Sql, slot: string): Promise<SlotState | undefined> {
   // Through to_jsonb: wal_status and invalidation_reason do not exist on every version.
   const [row] = await sql<SlotRow[]>`
@@ -92,22 +93,50 @@ export async function readSlot(sql: Sql, slot: string): Promise<SlotState | unde
   if (!row) return undefined;
   const problem = slotProblem(slot, row);
   if (problem) throw new SetupError(problem);
-  return { confirmedFlush: row.confirmed_flush_lsn ? parseLsn(row.confirmed_flush_lsn) : undefined, activePid: row.active_pid };
+  return { confirmedFlush: row.confirmed_flush_lsn ? parseLsn(row.confirmed_flush_lsn) : undefined, activePid: row.active_pid, invalidated: slotInvalidation(row) };
 }
 
-/** Creates the durable (not TEMPORARY) slot on the replication connection if it is missing. */
-export async function ensureSlot(sql: Sql, replication: Sql, slot: string, log: Logger): Promise<SlotState> {
+export interface EnsuredSlot extends SlotState {
+  /** This call created it: the stream cannot continue an earlier one (a new epoch). */
+  created: boolean;
+  /** Where it starts: its consistent point when created, else its confirmed position. */
+  startLsn: Lsn;
+}
+
+/**
+ * The durable (not TEMPORARY) slot, created on the replication connection if it is missing. An
+ * invalidated slot can never stream again: it is dropped and created anew, which starts a new
+ * epoch (docs/architecture.md#12-epochs) instead of waiting for an operator.
+ */
+export async function ensureSlot(sql: Sql, replication: Sql, slot: string, log: Logger): Promise<EnsuredSlot> {
   const existing = await readSlot(sql, slot);
-  if (existing) return existing;
+  if (existing && !existing.invalidated) return { ...existing, created: false, startLsn: existing.confirmedFlush ?? 0n };
+  if (existing?.invalidated) {
+    log.error(
+      { slot, reason: existing.invalidated, lsn: existing.confirmedFlush === undefined ? null : formatLsn(existing.confirmedFlush) },
+      'the replication slot was invalidated (Postgres removed WAL it still needed, usually past max_slot_wal_keep_size): dropping it and starting a new epoch; every account re-hydrates',
+    );
+    await sql`select pg_drop_replication_slot(${slot})`;
+  }
+  let consistentPoint: Lsn | undefined;
   try {
     const [row] = await replication.unsafe<{ consistent_point: string }[]>(`CREATE_REPLICATION_SLOT ${quote(slot)} LOGICAL pgoutput NOEXPORT_SNAPSHOT`);
+    consistentPoint = row ? parseLsn(row.consistent_point) : undefined;
     log.info({ slot, lsn: row?.consistent_point }, 'created replication slot');
   } catch (err) {
     if (sqlState(err) !== '42710') throw err;
   }
   const created = await readSlot(sql, slot);
   if (!created) throw new SetupError(`replication slot ${slot} vanished right after it was created`);
-  return created;
+  // Another replicator created it between our read and our create: it is not new to us either way.
+  return { ...created, created: true, startLsn: consistentPoint ?? created.confirmedFlush ?? 0n };
+}
+
+/** `IDENTIFY_SYSTEM` on the replication connection: which cluster, on which timeline. */
+export async function identifySystem(replication: Sql): Promise<{ systemIdentifier: string; timeline: number }> {
+  const [row] = await replication.unsafe<{ systemid: string; timeline: number | string }[]>('IDENTIFY_SYSTEM');
+  if (!row) throw new SetupError('IDENTIFY_SYSTEM returned nothing');
+  return { systemIdentifier: String(row.systemid), timeline: Number(row.timeline) };
 }
 
 export interface StreamOptions {

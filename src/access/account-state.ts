@@ -1,6 +1,7 @@
 import type { AccountId, ActorId, ClientId, GatewayId, GroupId, PolicyId, ResourceId, SiteId, TokenId } from '../ids.ts';
 import type { AccountRecord, ActorRecord, Cached, ClientRecord, GatewayRecord, GroupRecord, PolicyRecord, ResourceRecord, SiteRecord, TokenRecord } from '../records.ts';
 import type { TableName } from '../tables.ts';
+import { ExpiryHeap } from '../expiry-heap.ts';
 import { MultiIndex } from './multi-index.ts';
 
 /**
@@ -25,6 +26,8 @@ export class AccountState {
   readonly clients = new Map<ClientId, ClientRecord>();
   readonly clientsOfActor = new MultiIndex<ActorId, ClientId>();
   readonly tokens = new Map<TokenId, TokenRecord>();
+  /** Tokens that expire, by expiry (docs/architecture.md#11-bounded: the alarm reads the next one in O(1)). */
+  readonly tokenExpiries = new ExpiryHeap<TokenId>();
   /** Policies with a time-window condition: the only ones whose outcome changes without a change arriving. */
   readonly timedPolicies = new Set<PolicyId>();
 
@@ -104,6 +107,7 @@ export class AccountState {
         return;
       case 'tokens':
         this.tokens.set(cached.record.id, cached.record);
+        if (cached.record.expiresAt !== null) this.tokenExpiries.set(cached.record.id, cached.record.expiresAt);
         return;
     }
   }
@@ -152,6 +156,7 @@ export class AccountState {
         return;
       case 'tokens':
         this.tokens.delete(current.record.id);
+        this.tokenExpiries.delete(current.record.id);
         return;
     }
   }

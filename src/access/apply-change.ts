@@ -1,6 +1,6 @@
 import type { Change } from '../change.ts';
 import type { Row } from '../json.ts';
-import { decodeRow, RowDecodeError, type Cached } from '../records.ts';
+import { decodeRow, keyOfRow, RowDecodeError, type Cached } from '../records.ts';
 import type { TableName } from '../tables.ts';
 import type { AccountState } from './account-state.ts';
 import type { Dirty } from './dirty.ts';
@@ -60,6 +60,16 @@ export function applyChange(state: AccountState, change: Change, dirty: Dirty): 
 
   const before = decode(change.table, change.old, problems);
   const after = decode(change.table, change.data, problems);
+  // A new row that does not decode (over a limit, sent without its values) drops its record: bad
+  // or missing data never keeps or grants access.
+  if (!after && change.data) {
+    const named = keyOfRow(change.table, change.data);
+    if (named) remove(named);
+  }
+  if (!before && change.old && !change.data) {
+    const named = keyOfRow(change.table, change.old);
+    if (named) remove(named);
+  }
   if (before && (!after || after.deleted || keyOf(before.cached) !== keyOf(after.cached))) remove(before.cached);
   if (after) {
     if (after.deleted) {

@@ -19,7 +19,10 @@ const EXPECTED: Record<string, string[]> = {
   clients: ['id', ...COMMON, 'actor_id', 'external_id', 'name', 'public_key', 'last_seen_version', 'verified_at', 'deleted_at'],
   tokens: ['id', ...COMMON, 'type', 'actor_id', 'site_id', 'secret_salt', 'secret_hash', 'expires_at', 'deleted_at'],
   flows: ['id', ...COMMON, 'client_id', 'gateway_id', 'resource_id', 'policy_id', 'token_id', 'expires_at'],
-  change_logs: ['id', ...COMMON, 'lsn', 'seq', 'xid', 'table_name', 'op', 'old_data', 'data', 'vsn'],
+  change_logs: ['id', ...COMMON, 'lsn', 'seq', 'xid', 'table_name', 'op', 'old_data', 'data', 'vsn', 'committed_at'],
+  // Extensions (docs/protocol.md#schema): delivery cursors and the epochs the log belongs to.
+  delivery_cursors: ['account_id', 'lsn', 'seq', 'needs_rehydrate', 'skip_lsn', 'skip_seq', 'updated_at'],
+  replication_epochs: ['slot_name', 'epoch', 'epoch_number', 'system_identifier', 'timeline', 'started_at'],
 };
 
 let db: TestDatabase;

@@ -1,8 +1,8 @@
 import postgres, { type Sql } from 'postgres';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ChangeLogWriter } from '../../replicator/log/change-log-writer.ts';
+import { ChangeLogWriter, type LogEntry } from '../../replicator/log/change-log-writer.ts';
 import { copyIn } from '../../replicator/log/copy-in.ts';
-import { toDelivery, type Delivery } from '../../replicator/deliver/delivery.ts';
+import { toDelivery } from '../../replicator/deliver/delivery.ts';
 import { createLogger } from '../../replicator/logger.ts';
 import { Metrics } from '../../replicator/metrics.ts';
 import { withNoDelay } from '../../replicator/pg-socket.ts';
@@ -32,12 +32,13 @@ function client(): Sql {
 const ACCOUNT = '7d0c5a4e-8a59-4f7e-9a53-2f8f0f7f8b11';
 const ticket = { endLsn: 0n, changes: 0, receivedAt: 0, pending: 0 };
 
-function delivery(lsn: bigint, seq: number, name = `actor ${seq}`): Delivery {
+function delivery(lsn: bigint, seq: number, name = `actor ${seq}`): LogEntry {
   const data = { id: `00000000-0000-4000-8000-${String(seq).padStart(12, '0')}`, account_id: ACCOUNT, name };
-  return toDelivery(
-    { accountId: ACCOUNT, change: { lsn: formatLsn(lsn), seq, xid: 700, table: 'actors', op: 'insert', old: null, data, committed_at: '2026-11-22T20:00:00.000000Z' } },
-    ticket,
-  );
+  const d = toDelivery({
+    accountId: ACCOUNT,
+    change: { lsn: formatLsn(lsn), seq, xid: 700, table: 'actors', op: 'insert', old: null, data, committed_at: '2026-11-22T20:00:00.000000Z' },
+  });
+  return { ...d, ticket };
 }
 
 const COPY = 'copy change_logs (account_id, lsn, seq, xid, table_name, op, old_data, data, vsn) from stdin';
@@ -58,7 +59,7 @@ describe('copyIn', () => {
 
 describe('ChangeLogWriter', () => {
   it('logs each position once when batches repeat logged ones (replays), on several lanes, and reports every batch', async () => {
-    const logged: Delivery[] = [];
+    const logged: LogEntry[] = [];
     const writer = new ChangeLogWriter(
       client,
       { batchSize: 7, lingerMs: 2, lanes: 3, retryBaseMs: 5, retryMaxMs: 20 },
@@ -70,7 +71,7 @@ describe('ChangeLogWriter', () => {
     for (const d of first) writer.enqueue(d);
     await writer.idle();
     // A replay after a reconnect: the last 25 again (one with different content, which must not win), then 30 new ones.
-    const replay = first.slice(15).map((d) => delivery(BigInt(`0x${d.change.lsn.split('/')[1]}`), d.change.seq, d.change.seq === 3 ? 'changed' : undefined));
+    const replay = first.slice(15).map((d) => delivery(d.position.lsn, d.position.seq, d.position.seq === 3 ? 'changed' : undefined));
     const fresh = Array.from({ length: 30 }, (_, i) => delivery(0x2000n + BigInt(Math.floor(i / 10)) * 0x100n, i % 10));
     for (const d of [...replay, ...fresh]) writer.enqueue(d);
     await writer.idle();
@@ -78,12 +79,14 @@ describe('ChangeLogWriter', () => {
     expect(logged).toHaveLength(40 + 25 + 30);
     const rows = await db.sql<{ lsn: string; seq: number; name: string }[]>`select lsn, seq, data->>'name' as name from change_logs`;
     expect(rows).toHaveLength(70);
-    expect(new Set(rows.map(keyOf))).toEqual(new Set([...first, ...fresh].map((d) => keyOf(d.change))));
+    expect(new Set(rows.map(keyOf))).toEqual(new Set([...first, ...fresh].map((d) => keyOf({ lsn: d.lsn, seq: d.position.seq }))));
+    // Every account with a logged row has a delivery cursor (a restart finds it when it is behind).
+    expect(await db.sql`select account_id::text from delivery_cursors`).toEqual([{ account_id: ACCOUNT }]);
     expect(rows.filter((r) => r.name === 'changed')).toEqual([]);
   });
 
   it('retries a batch the server refuses for a passing reason and never drops it', async () => {
-    const logged: Delivery[] = [];
+    const logged: LogEntry[] = [];
     const metrics = new Metrics();
     // Statements of the writer give up after 50 ms while another session holds the table locked.
     const impatient = () => {

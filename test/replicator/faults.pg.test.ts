@@ -5,12 +5,12 @@ import postgres from 'postgres';
 import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
 import { migrate } from '../../migrations/migrate.ts';
 import { startEmbeddedPostgres } from '../../dev/embedded-postgres.ts';
-import { slotProblem } from '../../replicator/stream/setup.ts';
+import { slotInvalidation, slotProblem } from '../../replicator/stream/setup.ts';
 import { parseLsn } from '../../src/lsn.ts';
 import { insertAccount, insertActor, Pipeline, SECRET } from '../support/pipeline.ts';
 import { firstDeliveries, isSortedByPosition, keyOf } from '../support/positions.ts';
 import { RecordingSink } from '../support/recording-sink.ts';
-import { eventually, ReplicatorProcess } from '../support/replicator-process.ts';
+import { eventually, type LogLine, ReplicatorProcess } from '../support/replicator-process.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 import { withDatabase } from '../support/database.ts';
 
@@ -131,23 +131,50 @@ describe('replicator faults', () => {
     expect((await standby.get('/readyz')).status).toBe(200);
   });
 
-  it('pauses reading when MAX_UNACKED changes are in flight and resumes when they are delivered', async () => {
+  it('keeps reading while the Worker refuses: the slot is confirmed past what is logged, and the account gets it all later', async () => {
     const p = await setup();
     let open = false;
     p.sink.behaviour = () => (open ? 200 : 503);
-    const r = await p.replicator({ MAX_UNACKED: '50', FORWARD_BATCH_SIZE: '10' });
+    const r = await p.replicator({ MAX_UNACKED: '50', FORWARD_BATCH_SIZE: '10', RETRY_MAX_MS: '200' });
     const a = await insertAccount(p.sql);
     await p.sql`insert into actors (account_id, name, type) select ${a}, 'x', 'account_user' from generate_series(1, 10)`;
     for (let i = 0; i < 200; i++) await insertActor(p.sql, a, `b${i}`);
-    await eventually(async () => metric((await r.get('/metrics')).text, 'edgeplane_replicator_paused') === 1, 20_000, 'paused');
-    for (let i = 0; i < 5; i++) {
-      const health = JSON.parse((await r.get('/healthz')).text) as { unacked: number };
-      expect(health.unacked).toBeLessThanOrEqual(50 + 10);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    open = true;
-    await eventually(() => firstDeliveries(p.sink.changes).length >= 211, 30_000, 'everything after resuming');
+    const target = await p.currentWal();
+    await eventually(async () => (await p.confirmedFlush()) >= target, 10_000, 'the slot confirmed past every logged change while the Worker refuses');
     expect(metric((await r.get('/metrics')).text, 'edgeplane_replicator_paused')).toBe(0);
+    const health = JSON.parse((await r.get('/healthz')).text) as { healthy: boolean; status: string; accounts: { behind: number; worst: { account: string; state: string }[] } };
+    expect(health).toMatchObject({ healthy: true, status: 'lagging', accounts: { behind: 1, worst: [{ account: a, state: 'retrying' }] } });
+    open = true;
+    await eventually(() => firstDeliveries(p.sink.changes).length >= 211, 30_000, 'everything once the Worker answers');
+    expect(isSortedByPosition(firstDeliveries(p.sink.changes))).toBe(true);
+  });
+
+  it('pauses reading when MAX_UNACKED changes wait for change_logs, says it lags (not stalled), and resumes', async () => {
+    const p = await setup();
+    p.sink.behaviour = () => 200;
+    const r = await p.replicator({ MAX_UNACKED: '50', STALL_ALERT_MS: '1000' });
+    const a = await insertAccount(p.sql);
+    await eventually(() => p.sink.changes.length >= 1);
+    let release!: () => void;
+    let locked!: () => void;
+    const isLocked = new Promise<void>((resolve) => (locked = resolve));
+    const holder = p.sql.begin(async (tx) => {
+      await tx`lock table change_logs in access exclusive mode`;
+      locked();
+      await new Promise<void>((resolve) => (release = resolve));
+    });
+    await isLocked;
+    for (let i = 0; i < 120; i++) await insertActor(p.sql, a, `b${i}`);
+    await eventually(async () => metric((await r.get('/metrics')).text, 'edgeplane_replicator_paused') === 1, 20_000, 'paused');
+    // Reading paused for longer than the stall alert: the stream is not stalled, change_logs is.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const health = JSON.parse((await r.get('/healthz')).text) as { unacked: number; reasons: string[] };
+    expect(health.unacked).toBeLessThanOrEqual(50 + 20);
+    expect(health.reasons.join(' ')).not.toContain('stream stalled');
+    release();
+    await holder;
+    await eventually(() => firstDeliveries(p.sink.changes).filter((c) => c.table === 'actors').length >= 120, 30_000, 'everything after resuming');
+    await eventually(async () => metric((await r.get('/metrics')).text, 'edgeplane_replicator_paused') === 0, 5_000, 'resumed');
   });
 
   it('tears down a half-open connection, fails /healthz meanwhile, and resumes on a new one', async () => {
@@ -177,25 +204,44 @@ describe('replicator faults', () => {
     const r = await p.replicator({ DATABASE_URL: url.toString() });
     const a = await insertAccount(p.sql);
     await eventually(() => p.sink.changes.length >= 1);
-    const before = await p.confirmedFlush();
+    // Settled: the first change's acknowledgment has reached the slot. While idle the slot may move
+    // on to the server's WAL end, so it is bounded below by the tampered commit, not pinned.
+    const first = parseLsn(p.sink.changes[0]!.lsn);
+    await eventually(async () => (await p.confirmedFlush()) > first, 10_000, 'the first change acknowledged');
     // The next Insert's relation OID becomes one the decoder never saw.
     proxy.tamper = (payload) => {
       if (payload[0] !== 0x49) return false;
       payload.writeUInt32BE(0xfffffff0, 1);
       return true;
     };
+    // The slot's position from before the commit, through the error and the reconnect, until the
+    // change is delivered (it is acknowledged once logged, so not after that).
     const samples: bigint[] = [];
-    await insertActor(p.sql, a, 'tampered');
-    const error = await r.waitForLog((l) => l.msg === 'undecodable replication message; reconnecting without acknowledging it');
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        samples.push(await p.confirmedFlush());
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
+    let error: LogLine;
+    try {
+      await insertActor(p.sql, a, 'tampered');
+      error = await r.waitForLog((l) => l.msg === 'undecodable replication message; reconnecting without acknowledging it');
+      await r.waitForLog((l) => l.msg === 'streaming' && r.logs.indexOf(l) > r.logs.indexOf(error));
+    } finally {
+      sampling = false;
+      await sampler;
+    }
     expect(String(error.err)).toContain('PgoutputDecodeError');
     expect(error.lsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
-    while (!p.sink.changes.some((c) => c.data?.name === 'tampered')) {
-      samples.push(await p.confirmedFlush());
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    const delivered = p.sink.changes.find((c) => c.data?.name === 'tampered')!;
-    for (const s of samples) expect(s).toBeLessThanOrEqual(parseLsn(delivered.lsn));
-    expect(samples[0]).toBe(before);
+    await eventually(() => p.sink.changes.some((c) => c.data?.name === 'tampered'), 10_000, 'the change delivered');
+    const committedAt = parseLsn(p.sink.changes.find((c) => c.data?.name === 'tampered')!.lsn);
+    // The session that could not decode it did not acknowledge past it, nor did anything before
+    // the next session streamed it again.
+    expect(parseLsn(String(error.lsn))).toBeLessThanOrEqual(committedAt);
+    expect(parseLsn(String(error.acked))).toBeLessThanOrEqual(committedAt);
+    for (const s of samples) expect(s).toBeLessThanOrEqual(committedAt);
     expect(proxy.tampered).toBe(1);
     expect(metric((await r.get('/metrics')).text, 'edgeplane_replicator_decode_errors_total')).toBe(1);
   });
@@ -283,13 +329,12 @@ describe('replicator configuration', () => {
     expect(health.reasons.join(' ')).toMatch(/cannot replicate: SetupError: replication slot \S+ exists but is a physical slot/);
   });
 
-  it('recognizes an invalidated slot and says what to do', () => {
+  it('recognizes an invalidated slot (which the replicator drops and recreates in a new epoch)', () => {
     const row = { plugin: 'pgoutput', slot_type: 'logical', database: 'app', current: 'app', confirmed_flush_lsn: '0/16B3748', active_pid: null };
-    expect(slotProblem('edgeplane', { ...row, wal_status: 'reserved', invalidation_reason: null })).toBeUndefined();
-    expect(slotProblem('edgeplane', { ...row, wal_status: 'lost', invalidation_reason: null })).toMatch(
-      /invalidated.*max_slot_wal_keep_size.*0\/16B3748.*pg_drop_replication_slot\('edgeplane'\)/,
-    );
-    expect(slotProblem('edgeplane', { ...row, wal_status: 'lost', invalidation_reason: 'wal_removed' })).toContain('(wal_removed)');
+    expect(slotInvalidation({ ...row, wal_status: 'reserved', invalidation_reason: null })).toBeUndefined();
+    expect(slotInvalidation({ ...row, wal_status: 'lost', invalidation_reason: null })).toBe('wal_status lost');
+    expect(slotInvalidation({ ...row, wal_status: 'lost', invalidation_reason: 'wal_removed' })).toBe('wal_removed');
+    expect(slotProblem('edgeplane', { ...row, wal_status: 'lost', invalidation_reason: 'wal_removed' })).toBeUndefined();
   });
 
   it('serves /healthz, /readyz and /metrics', async () => {

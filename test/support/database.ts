@@ -16,9 +16,12 @@ export function withDatabase(url: string, database: string): string {
   return u.toString();
 }
 
-/** A fresh, migrated database on the run's cluster; `drop()` removes it and its replication slots. */
-export async function createTestDatabase(prefix = 'test', options: { migrate?: boolean } = {}): Promise<TestDatabase> {
-  const serverUrl = inject('pgUrl');
+/**
+ * A fresh, migrated database on the run's cluster (or on `serverUrl`'s); `drop()` removes it and
+ * its replication slots.
+ */
+export async function createTestDatabase(prefix = 'test', options: { migrate?: boolean; serverUrl?: string } = {}): Promise<TestDatabase> {
+  const serverUrl = options.serverUrl ?? inject('pgUrl');
   const name = `${prefix}_${randomBytes(5).toString('hex')}`;
   const admin = postgres(serverUrl, { max: 1, onnotice: () => {} });
   try {

@@ -4,7 +4,7 @@ type Queryable = Sql | TransactionSql;
 import { parseLsn, type Lsn } from '../../src/lsn.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
 import { RecordingSink } from './recording-sink.ts';
-import { ReplicatorProcess } from './replicator-process.ts';
+import { NODE_REPLICATOR, ReplicatorProcess } from './replicator-process.ts';
 
 export const SECRET = 'test-secret-0123456789';
 
@@ -17,8 +17,9 @@ export class Pipeline {
     readonly sink: RecordingSink,
   ) {}
 
-  static async create(prefix: string): Promise<Pipeline> {
-    const db = await createTestDatabase(prefix);
+  /** `serverUrl`: a cluster of the test's own instead of the run's (e.g. to measure its WAL alone). */
+  static async create(prefix: string, serverUrl?: string): Promise<Pipeline> {
+    const db = await createTestDatabase(prefix, { serverUrl });
     const sink = await new RecordingSink(SECRET).start();
     return new Pipeline(db, sink);
   }
@@ -45,8 +46,8 @@ export class Pipeline {
     };
   }
 
-  async replicator(overrides: Record<string, string> = {}, waitForStreaming = true): Promise<ReplicatorProcess> {
-    const p = new ReplicatorProcess(this.env(overrides));
+  async replicator(overrides: Record<string, string> = {}, waitForStreaming = true, command: readonly string[] = NODE_REPLICATOR): Promise<ReplicatorProcess> {
+    const p = new ReplicatorProcess(this.env(overrides), command);
     this.processes.push(p);
     if (waitForStreaming) await p.streaming();
     return p;
@@ -55,6 +56,13 @@ export class Pipeline {
   async confirmedFlush(): Promise<Lsn> {
     const [row] = await this.sql<{ lsn: string | null }[]>`select confirmed_flush_lsn::text as lsn from pg_replication_slots where slot_name = ${this.slot}`;
     return row?.lsn ? parseLsn(row.lsn) : 0n;
+  }
+
+  /** WAL the slot keeps on the server: the current position minus its restart_lsn. */
+  async retainedWal(): Promise<number> {
+    const [row] = await this.sql<{ bytes: string | null }[]>`
+      select pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::text as bytes from pg_replication_slots where slot_name = ${this.slot}`;
+    return Number(row?.bytes ?? Number.NaN);
   }
 
   async currentWal(): Promise<Lsn> {

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { ROOT } from '../../dev/root.ts';
+import type { Health } from '../../replicator/service.ts';
 
 export interface LogLine {
   level: string;
@@ -9,7 +10,10 @@ export interface LogLine {
   [key: string]: unknown;
 }
 
-/** The replicator as a real Node process (`replicator/main.ts`), with its JSON log lines collected. */
+/** How the replicator is started: Node with tsx by default; test/replicator/runtimes.pg.test.ts runs Bun and Deno too. */
+export const NODE_REPLICATOR: readonly string[] = [process.execPath, '--import', 'tsx', 'replicator/main.ts'];
+
+/** The replicator as a real process (`replicator/main.ts`), with its JSON log lines collected. */
 export class ReplicatorProcess {
   readonly logs: LogLine[] = [];
   readonly stderr: string[] = [];
@@ -17,8 +21,9 @@ export class ReplicatorProcess {
   private readonly child: ChildProcess;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
-  constructor(env: Record<string, string>) {
-    this.child = spawn(process.execPath, ['--import', 'tsx', 'replicator/main.ts'], {
+  constructor(env: Record<string, string>, command: readonly string[] = NODE_REPLICATOR) {
+    const [file, ...args] = command as [string, ...string[]];
+    this.child = spawn(file, args, {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '', REPLICATOR_PORT: '0', LOG_LEVEL: 'debug', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -67,6 +72,17 @@ export class ReplicatorProcess {
   async get(pathname: string): Promise<{ status: number; text: string }> {
     const response = await fetch(`http://127.0.0.1:${this.port}${pathname}`);
     return { status: response.status, text: await response.text() };
+  }
+
+  /** One unlabelled metric of /metrics (NaN when absent). */
+  async metric(name: string): Promise<number> {
+    const text = (await this.get('/metrics')).text;
+    return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+  }
+
+  /** /healthz, parsed, whatever its status. */
+  async health(): Promise<Health> {
+    return JSON.parse((await this.get('/healthz')).text) as Health;
   }
 
   async stop(): Promise<void> {

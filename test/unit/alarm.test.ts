@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { dueAt, nextWake } from '../../src/alarm.ts';
+import { dueAt, expiredTokens, nextWake } from '../../src/alarm.ts';
 import { FlowIndex, type FlowRecord } from '../../src/flows/flow-index.ts';
 import type { ClientId, FlowId, GatewayId, PolicyId, ResourceId, TokenId } from '../../src/ids.ts';
 import { insert, rows, stateOf, uuid } from './support/builder.ts';
@@ -44,7 +44,7 @@ function world() {
     clientId: client.id as ClientId,
     wiki: wiki.id as ResourceId,
     db: db.id as ResourceId,
-    tokens: { expired: expired.id, expiringNow: expiringNow.id, later: later.id },
+    tokens: { expired: expired.id, expiringNow: expiringNow.id, later: later.id, forever: forever.id },
     untimed: stateOf(account, changes),
     timed: stateOf(account, [...changes, insert('policies', rows.policy(account, group.id, db.id, { conditions: [window] }))]),
   };
@@ -63,6 +63,7 @@ function flows(...list: Partial<FlowRecord>[]): FlowIndex {
       expiresAt: null,
       remoteIp: null,
       country: null,
+      createdAt: 0,
       ...over,
     });
   }
@@ -106,9 +107,13 @@ describe('nextWake: when the alarm should fire next', () => {
     expect(nextWake(world().timed, new FlowIndex(), NOW, idle)).toBeNull();
   });
 
-  it('with devices connected: the earlier of the next time-window boundary and the next token expiry still ahead', () => {
+  it('with devices connected: at once while an expired token is cached, then the earlier of the next time-window boundary and the next token expiry', () => {
     const w = world();
+    expect(nextWake(w.timed, new FlowIndex(), NOW, connected)).toBe(NOW - 1);
+    // What the alarm does: the expired tokens leave the cache.
+    for (const state of [w.timed, w.untimed]) for (const record of expiredTokens(state, NOW)) state.remove({ table: 'tokens', record });
     expect(nextWake(w.timed, new FlowIndex(), NOW, connected)).toBe(NOW + 3_600_000);
+    for (const state of [w.timed, w.untimed]) for (const record of expiredTokens(state, NOW + 3_600_000)) state.remove({ table: 'tokens', record });
     expect(nextWake(w.timed, new FlowIndex(), NOW + 3_600_000, connected)).toBe(WINDOW_END);
     expect(nextWake(w.untimed, new FlowIndex(), NOW + 3_600_000, connected)).toBeNull();
   });
@@ -120,9 +125,26 @@ describe('nextWake: when the alarm should fire next', () => {
     expect(nextWake(w.untimed, flows({ expiresAt: null }), NOW, idle)).toBeNull();
   });
 
-  it('a retry of the flow log comes first when it is earliest', () => {
+  it('a retry of the flow log, or its retention, comes first when it is earliest', () => {
     const w = world();
+    for (const record of expiredTokens(w.timed, NOW)) w.timed.remove({ table: 'tokens', record });
     expect(nextWake(w.timed, new FlowIndex(), NOW, { devicesConnected: true, flowLogRetryAt: NOW + 1_000 })).toBe(NOW + 1_000);
     expect(nextWake(w.untimed, new FlowIndex(), NOW, { devicesConnected: false, flowLogRetryAt: NOW + 1_000 })).toBe(NOW + 1_000);
+    expect(nextWake(w.untimed, new FlowIndex(), NOW, { devicesConnected: false, flowLogRetryAt: null, flowRetentionAt: NOW + 7 })).toBe(NOW + 7);
+  });
+});
+
+describe('expiredTokens: what leaves the cache', () => {
+  it('lists the tokens expired by now (inclusive), and follows updates and removals', () => {
+    const w = world();
+    const ids = (list: { id: string }[]) => new Set(list.map((t) => t.id));
+    expect(ids(expiredTokens(w.untimed, NOW))).toEqual(new Set([w.tokens.expired, w.tokens.expiringNow]));
+    expect(ids(expiredTokens(w.untimed, NOW + 3_600_000))).toEqual(new Set([w.tokens.expired, w.tokens.expiringNow, w.tokens.later]));
+    // An update of the row (a new expiry) moves it; a delete removes it; a token without an end never expires.
+    const later = w.untimed.tokens.get(w.tokens.later as TokenId)!;
+    w.untimed.put({ table: 'tokens', record: { ...later, expiresAt: NOW - 10 } });
+    w.untimed.remove({ table: 'tokens', record: w.untimed.tokens.get(w.tokens.expired as TokenId)! });
+    expect(ids(expiredTokens(w.untimed, NOW))).toEqual(new Set([w.tokens.expiringNow, w.tokens.later]));
+    expect(ids(expiredTokens(w.untimed, Number.MAX_SAFE_INTEGER)).has(w.tokens.forever as string)).toBe(false);
   });
 });

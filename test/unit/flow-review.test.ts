@@ -21,6 +21,7 @@ const flow = (over: Partial<FlowRecord>): FlowRecord => ({
   expiresAt: null,
   remoteIp: null,
   country: null,
+  createdAt: 0,
   ...over,
 });
 

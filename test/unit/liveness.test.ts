@@ -32,7 +32,7 @@ describe('retry policy', () => {
   it('classifies Worker answers: retry 5xx, 408, 409, 429; other 4xx are bugs (still retried)', () => {
     expect(classifyStatus(200)).toBe('delivered');
     expect(classifyStatus(204)).toBe('delivered');
-    for (const s of [500, 502, 503, 408, 409, 429]) expect(classifyStatus(s)).toBe('retry');
-    for (const s of [400, 401, 403, 404, 413]) expect(classifyStatus(s)).toBe('bug');
+    for (const s of [500, 502, 503, 408, 409, 429]) expect(classifyStatus(s)).toBe('transient');
+    for (const s of [400, 401, 403, 404, 413]) expect(classifyStatus(s)).toBe('permanent');
   });
 });

@@ -7,6 +7,11 @@ import { ALARM_LATENESS_MS } from './support/world.ts';
 
 const reject = (clientId: unknown, resourceId: unknown) => ({ event: 'reject_access', payload: { client_id: clientId, resource_id: resourceId } });
 
+/** When the object's flow log runs its retention next (docs/protocol.md#flow-log), or null. */
+async function retentionAt(stub: DurableObjectStub): Promise<number | null> {
+  return await runInDurableObject(stub, (_, state) => state.storage.sql.exec<{ at: number | null }>('select retention_at as at from flow_log_meta').toArray()[0]?.at ?? null);
+}
+
 describe('create_flow (issue 4)', () => {
   it('authorizes in memory: authorize_flow to the gateway, flow_created and a reply to the client, the flow logged later', async () => {
     const w = await flowWorld({ client: { publicKey: 'client-key', version: '1.4.2' }, gateway: { publicKey: 'gateway-key' } });
@@ -98,8 +103,10 @@ describe('create_flow (issue 4)', () => {
     expect(await logged(flow.payload.flow_id)).toBe(0);
     expect(await runDurableObjectAlarm(stub)).toBe(true);
     expect(await logged(flow.payload.flow_id)).toBe(1);
-    // Nothing else is due (no device, no expiry): no alarm is left behind.
-    expect(await alarmAt()).toBeNull();
+    // Nothing else is due (no device, no expiry): the only alarm left is the flow log's retention,
+    // when the row just logged turns FLOW_RETENTION_DAYS (30) old.
+    expect(await alarmAt()).toBe(await retentionAt(stub));
+    expect(await alarmAt()).toBeGreaterThan(Date.now() + 29 * 86_400_000);
   });
 
   it('a batch that recomputes the alarm while a flush hangs keeps the flow log deadline; the flush clears it', async () => {
@@ -133,8 +140,10 @@ describe('create_flow (issue 4)', () => {
     expect(at).toBeLessThanOrEqual(after + MAX_DELAY_MS);
     release();
     await lock;
-    // Once the outbox is empty, the alarm kept for it goes (nothing else is due).
-    for (const deadline = Date.now() + 5000; (await alarmAt()) !== null; ) {
+    // Once the outbox is empty, the alarm kept for it goes (nothing else is due but the flow log's
+    // retention, when the row just logged turns 30 days old).
+    const onlyRetention = async () => (await alarmAt()) === (await retentionAt(stub)) && (await alarmAt())! > Date.now() + 29 * 86_400_000;
+    for (const deadline = Date.now() + 5000; !(await onlyRetention()); ) {
       if (Date.now() > deadline) throw new Error('the alarm kept for the flow log stayed after the flush');
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -184,11 +193,21 @@ describe('create_flow (issue 4)', () => {
     const w = await flowWorld();
     const second = await connect('gateway', w.siteToken);
     const ids = [w.gatewayInit.payload.gateway_id as string, second.init.payload.gateway_id as string];
+    const resources: string[] = [w.s.resource.id as string];
+    await w.account.apply(async (t) => {
+      for (let i = 1; i < 6; i++) {
+        const r = await w.account.resource(t, { name: `R${i}`, address: `r${i}.example.com` });
+        await w.account.connection(t, r.id, w.s.site.id);
+        await w.account.policy(t, w.s.group.id, r.id);
+        resources.push(r.id as string);
+      }
+    });
+    await w.client.drain();
     const chosen: string[] = [];
-    for (let i = 0; i < 6; i++) chosen.push((await createFlow(w.client, w.s.resource.id)).payload.gateway_id as string);
+    for (const r of resources) chosen.push((await createFlow(w.client, r)).payload.gateway_id as string);
     expect(chosen.filter((g) => g === ids[0])).toHaveLength(3);
     expect(chosen.filter((g) => g === ids[1])).toHaveLength(3);
-    for (let i = 0; i < 3; i++) expect((await createFlow(w.client, w.s.resource.id, [ids[1]!])).payload.gateway_id).toBe(ids[1]);
+    for (const r of resources.slice(0, 3)) expect((await createFlow(w.client, r, [ids[1]!])).payload.gateway_id).toBe(ids[1]);
   });
 });
 

@@ -2,7 +2,7 @@ import { env, listDurableObjectIds } from 'cloudflare:test';
 import { describe, expect, it, vi } from 'vitest';
 import type { Change } from '../../src/change.ts';
 import { SIGNATURE_HEADER, signBody } from '../../src/signature.ts';
-import app from '../../workers/index.ts';
+import { app } from '../../workers/index.ts';
 import { basicSetup, TestAccount } from './support/account.ts';
 import { connect, tryConnect } from './support/device.ts';
 import { BASE, database } from './support/world.ts';

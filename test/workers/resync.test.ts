@@ -9,17 +9,19 @@ type Stub = DurableObjectStub<AccountDO>;
 
 /**
  * The one fault injected: the push's digest writes fail (as a full disk would) the next `times`
- * times, on this instance only, after the push did its work in memory; the storage transaction
- * rolls back around it. Everything else is the real object.
+ * times (Infinity: every time), on this instance only, after the push did its work in memory; the
+ * storage transaction rolls back around it. Everything else is the real object. `at`: when the
+ * last one failed (the object's clock).
  */
-async function failPushes(stub: Stub, times: number): Promise<{ failed: number }> {
-  const seen = { failed: 0 };
+async function failPushes(stub: Stub, times: number): Promise<{ failed: number; at: number }> {
+  const seen = { failed: 0, at: 0 };
   await runInDurableObject(stub, (instance: AccountDO) => {
     const views = (instance as unknown as { object: ObjectContext }).object.views as unknown as { flush: (pending: unknown) => void };
     const flush = views.flush.bind(views);
     views.flush = (pending) => {
       if (seen.failed >= times) return flush(pending);
       seen.failed++;
+      seen.at = Date.now();
       throw new Error('injected: SQLITE_FULL while writing view digests');
     };
   });
@@ -87,16 +89,32 @@ describe('a push that fails after its batch was stored (docs/architecture.md#the
 
   it('survives the instance: a resync left pending is redone by the alarm of the next instance', async () => {
     const { w, r2, other, stub, changes } = await world();
-    // The batch's push and the alarm's first retry fail; the next retry waits with backoff.
-    const injected = await failPushes(stub, 2);
+    // Every push of this instance fails: the batch's, the alarm's retry at once, and the retries
+    // after it with backoff. Only the next instance can redo the push.
+    const injected = await failPushes(stub, Number.POSITIVE_INFINITY);
     await w.account.deliver(changes);
     for (const deadline = Date.now() + 2000; injected.failed < 2; ) {
       if (Date.now() > deadline) throw new Error('the alarm did not retry the push');
       await new Promise((r) => setTimeout(r, 10));
     }
-    expect(await pendingResync(stub)).toEqual({ breaking: [r2], reshaped: [w.s.resource.id] });
-    const retryAt = await runInDurableObject(stub, (_, state) => state.storage.getAlarm());
-    expect(retryAt).toBeGreaterThan(Date.now() + 500);
+    // Read at once in the object (no alarm runs meanwhile): what is pending, and the retry the last
+    // failure set. That retry is then held back, so that it does not fire by itself (on this
+    // instance or the next) before the test runs it below.
+    const { resync, failed, failedAt, retryAt } = await runInDurableObject(stub, async (instance: AccountDO, state) => {
+      const read = {
+        resync: (instance as unknown as { object: ObjectContext }).object.meta.resync,
+        failed: injected.failed,
+        failedAt: injected.at,
+        retryAt: await state.storage.getAlarm(),
+      };
+      await state.storage.setAlarm(Date.now() + 3_600_000);
+      return read;
+    });
+    expect(resync).toEqual({ breaking: [r2], reshaped: [w.s.resource.id] });
+    // From the second failure on, the retry waits with backoff: 1 s, longer after later failures.
+    expect(failed).toBeGreaterThanOrEqual(2);
+    expect(retryAt).not.toBeNull();
+    expect(retryAt! - failedAt).toBeGreaterThanOrEqual(1000);
     expect(await w.client.drain()).toEqual([]);
     await evictDurableObject(stub, { webSockets: 'hibernate' });
     expect(await runDurableObjectAlarm(stub)).toBe(true);

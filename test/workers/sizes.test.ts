@@ -2,7 +2,7 @@ import { env, listDurableObjectIds } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import { SIGNATURE_HEADER, signBody } from '../../src/signature.ts';
 import { MAX_QUERY_BYTES, PARAM_LIMITS } from '../../workers/connect-params.ts';
-import app from '../../workers/index.ts';
+import { app } from '../../workers/index.ts';
 import { MAX_CHANGES_BODY_BYTES } from '../../workers/routes/changes.ts';
 import { basicSetup, TestAccount } from './support/account.ts';
 import { tryConnect, websocketUrl } from './support/device.ts';

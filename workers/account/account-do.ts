@@ -2,12 +2,12 @@ import { DurableObject } from 'cloudflare:workers';
 import { nextTimeBoundary } from '../../src/access/access.ts';
 import { applyChange, type StorageOp } from '../../src/access/apply-change.ts';
 import { Dirty } from '../../src/access/dirty.ts';
-import { dueAt, nextWake } from '../../src/alarm.ts';
+import { dueAt, expiredTokens, nextWake } from '../../src/alarm.ts';
 import type { Change } from '../../src/change.ts';
 import { earliest } from '../../src/flows/authorize.ts';
-import { frame } from '../../src/frames.ts';
+import { readFlowLimits } from '../../src/flows/limits.ts';
+import { FlowRateLimiter } from '../../src/flows/rate-limit.ts';
 import { asId, type AccountId } from '../../src/ids.ts';
-import { clientFrameSchema, frameEnvelopeSchema } from '../../src/messages.ts';
 import { formatPosition } from '../../src/lsn.ts';
 import { planBatch } from '../../src/ordering.ts';
 import type { RowDecodeError } from '../../src/records.ts';
@@ -17,8 +17,8 @@ import { log } from '../log.ts';
 import { CacheStore } from './cache-store.ts';
 import { CACHE_SCHEMA_VERSION } from './cache-tables.ts';
 import { acceptDevice, admit } from './connect.ts';
-import { createFlow } from './create-flow.ts';
 import { DatabaseError } from './database.ts';
+import { onDeviceMessage, type DeviceMessageContext } from './device-message.ts';
 import { upsertClient, upsertGateway } from './devices.ts';
 import { AlarmClock } from './alarm-clock.ts';
 import { FlowLogWriter } from './flow-log.ts';
@@ -29,14 +29,14 @@ import { MetaStore } from './meta-store.ts';
 import type { AccountMemory, ObjectContext } from './object-context.ts';
 import { propagate } from './propagate.ts';
 import { foldPendingResync, resyncDelayMs, resyncOf } from './resync.ts';
-import { attachmentOf, send } from './sockets.ts';
+import { attachmentOf } from './sockets.ts';
 import { ViewStore } from './view-store.ts';
 
 /** `accountExists`: the object holds its account row (any state but deleted) afterwards; the Worker tells the directory. */
 export type ApplyResult = { ok: true; applied: number; skipped: number; position: string | null; accountExists: boolean } | { ok: false; status: 400 | 503; error: string };
 
 /**
- * One account's object (docs/architecture.md#the-path-of-a-change): ordered compact caches in SQLite, consistent
+ * One account's object (DESIGN "AccountDO"): ordered compact caches in SQLite, consistent
  * hydration, the hibernating sockets of the account's clients and gateways, and the diffs and
  * flow decisions pushed to them.
  */
@@ -47,6 +47,7 @@ export class AccountDO extends DurableObject<Env> {
   private readonly freshTokens: FreshTokens;
   /** Hydrations this instance began: one that began after a connect did reads every token committed before it. */
   private hydrations = 0;
+  private readonly frames: DeviceMessageContext;
   private memory: AccountMemory | undefined;
   /** Pushes that failed in a row (workers/account/resync.ts). */
   private pushFailures = 0;
@@ -58,6 +59,7 @@ export class AccountDO extends DurableObject<Env> {
     const sql = ctx.storage.sql;
     this.object = { ctx, caches: new CacheStore(sql), meta: new MetaStore(sql), views: new ViewStore(sql), flowStore: new FlowStore(sql) };
     this.clock = new AlarmClock(ctx.storage);
+    const limits = readFlowLimits(env as unknown as Record<string, unknown>);
     this.flowLog = new FlowLogWriter(
       this.object.flowStore,
       env.DB,
@@ -67,8 +69,20 @@ export class AccountDO extends DurableObject<Env> {
       async () => {
         if (this.memory) await this.rescheduleAlarm(this.memory);
       },
+      limits.retentionMs,
     );
     this.freshTokens = new FreshTokens(env.DB);
+    this.frames = {
+      object: this.object,
+      limits,
+      limiter: new FlowRateLimiter(limits.ratePerSecond, limits.burst),
+      memory: () => this.readyStored(),
+      created: async (flow) => {
+        this.flowLog.soon();
+        // The alarm covers the outbox's maximum delay: its timer does not outlive the instance.
+        await this.clock.noLaterThan(earliest(flow.expiresAt, this.flowLog.dueAt));
+      },
+    };
     // Answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair('ping', 'pong'));
   }
@@ -96,8 +110,11 @@ export class AccountDO extends DurableObject<Env> {
     return accountId === null ? undefined : await this.ready(accountId);
   }
 
-  /** docs/architecture.md#4-consistent-hydration: load the account in one REPEATABLE READ query, with its snapshot. */
-  private async hydrate(accountId: AccountId): Promise<void> {
+  /**
+   * docs/architecture.md#4-consistent-hydration: load the account in one REPEATABLE READ query, with its snapshot. `restart`:
+   * also forget the position (a reload), in the epoch given (else the one the snapshot saw).
+   */
+  private async hydrate(accountId: AccountId, restart?: { epoch: string | null }): Promise<void> {
     const started = Date.now();
     this.hydrations++;
     const h = await hydrate(this.env.DB, accountId);
@@ -110,6 +127,10 @@ export class AccountDO extends DurableObject<Env> {
         meta.accountId = accountId;
         meta.cacheVersion = CACHE_SCHEMA_VERSION;
         meta.snapshot = { snapshot: h.snapshot, takenAt: Date.now() };
+        meta.epoch = restart?.epoch ?? h.epoch;
+        // With the new snapshot, in the same transaction: a crash between the two would keep a
+        // position of the old stream next to a snapshot of the new one.
+        if (restart) meta.position = null;
       });
     } catch (err) {
       meta.reset();
@@ -129,12 +150,18 @@ export class AccountDO extends DurableObject<Env> {
    * or below the stored position are skipped (docs/architecture.md#2-order and #3-idempotence); the batch is stored in one
    * transaction with the new position, then pushed to the sockets it affects.
    */
-  async applyChanges(accountIdText: string, changes: Change[]): Promise<ApplyResult> {
+  async applyChanges(accountIdText: string, changes: Change[], epoch: string | null = null): Promise<ApplyResult> {
     const accountId = asId<'account'>(accountIdText);
     if (!accountId) return { ok: false, status: 400, error: `not an account id: ${accountIdText}` };
     let memory: AccountMemory;
     try {
       memory = await this.ready(accountId);
+      const followed = this.object.meta.epoch;
+      if (epoch !== null && followed !== null && followed !== epoch) {
+        // Positions of another stream: comparing them with ours would skip or misorder changes.
+        log.warn({ component: 'account', account: accountId, from: followed, to: epoch }, 'a batch of a new replication epoch: re-hydrating first');
+        memory = await this.reload(accountId, epoch);
+      }
     } catch (err) {
       if (err instanceof DatabaseError) return { ok: false, status: 503, error: err.message };
       throw err;
@@ -145,10 +172,12 @@ export class AccountDO extends DurableObject<Env> {
     const plan = planBatch(stored, meta.snapshot, changes);
     const dirty = new Dirty();
     const ops: StorageOp[] = [];
+    let problems = 0;
     try {
       for (const change of plan.apply) {
         const result = applyChange(memory.state, change, dirty);
         for (const op of result.ops) ops.push(op);
+        problems += result.problems.length;
         this.logProblems(accountId, result.problems, change.lsn);
       }
       this.ctx.storage.transactionSync(() => {
@@ -157,6 +186,8 @@ export class AccountDO extends DurableObject<Env> {
         if (plan.advancedTo) meta.position = plan.advancedTo;
         if (plan.snapshotExpired) meta.snapshot = null;
         if (plan.stale > 0) meta.staleSkipped += plan.stale;
+        if (problems > 0) meta.failClosed += problems;
+        if (epoch !== null && meta.epoch === null) meta.epoch = epoch;
       });
     } catch (err) {
       // Memory may be ahead of storage: rebuild it from SQLite on the next call.
@@ -185,31 +216,41 @@ export class AccountDO extends DurableObject<Env> {
   }
 
   /**
-   * POST /v1/accounts/:id/rehydrate (an extension of docs/protocol.md#changes-route): reload the account from
-   * Postgres, as after an invalidated replication slot, when changes were lost for good. No batch
-   * runs meanwhile; afterwards every socket gets the difference and every flow is reviewed.
+   * POST /v1/accounts/:id/rehydrate (docs/protocol.md#rehydrate-route): reload the account from
+   * Postgres, when changes were lost for good (pruned, an invalidated slot) or a new epoch began.
    */
-  async rehydrate(accountIdText: string): Promise<ApplyResult> {
+  async rehydrate(accountIdText: string, epoch: string | null = null): Promise<ApplyResult> {
     const accountId = asId<'account'>(accountIdText);
     if (!accountId) return { ok: false, status: 400, error: `not an account id: ${accountIdText}` };
-    const previous = await this.ready(accountId);
+    let memory: AccountMemory;
     try {
-      await this.ctx.blockConcurrencyWhile(async () => {
-        await this.hydrate(accountId);
-        this.memory = { state: this.object.caches.load(accountId), flows: previous.flows };
-      });
+      await this.ready(accountId);
+      memory = await this.reload(accountId, epoch);
     } catch (err) {
       if (err instanceof DatabaseError) return { ok: false, status: 503, error: err.message };
       throw err;
     }
+    const position = this.object.meta.position;
+    return { ok: true, applied: 0, skipped: 0, position: position && formatPosition(position), accountExists: memory.state.account !== null };
+  }
+
+  /**
+   * A consistent snapshot again, and no position: whatever the replicator sends next is either seen
+   * by the snapshot (skipped by xid) or applied. No batch runs meanwhile; afterwards every socket
+   * gets the difference and every flow is reviewed.
+   */
+  private async reload(accountId: AccountId, epoch: string | null): Promise<AccountMemory> {
+    const previous = this.memory;
+    await this.ctx.blockConcurrencyWhile(async () => {
+      await this.hydrate(accountId, { epoch });
+      this.memory = { state: this.object.caches.load(accountId), flows: previous?.flows ?? this.object.flowStore.load() };
+    });
     const memory = this.memory!;
     this.freshTokens.settle(memory.state, null);
     const dirty = new Dirty();
     dirty.everything = true;
-    if (propagate(this.object, memory, dirty, Date.now())) this.socketCount = undefined;
-    await this.rescheduleAlarm(memory);
-    const position = this.object.meta.position;
-    return { ok: true, applied: 0, skipped: 0, position: position && formatPosition(position), accountExists: memory.state.account !== null };
+    if (await this.push(memory, dirty, Date.now())) await this.rescheduleAlarm(memory);
+    return memory;
   }
 
   /** GET /v1/{client,gateway}/websocket, routed here by the Worker (docs/protocol.md#websocket-routes). */
@@ -253,30 +294,9 @@ export class AccountDO extends DurableObject<Env> {
     }
   }
 
+  /** A device frame (docs/protocol.md#frames); nothing it holds can make this throw. */
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
-    const a = attachmentOf(ws);
-    if (!a) return;
-    const fail = (reason: string) => send(ws, frame({ event: 'error', payload: { reason } }));
-    if (typeof message !== 'string') return fail('binary frames are not supported; send JSON text');
-    let received: unknown;
-    try {
-      received = JSON.parse(message);
-    } catch {
-      return fail('malformed JSON');
-    }
-    const envelope = frameEnvelopeSchema.safeParse(received);
-    if (!envelope.success) return fail('expected {"event": string, "payload": object, "ref"?: string|number}');
-    if (a.kind === 'gateway' || envelope.data.event !== 'create_flow') return fail(`unknown event: ${envelope.data.event.slice(0, 64)}`);
-    const parsed = clientFrameSchema.safeParse(received);
-    if (!parsed.success) return fail(`invalid ${envelope.data.event} payload: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-    const memory = await this.readyStored();
-    if (!memory) return;
-    const flow = createFlow(this.object, memory, ws, a, parsed.data, Date.now());
-    if (flow) {
-      this.flowLog.soon();
-      // The alarm covers the outbox's maximum delay: its timer does not outlive the instance.
-      await this.clock.noLaterThan(earliest(flow.expiresAt, this.flowLog.dueAt));
-    }
+    await onDeviceMessage(this.frames, ws, message);
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
@@ -295,6 +315,7 @@ export class AccountDO extends DurableObject<Env> {
   private forget(ws: WebSocket): void {
     this.socketCount = undefined;
     const a = attachmentOf(ws);
+    if (a) this.frames.limiter.forget(a.conn);
     if (a?.kind === 'client') this.object.views.drop(a.conn);
   }
 
@@ -313,7 +334,10 @@ export class AccountDO extends DurableObject<Env> {
     if (!memory) return;
     const now = Date.now();
     const pushed = await this.push(memory, dueAt(memory.state, memory.flows, now), now);
+    // Only once their sockets are closed and their flows revoked (a failed push is redone from them).
+    if (pushed) this.evictExpiredTokens(memory, now);
     if (this.object.flowStore.logBacklog > 0) await this.flowLog.flush();
+    await this.flowLog.retainIfDue(false);
     if (pushed) await this.rescheduleAlarm(memory);
   }
 
@@ -347,8 +371,22 @@ export class AccountDO extends DurableObject<Env> {
     return true;
   }
 
+  /**
+   * Expired tokens leave memory and SQLite once the alarm has closed their sockets and revoked
+   * their flows (docs/architecture.md#11-bounded); a later change of the row brings one back.
+   */
+  private evictExpiredTokens(memory: AccountMemory, now: number): void {
+    const expired = expiredTokens(memory.state, now);
+    if (expired.length === 0) return;
+    this.ctx.storage.transactionSync(() => {
+      for (const record of expired) this.object.caches.delete({ table: 'tokens', record });
+    });
+    for (const record of expired) memory.state.remove({ table: 'tokens', record });
+  }
+
   /** Sets the alarm to the next instant the clock changes something (a full recompute). */
   private async rescheduleAlarm(memory: AccountMemory): Promise<void> {
-    await this.clock.exactly(nextWake(memory.state, memory.flows, Date.now(), { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.dueAt }));
+    const wake = { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.dueAt, flowRetentionAt: this.flowLog.retentionAt };
+    await this.clock.exactly(nextWake(memory.state, memory.flows, Date.now(), wake));
   }
 }

@@ -1,8 +1,9 @@
 import { sitesOf } from '../../src/access/access.ts';
 import { decideFlow, type FlowDecision, type OnlineGateway } from '../../src/flows/authorize.ts';
+import { displace } from '../../src/flows/displace.ts';
 import type { FlowRecord } from '../../src/flows/flow-index.ts';
 import { frame, iso } from '../../src/frames.ts';
-import { randomId, type GatewayId } from '../../src/ids.ts';
+import { randomId, type ClientId, type GatewayId, type ResourceId } from '../../src/ids.ts';
 import type { ClientFrame, ReplyPayload } from '../../src/messages.ts';
 import { buildView } from '../../src/resource-view.ts';
 import { parseVersion } from '../../src/versions.ts';
@@ -13,24 +14,37 @@ import { attachmentOf, send, tags, type ClientAttachment } from './sockets.ts';
 
 type CreateFlow = Extract<ClientFrame, { event: 'create_flow' }>;
 
-/** Gateways with an open socket, one entry per gateway, with their live flow counts. */
-function onlineGateways(object: ObjectContext, memory: AccountMemory): OnlineGateway[] {
+/**
+ * Gateways with an open socket, one entry per gateway, with the live flows they would serve if
+ * chosen: the pair's own flow there is replaced, so it does not count.
+ */
+function onlineGateways(object: ObjectContext, memory: AccountMemory, clientId: ClientId, resourceId: ResourceId): OnlineGateway[] {
   const seen = new Map<GatewayId, OnlineGateway>();
   for (const ws of object.ctx.getWebSockets(tags.gateways)) {
     const a = attachmentOf(ws);
     if (a?.kind !== 'gateway' || seen.has(a.gatewayId) || !memory.state.gateways.has(a.gatewayId)) continue;
     const version = parseVersion(a.version);
-    if (version) seen.set(a.gatewayId, { id: a.gatewayId, siteId: a.siteId, version, load: memory.flows.byGateway.get(a.gatewayId).size });
+    const load = memory.flows.byGateway.get(a.gatewayId).size - memory.flows.ofPairOnGateway(clientId, resourceId, a.gatewayId).length;
+    if (version) seen.set(a.gatewayId, { id: a.gatewayId, siteId: a.siteId, version, load });
   }
   return [...seen.values()];
 }
 
 /**
- * `create_flow`, authorized in memory (issue 4): on success the flow is stored, the gateway gets
- * `authorize_flow` and the client `flow_created`, both with fresh credentials; the flow goes to
- * Postgres later, from the outbox. Returns the flow created, if any.
+ * `create_flow`, authorized in memory (issue 4): on success the flow is stored, replacing the
+ * flows it displaces, the gateway gets `authorize_flow` and the client `flow_created`, both with
+ * fresh credentials; the flow goes to Postgres later, from the outbox. Returns the flow created,
+ * if any.
  */
-export function createFlow(object: ObjectContext, memory: AccountMemory, ws: WebSocket, a: ClientAttachment, request: CreateFlow, nowMs: number): FlowRecord | null {
+export function createFlow(
+  object: ObjectContext,
+  memory: AccountMemory,
+  ws: WebSocket,
+  a: ClientAttachment,
+  request: CreateFlow,
+  nowMs: number,
+  maxPerClient: number,
+): FlowRecord | null {
   const { state } = memory;
   const resourceId = request.payload.resource_id as FlowRecord['resourceId'];
   const reply = (payload: ReplyPayload) => {
@@ -40,7 +54,7 @@ export function createFlow(object: ObjectContext, memory: AccountMemory, ws: Web
   const renderer = new ViewRenderer(state);
   const ctx = clientContext(a, renderer);
   const decision: FlowDecision = token
-    ? decideFlow(state, ctx, token, resourceId, onlineGateways(object, memory), request.payload.connected_gateway_ids as GatewayId[], nowMs)
+    ? decideFlow(state, ctx, token, resourceId, onlineGateways(object, memory, a.clientId, resourceId), request.payload.connected_gateway_ids as GatewayId[], nowMs)
     : { ok: false, reason: 'forbidden' };
   if (!decision.ok) {
     const payload = { resource_id: resourceId, reason: decision.reason, ...(decision.violatedProperties ? { violated_properties: decision.violatedProperties } : {}) };
@@ -58,7 +72,9 @@ export function createFlow(object: ObjectContext, memory: AccountMemory, ws: Web
     expiresAt: decision.expiresAt,
     remoteIp: a.remoteIp,
     country: a.country,
+    createdAt: nowMs,
   };
+  const { replaced, evicted, notices } = displace(memory.flows, flow, maxPerClient);
   const gatewaySocket = object.ctx.getWebSockets(tags.gateway(decision.gatewayId))[0]!;
   const gatewayAttachment = attachmentOf(gatewaySocket);
   const gatewayVersion = parseVersion(gatewayAttachment?.version);
@@ -68,6 +84,7 @@ export function createFlow(object: ObjectContext, memory: AccountMemory, ws: Web
   const gateway = state.gateways.get(decision.gatewayId)!;
   const credentials = newFlowCredentials();
   object.ctx.storage.transactionSync(() => {
+    for (const f of [...replaced, ...evicted]) object.flowStore.delete(f.id);
     object.flowStore.put(flow);
     object.flowStore.enqueueLog(
       flow.id,
@@ -83,7 +100,15 @@ export function createFlow(object: ObjectContext, memory: AccountMemory, ws: Web
       }),
     );
   });
+  for (const f of [...replaced, ...evicted]) memory.flows.remove(f.id);
   memory.flows.put(flow);
+  for (const n of notices) {
+    const text =
+      n.event === 'reject_access'
+        ? frame({ event: 'reject_access', payload: { client_id: n.clientId, resource_id: n.resourceId } })
+        : frame({ event: n.event, payload: { client_id: n.clientId, resource_id: n.resourceId, expires_at: iso(n.expiresAt) } });
+    for (const g of object.ctx.getWebSockets(tags.gateway(n.gatewayId))) send(g, text);
+  }
   send(
     gatewaySocket,
     frame({

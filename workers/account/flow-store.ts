@@ -14,6 +14,7 @@ interface FlowRow {
   expires_at: number | null;
   remote_ip: string | null;
   country: string | null;
+  created_at: number;
 }
 
 /** A row for Postgres `flows`, waiting in the outbox. */
@@ -36,9 +37,15 @@ export class FlowStore {
   constructor(private readonly sql: SqlStorage) {
     sql.exec(`create table if not exists flows (
       id blob primary key, client_id blob not null, gateway_id blob not null, resource_id blob not null,
-      policy_id blob not null, token_id blob not null, expires_at integer, remote_ip text, country text
+      policy_id blob not null, token_id blob not null, expires_at integer, remote_ip text, country text,
+      created_at integer not null default 0
     ) without rowid`);
+    // Objects whose table predates created_at: their flows count as the oldest.
+    if (sql.exec<{ n: number }>("select count(*) as n from pragma_table_info('flows') where name = 'created_at'").one().n === 0) {
+      sql.exec('alter table flows add column created_at integer not null default 0');
+    }
     sql.exec('create table if not exists flow_outbox (seq integer primary key autoincrement, id blob not null, json text not null)');
+    sql.exec('create table if not exists flow_log_meta (id integer primary key check (id = 1), retention_at integer)');
   }
 
   load(): FlowIndex {
@@ -55,6 +62,7 @@ export class FlowStore {
         expiresAt: row.expires_at === null ? null : Number(row.expires_at),
         remoteIp: row.remote_ip,
         country: row.country,
+        createdAt: Number(row.created_at),
       });
     }
     return index;
@@ -62,7 +70,7 @@ export class FlowStore {
 
   put(f: FlowRecord): void {
     this.sql.exec(
-      'insert or replace into flows (id, client_id, gateway_id, resource_id, policy_id, token_id, expires_at, remote_ip, country) values (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      'insert or replace into flows (id, client_id, gateway_id, resource_id, policy_id, token_id, expires_at, remote_ip, country, created_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
       blob(f.id),
       blob(f.clientId),
       blob(f.gatewayId),
@@ -72,6 +80,7 @@ export class FlowStore {
       f.expiresAt,
       f.remoteIp,
       f.country,
+      f.createdAt,
     );
   }
 
@@ -97,6 +106,16 @@ export class FlowStore {
   ackLog(upTo: number): void {
     this.sql.exec('delete from flow_outbox where seq <= ?', upTo);
     this.backlog = undefined;
+  }
+
+  /** When the flow log's retention runs next (epoch ms), or null: not scheduled (docs/architecture.md#11-bounded). */
+  get retentionAt(): number | null {
+    const row = this.sql.exec<{ retention_at: number | null }>('select retention_at from flow_log_meta where id = 1').toArray()[0];
+    return row?.retention_at ?? null;
+  }
+
+  set retentionAt(at: number | null) {
+    this.sql.exec('insert into flow_log_meta (id, retention_at) values (1, ?) on conflict (id) do update set retention_at = excluded.retention_at', at);
   }
 
   get logBacklog(): number {

@@ -8,6 +8,8 @@ import { DatabaseError, withDatabase } from './database.ts';
 export interface Hydration {
   records: Cached[];
   snapshot: Snapshot;
+  /** The replication epoch current when the snapshot was taken; null before the replicator recorded one. */
+  epoch: string | null;
   problems: RowDecodeError[];
 }
 
@@ -15,10 +17,12 @@ const SOFT_DELETED = new Set<TableName>(['accounts', 'actors', 'actor_groups', '
 
 /**
  * One statement in a REPEATABLE READ transaction: every live row of the account, as the same
- * JSON the replicator sends, plus the snapshot they were read in (docs/architecture.md#4-consistent-hydration).
+ * JSON the replicator sends, plus the snapshot they were read in (docs/architecture.md#4-consistent-hydration) and the
+ * replication epoch of that moment, so that a batch of another epoch is recognised.
  */
 const HYDRATION_QUERY = [
   `select 'snapshot' as t, to_jsonb(pg_current_snapshot()::text) as row`,
+  `(select 'epoch', to_jsonb(epoch) from replication_epochs order by started_at desc limit 1)`,
   ...DOMAIN_TABLES.map((table) => {
     const owner = table === 'accounts' ? 'id' : 'account_id';
     const live = SOFT_DELETED.has(table) ? ' and deleted_at is null' : '';
@@ -31,11 +35,16 @@ export async function hydrate(binding: Hyperdrive, accountId: AccountId): Promis
     sql.begin('isolation level repeatable read read only', (tx) => tx.unsafe<{ t: string; row: unknown }[]>(HYDRATION_QUERY, [accountId])),
   );
   let snapshot: Snapshot | undefined;
+  let epoch: string | null = null;
   const records: Cached[] = [];
   const problems: RowDecodeError[] = [];
   for (const { t, row } of rows) {
     if (t === 'snapshot') {
       snapshot = parseSnapshot(row as string);
+      continue;
+    }
+    if (t === 'epoch') {
+      epoch = row as string;
       continue;
     }
     try {
@@ -47,5 +56,5 @@ export async function hydrate(binding: Hyperdrive, accountId: AccountId): Promis
     }
   }
   if (!snapshot) throw new DatabaseError(`hydrating account ${accountId}`, { cause: new Error('no snapshot row') });
-  return { records, snapshot, problems };
+  return { records, snapshot, epoch, problems };
 }

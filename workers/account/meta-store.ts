@@ -79,6 +79,22 @@ export class MetaStore {
     this.snapshot_ = s;
   }
 
+  /** The replication epoch its position belongs to (docs/architecture.md#12-epochs); null before the first. */
+  get epoch(): string | null {
+    return this.get('epoch');
+  }
+  set epoch(e: string | null) {
+    this.set('epoch', e);
+  }
+
+  /** Rows that did not fit and were applied fail-closed (treated as deleted), since the object was created. */
+  get failClosed(): number {
+    return Number(this.get('fail_closed') ?? 0);
+  }
+  set failClosed(n: number) {
+    this.set('fail_closed', String(n));
+  }
+
   /** Changes dropped for being at or below the position, since the object was created. */
   get staleSkipped(): number {
     return Number(this.get('stale_skipped') ?? 0);

@@ -93,8 +93,9 @@ function affectedPairs(memory: AccountMemory, dirty: Dirty): Map<string, FlowRec
   const addAll = (set: Iterable<FlowId>) => {
     for (const id of set) ids.add(id);
   };
-  if (dirty.everything || dirty.tokens.size > 0) addAll(flows.flows.keys());
+  if (dirty.everything) addAll(flows.flows.keys());
   else {
+    for (const t of dirty.tokens) addAll(flows.byToken.get(t));
     for (const r of dirty.resources) addAll(flows.byResource.get(r));
     for (const a of dirty.actors) for (const c of state.clientsOfActor.get(a)) addAll(flows.byClient.get(c));
     for (const [a, resources] of dirty.pairs) {

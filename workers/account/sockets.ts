@@ -77,6 +77,8 @@ export function send(ws: WebSocket, text: string): void {
 export const CLOSE = {
   tokenGone: 4001,
   accessRevoked: 4003,
+  /** A device that keeps sending create_flow beyond its rate limit (docs/protocol.md#limits). */
+  policyViolation: 1008,
   restart: 1012,
 } as const;
 

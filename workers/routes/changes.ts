@@ -1,7 +1,8 @@
 import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { z } from 'zod';
 import type { HTTPException } from 'hono/http-exception';
-import { changeBatchSchema, firstForeignChange } from '../../src/change.ts';
+import { changeBatchSchema, epochSchema, firstForeignChange } from '../../src/change.ts';
 import { errorMessage } from '../../src/errors.ts';
 import { asId, type AccountId } from '../../src/ids.ts';
 import { parseSignatureHeader, SIGNATURE_HEADER, verifySignature } from '../../src/signature.ts';
@@ -96,7 +97,7 @@ changes.post('/v1/accounts/:id/changes', signatureFirst, limitedBody, async (c) 
   const stub = c.env.ACCOUNT.get(c.env.ACCOUNT.idFromName(accountId));
   let result;
   try {
-    result = await stub.applyChanges(accountId, parsed.data.changes);
+    result = await stub.applyChanges(accountId, parsed.data.changes, parsed.data.epoch ?? null);
   } catch (err) {
     throw unavailable(err);
   }
@@ -110,16 +111,29 @@ changes.post('/v1/accounts/:id/changes', signatureFirst, limitedBody, async (c) 
   return c.json({ applied: result.applied, skipped: result.skipped, position: result.position });
 });
 
+const rehydrateBodySchema = z.object({ epoch: epochSchema.optional() });
+
 /**
- * POST /v1/accounts/:id/rehydrate, signed like changes (any body, e.g. `{}`): the object reloads its
- * account from Postgres. The recovery after changes were lost for good (an invalidated slot).
+ * POST /v1/accounts/:id/rehydrate, signed like changes (body `{}`, or `{"epoch": E}` from the
+ * replicator): the object reloads its account from Postgres and starts over from no position. The
+ * recovery after changes were lost for good, and the first step of a new epoch.
  */
 changes.post('/v1/accounts/:id/rehydrate', signatureFirst, limitedBody, async (c) => {
-  await checkSignature(c, await c.req.text());
+  const body = await c.req.text();
+  await checkSignature(c, body);
   const accountId = accountIdParam(c);
+  let raw: unknown = {};
+  try {
+    if (body.trim() !== '') raw = JSON.parse(body);
+  } catch (err) {
+    throw httpError(400, { error: 'malformed JSON', detail: errorMessage(err) });
+  }
+  const parsed = rehydrateBodySchema.safeParse(raw);
+  if (!parsed.success)
+    throw httpError(400, { error: 'invalid rehydrate body', detail: parsed.error.issues.slice(0, 5).map((i) => ({ path: i.path.join('.'), message: i.message })) });
   let result;
   try {
-    result = await c.env.ACCOUNT.get(c.env.ACCOUNT.idFromName(accountId)).rehydrate(accountId);
+    result = await c.env.ACCOUNT.get(c.env.ACCOUNT.idFromName(accountId)).rehydrate(accountId, parsed.data.epoch ?? null);
   } catch (err) {
     throw unavailable(err);
   }

@@ -1,5 +1,5 @@
 import { SELF } from 'cloudflare:test';
-import app from '../../../workers/index.ts';
+import { app } from '../../../workers/index.ts';
 import { BASE, randomText } from './world.ts';
 
 export interface Frame {
@@ -54,6 +54,11 @@ export class Device {
 
   private wake(): void {
     for (const w of this.waiters.splice(0)) w();
+  }
+
+  /** Waits until `test` holds, re-checked on every frame and on the close; fails after `ms`. */
+  async waitFor(test: () => boolean, what: string, ms = 5000): Promise<void> {
+    await this.until(test, what, ms);
   }
 
   private async until(test: () => boolean, what: string, ms: number): Promise<void> {

@@ -35,11 +35,11 @@ export async function flowWorld(opts: { client?: ConnectOptions; gateway?: Conne
 let refs = 0;
 
 /** Sends create_flow and returns the client's answer (flow_created or flow_creation_failed). */
-export async function createFlow(client: Device, resourceId: unknown, connected: string[] = []): Promise<Frame> {
+export async function createFlow(client: Device, resourceId: unknown, connected: string[] = [], ms = 5000): Promise<Frame> {
   const ref = `r${++refs}`;
   client.send({ event: 'create_flow', ref, payload: { resource_id: resourceId, connected_gateway_ids: connected } });
   for (;;) {
-    const f = await client.next();
+    const f = await client.next(undefined, ms);
     if (f.event === 'flow_created' || f.event === 'flow_creation_failed') return f;
     // Replies, and view changes that raced the request, are not the answer.
     if (f.event === 'reply' || f.event === 'resource_created_or_updated' || f.event === 'resource_deleted') continue;

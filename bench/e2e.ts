@@ -3,7 +3,8 @@
  *
  * Commit-to-socket latency through the whole local stack as `npm start` runs it: PostgreSQL
  * (pg_ctl, fsync on), the replicator process (FORWARD_LINGER_MS=0), the local Worker (dev/worker.ts:
- * the deploy's bundle on the Miniflare API), and WebSocket clients. A writer commits one-row
+ * the deploy's bundle on the Miniflare API; the replicator posts to its direct port), and WebSocket
+ * clients. A writer commits one-row
  * updates at a fixed rate (open loop, so a slow system does not slow the writer down); each renames
  * a resource, and the account's client receives `resource_created_or_updated` with the new name.
  * Measured in this one process (one clock):
@@ -175,7 +176,10 @@ class Bench {
     readonly pg: LocalPostgres,
     readonly sql: Sql,
     public worker: Child,
+    /** Where devices connect. */
     public workerPort: number,
+    /** Where the replicator posts (the local Worker's direct port, as `npm start` runs it). */
+    public changesPort: number,
     readonly replicatorPort: number,
     readonly secret: string,
     readonly accounts: Account[],
@@ -198,10 +202,10 @@ class Bench {
   async startReplicator(viaProxy: boolean): Promise<void> {
     await this.replicator?.stop('SIGTERM', 20_000);
     await this.proxy?.close();
-    this.proxy = viaProxy ? await new TapProxy(this.workerPort, this.samples).start() : undefined;
+    this.proxy = viaProxy ? await new TapProxy(this.changesPort, this.samples).start() : undefined;
     this.replicator = startReplicatorProcess({
       databaseUrl: this.pg.url,
-      edgeUrl: this.proxy?.url ?? `http://127.0.0.1:${this.workerPort}`,
+      edgeUrl: this.proxy?.url ?? `http://127.0.0.1:${this.changesPort}`,
       secret: this.secret,
       port: this.replicatorPort,
       env: { LOG_LEVEL: 'warn', FORWARD_LINGER_MS: '0', SLOT_NAME: 'bench_e2e' },
@@ -211,10 +215,11 @@ class Bench {
   }
 
   /** Serves the Worker from another process: the clients reconnect to it. */
-  async useWorker(worker: Child, port: number): Promise<void> {
+  async useWorker(worker: Child, port: number, changesPort: number): Promise<void> {
     for (const ws of this.sockets.splice(0)) ws.terminate();
     this.worker = worker;
     this.workerPort = port;
+    this.changesPort = changesPort;
     await this.connectClients();
   }
 
@@ -294,7 +299,7 @@ class Bench {
   }
 
   /** Round trip of a signed, empty batch to one account's object through the Worker: HTTP, signature, routing, the object call. */
-  async emptyBatchRtt(n: number, gapMs = 0, port = this.workerPort): Promise<Stats> {
+  async emptyBatchRtt(n: number, gapMs = 0, port = this.changesPort): Promise<Stats> {
     const agent = new Agent({ keepAlive: true });
     const out: number[] = [];
     const body = JSON.stringify({ changes: [] });
@@ -362,7 +367,7 @@ class Bench {
     const empty = await this.emptyBatchRtt(QUICK ? 100 : 300);
     const ping = await this.pingRtt(QUICK ? 50 : 200, 5);
     // What the recording proxy's own hop costs: the same empty batches through it.
-    const tap = await new TapProxy(this.workerPort, new Map()).start();
+    const tap = await new TapProxy(this.changesPort, new Map()).start();
     const viaProxy = await this.emptyBatchRtt(QUICK ? 100 : 300, 0, Number(new URL(tap.url).port));
     await tap.close();
     await quiet();
@@ -529,9 +534,10 @@ async function main(): Promise<void> {
 
     // The local Worker as `npm start` runs it (connect rate limits on).
     const localPort = await freePort();
-    const local = startWorkerProcess({ port: localPort, databaseUrl: pg.url, secret, persistTo: path.join(dir, 'worker'), bundle });
+    const directPort = await freePort();
+    const local = startWorkerProcess({ port: localPort, directPort, databaseUrl: pg.url, secret, persistTo: path.join(dir, 'worker'), bundle });
     await waitForHttp(`http://127.0.0.1:${localPort}/healthz`, local, 90_000, 'the local Worker');
-    bench = new Bench(pg, sql, local, localPort, await freePort(), secret, seeded, idle);
+    bench = new Bench(pg, sql, local, localPort, directPort, await freePort(), secret, seeded, idle);
     await bench.openLanes(16);
     await bench.startReplicator(false);
     await bench.connectClients();
@@ -632,7 +638,7 @@ async function main(): Promise<void> {
       const port = await freePort();
       const wrangler = startWranglerDev({ port, databaseUrl: pg.url, secret, persistTo: path.join(dir, 'wrangler'), bundle });
       await waitForHttp(`http://127.0.0.1:${port}/healthz`, wrangler, 90_000, 'wrangler dev');
-      await bench.useWorker(wrangler, port);
+      await bench.useWorker(wrangler, port, port);
       await bench.startReplicator(false);
       await bench.run(100, 2);
       for (const rate of rates) await measure(WRANGLER, rate, false);

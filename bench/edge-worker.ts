@@ -18,6 +18,8 @@ export type Runtime = 'wrangler' | 'miniflare';
 export interface RunningWorker {
   runtime: Runtime;
   url: string;
+  /** Where change batches go: the local Worker's direct port when it has one (as `npm start`'s replicator posts), else `url`. */
+  changesUrl: string;
   secret: string;
   persistTo: string;
   inspectorPort: number;
@@ -39,6 +41,8 @@ export interface WorkerOptions {
   rateLimits?: 'on' | 'off';
   /** Worker variables on top of wrangler.toml's, e.g. FLOW_RATE_PER_SECOND (docs/protocol.md#limits). */
   vars?: Record<string, string>;
+  /** The local Worker only: also serve it here without Miniflare's entry worker, and post change batches here (dev/local-worker.ts). */
+  directPort?: number;
 }
 
 function spawnRuntime(o: WorkerOptions, onLine: (line: string) => void): Child {
@@ -53,7 +57,8 @@ function spawnRuntime(o: WorkerOptions, onLine: (line: string) => void): Child {
     ...(o.vars ? { vars: o.vars } : {}),
   };
   const rateLimits = o.rateLimits === 'on' ? {} : ({ rateLimits: 'off' } as const);
-  return o.runtime === 'wrangler' ? startWranglerDev({ ...common, ...rateLimits }) : startWorkerProcess({ ...common, ...rateLimits });
+  if (o.runtime === 'wrangler') return startWranglerDev({ ...common, ...rateLimits });
+  return startWorkerProcess({ ...common, ...rateLimits, ...(o.directPort ? { directPort: o.directPort } : {}) });
 }
 
 export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
@@ -75,6 +80,7 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
   return {
     runtime: o.runtime,
     url,
+    changesUrl: o.directPort && o.runtime === 'miniflare' ? `http://127.0.0.1:${o.directPort}` : url,
     secret: o.secret,
     persistTo: o.persistTo,
     inspectorPort: o.inspectorPort,
@@ -99,7 +105,7 @@ export async function postChanges(worker: RunningWorker, accountId: string, chan
   const body = JSON.stringify({ changes });
   const signature = await signBody(worker.secret, body, Math.floor(Date.now() / 1000));
   const startedAt = performance.now();
-  const res = await fetch(`${worker.url}/v1/accounts/${accountId}/changes`, {
+  const res = await fetch(`${worker.changesUrl}/v1/accounts/${accountId}/changes`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', [SIGNATURE_HEADER]: signature },
     body,

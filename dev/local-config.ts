@@ -31,6 +31,8 @@ export interface WorkerConfig {
   /** A bundle already built (its entry file); built at start when unset. */
   bundle: string | undefined;
   inspectorPort: number | undefined;
+  /** The Worker also served here without Miniflare's entry worker (dev/local-worker.ts), for the replicator. */
+  directPort: number | undefined;
   rateLimits: 'off' | undefined;
   /** Worker variables on top of wrangler.toml's (a JSON object of strings), for benchmarks and tests. */
   vars: Record<string, string> | undefined;
@@ -108,6 +110,7 @@ export function parseWorkerConfig(env: Env): WorkerConfig {
       EDGEPLANE_WORKER_PERSIST: z.string().optional(),
       EDGEPLANE_WORKER_BUNDLE: z.string().optional(),
       EDGEPLANE_WORKER_INSPECTOR_PORT: z.coerce.number(NOT_A_PORT).int(NOT_A_PORT).min(1, NOT_A_PORT).max(65535, NOT_A_PORT).optional(),
+      EDGEPLANE_WORKER_DIRECT_PORT: z.coerce.number(NOT_A_PORT).int(NOT_A_PORT).min(1, NOT_A_PORT).max(65535, NOT_A_PORT).optional(),
       RATE_LIMITS: z.literal('off', 'is "off" or unset').optional(),
       EDGEPLANE_WORKER_VARS: z
         .string()
@@ -132,6 +135,7 @@ export function parseWorkerConfig(env: Env): WorkerConfig {
     persistTo: v.EDGEPLANE_WORKER_PERSIST,
     bundle: v.EDGEPLANE_WORKER_BUNDLE,
     inspectorPort: v.EDGEPLANE_WORKER_INSPECTOR_PORT,
+    directPort: v.EDGEPLANE_WORKER_DIRECT_PORT,
     rateLimits: v.RATE_LIMITS,
     vars: v.EDGEPLANE_WORKER_VARS,
   };

@@ -11,6 +11,13 @@ import { WRANGLER_TOML } from './root.ts';
  * itself translates it (`unstable_getMiniflareWorkerOptions`). Unlike `wrangler dev` there is no
  * dev proxy in front: a socket the object closes ends at the client at once, and a socket costs
  * workerd one file descriptor, not six (bench/RESULTS.md#edge).
+ *
+ * `port` goes through Miniflare's entry worker, which plays Cloudflare's front line for devices
+ * (`cf-connecting-ip` from the peer, `request.cf`); `directPort` serves the Worker itself, for the
+ * replicator: the entry worker copies every request in JavaScript, in the same workerd, which cost
+ * a one-change batch 0.7 of its 3.6 ms of CPU and 1.4 ms of its answer here (bench/RESULTS.md, "The
+ * replicator's batches past Miniflare's entry worker"), and a deployed Worker's front line costs its
+ * isolate nothing.
  */
 export interface LocalWorkerOptions {
   port: number;
@@ -25,12 +32,16 @@ export interface LocalWorkerOptions {
   rateLimits?: 'off';
   /** A V8 inspector on this port, for profiling the Worker's isolate. */
   inspectorPort?: number;
+  /** The Worker without Miniflare's entry worker in front, for the replicator's changes. */
+  directPort?: number;
   /** Worker variables on top of wrangler.toml's. */
   vars?: Record<string, string>;
 }
 
 export interface LocalWorker {
   url: string;
+  /** `directPort`'s, when given. */
+  directUrl: string | undefined;
   dispose(): Promise<void>;
 }
 
@@ -60,6 +71,7 @@ export async function startLocalWorker(o: LocalWorkerOptions): Promise<LocalWork
     durableObjectsPersist: path.join(o.persistTo, 'v3', 'do'),
     host: '127.0.0.1',
     port: o.port,
+    ...(o.directPort ? { unsafeDirectSockets: [{ host: '127.0.0.1', port: o.directPort }] } : {}),
     ...(o.inspectorPort ? { inspectorPort: o.inspectorPort } : {}),
     // No `request.cf` download (no internet needed) and no country in it: the country comes from
     // the device's `cf-ipcountry`, as the dev CLIs' --country sends it (docs/protocol.md#device-address).
@@ -71,5 +83,7 @@ export async function startLocalWorker(o: LocalWorkerOptions): Promise<LocalWork
   } as unknown as MiniflareOptions;
   const mf = new Miniflare(options);
   const url = await mf.ready;
-  return { url: url.href.replace(/\/$/, ''), dispose: () => mf.dispose() };
+  const directUrl = o.directPort ? (await mf.unsafeGetDirectURL('edgeplane')).href : undefined;
+  const bare = (href: string) => href.replace(/\/$/, '');
+  return { url: bare(url.href), directUrl: directUrl && bare(directUrl), dispose: () => mf.dispose() };
 }

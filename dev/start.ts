@@ -16,7 +16,7 @@ import { ensureDemo } from './demo.ts';
 import { BUNDLE_DIR, DEV_JSON, ensureLocalDir, LOCAL_DIR, PG_DIR, removeFile, WORKER_DIR, writeDevVars, writeJson, type DevJson } from './local-files.ts';
 import { LocalPostgresError, startLocalPostgres, type LocalPostgres } from './local-postgres.ts';
 import { ConfigProblem, parseLocalConfig, type LocalConfig } from './local-config.ts';
-import { portInUse } from './ports.ts';
+import { freePort, portInUse } from './ports.ts';
 import { formatReplicatorLine, startReplicatorProcess } from './replicator-child.ts';
 import { databaseIdentity, dropSlot, prepareWorkerState, PROCESSES_JSON, recordProcesses, slotExists, stopLeftovers } from './local-state.ts';
 import { ROOT } from './root.ts';
@@ -118,6 +118,9 @@ async function start(config: LocalConfig): Promise<void> {
   await writeDevVars(secret);
   const workerUrl = `http://127.0.0.1:${config.port}`;
   const replicatorUrl = `http://127.0.0.1:${config.replicatorPort}`;
+  // The replicator's way into the Worker: the same Worker without Miniflare's entry worker in front
+  // (dev/local-worker.ts), on a port of the system's choosing. Devices use PORT.
+  const directPort = await freePort();
 
   say('Starting the replicator...');
   const replicatorOut = outputSink('replicator', (line) => {
@@ -131,7 +134,7 @@ async function start(config: LocalConfig): Promise<void> {
   });
   running.replicator = startReplicatorProcess({
     databaseUrl,
-    edgeUrl: workerUrl,
+    edgeUrl: `http://127.0.0.1:${directPort}`,
     secret,
     port: config.replicatorPort,
     // Lowest latency for the local run: a batch goes as soon as its account's previous one is
@@ -150,7 +153,7 @@ async function start(config: LocalConfig): Promise<void> {
 
   say(`Starting the Worker (the Miniflare API; the bundle in ${rel(BUNDLE_DIR)}, the objects' storage in ${rel(WORKER_DIR)})...`);
   const workerOut = outputSink('worker', (line) => (isWorkerNoise(line) || line.trim() === '' ? null : line));
-  running.worker = startWorkerProcess({ port: config.port, databaseUrl, secret, persistTo: WORKER_DIR, bundle: await bundle, onLine: workerOut.onLine });
+  running.worker = startWorkerProcess({ port: config.port, directPort, databaseUrl, secret, persistTo: WORKER_DIR, bundle: await bundle, onLine: workerOut.onLine });
   await recordProcesses([
     { name: 'the replicator', pid: running.replicator.pid!, marker: 'replicator/main.ts' },
     { name: 'the Worker', pid: running.worker.pid!, marker: 'dev/worker.ts' },

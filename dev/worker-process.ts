@@ -20,6 +20,8 @@ export interface WorkerOptions {
   bundle?: string;
   /** A V8 inspector for the Worker's isolate on this port. */
   inspectorPort?: number;
+  /** The Worker also served here without Miniflare's entry worker, for the replicator (dev/local-worker.ts). */
+  directPort?: number;
   /** Worker variables on top of wrangler.toml's, e.g. FLOW_RATE_PER_SECOND (docs/protocol.md#limits). */
   vars?: Record<string, string>;
   onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
@@ -67,6 +69,8 @@ export function workerEnv(options: WorkerOptions): Record<string, string | undef
   if (options.persistTo) env.EDGEPLANE_WORKER_PERSIST = options.persistTo;
   if (options.bundle) env.EDGEPLANE_WORKER_BUNDLE = options.bundle;
   if (options.inspectorPort) env.EDGEPLANE_WORKER_INSPECTOR_PORT = String(options.inspectorPort);
+  if (options.directPort) env.EDGEPLANE_WORKER_DIRECT_PORT = String(options.directPort);
+  else delete env.EDGEPLANE_WORKER_DIRECT_PORT;
   if (options.rateLimits === 'off') env.RATE_LIMITS = 'off';
   else delete env.RATE_LIMITS;
   if (options.vars) env.EDGEPLANE_WORKER_VARS = JSON.stringify(options.vars);

@@ -5,7 +5,8 @@
  * database from DATABASE_URL (or CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_DB; default
  * wrangler.toml's localConnectionString), the objects' storage in EDGEPLANE_WORKER_PERSIST
  * (default `.wrangler/state`), variables on top of wrangler.toml's in EDGEPLANE_WORKER_VARS (a JSON
- * object). It builds the bundle as a deploy would, unless
+ * object), and EDGEPLANE_WORKER_DIRECT_PORT, a second port that serves the Worker without
+ * Miniflare's entry worker, for the replicator (dev/local-worker.ts). It builds the bundle as a deploy would, unless
  * EDGEPLANE_WORKER_BUNDLE names one already built. `npm start`, the e2e tests and the benchmarks run
  * this same process (worker-process.ts). Ctrl-C or SIGTERM stops it.
  */
@@ -72,10 +73,14 @@ try {
     persistTo,
     ...(config.rateLimits ? { rateLimits: config.rateLimits } : {}),
     ...(config.inspectorPort ? { inspectorPort: config.inspectorPort } : {}),
+    ...(config.directPort ? { directPort: config.directPort } : {}),
     ...(config.vars ? { vars: config.vars } : {}),
   });
   if (stopping) await worker.dispose();
-  else console.log(`The Worker is ready at ${worker.url} (Miniflare ${miniflareVersion}; the objects' storage in ${shown(persistTo)}).`);
+  else
+    console.log(
+      `The Worker is ready at ${worker.url}${worker.directUrl ? `, for the replicator at ${worker.directUrl}` : ''} (Miniflare ${miniflareVersion}; the objects' storage in ${shown(persistTo)}).`,
+    );
 } catch (err) {
   console.error(`npm run worker: ${errorMessage(err)}`);
   await stop(1);

@@ -43,6 +43,8 @@ export class Stack {
   private constructor(
     readonly db: TestDatabase,
     readonly workerPort: number,
+    /** The Worker without Miniflare's entry worker, where the replicator sends (as `npm start` runs it). */
+    readonly directPort: number,
     readonly replicatorPort: number,
     readonly persistDir: string,
     private readonly replicatorEnv: Record<string, string>,
@@ -53,6 +55,7 @@ export class Stack {
     const db = options.db ?? (await createTestDatabase('e2e'));
     const stack = new Stack(
       db,
+      await freePort(),
       await freePort(),
       await freePort(),
       await mkdtemp(path.join(tmpdir(), 'edgeplane-e2e-worker-')),
@@ -83,6 +86,10 @@ export class Stack {
     return `http://127.0.0.1:${this.workerPort}`;
   }
 
+  get directUrl(): string {
+    return `http://127.0.0.1:${this.directPort}`;
+  }
+
   get replicatorUrl(): string {
     return `http://127.0.0.1:${this.replicatorPort}`;
   }
@@ -102,7 +109,7 @@ export class Stack {
         {
           ...this.replicatorEnv,
           DATABASE_URL: this.db.url,
-          EDGE_URL: this.workerUrl,
+          EDGE_URL: this.directUrl,
           REPLICATOR_SECRET: this.secret,
           REPLICATOR_PORT: String(this.replicatorPort),
         },
@@ -111,7 +118,7 @@ export class Stack {
     } else
       this.replicator = startReplicatorProcess({
         databaseUrl: this.db.url,
-        edgeUrl: this.workerUrl,
+        edgeUrl: this.directUrl,
         secret: this.secret,
         port: this.replicatorPort,
         env: this.replicatorEnv,
@@ -128,6 +135,7 @@ export class Stack {
     if (this.worker?.running) throw new Error('the Worker is already running');
     this.worker = startWorkerProcess({
       port: this.workerPort,
+      directPort: this.directPort,
       databaseUrl: this.db.url,
       secret: this.secret,
       persistTo: this.persistDir,

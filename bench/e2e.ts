@@ -1,43 +1,52 @@
 /**
- * `npm run bench:e2e [-- --quick] [-- --no-write]`
+ * `npm run bench:e2e [-- --quick] [-- --no-write] [-- --compare] [-- --sockets N] [-- --probes-only]`
  *
- * Commit-to-socket latency through the whole local stack, the one `npm start` runs: PostgreSQL
- * (pg_ctl, fsync on), the replicator process, `wrangler dev` with the Worker, and WebSocket
- * clients. A writer commits one-row updates at a fixed rate (open loop, so a slow system does not
- * slow the writer down); each renames a resource, and the account's client receives
- * `resource_created_or_updated` with the new name. Measured in this one process (one clock):
+ * Commit-to-socket latency through the whole local stack as `npm start` runs it: PostgreSQL
+ * (pg_ctl, fsync on), the replicator process (FORWARD_LINGER_MS=0), the local Worker (dev/worker.ts:
+ * the deploy's bundle on the Miniflare API; the replicator posts to its direct port), and WebSocket
+ * clients. A writer commits one-row
+ * updates at a fixed rate (open loop, so a slow system does not slow the writer down); each renames
+ * a resource, and the account's client receives `resource_created_or_updated` with the new name.
+ * Measured in this one process (one clock):
  *
  *   t0 the UPDATE is sent           t1 its commit returned          t2 the client got the frame
  *   tReq / tRes: a recording proxy between the replicator and the Worker saw the request / answer
  *
- * Rates 100 and 500 commits/s (without the proxy for the headline figures, with it for where the
- * milliseconds go), FORWARD_LINGER_MS 2 (the default) and 0, then a ramp to the highest rate whose
- * latency does not keep growing. Writes the "## End to end" section of bench/RESULTS.md.
+ * Rates 100, 500 and 1,000 commits/s (without the proxy for the headline figures, with it for where
+ * the milliseconds go), probes of the Worker's own paths, a ramp to the highest rate whose latency
+ * does not keep growing, then N sockets (default 10,000; 0 skips) held by child processes, one
+ * policy change to all of them. `--compare` adds the same headline rows and probes under
+ * `wrangler dev` (bench/wrangler-dev.ts). Writes the "## End to end" section of bench/RESULTS.md.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { request as httpRequest, Agent, createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createRequire } from 'node:module';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import postgres, { type Sql } from 'postgres';
 import WebSocket from 'ws';
-import { Child } from '../dev/child.ts';
+import type { Child } from '../dev/child.ts';
 import { deviceSocketUrl } from '../dev/device-url.ts';
 import { startLocalPostgres, type LocalPostgres } from '../dev/local-postgres.ts';
 import { freePort } from '../dev/ports.ts';
 import { startReplicatorProcess } from '../dev/replicator-child.ts';
-import { ROOT } from '../dev/root.ts';
 import { createToken } from '../dev/tokens.ts';
 import { buildWorkerBundle, startWorkerProcess, waitForHttp } from '../dev/worker-process.ts';
 import { migrate } from '../migrations/migrate.ts';
 import { SIGNATURE_HEADER, signBody } from '../src/signature.ts';
+import { SocketHolders } from '../test/support/socket-holders.ts';
+import { LOCAL, ms, type Probes, type Report, type Row, type SocketRun, type Stats, type Step, section, WRANGLER, writeResults } from './e2e-report.ts';
+import { startWranglerDev } from './wrangler-dev.ts';
 
 const QUICK = process.argv.includes('--quick');
 /** Only the probes of the Worker's paths (an investigation aid; writes nothing). */
 const PROBES_ONLY = process.argv.includes('--probes-only');
 const WRITE = !process.argv.includes('--no-write');
+const COMPARE = process.argv.includes('--compare');
+const SOCKETS = process.argv.includes('--sockets') ? Number(process.argv[process.argv.indexOf('--sockets') + 1]) : QUICK ? 2000 : 10_000;
 const ACCOUNTS = 4;
 const RESOURCES = 20;
 const SECONDS = QUICK ? 4 : 10;
@@ -146,19 +155,10 @@ function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
 
-interface Stats {
-  n: number;
-  p50: number;
-  p99: number;
-  max: number;
-}
-
 function stats(values: number[]): Stats {
   const s = [...values].sort((a, b) => a - b);
   return { n: s.length, p50: quantile(s, 0.5), p99: quantile(s, 0.99), max: s.at(-1) ?? NaN };
 }
-
-const ms = (v: number) => (Number.isFinite(v) ? v.toFixed(v < 10 ? 2 : 1) : '-');
 
 class Bench {
   readonly samples = new Map<string, Sample>();
@@ -176,7 +176,10 @@ class Bench {
     readonly pg: LocalPostgres,
     readonly sql: Sql,
     public worker: Child,
+    /** Where devices connect. */
     public workerPort: number,
+    /** Where the replicator posts (the local Worker's direct port, as `npm start` runs it). */
+    public changesPort: number,
     readonly replicatorPort: number,
     readonly secret: string,
     readonly accounts: Account[],
@@ -195,26 +198,28 @@ class Bench {
     this.lanes = [];
   }
 
-  async startReplicator(viaProxy: boolean, linger: number): Promise<void> {
+  /** As `npm start` runs it (FORWARD_LINGER_MS=0), straight to the Worker or through a recording proxy. */
+  async startReplicator(viaProxy: boolean): Promise<void> {
     await this.replicator?.stop('SIGTERM', 20_000);
     await this.proxy?.close();
-    this.proxy = viaProxy ? await new TapProxy(this.workerPort, this.samples).start() : undefined;
+    this.proxy = viaProxy ? await new TapProxy(this.changesPort, this.samples).start() : undefined;
     this.replicator = startReplicatorProcess({
       databaseUrl: this.pg.url,
-      edgeUrl: this.proxy?.url ?? `http://127.0.0.1:${this.workerPort}`,
+      edgeUrl: this.proxy?.url ?? `http://127.0.0.1:${this.changesPort}`,
       secret: this.secret,
       port: this.replicatorPort,
-      env: { LOG_LEVEL: 'warn', FORWARD_LINGER_MS: String(linger), SLOT_NAME: 'bench_e2e' },
+      env: { LOG_LEVEL: 'warn', FORWARD_LINGER_MS: '0', SLOT_NAME: 'bench_e2e' },
       onLine: (l) => console.error(`  [replicator] ${l}`),
     });
     await waitForHttp(`http://127.0.0.1:${this.replicatorPort}/readyz`, this.replicator, 60_000, 'the replicator');
   }
 
   /** Serves the Worker from another process: the clients reconnect to it. */
-  async useWorker(worker: Child, port: number): Promise<void> {
+  async useWorker(worker: Child, port: number, changesPort: number): Promise<void> {
     for (const ws of this.sockets.splice(0)) ws.terminate();
     this.worker = worker;
     this.workerPort = port;
+    this.changesPort = changesPort;
     await this.connectClients();
   }
 
@@ -294,7 +299,7 @@ class Bench {
   }
 
   /** Round trip of a signed, empty batch to one account's object through the Worker: HTTP, signature, routing, the object call. */
-  async emptyBatchRtt(n: number, gapMs = 0, port = this.workerPort): Promise<Stats> {
+  async emptyBatchRtt(n: number, gapMs = 0, port = this.changesPort): Promise<Stats> {
     const agent = new Agent({ keepAlive: true });
     const out: number[] = [];
     const body = JSON.stringify({ changes: [] });
@@ -356,13 +361,13 @@ class Bench {
 
   /** Probes of the Worker's own paths, idle and while 500 commits/s flow to the other accounts. */
   async probes(): Promise<Probes> {
-    await this.startReplicator(false, 0);
+    await this.startReplicator(false);
     await this.emptyBatchRtt(20);
     await quiet();
     const empty = await this.emptyBatchRtt(QUICK ? 100 : 300);
     const ping = await this.pingRtt(QUICK ? 50 : 200, 5);
     // What the recording proxy's own hop costs: the same empty batches through it.
-    const tap = await new TapProxy(this.workerPort, new Map()).start();
+    const tap = await new TapProxy(this.changesPort, new Map()).start();
     const viaProxy = await this.emptyBatchRtt(QUICK ? 100 : 300, 0, Number(new URL(tap.url).port));
     await tap.close();
     await quiet();
@@ -385,32 +390,29 @@ class Bench {
   }
 }
 
-async function seed(sql: Sql): Promise<Account[]> {
-  const out: Account[] = [];
-  for (let i = 0; i <= ACCOUNTS; i++) {
-    out.push(
-      await sql.begin(async (tx) => {
-        const [a] = await tx<{ id: string }[]>`insert into accounts (name, slug) values (${`bench ${i}`}, ${`bench-${i}-${randomBytes(3).toString('hex')}`}) returning id::text`;
-        const id = a!.id;
-        const [actor] = await tx<{ id: string }[]>`insert into actors (account_id, name, type) values (${id}, 'bench', 'account_user') returning id::text`;
-        const [group] = await tx<{ id: string }[]>`insert into actor_groups (account_id, name) values (${id}, 'g') returning id::text`;
-        await tx`insert into actor_group_memberships (account_id, actor_id, group_id) values (${id}, ${actor!.id}, ${group!.id})`;
-        const [site] = await tx<{ id: string }[]>`insert into sites (account_id, name) values (${id}, 's') returning id::text`;
-        const resources: string[] = [];
-        for (let r = 0; r < RESOURCES; r++) {
-          const [res] = await tx<
-            { id: string }[]
-          >`insert into resources (account_id, type, name, address) values (${id}, 'dns', ${`r${r}`}, ${`r${r}.bench.internal`}) returning id::text`;
-          await tx`insert into resource_connections (account_id, resource_id, site_id) values (${id}, ${res!.id}, ${site!.id})`;
-          await tx`insert into policies (account_id, actor_group_id, resource_id) values (${id}, ${group!.id}, ${res!.id})`;
-          resources.push(res!.id);
-        }
-        const token = await createToken(tx, { accountId: id, type: 'client', ownerId: actor!.id });
-        return { id, resources, clientToken: token.token };
-      }),
-    );
-  }
-  return out;
+/** An account of one actor in one group, `resources` resources on one site each granted by a policy, and a client token. */
+async function seedAccount(sql: Sql, label: string, resources: number): Promise<Account> {
+  return await sql.begin(async (tx) => {
+    const [a] = await tx<
+      { id: string }[]
+    >`insert into accounts (name, slug) values (${label}, ${`${label.replaceAll(' ', '-')}-${randomBytes(3).toString('hex')}`}) returning id::text`;
+    const id = a!.id;
+    const [actor] = await tx<{ id: string }[]>`insert into actors (account_id, name, type) values (${id}, 'bench', 'account_user') returning id::text`;
+    const [group] = await tx<{ id: string }[]>`insert into actor_groups (account_id, name) values (${id}, 'g') returning id::text`;
+    await tx`insert into actor_group_memberships (account_id, actor_id, group_id) values (${id}, ${actor!.id}, ${group!.id})`;
+    const [site] = await tx<{ id: string }[]>`insert into sites (account_id, name) values (${id}, 's') returning id::text`;
+    const ids: string[] = [];
+    for (let r = 0; r < resources; r++) {
+      const [res] = await tx<
+        { id: string }[]
+      >`insert into resources (account_id, type, name, address) values (${id}, 'dns', ${`r${r}`}, ${`r${r}.bench.internal`}) returning id::text`;
+      await tx`insert into resource_connections (account_id, resource_id, site_id) values (${id}, ${res!.id}, ${site!.id})`;
+      await tx`insert into policies (account_id, actor_group_id, resource_id) values (${id}, ${group!.id}, ${res!.id})`;
+      ids.push(res!.id);
+    }
+    const token = await createToken(tx, { accountId: id, type: 'client', ownerId: actor!.id });
+    return { id, resources: ids, clientToken: token.token };
+  });
 }
 
 /**
@@ -423,58 +425,22 @@ async function quiet(below = 1.5, maxMs = 180_000): Promise<number> {
   return loadavg()[0]!;
 }
 
-interface Probes {
-  viaProxy: Stats;
-  empty: Stats;
-  emptyUnderLoad: Stats;
-  ping: Stats;
-  pingUnderLoad: Stats;
-  benchLag: number;
-}
-
-interface Step {
-  rate: number;
-  achieved: number;
-  e2e: Stats;
-  grows: boolean;
-  first: number;
-  last: number;
-  cpu: { postgres: number; replicator: number; worker: number; bench: number };
-}
-
-interface Row {
-  /** Cores used by the Worker's process group during the commits. */
-  workerCpu?: number;
-  /** Of which the workerd processes (the rest: wrangler's or Miniflare's Node process). */
-  workerdCpu?: number;
-  batchesPerSecond?: number;
-  changesPerBatch?: number;
-  runtime?: string;
-  load?: number;
-  label: string;
-  rate: number;
-  achieved: number;
-  e2e: Stats;
-  commit: Stats;
-  replicator?: Stats;
-  edge?: Stats;
-  answer?: Stats;
-}
-
-function row(label: string, rate: number, achieved: number, samples: Sample[]): Row {
+function row(runtime: string, tapped: boolean, rate: number, achieved: number, samples: Sample[], load: number): Row {
   const done = samples.filter((s) => s.t1 !== undefined && s.t2 !== undefined);
   const r: Row = {
-    label,
+    runtime,
+    tapped,
+    load,
     rate,
     achieved,
     e2e: stats(done.map((s) => s.t2! - s.t1!)),
     commit: stats(done.map((s) => s.t1! - s.t0)),
   };
-  const tapped = done.filter((s) => s.tReq !== undefined && s.tRes !== undefined);
-  if (tapped.length > 0) {
-    r.replicator = stats(tapped.map((s) => s.tReq! - s.t1!));
-    r.edge = stats(tapped.map((s) => s.t2! - s.tReq!));
-    r.answer = stats(tapped.map((s) => s.tRes! - s.tReq!));
+  const seen = done.filter((s) => s.tReq !== undefined && s.tRes !== undefined);
+  if (tapped && seen.length > 0) {
+    r.replicator = stats(seen.map((s) => s.tReq! - s.t1!));
+    r.edge = stats(seen.map((s) => s.t2! - s.tReq!));
+    r.answer = stats(seen.map((s) => s.tRes! - s.tReq!));
   }
   return r;
 }
@@ -488,37 +454,69 @@ function growing(samples: Sample[]): { grows: boolean; first: number; last: numb
   return { grows: last > first * 2 + 10 || done.length < samples.length, first, last };
 }
 
-async function writeResults(section: string): Promise<void> {
-  const file = path.join(ROOT, 'bench/RESULTS.md');
-  let text = '';
-  try {
-    text = await readFile(file, 'utf8');
-  } catch {
-    text = '# Benchmark results\n';
+/** The workerd processes of a Worker's process group: descriptors open and resident memory. */
+async function workerdUsage(pgid: number): Promise<{ fds: number; rssMb: number }> {
+  let fds = 0;
+  let rssKb = 0;
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = await readFile(`/proc/${entry}/stat`, 'utf8');
+      if (stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) !== 'workerd') continue;
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]) !== pgid) continue;
+      fds += (await readdir(`/proc/${entry}/fd`)).length;
+      rssKb += Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${entry}/status`, 'utf8'))?.[1] ?? 0);
+    } catch {
+      // Gone meanwhile.
+    }
   }
-  const heading = '## End to end';
-  const start = text.indexOf(`\n${heading}\n`);
-  if (start >= 0) {
-    const next = text.indexOf('\n## ', start + heading.length + 2);
-    text = text.slice(0, start + 1) + section + (next >= 0 ? text.slice(next) : '');
-  } else {
-    text = `${text.trimEnd()}\n\n${section}`;
-  }
-  await writeFile(file, `${text.trimEnd()}\n`);
+  return { fds, rssMb: Math.round(rssKb / 1024) };
 }
 
-/** The Worker under the Miniflare API alone (no dev proxy in front), bench/edge-miniflare.ts as a child process. */
-function startMiniflare(port: number, databaseUrl: string, secret: string, persist: string): Child {
-  return new Child('miniflare', process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench/edge-miniflare.ts')], {
-    cwd: ROOT,
-    env: { ...process.env, EDGE_PORT: String(port), EDGE_DATABASE_URL: databaseUrl, EDGE_SECRET: secret, EDGE_PERSIST: persist },
-  });
+/** `count` client sockets of one account held by child processes, then one policy disabled: how long until the last socket heard. */
+async function socketRun(sql: Sql, workerUrl: string, worker: Child, count: number): Promise<SocketRun> {
+  const account = await seedAccount(sql, 'bench sockets', 2);
+  // One process may open 20,000 files here; 2,500 sockets a process keeps each one light.
+  const processes = Math.max(1, Math.ceil(count / 2500));
+  const load = await quiet();
+  const holders = SocketHolders.spawn(processes);
+  try {
+    const t0 = now();
+    const connected = await holders.connect(workerUrl, account.clientToken, Math.ceil(count / processes), 'bench', 8);
+    const connectMs = now() - t0;
+    const inits = connected.reduce((n, c) => n + c.inits, 0);
+    const retries = connected.reduce((n, c) => n + c.retries, 0);
+    console.log(`sockets: ${inits} of ${count} got init in ${(connectMs / 1000).toFixed(1)} s (${retries} retried) ${connected.map((c) => c.firstError).find(Boolean) ?? ''}`);
+    const usage = await workerdUsage(worker.pid!);
+    const resource = account.resources[0]!;
+    const committed = Date.now();
+    await sql`update policies set disabled_at = now() where resource_id = ${resource}`;
+    const received = await holders.received('resource_deleted', resource);
+    const fanOutMs = Math.max(...received.map((r) => r.lastAt)) - committed;
+    const n = received.reduce((sum, r) => sum + r.n, 0);
+    console.log(`sockets: resource_deleted on ${n}, the last ${fanOutMs} ms after the commit; workerd ${usage.fds} descriptors, ${usage.rssMb} MB RSS`);
+    return { sockets: inits, processes, connectMs, inits, retries, fanOutMs, received: n, workerdRssMb: usage.rssMb, workerdFds: usage.fds, load };
+  } finally {
+    await holders.stop();
+  }
+}
+
+function versions(): string {
+  const require = createRequire(import.meta.url);
+  const version = (pkg: string, from?: string) => (require(require.resolve(`${pkg}/package.json`, from ? { paths: [from] } : undefined)) as { version: string }).version;
+  const miniflare = path.dirname(require.resolve('miniflare/package.json'));
+  return `Miniflare ${version('miniflare')} (workerd ${version('workerd', miniflare)}), wrangler ${version('wrangler')}`;
 }
 
 async function main(): Promise<void> {
   const machine = `${cpus().length} x ${cpus()[0]?.model?.trim()}, node ${process.version}`;
-  console.log(`machine: ${machine}`);
+  console.log(
+    `machine: ${machine}; load average ${loadavg()
+      .map((x) => x.toFixed(1))
+      .join(', ')}`,
+  );
   const dir = await mkdtemp(path.join(tmpdir(), 'edgeplane-bench-e2e-'));
+  // The embedded server runs as the postgres user when we are root: it must enter the folder.
   await chmod(dir, 0o755);
   let pg: LocalPostgres | undefined;
   let bench: Bench | undefined;
@@ -527,85 +525,89 @@ async function main(): Promise<void> {
     const sql = postgres(pg.url, { max: 20, onnotice: () => {} });
     const [v] = await sql<{ v: string }[]>`select current_setting('server_version') as v`;
     await migrate(sql);
-    const seeded = await seed(sql);
-    // The last account gets no commits: probes of the Worker's HTTP path go to its object.
-    const idle = seeded.pop()!;
+    const seeded: Account[] = [];
+    for (let i = 0; i < ACCOUNTS; i++) seeded.push(await seedAccount(sql, `bench ${i}`, RESOURCES));
+    // It gets no commits: probes of the Worker's HTTP path go to its object.
+    const idle = await seedAccount(sql, 'bench idle', RESOURCES);
     const secret = randomBytes(24).toString('hex');
-    const workerPort = await freePort();
     const bundle = await buildWorkerBundle(path.join(dir, 'bundle'));
-    const worker = startWorkerProcess({ port: workerPort, databaseUrl: pg.url, secret, persistTo: path.join(dir, 'worker'), bundle });
-    await waitForHttp(`http://127.0.0.1:${workerPort}/healthz`, worker, 90_000, 'wrangler dev');
-    bench = new Bench(pg, sql, worker, workerPort, await freePort(), secret, seeded, idle);
+
+    // The local Worker as `npm start` runs it (connect rate limits on).
+    const localPort = await freePort();
+    const directPort = await freePort();
+    const local = startWorkerProcess({ port: localPort, directPort, databaseUrl: pg.url, secret, persistTo: path.join(dir, 'worker'), bundle });
+    await waitForHttp(`http://127.0.0.1:${localPort}/healthz`, local, 90_000, 'the local Worker');
+    bench = new Bench(pg, sql, local, localPort, directPort, await freePort(), secret, seeded, idle);
     await bench.openLanes(16);
-    await bench.startReplicator(false, 2);
+    await bench.startReplicator(false);
     await bench.connectClients();
-    console.log(`postgres ${v!.v} (pg_ctl, fsync on), ${ACCOUNTS} accounts x ${RESOURCES} resources, one client each; ${SECONDS} s a run`);
+    console.log(`postgres ${v!.v} (pg_ctl, fsync on), ${ACCOUNTS} accounts x ${RESOURCES} resources, one client each; ${SECONDS} s a run; ${versions()}`);
     await bench.run(100, 2); // warm-up: objects hydrated, JIT warm
 
     const rows: Row[] = [];
-    const measure = async (runtime: string, label: string, rate: number, viaProxy: boolean, linger: number) => {
-      await bench!.startReplicator(viaProxy, linger);
-      await bench!.run(50, 1);
+    const measure = async (runtime: string, rate: number, tapped: boolean) => {
+      const b = bench!;
+      await b.startReplicator(tapped);
+      await b.run(50, 1);
       const load = await quiet();
-      const requestsBefore = bench!.proxy?.requests ?? 0;
-      const changesBefore = bench!.proxy?.changes ?? 0;
-      const group = new Set([bench!.worker.pid!]);
+      const requestsBefore = b.proxy?.requests ?? 0;
+      const changesBefore = b.proxy?.changes ?? 0;
+      const group = new Set([b.worker.pid!]);
       const cpuBefore = await cpuOfGroups(group, new Set());
       const workerdBefore = await cpuOfGroups(group, new Set(), 'workerd');
       const t = now();
       let workerCpu = 0;
       let workerdCpu = 0;
       let seconds = 0;
-      const { samples, achieved } = await bench!.run(rate, SECONDS, async () => {
+      // CPU over the commits only, not the wait for the last frames.
+      const { samples, achieved } = await b.run(rate, SECONDS, async () => {
         seconds = (now() - t) / 1000;
         workerCpu = ((await cpuOfGroups(group, new Set())) - cpuBefore) / seconds;
         workerdCpu = ((await cpuOfGroups(group, new Set(), 'workerd')) - workerdBefore) / seconds;
       });
-      const r = row(label, rate, achieved, samples);
-      r.load = load;
-      r.runtime = runtime;
+      const r = row(runtime, tapped, rate, achieved, samples, load);
       r.workerCpu = workerCpu;
       r.workerdCpu = workerdCpu;
-      if (bench!.proxy) {
-        const requests = bench!.proxy.requests - requestsBefore;
+      if (b.proxy) {
+        const requests = b.proxy.requests - requestsBefore;
         r.batchesPerSecond = requests / seconds;
-        r.changesPerBatch = (bench!.proxy.changes - changesBefore) / Math.max(1, requests);
+        r.changesPerBatch = (b.proxy.changes - changesBefore) / Math.max(1, requests);
       }
       rows.push(r);
       console.log(
-        `${runtime}: ${label.padEnd(30)} ${String(rate).padStart(5)}/s  load ${load.toFixed(1)}  commit->socket p50 ${ms(r.e2e.p50)} p99 ${ms(r.e2e.p99)} max ${ms(r.e2e.max)} ms (n=${r.e2e.n})` +
+        `${runtime}${tapped ? ' (recording proxy)' : ''}: ${String(rate).padStart(5)}/s  load ${load.toFixed(1)}  commit->socket p50 ${ms(r.e2e.p50)} p99 ${ms(r.e2e.p99)} max ${ms(r.e2e.max)} ms (n=${r.e2e.n})` +
           `  worker group ${workerCpu.toFixed(2)} cores (workerd ${workerdCpu.toFixed(2)})` +
           (r.replicator
             ? `  | replicator ${ms(r.replicator.p50)}, worker+object+socket ${ms(r.edge!.p50)}, POST answered ${ms(r.answer!.p50)}; ${r.batchesPerSecond!.toFixed(0)} batches/s of ${r.changesPerBatch!.toFixed(1)} changes`
             : ''),
       );
     };
+    const probes: Report['probes'] = [];
+    const rates = PROBES_ONLY ? [] : [100, 500, 1000];
 
-    // 1. The local stack as `npm start` runs it: wrangler dev.
-    for (const rate of PROBES_ONLY ? [] : [100, 500]) {
-      for (const linger of [2, 0]) await measure('wrangler dev', `FORWARD_LINGER_MS=${linger}`, rate, false, linger);
-      for (const linger of [2, 0]) await measure('wrangler dev', `recording proxy, LINGER=${linger}`, rate, true, linger);
-    }
-    console.log('wrangler dev probes:');
-    const wranglerProbes = await bench.probes();
+    // 1. Headline figures, then where the milliseconds go, then the Worker's own paths.
+    for (const rate of rates) await measure(LOCAL, rate, false);
+    for (const rate of rates) await measure(LOCAL, rate, true);
+    console.log(`${LOCAL} probes:`);
+    probes.push({ runtime: LOCAL, probes: await bench.probes() });
 
-    // 2. The ramp, as `npm start` runs the replicator (FORWARD_LINGER_MS=0): the highest rate whose latency does not keep growing.
-    await bench.startReplicator(false, 0);
+    // 2. The ramp: the highest rate whose latency does not keep growing.
+    await bench.startReplicator(false);
     const pgPids = new Set<number>([Number((await readFile(path.join(pg.dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0])]);
     const ramp: Step[] = [];
     let sustained = 0;
-    for (const rate of PROBES_ONLY ? [] : QUICK ? [1000, 2000] : [1000, 1500, 2000, 2500, 3000, 4000]) {
+    for (const rate of PROBES_ONLY ? [] : QUICK ? [1500, 2000] : [1500, 2000, 2500, 3000, 4000]) {
+      const b = bench;
       const groups = {
         postgres: () => cpuOfGroups(new Set(), pgPids),
-        replicator: () => cpuOfGroups(new Set([bench!.replicator!.pid!]), new Set()),
-        worker: () => cpuOfGroups(new Set([worker.pid!]), new Set()),
+        replicator: () => cpuOfGroups(new Set([b.replicator!.pid!]), new Set()),
+        worker: () => cpuOfGroups(new Set([b.worker.pid!]), new Set()),
       };
-      const rampLoad = await quiet();
+      const load = await quiet();
       const before = { postgres: await groups.postgres(), replicator: await groups.replicator(), worker: await groups.worker(), bench: process.cpuUsage() };
       const t = now();
       let cpu = { postgres: 0, replicator: 0, worker: 0, bench: 0 };
-      // CPU over the commits only, not the wait for the last frames.
-      const { samples, achieved } = await bench.run(rate, QUICK ? 3 : 6, async () => {
+      const { samples, achieved } = await b.run(rate, QUICK ? 3 : 6, async () => {
         const wall = (now() - t) / 1000;
         const u = process.cpuUsage(before.bench);
         cpu = {
@@ -616,37 +618,56 @@ async function main(): Promise<void> {
         };
       });
       const g = growing(samples);
-      const e2e = row('ramp', rate, achieved, samples).e2e;
-      ramp.push({ rate, achieved, e2e, ...g, cpu });
+      const e2e = row(LOCAL, false, rate, achieved, samples, load).e2e;
+      ramp.push({ rate, achieved, e2e, ...g, cpu, load });
       console.log(
-        `ramp ${String(rate).padStart(5)}/s (load ${rampLoad.toFixed(1)}): achieved ${Math.round(achieved)}/s, p50 ${ms(e2e.p50)} p99 ${ms(e2e.p99)} ms, first/last fifth p50 ${ms(g.first)}/${ms(g.last)} ms${g.grows ? '  <- latency grows' : ''}; CPU cores: postgres ${cpu.postgres.toFixed(2)}, replicator ${cpu.replicator.toFixed(2)}, workerd ${cpu.worker.toFixed(2)}, bench ${cpu.bench.toFixed(2)}`,
+        `ramp ${String(rate).padStart(5)}/s (load ${load.toFixed(1)}): achieved ${Math.round(achieved)}/s, p50 ${ms(e2e.p50)} p99 ${ms(e2e.p99)} ms, first/last fifth p50 ${ms(g.first)}/${ms(g.last)} ms${g.grows ? '  <- latency grows' : ''}; CPU cores: postgres ${cpu.postgres.toFixed(2)}, replicator ${cpu.replicator.toFixed(2)}, worker ${cpu.worker.toFixed(2)}, bench ${cpu.bench.toFixed(2)}`,
       );
       if (g.grows || achieved < rate * 0.95) break;
       sustained = rate;
     }
     if (!PROBES_ONLY) console.log(`highest sustained: ${sustained} commits/s`);
 
-    // 3. The same bundle under the Miniflare API alone: what wrangler dev's proxy costs.
-    await bench.replicator?.stop('SIGTERM', 20_000);
-    await worker.stop('SIGTERM', 10_000);
-    const mfPort = await freePort();
-    const mf = startMiniflare(mfPort, pg.url, secret, path.join(dir, 'miniflare'));
-    await waitForHttp(`http://127.0.0.1:${mfPort}/healthz`, mf, 90_000, 'miniflare');
-    await bench.useWorker(mf, mfPort);
-    await bench.startReplicator(false, 2);
-    await bench.run(100, 2);
-    for (const rate of PROBES_ONLY ? [] : [100, 500]) {
-      for (const linger of [2, 0]) await measure('Miniflare', `FORWARD_LINGER_MS=${linger}`, rate, false, linger);
+    // 3. Many sockets through the local Worker.
+    const sockets = SOCKETS > 0 && !PROBES_ONLY ? await socketRun(sql, `http://127.0.0.1:${localPort}`, local, SOCKETS) : undefined;
+
+    // 4. The same bundle under `wrangler dev`, as the local run served it before (its dev proxy in front).
+    if (COMPARE) {
+      await bench.replicator?.stop('SIGTERM', 20_000);
+      await local.stop('SIGTERM', 10_000);
+      const port = await freePort();
+      const wrangler = startWranglerDev({ port, databaseUrl: pg.url, secret, persistTo: path.join(dir, 'wrangler'), bundle });
+      await waitForHttp(`http://127.0.0.1:${port}/healthz`, wrangler, 90_000, 'wrangler dev');
+      await bench.useWorker(wrangler, port, port);
+      await bench.startReplicator(false);
+      await bench.run(100, 2);
+      for (const rate of rates) await measure(WRANGLER, rate, false);
+      console.log(`${WRANGLER} probes:`);
+      probes.push({ runtime: WRANGLER, probes: await bench.probes() });
     }
-    console.log('Miniflare probes:');
-    const miniflareProbes = await bench.probes();
     console.log(`renames never seen: ${bench.lost}; seen through a later rename of the same resource: ${bench.coalesced}`);
     bench.releaseLanes();
-    const load = loadavg()
+    const loadAtEnd = loadavg()
       .map((x) => x.toFixed(1))
       .join(', ');
     if (WRITE && !PROBES_ONLY) {
-      await writeResults(section({ machine, pgVersion: v!.v, rows, wranglerProbes, miniflareProbes, ramp, sustained, lost: bench.lost, coalesced: bench.coalesced, load }));
+      const report: Report = {
+        machine,
+        pgVersion: v!.v,
+        versions: versions(),
+        seconds: SECONDS,
+        accounts: ACCOUNTS,
+        resources: RESOURCES,
+        rows,
+        probes,
+        ramp,
+        sustained,
+        ...(sockets ? { sockets } : {}),
+        lost: bench.lost,
+        coalesced: bench.coalesced,
+        loadAtEnd,
+      };
+      await writeResults(section(report));
       console.log('wrote the "End to end" section of bench/RESULTS.md');
     }
     await sql.end({ timeout: 2 });
@@ -655,113 +676,6 @@ async function main(): Promise<void> {
     await pg?.stop('fast', 60).catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
   }
-}
-
-function probeLine(name: string, p: Probes): string {
-  return `| ${name} | ${ms(p.empty.p50)} / ${ms(p.empty.p99)} | ${ms(p.emptyUnderLoad.p50)} / ${ms(p.emptyUnderLoad.p99)} | ${ms(p.ping.p50)} / ${ms(p.ping.p99)} | ${ms(p.pingUnderLoad.p50)} / ${ms(p.pingUnderLoad.p99)} |`;
-}
-
-/** A few sentences that read the figures (computed, so that a re-run keeps them true). */
-function reading(r: { rows: Row[]; wranglerProbes: Probes; miniflareProbes: Probes; sustained: number; ramp: Step[] }): string[] {
-  const lingerOf = (x: Row) => (x.label.endsWith('=0') ? '0' : '2');
-  const direct = (runtime: string, linger: string, rate: number) => r.rows.find((x) => x.runtime === runtime && !x.replicator && lingerOf(x) === linger && x.rate === rate);
-  const tapped = (linger: string, rate: number) => r.rows.find((x) => x.replicator && lingerOf(x) === linger && x.rate === rate);
-  const met = (x: Row | undefined) => (x && x.e2e.p50 <= 6 && x.e2e.p99 < 25 ? 'both targets met' : 'targets not met');
-  const w0 = direct('wrangler dev', '0', 100);
-  const w2 = direct('wrangler dev', '2', 100);
-  const w5 = direct('wrangler dev', '0', 500);
-  const m0 = direct('Miniflare', '0', 100);
-  const t0 = tapped('0', 100);
-  const t5 = tapped('0', 500);
-  if (!w0 || !w2 || !w5 || !m0 || !t0 || !t5) return [];
-  const perBatch = (x: Row) => ((x.workerdCpu ?? 0) / (x.batchesPerSecond ?? 1)) * 1000;
-  const mfPerBatch = ((m0.workerdCpu ?? 0) / 100) * 1000;
-  return [
-    '**Reading.**',
-    '',
-    `- At 100 commits/s the local stack as \`npm start\` runs it (wrangler dev, FORWARD_LINGER_MS=0) puts a commit on the client's socket in p50 ${ms(w0.e2e.p50)} ms, p99 ${ms(w0.e2e.p99)} ms: ${met(w0)}. With the replicator's default 2 ms linger: p50 ${ms(w2.e2e.p50)}, p99 ${ms(w2.e2e.p99)} (commit -> request at the Worker ${ms(tapped('2', 100)?.replicator?.p50 ?? NaN)} ms with it, ${ms(t0.replicator!.p50)} ms without). ` +
-      (w2.e2e.p50 > w0.e2e.p50
-        ? 'The linger is the share that could be cut outside the Worker, so `npm start` runs the replicator with FORWARD_LINGER_MS=0; batching does not suffer, since one request per account is in flight and what arrives meanwhile goes in the next one.'
-        : 'In this run the linger made no difference.'),
-    `- The largest share is the Worker's: request -> frame at the client p50 ${ms(t0.edge!.p50)} ms at 100/s. It is CPU: the workerd processes use ${(t0.workerdCpu ?? 0).toFixed(2)} cores for ${(t0.batchesPerSecond ?? 0).toFixed(0)} one-change batches a second, ${ms(perBatch(t0))} ms per batch under wrangler dev (its dev proxy included) and ${ms(mfPerBatch)} ms under Miniflare alone; an empty batch to an idle object takes only ${ms(r.miniflareProbes.empty.p50)} ms end to end, so most of it is in applying and pushing a change. The commit itself (the writer's UPDATE and COMMIT, fsync on) takes ${ms(t0.commit.p50)} ms and is not part of commit-to-socket.`,
-    `- At 500 commits/s workerd is the bottleneck of this two-core machine: ${(t5.workerdCpu ?? 0).toFixed(2)} cores for ${(t5.batchesPerSecond ?? 0).toFixed(0)} batches/s of ${(t5.changesPerBatch ?? 0).toFixed(1)} changes, and requests queue behind each other: a \`ping\` that the runtime answers without any object takes p50 ${ms(r.wranglerProbes.pingUnderLoad.p50)} ms instead of ${ms(r.wranglerProbes.ping.p50)}, an empty batch ${ms(r.wranglerProbes.emptyUnderLoad.p50)} ms instead of ${ms(r.wranglerProbes.empty.p50)}. Commit-to-socket p50 ${ms(w5.e2e.p50)} ms, p99 ${ms(w5.e2e.p99)} ms: ${met(w5)}. Cutting it means cutting the Worker's CPU per request: \`npm run bench:edge -- --only batch\` separates the runtime's fixed cost of a request (an empty batch) from the change's own; wrangler dev's proxy and inspector add a little on top (Miniflare rows).`,
-    `- Throughput: the stack keeps up with ${r.sustained} commits/s before latency keeps growing (p50 ${ms(r.ramp.find((x) => x.rate === r.sustained)?.e2e.p50 ?? NaN)} ms there: larger batches absorb the rate). ` +
-      (() => {
-        const pgFirst = r.ramp.find((x) => x.cpu.postgres > x.cpu.worker);
-        return pgFirst
-          ? `From ${pgFirst.rate}/s on, Postgres (the writer's commits, fsync on) uses more CPU than the Worker, and the two cores shared by everything are the limit.`
-          : 'The Worker uses the most CPU at every step.';
-      })(),
-    '',
-  ];
-}
-
-function section(r: {
-  machine: string;
-  pgVersion: string;
-  rows: Row[];
-  wranglerProbes: Probes;
-  miniflareProbes: Probes;
-  sustained: number;
-  lost: number;
-  coalesced: number;
-  load: string;
-  ramp: Step[];
-}): string {
-  const date = new Date().toISOString().slice(0, 10);
-  const lingerOf = (x: Row) => (x.label.endsWith('=0') ? '0' : '2');
-  const lines = [
-    '## End to end',
-    '',
-    `\`npm run bench:e2e\` (bench/e2e.ts), ${date}: ${r.machine}; PostgreSQL ${r.pgVersion} (pg_ctl, fsync on, as \`npm start\` runs it), the replicator process, the Worker bundle under \`wrangler dev\` 4.86 (what \`npm start\` runs) and, for comparison, under the Miniflare API alone; WebSocket clients (\`ws\`, no compression). ${ACCOUNTS} accounts of ${RESOURCES} resources, one client each; each commit renames a resource (one-row UPDATE, autocommit; the renames of one resource go through one connection, so they commit in order) and the account's client gets \`resource_created_or_updated\`. Open-loop writer, ${SECONDS} s a run, after waiting for the machine's load average to fall under 1.5 (the other processes of the stack count in it); all times in ms, measured in the bench process (one clock). Everything shares the machine's two cores.`,
-    '',
-    '**Commit-to-socket** (from the commit returning to the frame arriving at the client):',
-    '',
-    '| Worker runtime | FORWARD_LINGER_MS | rate/s | p50 | p99 | max | n | Worker CPU, cores (of which workerd) | load average before |',
-    '|---|---|---|---|---|---|---|---|---|',
-    ...r.rows
-      .filter((x) => !x.label.startsWith('recording'))
-      .map(
-        (x) =>
-          `| ${x.runtime} | ${lingerOf(x)} | ${x.rate} | ${ms(x.e2e.p50)} | ${ms(x.e2e.p99)} | ${ms(x.e2e.max)} | ${x.e2e.n} | ${x.workerCpu?.toFixed(2) ?? '-'} (${x.workerdCpu?.toFixed(2) ?? '-'}) | ${x.load?.toFixed(1) ?? '-'} |`,
-      ),
-    '',
-    'Targets: p50 <= 6 ms, p99 < 25 ms.',
-    '',
-    '**Where the milliseconds go** (wrangler dev; p50 of each segment; a recording proxy between the replicator and the Worker adds a hop of its own):',
-    '',
-    '| rate/s | FORWARD_LINGER_MS | Postgres: UPDATE + commit | commit -> request at the Worker (WAL send, decode, batching, HTTP) | request -> frame at the client (Worker, object apply, socket send) | request -> answer to the replicator | commit -> socket | batches/s (changes each) | Worker CPU, cores (of which workerd) |',
-    '|---|---|---|---|---|---|---|---|---|',
-    ...r.rows
-      .filter((x) => x.replicator)
-      .map(
-        (x) =>
-          `| ${x.rate} | ${lingerOf(x)} | ${ms(x.commit.p50)} | ${ms(x.replicator!.p50)} | ${ms(x.edge!.p50)} | ${ms(x.answer!.p50)} | ${ms(x.e2e.p50)} | ${x.batchesPerSecond!.toFixed(0)} (${x.changesPerBatch!.toFixed(1)}) | ${x.workerCpu!.toFixed(2)} (${x.workerdCpu!.toFixed(2)}) |`,
-      ),
-    '',
-    "**Probes of the Worker's own paths** (p50 / p99): a signed empty batch to an idle account's object (HTTP, signature, routing, the object call, no storage), and a `ping` text frame on a client socket, which the runtime answers without the object; idle, and while 500 commits/s flow to the other accounts:",
-    '',
-    '| Worker runtime | empty batch, idle | empty batch, under load | ping, idle | ping, under load |',
-    '|---|---|---|---|---|',
-    probeLine('wrangler dev', r.wranglerProbes),
-    probeLine('Miniflare', r.miniflareProbes),
-    '',
-    `The bench's own event loop delay during the loaded probes: p99 ${ms(r.wranglerProbes.benchLag)} ms (wrangler dev), ${ms(r.miniflareProbes.benchLag)} ms (Miniflare). The recording proxy's own hop: an idle empty batch through it takes p50 ${ms(r.wranglerProbes.viaProxy.p50)} ms against ${ms(r.wranglerProbes.empty.p50)} ms direct (wrangler dev).`,
-    '',
-    "**Highest sustained rate** (wrangler dev, FORWARD_LINGER_MS=0 as `npm start` runs the replicator; a step passes when the writer keeps its rate and the last fifth's median latency stays under twice the first fifth's + 10 ms; CPU in cores, over the commits):",
-    '',
-    "| rate/s | achieved | p50 | p99 | first/last fifth p50 | Postgres | replicator | Worker (wrangler dev's processes) | bench (writer + clients) |",
-    '|---|---|---|---|---|---|---|---|---|',
-    ...r.ramp.map(
-      (x) =>
-        `| ${x.rate} | ${Math.round(x.achieved)} | ${ms(x.e2e.p50)} | ${ms(x.e2e.p99)} | ${ms(x.first)} / ${ms(x.last)}${x.grows ? ' (grows)' : ''} | ${x.cpu.postgres.toFixed(2)} | ${x.cpu.replicator.toFixed(2)} | ${x.cpu.worker.toFixed(2)} | ${x.cpu.bench.toFixed(2)} |`,
-    ),
-    '',
-    `Highest sustained: **${r.sustained} commits/s**. Renames the client never saw: ${r.lost}; renames it saw through a later rename of the same resource (the object coalesces a batch into one view per resource, docs/architecture.md#8-no-n1): ${r.coalesced}. Load average at the end: ${r.load}.`,
-    '',
-    ...reading(r),
-  ];
-  return lines.join('\n');
 }
 
 main().catch((err: unknown) => {

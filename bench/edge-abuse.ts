@@ -2,7 +2,7 @@
  * `npm run bench:abuse [-- --attempts 5000 --concurrency 32 --accounts 8 --echo]`
  *
  * The front door under abuse (docs/architecture.md#a-device-connects): the real bundle on the
- * Miniflare API (bench/edge-miniflare.ts) over an embedded Postgres whose accounts were written
+ * Miniflare API (the local Worker, dev/worker.ts) over an embedded Postgres whose accounts were written
  * before the Worker ever ran (bulk inserts: a fresh Worker on an existing database). `ws` clients
  * connect with
  * 1. tokens naming accounts that do not exist (after one pass over the 256 directory shards, and
@@ -157,7 +157,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < ACCOUNTS; i++) accounts.push(await createAccount(sql, `abuse${i}`, { actors: perAccount, tokens: perAccount }));
     say(`${ACCOUNTS} accounts of ${perAccount} actors and tokens each, written before the Worker starts`);
 
-    // Rate limits off (bench/edge-miniflare.ts's default): what the refusals themselves cost.
+    // Rate limits off (bench/edge-worker.ts's default): what the refusals themselves cost.
     worker = await startWorker({
       runtime: 'miniflare',
       port: await freePort(),
@@ -237,9 +237,9 @@ async function main(): Promise<void> {
     worker = undefined;
 
     // Rate limits on: one address floods.
-    process.env.EDGE_RATE_LIMITS = 'on';
     limited = await startWorker({
       runtime: 'miniflare',
+      rateLimits: 'on',
       port: await freePort(),
       inspectorPort: await freePort(),
       databaseUrl: dbUrl,

@@ -1,23 +1,25 @@
 /**
- * The Worker under benchmark, in a child process: `wrangler dev` (wrangler's ProxyWorker in one
- * workerd process in front of the Worker and its objects in another) or the Miniflare API alone
- * (bench/edge-miniflare.ts: the real bundle, one workerd); signed change batches posted to it;
- * and the CPU time each process of the stack spends, read from /proc.
+ * The Worker under benchmark, in a child process: the local Worker `npm start` runs (dev/worker.ts:
+ * the real bundle on the Miniflare API, one workerd) or, for comparison, `wrangler dev`
+ * (bench/wrangler-dev.ts: wrangler's ProxyWorker in one workerd process in front of the Worker
+ * and its objects in another); signed change batches posted to it; and the CPU time each process
+ * of the stack spends, read from /proc.
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Change } from '../src/change.ts';
 import { SIGNATURE_HEADER, signBody } from '../src/signature.ts';
-import { Child } from '../dev/child.ts';
-import { ROOT } from '../dev/root.ts';
-import { isWranglerNoise, waitForHttp, wranglerDevCommand } from '../dev/worker-process.ts';
+import type { Child } from '../dev/child.ts';
+import { isWorkerNoise, startWorkerProcess, waitForHttp } from '../dev/worker-process.ts';
+import { startWranglerDev } from './wrangler-dev.ts';
 
 export type Runtime = 'wrangler' | 'miniflare';
 
 export interface RunningWorker {
   runtime: Runtime;
   url: string;
+  /** Where change batches go: the local Worker's direct port when it has one (as `npm start`'s replicator posts), else `url`. */
+  changesUrl: string;
   secret: string;
   persistTo: string;
   inspectorPort: number;
@@ -35,35 +37,34 @@ export interface WorkerOptions {
   secret: string;
   persistTo: string;
   echo: boolean;
+  /** Off by default: the benchmarks connect thousands of devices from one address. */
+  rateLimits?: 'on' | 'off';
   /** Worker variables on top of wrangler.toml's, e.g. FLOW_RATE_PER_SECOND (docs/protocol.md#limits). */
   vars?: Record<string, string>;
+  /** The local Worker only: also serve it here without Miniflare's entry worker, and post change batches here (dev/local-worker.ts). */
+  directPort?: number;
 }
 
 function spawnRuntime(o: WorkerOptions, onLine: (line: string) => void): Child {
-  if (o.runtime === 'wrangler') {
-    // Thousands of devices from one address: no connect rate limits (as under Miniflare, bench/edge-miniflare.ts).
-    const extraArgs = Object.entries(o.vars ?? {}).flatMap(([k, v]) => ['--var', `${k}:${v}`]);
-    const { command, args, env } = wranglerDevCommand({ port: o.port, databaseUrl: o.databaseUrl, secret: o.secret, persistTo: o.persistTo, rateLimits: 'off', extraArgs });
-    // A known inspector port, for profiling the Worker's isolate.
-    args[args.indexOf('--inspector-port') + 1] = String(o.inspectorPort);
-    return new Child('wrangler', command, args, { cwd: ROOT, env, onLine });
-  }
-  const env = {
-    ...process.env,
-    EDGE_PORT: String(o.port),
-    EDGE_INSPECTOR_PORT: String(o.inspectorPort),
-    EDGE_DATABASE_URL: o.databaseUrl,
-    EDGE_SECRET: o.secret,
-    EDGE_PERSIST: o.persistTo,
-    EDGE_VARS: JSON.stringify(o.vars ?? {}),
+  // A known inspector port, for profiling the Worker's isolate.
+  const common = {
+    port: o.port,
+    databaseUrl: o.databaseUrl,
+    secret: o.secret,
+    persistTo: o.persistTo,
+    inspectorPort: o.inspectorPort,
+    onLine,
+    ...(o.vars ? { vars: o.vars } : {}),
   };
-  return new Child('miniflare', process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench/edge-miniflare.ts')], { cwd: ROOT, env, onLine });
+  const rateLimits = o.rateLimits === 'on' ? {} : ({ rateLimits: 'off' } as const);
+  if (o.runtime === 'wrangler') return startWranglerDev({ ...common, ...rateLimits });
+  return startWorkerProcess({ ...common, ...rateLimits, ...(o.directPort ? { directPort: o.directPort } : {}) });
 }
 
 export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
   const lines: string[] = [];
   const child = spawnRuntime(o, (line) => {
-    if (isWranglerNoise(line) || line.trim() === '' || /GET \/v1\/(client|gateway)\/websocket 101/.test(line)) return;
+    if (isWorkerNoise(line) || line.trim() === '' || /GET \/v1\/(client|gateway)\/websocket 101/.test(line)) return;
     lines.push(line);
     if (lines.length > 500) lines.shift();
     if (o.echo) console.log(`  [${o.runtime}] ${line}`);
@@ -79,6 +80,7 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
   return {
     runtime: o.runtime,
     url,
+    changesUrl: o.directPort && o.runtime === 'miniflare' ? `http://127.0.0.1:${o.directPort}` : url,
     secret: o.secret,
     persistTo: o.persistTo,
     inspectorPort: o.inspectorPort,
@@ -103,7 +105,7 @@ export async function postChanges(worker: RunningWorker, accountId: string, chan
   const body = JSON.stringify({ changes });
   const signature = await signBody(worker.secret, body, Math.floor(Date.now() / 1000));
   const startedAt = performance.now();
-  const res = await fetch(`${worker.url}/v1/accounts/${accountId}/changes`, {
+  const res = await fetch(`${worker.changesUrl}/v1/accounts/${accountId}/changes`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', [SIGNATURE_HEADER]: signature },
     body,
@@ -167,7 +169,7 @@ export interface Processes {
   worker: number;
   /** The workerd of wrangler's ProxyWorker in front of it (0 under Miniflare alone). */
   proxy: number;
-  /** The Node process that hosts the runtime (wrangler's, or edge-miniflare.ts). */
+  /** The Node process that hosts the runtime (wrangler's, or dev/worker.ts). */
   host: number;
   postgres: number | undefined;
 }

@@ -1,10 +1,10 @@
 /**
  * `npm run bench:edge [-- --runtime miniflare|wrangler --clients 5000 --rounds 6 --bulk 10000
  *   --bulk-connected 500 --bulk-rounds 3 --flows 1000 --gateways 2 --only fanout,bulk,flows,cache
- *   --profile --echo]`
+ *   --profile --through-entry --echo]`
  *
  * The edge (the Worker and its AccountDO) in local workerd, in a child process: by default the
- * Miniflare API with the real bundle (bench/edge-miniflare.ts), or `wrangler dev` (--runtime
+ * local Worker `npm start` runs (dev/worker.ts: the real bundle on the Miniflare API), or `wrangler dev` (--runtime
  * wrangler), whose ProxyWorker cannot hold 5,000 sockets under this machine's fd limit. An
  * embedded Postgres sits behind the Hyperdrive binding (or DATABASE_URL); the `ws` package plays
  * the devices:
@@ -19,6 +19,8 @@
  * --profile adds CPU profiles of the Worker's isolate (through the inspector) of 300 connects, a
  * fan-out round (warm and after hibernation), a bulk batch, create_flow and a revocation, run in
  * addition to the measured rounds. Each part's sockets stay open while the later parts run.
+ * Change batches go to the local Worker's direct port, past Miniflare's entry worker, as
+ * `npm start`'s replicator posts them; --through-entry sends them through it too, as devices connect.
  *
  * Not a test: it prints figures for bench/RESULTS.md.
  */
@@ -57,6 +59,8 @@ const GATEWAYS = num('gateways', 2);
 const BATCHES = num('batches', 1000);
 const ECHO = argv.includes('--echo');
 const PROFILE = argv.includes('--profile');
+/** Change batches through Miniflare's entry worker too, as devices connect (the local Worker only). */
+const THROUGH_ENTRY = argv.includes('--through-entry');
 const RUNTIME = (argv.indexOf('--runtime') >= 0 ? argv[argv.indexOf('--runtime') + 1] : 'miniflare') as Runtime;
 if (RUNTIME !== 'miniflare' && RUNTIME !== 'wrangler') throw new Error('--runtime is miniflare or wrangler');
 
@@ -64,10 +68,10 @@ const say = (line: string) => console.log(line);
 
 function versions(): string {
   const fromHere = createRequire(import.meta.url);
-  // wrangler's own miniflare and workerd: the ones both runtimes use.
-  const fromWrangler = createRequire(fromHere.resolve('wrangler/package.json'));
+  // The miniflare the local Worker runs (the version wrangler pins too), and its workerd.
+  const fromMiniflare = createRequire(fromHere.resolve('miniflare/package.json'));
   const version = (req: NodeRequire, name: string) => (req(`${name}/package.json`) as { version: string }).version;
-  return `wrangler ${version(fromHere, 'wrangler')}, miniflare ${version(fromWrangler, 'miniflare')}, workerd ${version(fromWrangler, 'workerd')}, ws ${version(fromHere, 'ws')}`;
+  return `wrangler ${version(fromHere, 'wrangler')}, miniflare ${version(fromHere, 'miniflare')}, workerd ${version(fromMiniflare, 'workerd')}, ws ${version(fromHere, 'ws')}`;
 }
 
 const load = () =>
@@ -102,6 +106,8 @@ async function main(): Promise<void> {
       echo: ECHO,
       // Part 4 measures one client's sequential create_flow: no per-socket rate limit.
       vars: { FLOW_RATE_PER_SECOND: '0' },
+      // Batches as `npm start`'s replicator posts them, past Miniflare's entry worker (unless --through-entry).
+      ...(THROUGH_ENTRY ? {} : { directPort: await freePort() }),
     });
     say(`${RUNTIME === 'wrangler' ? 'wrangler dev' : 'Miniflare (real bundle)'} on ${worker.url} ready in ${((Date.now() - started) / 1000).toFixed(1)} s (state in ${persistTo})`);
     let procs: Processes | undefined;

@@ -185,9 +185,7 @@ export async function runDevice(kind: DeviceKind, argv: string[]): Promise<numbe
   let askedFlows = false;
   const connect = () => {
     status(`connecting ${kind} ${args.externalId} to ${url}${attempt > 0 ? ` (attempt ${attempt + 1})` : ''}`);
-    // wrangler dev ends the TCP connection ~15 s after a close handshake the server started; the
-    // close frame is what counts, so do not wait that long for the 'close' event.
-    const ws = new WebSocket(target, { headers, closeTimeout: 500 } as WebSocket.ClientOptions);
+    const ws = new WebSocket(target, { headers });
     socket = ws;
     let pinger: NodeJS.Timeout | undefined;
     /** Set once this connection's outcome was acted on, so that the events that follow it are ignored. */
@@ -213,6 +211,9 @@ export async function runDevice(kind: DeviceKind, argv: string[]): Promise<numbe
     });
     ws.on('open', () => {
       attempt = 0;
+      // The keepalive starts at once: workerd keeps a socket that has carried no frame from the
+      // device open for ~10 s after the object closes it (docs/protocol.md#local-run).
+      ws.send('ping');
       pinger = setInterval(() => ws.readyState === WebSocket.OPEN && ws.send('ping'), 30_000);
     });
     ws.on('message', (data) => {

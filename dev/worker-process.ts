@@ -1,75 +1,44 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { errorMessage } from '../src/errors.ts';
 import { Child } from './child.ts';
-import { ROOT } from './root.ts';
+import { ROOT, WRANGLER_TOML } from './root.ts';
 
 export interface WorkerOptions {
   port: number;
-  /** The Hyperdrive binding `DB` connects here (CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_DB). */
+  /** The Hyperdrive binding `DB` connects here; wrangler.toml's `localConnectionString` when unset. */
   databaseUrl?: string;
-  /** REPLICATOR_SECRET (`--var`); without it, `.dev.vars`'s. */
+  /** REPLICATOR_SECRET; without it, `.dev.vars`'s. */
   secret?: string;
   /** `off`: no connect rate limits (benchmarks that connect thousands of devices from one address). */
   rateLimits?: 'off';
-  /** Where the objects' SQLite storage lives (`--persist-to`). */
+  /** Where the objects' SQLite storage lives. */
   persistTo?: string;
-  /** A bundle made by `wrangler deploy --dry-run --outdir` to serve as it is (`--no-bundle`), instead of wrangler.toml's `main`. */
+  /** The entry file of a bundle made by `buildWorkerBundle`, served as it is; without it, the child builds one. */
   bundle?: string;
-  /** wrangler's dev registry (default: the user's shared one). */
-  registryPath?: string;
-  extraArgs?: readonly string[];
+  /** A V8 inspector for the Worker's isolate on this port. */
+  inspectorPort?: number;
+  /** The Worker also served here without Miniflare's entry worker, for the replicator (dev/local-worker.ts). */
+  directPort?: number;
+  /** Worker variables on top of wrangler.toml's, e.g. FLOW_RATE_PER_SECOND (docs/protocol.md#limits). */
+  vars?: Record<string, string>;
   onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
 }
 
-function wranglerBin(): string {
+export function wranglerBin(): string {
   const require = createRequire(import.meta.url);
   return path.join(path.dirname(require.resolve('wrangler/package.json')), 'bin', 'wrangler.js');
 }
 
-/** The `wrangler dev` command line and environment that serve the Worker with the given database and secret. */
-export function wranglerDevCommand(options: WorkerOptions): { command: string; args: string[]; env: Record<string, string | undefined> } {
-  const args = [
-    wranglerBin(),
-    'dev',
-    ...(options.bundle ? [options.bundle, '--no-bundle'] : []),
-    '--config',
-    path.join(ROOT, 'wrangler.toml'),
-    '--ip',
-    '127.0.0.1',
-    '--port',
-    String(options.port),
-    // Any free port: two local Workers must not fight over 9229.
-    '--inspector-port',
-    '0',
-    '--show-interactive-dev-session=false',
-  ];
-  if (options.persistTo) args.push('--persist-to', options.persistTo);
-  // A local run (docs/protocol.md#worker-configuration): the dev CLIs' headers, its own secret.
-  args.push('--var', 'EDGEPLANE_ENV:local');
-  if (options.secret) args.push('--var', `REPLICATOR_SECRET:${options.secret}`);
-  if (options.rateLimits === 'off') args.push('--var', 'RATE_LIMITS:off');
-  args.push(...(options.extraArgs ?? []));
-  const env: Record<string, string | undefined> = {
-    ...process.env,
-    WRANGLER_SEND_METRICS: 'false',
-    WRANGLER_HIDE_BANNER: 'true',
-    // The update check and Request.cf download need the internet; neither matters locally.
-    NO_UPDATE_NOTIFIER: '1',
-    CLOUDFLARE_CF_FETCH_ENABLED: 'false',
-  };
-  if (options.registryPath) env.WRANGLER_REGISTRY_PATH = options.registryPath;
-  if (options.databaseUrl) env.CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_DB = options.databaseUrl;
-  return { command: process.execPath, args, env };
+/** wrangler without its banner, metrics, update check and `Request.cf` download (no internet needed). */
+export function quietWranglerEnv(): Record<string, string | undefined> {
+  return { ...process.env, WRANGLER_SEND_METRICS: 'false', WRANGLER_HIDE_BANNER: 'true', NO_UPDATE_NOTIFIER: '1', CLOUDFLARE_CF_FETCH_ENABLED: 'false' };
 }
 
-/** Lines wrangler prints on every start on a machine without internet access; they say nothing. */
-export function isWranglerNoise(line: string): boolean {
+/** Lines the local runtime prints that say nothing (no internet access, a newer wrangler, npm). */
+export function isWorkerNoise(line: string): boolean {
   return /Unable to fetch the `Request\.cf` object|getaddrinfo ENOTFOUND workers\.cloudflare\.com|^\s+at (GetAddrInfoReqWrap|process\.processTicksAndRejections|.*node:internal)|update available|^npm warn/.test(
     line,
   );
@@ -77,11 +46,10 @@ export function isWranglerNoise(line: string): boolean {
 
 /** Builds the Worker like a deploy would (`wrangler deploy --dry-run`) into `outDir`; returns the entry file. */
 export async function buildWorkerBundle(outDir: string): Promise<string> {
-  const { env } = wranglerDevCommand({ port: 0 });
   try {
-    await promisify(execFile)(process.execPath, [wranglerBin(), 'deploy', '--dry-run', '--outdir', outDir, '--config', path.join(ROOT, 'wrangler.toml')], {
+    await promisify(execFile)(process.execPath, [wranglerBin(), 'deploy', '--dry-run', '--outdir', outDir, '--config', WRANGLER_TOML], {
       cwd: ROOT,
-      env,
+      env: quietWranglerEnv(),
       maxBuffer: 16 << 20,
     });
   } catch (err) {
@@ -91,17 +59,35 @@ export async function buildWorkerBundle(outDir: string): Promise<string> {
   return path.join(outDir, 'index.js');
 }
 
+/** The environment `dev/worker.ts` (`npm run worker`) reads, for these options. */
+export function workerEnv(options: WorkerOptions): Record<string, string | undefined> {
+  const env: Record<string, string | undefined> = { ...quietWranglerEnv(), PORT: String(options.port) };
+  if (options.databaseUrl) env.DATABASE_URL = options.databaseUrl;
+  // Ours decides, not one inherited for wrangler.
+  delete env.CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_DB;
+  if (options.secret) env.REPLICATOR_SECRET = options.secret;
+  if (options.persistTo) env.EDGEPLANE_WORKER_PERSIST = options.persistTo;
+  if (options.bundle) env.EDGEPLANE_WORKER_BUNDLE = options.bundle;
+  if (options.inspectorPort) env.EDGEPLANE_WORKER_INSPECTOR_PORT = String(options.inspectorPort);
+  if (options.directPort) env.EDGEPLANE_WORKER_DIRECT_PORT = String(options.directPort);
+  else delete env.EDGEPLANE_WORKER_DIRECT_PORT;
+  if (options.rateLimits === 'off') env.RATE_LIMITS = 'off';
+  else delete env.RATE_LIMITS;
+  if (options.vars) env.EDGEPLANE_WORKER_VARS = JSON.stringify(options.vars);
+  else delete env.EDGEPLANE_WORKER_VARS;
+  return env;
+}
+
 /**
- * `wrangler dev` as a child process, with a dev registry of its own: other `wrangler dev` processes
- * on the machine (tests, benchmarks) come and go, and a change of a shared registry can reload the
- * Worker, which closes its sockets.
+ * The local Worker (dev/worker.ts: the Miniflare API, docs/protocol.md#local-run) as a child process in a
+ * group of its own, with its workerd: `npm start`, the e2e tests and the benchmarks run this one.
  */
 export function startWorkerProcess(options: WorkerOptions): Child {
-  const registryPath = options.registryPath ?? mkdtempSync(path.join(tmpdir(), 'edgeplane-wrangler-registry-'));
-  const { command, args, env } = wranglerDevCommand({ ...options, registryPath });
-  const child = new Child('worker', command, args, { cwd: ROOT, env, ...(options.onLine ? { onLine: options.onLine } : {}) });
-  if (!options.registryPath) void child.exited.then(() => rm(registryPath, { recursive: true, force: true }));
-  return child;
+  return new Child('worker', process.execPath, ['--import', 'tsx', path.join(ROOT, 'dev/worker.ts')], {
+    cwd: ROOT,
+    env: workerEnv(options),
+    ...(options.onLine ? { onLine: options.onLine } : {}),
+  });
 }
 
 /** Polls `url` until it answers 2xx, the child exits, or the time is up. */

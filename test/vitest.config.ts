@@ -65,7 +65,7 @@ export default defineConfig({
         },
       },
       {
-        // The whole system: the run's Postgres, the replicator and `wrangler dev` as child processes,
+        // The whole system: the run's Postgres, the replicator and the local Worker as child processes,
         // WebSocket devices (`ws`). One stack per file; files run one after the other, after the
         // other projects (a group of its own: its timing bounds need the machine to itself).
         test: {

@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { chmod, lstat, mkdtemp, readFile, readdir, realpath, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -14,9 +15,12 @@ import { ROOT } from '../../dev/root.ts';
 
 /**
  * `npm start` as a user runs it (docs/protocol.md#local-run), in a folder of its own (EDGEPLANE_DIR) and on
- * free ports: the embedded server, migrations, the demo, the replicator and `wrangler dev`, then
+ * free ports: the embedded server, migrations, the demo, the replicator and the local Worker, then
  * dev.json; the device and token CLIs against it; Ctrl-C stops everything, leaves no process and
- * no slot behind; a second start prints the same demo.
+ * no slot behind; a second start prints the same demo. And `npm start` with its output piped, from a
+ * private folder (as root: the cluster placed under /var/tmp, docs/protocol.md#local-run), stopped by
+ * a Ctrl-C to the whole process group: to `tee`, whose reader dies with the Ctrl-C, and to `head`,
+ * whose reader is gone long before it.
  */
 const exec = promisify(execFile);
 let dir: string;
@@ -48,7 +52,7 @@ function node(name: string, script: string, args: string[], extra: Record<string
   return c;
 }
 
-async function devJson(start: Child, timeoutMs = 120_000): Promise<DevJson> {
+async function devJson(start: { readonly running: boolean; readonly exited: Promise<unknown> }, timeoutMs = 120_000): Promise<DevJson> {
   const file = path.join(dir, 'dev.json');
   const deadline = Date.now() + timeoutMs;
   while (!existsSync(file)) {
@@ -59,14 +63,19 @@ async function devJson(start: Child, timeoutMs = 120_000): Promise<DevJson> {
   return JSON.parse(await readFile(file, 'utf8')) as DevJson;
 }
 
-/** Processes whose command line names this run's folder or ports. */
-async function leftovers(): Promise<string[]> {
+/**
+ * Processes of this run: those whose command line names its folder (or where its cluster really
+ * is) or ports, and those started with its EDGEPLANE_DIR (the replicator, the Worker, workerd).
+ */
+async function leftovers(folders: string[] = [dir]): Promise<string[]> {
   const out: string[] = [];
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
     try {
       const cmd = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).replaceAll('\0', ' ');
-      if (cmd.includes(dir) || cmd.includes(`--port ${ports.PORT}`)) out.push(`${entry}: ${cmd.slice(0, 200)}`);
+      const environ = (await readFile(`/proc/${entry}/environ`, 'utf8').catch(() => '')).split('\0');
+      const named = folders.some((f) => cmd.includes(f)) || cmd.includes(`--port ${ports.PORT}`) || cmd.includes(`port=${ports.EDGEPLANE_PG_PORT}`);
+      if (named || environ.includes(`EDGEPLANE_DIR=${dir}`)) out.push(`${entry}: ${cmd.slice(0, 200)}`);
     } catch {
       // Gone meanwhile.
     }
@@ -164,6 +173,91 @@ describe('npm start', () => {
     expect(await leftovers()).toEqual([]);
     for (const p of Object.values(ports)) expect(await portInUse(Number(p))).toBe(false);
   });
+
+  /**
+   * `reader` reads npm start's output; it writes the file `gone` once it stops reading (`head`:
+   * after npm's own three-line banner, before dev/start.ts printed anything; `tee`: never before
+   * the Ctrl-C, which kills it too).
+   */
+  it.each([
+    { pipe: 'tee', reader: (home: string) => `tee ${path.join(home, 'start.log')}`, goneBeforeCtrlC: false },
+    { pipe: 'head -n 3', reader: (home: string) => `{ head -n 3; touch ${path.join(home, 'gone')}; }`, goneBeforeCtrlC: true },
+  ])(
+    'npm start | $pipe, from a private folder (mode 0700): runs (as root the cluster lives under /var/tmp), and a Ctrl-C to the whole group stops everything: processes, ports, slot',
+    async ({ reader, goneBeforeCtrlC }) => {
+      onTestFailed(() => console.error(output.slice(-80).join('\n')));
+      output.length = 0;
+      // As a home folder or `mktemp -d` is: the postgres user that runs the server as root cannot enter it.
+      const home = await mkdtemp(path.join(tmpdir(), 'edgeplane-private-'));
+      dir = path.join(home, '.edgeplane');
+      ports = { PORT: String(await freePort()), REPLICATOR_PORT: String(await freePort()), EDGEPLANE_PG_PORT: String(await freePort()) };
+      let placed: string | undefined;
+      try {
+        // A shell of its own (a process group, as a terminal's foreground job), its output piped.
+        const shell = spawn('/bin/sh', ['-c', `npm start 2>&1 | ${reader(home)}`], { cwd: ROOT, env: env(), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+        shell.stdout.on('data', (d: Buffer) =>
+          output.push(
+            ...d
+              .toString()
+              .trimEnd()
+              .split('\n')
+              .map((l) => `[npm start] ${l}`),
+          ),
+        );
+        const ended = new Promise<number | string>((resolve) => shell.on('exit', (code, signal) => resolve(signal ?? code ?? -1)));
+        const started = { running: true, exited: ended };
+        void ended.then(() => (started.running = false));
+        const dev = await devJson(started);
+        expect((await fetch(`${dev.workerUrl}/healthz`)).status).toBe(200);
+        // Everything it printed since the reader left went nowhere, and it runs on.
+        expect(existsSync(path.join(home, 'gone'))).toBe(goneBeforeCtrlC);
+        expect((await fetch(`${dev.replicatorUrl}/readyz`)).status).toBe(200);
+        const pgLink = await lstat(path.join(dir, 'pg'));
+        if (process.getuid?.() === 0) {
+          expect(pgLink.isSymbolicLink()).toBe(true);
+          placed = path.dirname(await realpath(path.join(dir, 'pg')));
+          expect(placed).toMatch(/^\/var\/tmp\/edgeplane-pg-[0-9a-f]{16}$/);
+          if (!goneBeforeCtrlC) expect(output.join('\n')).toContain(`its files are in ${placed}`);
+        } else expect(pgLink.isDirectory()).toBe(true);
+
+        // Ctrl-C: the terminal signals the whole foreground group: sh, npm, tee, and npm's sh and node.
+        process.kill(-shell.pid!, 'SIGINT');
+        const deadline = Date.now() + 60_000;
+        while ((await leftovers([dir, ...(placed ? [placed] : [])])).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+        expect(await leftovers([dir, ...(placed ? [placed] : [])])).toEqual([]);
+        await Promise.race([ended, new Promise((r) => setTimeout(r, 10_000))]);
+        expect(existsSync(path.join(dir, 'dev.json'))).toBe(false);
+        for (const p of Object.values(ports)) expect(await portInUse(Number(p))).toBe(false);
+        // The clean stop dropped the slot (a crash, e.g. of an EPIPE, would have left it).
+        const pg = await startLocalPostgres({ dataDir: path.join(dir, 'pg'), port: Number(ports.EDGEPLANE_PG_PORT) });
+        try {
+          const check = postgres(pg.url, { max: 1, onnotice: () => {} });
+          expect(await check`select slot_name from pg_replication_slots`).toEqual([]);
+          await check.end();
+        } finally {
+          await pg.stop();
+        }
+      } finally {
+        // What a failed stop left running (the Worker and the replicator run in groups of their own).
+        for (const l of await leftovers([dir, ...(placed ? [placed] : [])])) {
+          const pid = Number(l.slice(0, l.indexOf(':')));
+          for (const target of [-pid, pid]) {
+            try {
+              process.kill(target, 'SIGKILL');
+            } catch {
+              // Not a group leader, or gone.
+            }
+          }
+        }
+        if (existsSync(path.join(dir, 'pg', 'postmaster.pid'))) {
+          const pg = await startLocalPostgres({ dataDir: path.join(dir, 'pg'), port: Number(ports.EDGEPLANE_PG_PORT) }).catch(() => undefined);
+          await pg?.stop('immediate');
+        }
+        if (placed) await rm(placed, { recursive: true, force: true });
+        await rm(home, { recursive: true, force: true });
+      }
+    },
+  );
 
   it('refuses bad configuration with exit code 2', async () => {
     const bad = await exec(process.execPath, ['--import', 'tsx', 'dev/start.ts'], {

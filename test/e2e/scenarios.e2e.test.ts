@@ -6,7 +6,7 @@ import { createAccount, type WorldAccount } from '../support/e2e-world.ts';
 
 /**
  * The seed's scenarios through the whole system: a change committed in Postgres, decoded by the
- * replicator (a child process), posted to the real Worker under `wrangler dev`, applied by the
+ * replicator (a child process), posted to the real Worker (the local Worker of `npm start`), applied by the
  * account's object and pushed to WebSocket devices. After each, every client's replayed view must
  * equal what docs/protocol.md#access-rule computes from the database.
  */

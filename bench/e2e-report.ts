@@ -79,6 +79,8 @@ export interface Report {
   sockets?: SocketRun;
   lost: number;
   coalesced: number;
+  /** The one-, five- and fifteen-minute load averages when the bench started and ended. */
+  loadAtStart: string;
   loadAtEnd: string;
 }
 
@@ -163,7 +165,7 @@ export function section(r: Report): string {
     );
   }
   lines.push(
-    `Renames the client never saw: ${r.lost}; renames it saw through a later rename of the same resource (the object coalesces a batch into one view per resource, docs/architecture.md#8-no-n1): ${r.coalesced}. Load average at the end: ${r.loadAtEnd}.`,
+    `Renames the client never saw: ${r.lost}; renames it saw through a later rename of the same resource (the object coalesces a batch into one view per resource, docs/architecture.md#8-no-n1): ${r.coalesced}. Load average (1, 5, 15 minutes) at the start: ${r.loadAtStart}; at the end: ${r.loadAtEnd}.`,
     '',
     ...reading(r),
   );
@@ -180,14 +182,23 @@ function reading(r: Report): string[] {
   const w5 = wrangler(500);
   if (l5) {
     out.push(
-      `- Against the local stack under \`wrangler dev\` (issue 13: p50 7.9 ms, p99 37 ms at 500 commits/s; earlier in this section's history p50 34.8, p99 75.4 ms) and the same bundle under the Miniflare API alone (p50 1.1 ms, p99 12.6 ms): \`npm start\`'s Worker now is the Miniflare one, at p50 ${ms(l5.e2e.p50)} ms, p99 ${ms(l5.e2e.p99)} ms at 500/s${w5 ? `; \`wrangler dev\` in this same run: p50 ${ms(w5.e2e.p50)}, p99 ${ms(w5.e2e.p99)} ms` : ''}.`,
+      `- At 500 commits/s \`npm start\`'s Worker gives p50 ${ms(l5.e2e.p50)} ms, p99 ${ms(l5.e2e.p99)} ms${w5 ? `; \`wrangler dev\` in this same run p50 ${ms(w5.e2e.p50)}, p99 ${ms(w5.e2e.p99)} ms` : ''}. Issue 13 quoted p50 7.9, p99 37 ms under \`wrangler dev\` and p50 1.1, p99 12.6 ms for the bundle under the Miniflare API alone; this section's earlier runs of the Miniflare API alone on this machine gave p50 15.7-33.4 ms at 500/s.`,
     );
   }
   const t1 = t(100);
   const t5 = t(500);
-  if (t1 && t5) {
+  const p = r.probes.find((x) => x.runtime === LOCAL)?.probes;
+  if (t1 && t5 && p) {
     out.push(
-      `- Where it goes at 500/s: commit -> request at the Worker p50 ${ms(t5.replicator!.p50)} ms (the replicator's part: WAL sender wake-up, decode, HTTP), request -> frame at the client ${ms(t5.edge!.p50)} ms (the Worker: ${(t5.batchesPerSecond ?? 0).toFixed(0)} batches/s of ${(t5.changesPerBatch ?? 0).toFixed(1)} changes, workerd at ${(t5.workerdCpu ?? 0).toFixed(2)} cores); at 100/s ${ms(t1.replicator!.p50)} and ${ms(t1.edge!.p50)} ms. The recording proxy adds its own hop (idle empty batch through it against direct: ${r.probes[0] ? `${ms(r.probes[0].probes.viaProxy.p50)} against ${ms(r.probes[0].probes.empty.p50)} ms` : '-'}), so the tapped rows run a little above the direct ones.`,
+      `- What the stack itself costs shows at 100/s, one change a batch: commit -> request at the Worker p50 ${ms(t1.replicator!.p50)} ms (WAL send, decode, HTTP), request -> frame at the client ${ms(t1.edge!.p50)} ms (the Worker, the object's apply and storage commit, the socket).`,
+      `- At 500/s both segments grow by queueing, not by work: commit -> request p50 ${ms(t5.replicator!.p50)} ms includes the wait for the account's previous request (one in flight per account; an answer took p50 ${ms(t5.answer!.p50)} ms), and request -> frame ${ms(t5.edge!.p50)} ms is the Worker's requests waiting for its one isolate (${(t5.batchesPerSecond ?? 0).toFixed(0)} batches/s of ${(t5.changesPerBatch ?? 0).toFixed(1)} changes, workerd at ${(t5.workerdCpu ?? 0).toFixed(2)} cores): meanwhile a \`ping\`, which needs no object, took p50 ${ms(p.pingUnderLoad.p50)} ms against ${ms(p.ping.p50)} idle, and an empty batch ${ms(p.emptyUnderLoad.p50)} against ${ms(p.empty.p50)} ms. The recording proxy adds its own hop (an idle empty batch through it: ${ms(p.viaProxy.p50)} against ${ms(p.empty.p50)} ms).`,
+    );
+  }
+  const step = r.ramp[0];
+  if (step) {
+    const c = step.cpu;
+    out.push(
+      `- The two cores are the limit: at ${step.rate}/s the stack's processes used ${(c.postgres + c.replicator + c.worker + c.bench).toFixed(2)} cores (Postgres ${c.postgres.toFixed(2)}: the writer's commits, change_logs and the WAL sender; replicator ${c.replicator.toFixed(2)}; Worker ${c.worker.toFixed(2)}; bench ${c.bench.toFixed(2)}), next to other sessions' work.`,
     );
   }
   const l10 = local(1000);

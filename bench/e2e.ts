@@ -415,6 +415,13 @@ async function seedAccount(sql: Sql, label: string, resources: number): Promise<
   });
 }
 
+/** The one-, five- and fifteen-minute load averages. */
+function loads(): string {
+  return loadavg()
+    .map((x) => x.toFixed(1))
+    .join(', ');
+}
+
 /**
  * Other work on the machine ruins latency figures on two cores: wait (up to `maxMs`) until the
  * one-minute load average is below `below`, and say what it was.
@@ -510,11 +517,8 @@ function versions(): string {
 
 async function main(): Promise<void> {
   const machine = `${cpus().length} x ${cpus()[0]?.model?.trim()}, node ${process.version}`;
-  console.log(
-    `machine: ${machine}; load average ${loadavg()
-      .map((x) => x.toFixed(1))
-      .join(', ')}`,
-  );
+  const loadAtStart = loads();
+  console.log(`machine: ${machine}; load average ${loadAtStart}`);
   const dir = await mkdtemp(path.join(tmpdir(), 'edgeplane-bench-e2e-'));
   // The embedded server runs as the postgres user when we are root: it must enter the folder.
   await chmod(dir, 0o755);
@@ -647,9 +651,7 @@ async function main(): Promise<void> {
     }
     console.log(`renames never seen: ${bench.lost}; seen through a later rename of the same resource: ${bench.coalesced}`);
     bench.releaseLanes();
-    const loadAtEnd = loadavg()
-      .map((x) => x.toFixed(1))
-      .join(', ');
+    const loadAtEnd = loads();
     if (WRITE && !PROBES_ONLY) {
       const report: Report = {
         machine,
@@ -665,6 +667,7 @@ async function main(): Promise<void> {
         ...(sockets ? { sockets } : {}),
         lost: bench.lost,
         coalesced: bench.coalesced,
+        loadAtStart,
         loadAtEnd,
       };
       await writeResults(section(report));

@@ -5,7 +5,7 @@ import type { Sql } from 'postgres';
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { type EmbeddedCluster, startEmbeddedPostgres } from '../../dev/embedded-postgres.ts';
 import { formatPosition, maxLsn, parseLsn } from '../../src/lsn.ts';
-import { insertAccount, Pipeline } from '../support/pipeline.ts';
+import { insertAccount, Pipeline, insertActors } from '../support/pipeline.ts';
 import { firstDeliveries, isSortedByPosition, keyOf, positionOf } from '../support/positions.ts';
 import { eventually, type ReplicatorProcess } from '../support/replicator-process.ts';
 
@@ -47,11 +47,6 @@ async function setup(prefix: string): Promise<Pipeline> {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** One transaction of `n` actors named `${tag}-1` .. `${tag}-n` in `account`; returns the names in insertion order. */
-async function actors(sql: Sql, account: string, tag: string, n: number): Promise<string[]> {
-  await sql`insert into actors (account_id, name, type) select ${account}, ${tag} || '-' || g, 'account_user' from generate_series(1, ${n}) g order by g`;
-  return Array.from({ length: n }, (_, i) => `${tag}-${i + 1}`);
-}
-
 /**
  * A paced workload: 30,000 actors for `others` (transactions of 25, alternating) and a transaction
  * of 5 for `down` every 20th, about 25 ms apart. `names` gets each account's names in commit order.
@@ -60,8 +55,8 @@ async function workload(sql: Sql, down: string, others: [string, string], names:
   const transactions = 30_000 / 25;
   for (let i = 0; i < transactions; i++) {
     const account = others[i % 2]!;
-    names.get(account)!.push(...(await actors(sql, account, `t${i}`, 25)));
-    if (i % 20 === 0) names.get(down)!.push(...(await actors(sql, down, `d${i}`, 5)));
+    names.get(account)!.push(...(await insertActors(sql, account, `t${i}`, 25)));
+    if (i % 20 === 0) names.get(down)!.push(...(await insertActors(sql, down, `d${i}`, 5)));
     progress.done = i + 1;
     await sleep(20);
   }
@@ -266,7 +261,7 @@ describe('one account never holds another (real replicator, real Postgres)', () 
     const behind = await insertAccount(p.sql, 'behind');
     let open = false;
     p.sink.behaviour = ({ accountId }) => (accountId !== behind || open ? 200 : 503);
-    const backlog = await actors(p.sql, behind, 'backlog', 20);
+    const backlog = await insertActors(p.sql, behind, 'backlog', 20);
     await eventually(async () => (await p.sql`select 1 from change_logs`).length === 21, 10_000, 'the backlog logged');
     // Confirmed too: the next process gets none of it from the stream, only from the log.
     const logged = await p.currentWal();
@@ -286,7 +281,7 @@ describe('one account never holds another (real replicator, real Postgres)', () 
     });
     await isLocked;
     r = await p.replicator();
-    const fresh = await actors(p.sql, behind, 'fresh', 1);
+    const fresh = await insertActors(p.sql, behind, 'fresh', 1);
     await eventually(async () => (await r.metric('edgeplane_replicator_changes_total')) === 1, 10_000, 'the new change received');
     await sleep(1000);
     release();

@@ -1,6 +1,5 @@
-import type { Sql } from 'postgres';
 import { afterEach, expect, it, onTestFailed, onTestFinished } from 'vitest';
-import { insertAccount, Pipeline } from '../support/pipeline.ts';
+import { insertAccount, Pipeline, insertActors } from '../support/pipeline.ts';
 import { firstDeliveries, isSortedByPosition } from '../support/positions.ts';
 import { eventually } from '../support/replicator-process.ts';
 
@@ -17,11 +16,6 @@ afterEach(async () => {
 });
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function actors(sql: Sql, account: string, tag: string, n: number): Promise<string[]> {
-  await sql`insert into actors (account_id, name, type) select ${account}, ${tag} || '-' || g, 'account_user' from generate_series(1, ${n}) g order by g`;
-  return Array.from({ length: n }, (_, i) => `${tag}-${i + 1}`);
-}
 
 interface Sample {
   at: number;
@@ -61,7 +55,7 @@ it('a 5-minute edge outage (503, then connections refused) while changes flow: o
   const writer = (async () => {
     for (let i = 0; writing; i++) {
       const a = accounts[i % 2]!;
-      names.get(a)!.push(...(await actors(p.sql, a, `o${i}`, 5)));
+      names.get(a)!.push(...(await insertActors(p.sql, a, `o${i}`, 5)));
       await sleep(400);
     }
   })();

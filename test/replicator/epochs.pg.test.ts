@@ -8,7 +8,7 @@ import { migrate } from '../../migrations/migrate.ts';
 import { parseLsn } from '../../src/lsn.ts';
 import { copyDatabase } from '../support/copy-database.ts';
 import { withDatabase } from '../support/database.ts';
-import { insertAccount, Pipeline, SECRET } from '../support/pipeline.ts';
+import { insertAccount, Pipeline, SECRET, insertActors } from '../support/pipeline.ts';
 import { isSortedByPosition } from '../support/positions.ts';
 import { RecordingSink } from '../support/recording-sink.ts';
 import { eventually, type LogLine, ReplicatorProcess } from '../support/replicator-process.ts';
@@ -43,11 +43,6 @@ async function setup(prefix: string): Promise<Pipeline> {
   pipeline = await Pipeline.create(prefix);
   dumpLogsOnFailure();
   return pipeline;
-}
-
-async function actors(sql: Sql, account: string, tag: string, n: number): Promise<string[]> {
-  await sql`insert into actors (account_id, name, type) select ${account}, ${tag} || '-' || g, 'account_user' from generate_series(1, ${n}) g order by g`;
-  return Array.from({ length: n }, (_, i) => `${tag}-${i + 1}`);
 }
 
 /** Drops the slot once no walsender holds it (a SIGKILLed replicator's lingers a moment). */
@@ -104,8 +99,8 @@ describe('replication epochs (real replicator, real Postgres)', () => {
     let r = await p.replicator();
     const a = await insertAccount(p.sql, 'alpha');
     const b = await insertAccount(p.sql, 'bravo');
-    await actors(p.sql, a, 'e1', 5);
-    await actors(p.sql, b, 'e1', 5);
+    await insertActors(p.sql, a, 'e1', 5);
+    await insertActors(p.sql, b, 'e1', 5);
     await eventually(() => p.sink.changesOf(a).length === 6 && p.sink.changesOf(b).length === 6, 20_000, 'the first epoch delivered');
     const first = await epochOf(r);
     expect(first.number).toBe(1);
@@ -113,8 +108,8 @@ describe('replication epochs (real replicator, real Postgres)', () => {
 
     // Pending: logged, refused by the sink; then the replicator dies and the slot goes.
     p.sink.behaviour = () => 503;
-    await actors(p.sql, a, 'pending', 5);
-    await actors(p.sql, b, 'pending', 5);
+    await insertActors(p.sql, a, 'pending', 5);
+    await insertActors(p.sql, b, 'pending', 5);
     await eventually(async () => (await p.sql`select 1 from change_logs`).length === 22, 10_000, 'pending changes logged');
     await eventually(() => p.sink.requestsOf(b).some((x) => x.status === 503), 10_000, 'refused');
     r.kill('SIGKILL');
@@ -122,7 +117,7 @@ describe('replication epochs (real replicator, real Postgres)', () => {
     await dropSlot(p.sql, p.slot);
     // Written while there is no slot: no stream has them, only a re-hydration does.
     const c = await insertAccount(p.sql, 'charlie');
-    await actors(p.sql, a, 'gap', 5);
+    await insertActors(p.sql, a, 'gap', 5);
 
     p.sink.behaviour = () => 200;
     r = await p.replicator();
@@ -134,7 +129,7 @@ describe('replication epochs (real replicator, real Postgres)', () => {
     await eventually(() => [a, b, c].every((x) => p.sink.rehydrates.some((h) => h.accountId === x && h.epoch === second.id)), 20_000, 'every account re-hydrated');
 
     const expected = new Map<string, string[]>();
-    for (const x of [a, b, c]) expected.set(x, await actors(p.sql, x, 'e2', 5));
+    for (const x of [a, b, c]) expected.set(x, await insertActors(p.sql, x, 'e2', 5));
     await eventually(() => [a, b, c].every((x) => p.sink.changesOf(x).filter((ch) => ch.epoch === second.id).length >= 5), 20_000, 'the new epoch delivered');
     for (const x of [a, b, c]) expect(inEpoch(p.sink, x, second.id)).toEqual(expected.get(x));
     expect(p.sink.rehydrates.filter((h) => h.epoch === second.id)).toHaveLength(3);
@@ -155,8 +150,8 @@ describe('replication epochs (real replicator, real Postgres)', () => {
     const first = await epochOf(r);
     let refuseB = true;
     p.sink.behaviour = ({ accountId }) => (accountId === b && refuseB ? 503 : 200);
-    await actors(p.sql, b, 'pending', 50);
-    await actors(p.sql, a, 'e1', 5);
+    await insertActors(p.sql, b, 'pending', 50);
+    await insertActors(p.sql, a, 'e1', 5);
     await eventually(() => p.sink.changesOf(a).length === 6, 20_000, 'alpha delivered');
     await eventually(() => p.sink.requestsOf(b).filter((x) => x.status === 503).length >= 3, 10_000, 'bravo refused');
 
@@ -165,7 +160,7 @@ describe('replication epochs (real replicator, real Postgres)', () => {
     let writing = true;
     const writer = (async () => {
       for (let i = 0; writing; i++) {
-        background.push(...(await actors(p.sql, a, `bg${i}`, 1)));
+        background.push(...(await insertActors(p.sql, a, `bg${i}`, 1)));
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
     })();
@@ -184,7 +179,7 @@ describe('replication epochs (real replicator, real Postgres)', () => {
     await writer;
     refuseB = false;
     const expected = new Map<string, string[]>();
-    for (const x of [a, b]) expected.set(x, await actors(p.sql, x, 'e2', 5));
+    for (const x of [a, b]) expected.set(x, await insertActors(p.sql, x, 'e2', 5));
     await eventually(
       () => [a, b].every((x) => p.sink.changesOf(x).filter((ch) => ch.epoch === second.id && String(ch.data?.name).startsWith('e2')).length >= 5),
       30_000,
@@ -216,11 +211,11 @@ describe('replication epochs (real replicator, real Postgres)', () => {
       const r = await p.replicator();
       const a = await insertAccount(p.sql, 'alpha');
       const b = await insertAccount(p.sql, 'bravo');
-      await actors(p.sql, a, 'old', 5);
+      await insertActors(p.sql, a, 'old', 5);
       await eventually(() => p.sink.changesOf(a).length === 6 && p.sink.changesOf(b).length === 1, 20_000, 'delivered before the restore');
       // Bravo's object is down: it has logged, undelivered changes when the backup is taken.
       p.sink.behaviour = ({ accountId }) => (accountId === b ? 503 : 200);
-      await actors(p.sql, b, 'old', 5);
+      await insertActors(p.sql, b, 'old', 5);
       await eventually(async () => (await p.sql`select 1 from change_logs`).length === 12, 10_000, 'logged');
       await eventually(async () => (await p.sql`select 1 from delivery_cursors where account_id = ${a} and lsn is not null`).length === 1, 10_000, 'alpha’s cursor saved');
       const first = await epochOf(r);
@@ -255,7 +250,7 @@ describe('replication epochs (real replicator, real Postgres)', () => {
       await eventually(() => [a, b].every((x) => p.sink.rehydrates.some((h) => h.accountId === x && h.epoch === second.id)), 20_000, 'every account re-hydrated');
 
       const expected = new Map<string, string[]>();
-      for (const x of [a, b]) expected.set(x, await actors(sql, x, 'new', 5));
+      for (const x of [a, b]) expected.set(x, await insertActors(sql, x, 'new', 5));
       await eventually(() => [a, b].every((x) => p.sink.changesOf(x).filter((ch) => ch.epoch === second.id).length >= 5), 20_000, 'new changes delivered');
       for (const x of [a, b]) expect(inEpoch(p.sink, x, second.id)).toEqual(expected.get(x));
       // At positions below the old cluster's: delivered all the same, and logged once.
@@ -289,14 +284,14 @@ describe('replication epochs (real replicator, real Postgres)', () => {
     await r.streaming();
     const a = await insertAccount(sql, 'alpha');
     const b = await insertAccount(sql, 'bravo');
-    await actors(sql, a, 'e1', 5);
+    await insertActors(sql, a, 'e1', 5);
     await eventually(() => sink.changesOf(a).length === 6 && sink.changesOf(b).length === 1, 20_000, 'the first epoch delivered');
     const first = await epochOf(r);
     r.kill('SIGKILL');
     await r.exited;
 
     // Changes, then more WAL than the slot may keep: a checkpoint invalidates it.
-    await actors(sql, b, 'lost', 5);
+    await insertActors(sql, b, 'lost', 5);
     const status = await eventually(
       async () => {
         await sql`select pg_logical_emit_message(false, 'edgeplane-test', 'x'), pg_switch_wal()`;
@@ -322,7 +317,7 @@ describe('replication epochs (real replicator, real Postgres)', () => {
     expect(second.number).toBe(2);
     await eventually(() => [a, b].every((x) => sink.rehydrates.some((h) => h.accountId === x && h.epoch === second.id)), 20_000, 'every account re-hydrated');
     const expected = new Map<string, string[]>();
-    for (const x of [a, b]) expected.set(x, await actors(sql, x, 'e2', 5));
+    for (const x of [a, b]) expected.set(x, await insertActors(sql, x, 'e2', 5));
     await eventually(() => [a, b].every((x) => sink.changesOf(x).filter((ch) => ch.epoch === second.id).length >= 5), 20_000, 'the new epoch delivered');
     for (const x of [a, b]) expect(inEpoch(sink, x, second.id)).toEqual(expected.get(x));
     expect(sink.changesOf(b).filter((ch) => String(ch.data?.name).startsWith('lost'))).toEqual([]);

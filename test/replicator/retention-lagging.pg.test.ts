@@ -1,6 +1,6 @@
 import type { Sql } from 'postgres';
 import { afterEach, expect, it, onTestFailed } from 'vitest';
-import { insertAccount, Pipeline } from '../support/pipeline.ts';
+import { insertAccount, Pipeline, insertActors } from '../support/pipeline.ts';
 import { firstDeliveries, isSortedByPosition } from '../support/positions.ts';
 import { eventually } from '../support/replicator-process.ts';
 
@@ -14,11 +14,6 @@ afterEach(async () => {
 });
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function actors(sql: Sql, account: string, tag: string, n: number): Promise<string[]> {
-  await sql`insert into actors (account_id, name, type) select ${account}, ${tag} || '-' || g, 'account_user' from generate_series(1, ${n}) g order by g`;
-  return Array.from({ length: n }, (_, i) => `${tag}-${i + 1}`);
-}
 
 async function logged(sql: Sql, account: string): Promise<{ n: number; last: string | null }> {
   const [row] = await sql<{ n: number; last: string | null }[]>`
@@ -64,7 +59,7 @@ it('an account refused for longer than the retention is marked, its old rows go,
   await eventually(() => p.sink.changesOf(young).length === 1, 20_000, 'the young account created');
   refused.add(young);
   const start = Date.now();
-  const pruned = await actors(p.sql, lagging, 'old', 50);
+  const pruned = await insertActors(p.sql, lagging, 'old', 50);
   const before = await eventually(
     async () => {
       const l = await logged(p.sql, lagging);
@@ -76,7 +71,7 @@ it('an account refused for longer than the retention is marked, its old rows go,
 
   // Half a retention later, the young account writes; its rows stay undelivered.
   await sleep(retentionMs / 2);
-  const youngNames = await actors(p.sql, young, 'y', 40);
+  const youngNames = await insertActors(p.sql, young, 'y', 40);
   await eventually(async () => (await logged(p.sql, young)).n === 40 + 1, 10_000, 'the young rows logged');
 
   // Past the retention, the lagging account is marked and its rows go; the young rows stay.
@@ -111,7 +106,7 @@ it('an account refused for longer than the retention is marked, its old rows go,
 
   // The lagging account writes more, then answers: a re-hydration in the current epoch first,
   // then exactly the changes after the pruned ones, in order.
-  const after = await actors(p.sql, lagging, 'new', 30);
+  const after = await insertActors(p.sql, lagging, 'new', 30);
   await eventually(async () => (await logged(p.sql, lagging)).n === 30, 10_000, 'the new rows logged');
   refused.delete(lagging);
   await eventually(() => p.sink.changesOf(lagging).length >= 30, 20_000, 'the lagging account gets the rest');

@@ -86,3 +86,9 @@ export async function insertActor(sql: Queryable, accountId: string, name = 'act
   const [row] = await sql<{ id: string }[]>`insert into actors (account_id, name, type) values (${accountId}, ${name}, 'account_user') returning id::text`;
   return row!.id;
 }
+
+/** `n` actors named `${tag}-1` .. `${tag}-n` in one statement, in that order; returns their names. */
+export async function insertActors(sql: Queryable, accountId: string, tag: string, n: number): Promise<string[]> {
+  await sql`insert into actors (account_id, name, type) select ${accountId}, ${tag} || '-' || g, 'account_user' from generate_series(1, ${n}) g order by g`;
+  return Array.from({ length: n }, (_, i) => `${tag}-${i + 1}`);
+}

@@ -9,11 +9,12 @@ import { earliest } from '../../src/flows/authorize.ts';
 import { readFlowLimits } from '../../src/flows/limits.ts';
 import { FlowRateLimiter } from '../../src/flows/rate-limit.ts';
 import { asId, type AccountId } from '../../src/ids.ts';
-import { formatPosition } from '../../src/lsn.ts';
+import { formatPosition, parsePosition, type Position } from '../../src/lsn.ts';
 import { planBatch } from '../../src/ordering.ts';
 import { decodeRow, type Cached, type RowDecodeError } from '../../src/records.ts';
 import { unchangedDevice } from '../../src/devices.ts';
 import { parseConnectParams, type DeviceKind } from '../connect-params.ts';
+import { errorSummary } from '../../src/errors.ts';
 import { errorResponse } from '../http-errors.ts';
 import { log } from '../log.ts';
 import { CacheStaging } from './cache-staging.ts';
@@ -31,12 +32,29 @@ import { hydrate } from './hydrate.ts';
 import { MetaStore } from './meta-store.ts';
 import type { AccountMemory, ObjectContext } from './object-context.ts';
 import { propagate } from './propagate.ts';
+import { readRelayConfig, type RelayConfig } from './relay-config.ts';
+import { LOCAL_REGION, locationHintOf, placeDevice, REGION_HEADER, relayName, relayRetryDelayMs } from './relay-placement.ts';
+import { atOrBefore, RelayStore, type CatchUp, type RelayAck, type RelayBatch, type RelayCalls, type RelayJoin, type RelayPeer, type WriterCalls } from './relay-store.ts';
 import { foldPendingResync, resyncDelayMs, resyncOf } from './resync.ts';
 import { attachmentOf } from './sockets.ts';
 import { ViewStore } from './view-store.ts';
 
 /** `accountExists`: the object holds its account row (any state but deleted) afterwards; the Worker tells the directory. */
 export type ApplyResult = { ok: true; applied: number; skipped: number; position: string | null; accountExists: boolean } | { ok: false; status: 400 | 503; error: string };
+
+/** A relay reports its sockets to the writer in this header of its 101 (docs/architecture.md#relays). */
+const RELAY_SOCKETS_HEADER = 'x-edgeplane-relay-sockets';
+/** How long the writer waits for a relay to acknowledge a batch before it retries from its alarm. */
+const RELAY_FORWARD_TIMEOUT_MS = 2_000;
+/** Batches a relay asks the writer for at once while catching up. */
+const RELAY_CATCH_UP_BATCHES = 64;
+/** How long a relay gathers closes before it tells the writer its socket count. */
+const RELAY_REPORT_DELAY_MS = 1_000;
+
+/** A call between an account's objects that names another account, or an object of another role. */
+export class RelayRoleError extends Error {
+  override name = 'RelayRoleError';
+}
 
 /**
  * One account's object (DESIGN "AccountDO"): ordered compact caches in SQLite, consistent
@@ -57,12 +75,18 @@ export class AccountDO extends DurableObject<Env> {
   private pushFailures = 0;
   /** Open sockets; undefined until counted in this instance (counting materializes every socket). */
   private socketCount: number | undefined;
+  /** docs/architecture.md#relays: the writer's relays and batch log, or a relay's role and stream. */
+  private readonly relays: RelayStore;
+  private readonly relayConfig: RelayConfig;
+  private socketReport: ReturnType<typeof setTimeout> | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     const sql = ctx.storage.sql;
     this.object = { ctx, caches: new CacheStore(sql), meta: new MetaStore(sql), views: new ViewStore(sql), flowStore: new FlowStore(sql) };
     this.clock = new AlarmClock(ctx.storage);
+    this.relays = new RelayStore(sql);
+    this.relayConfig = readRelayConfig(env as unknown as Record<string, unknown>);
     const limits = readFlowLimits(env as unknown as Record<string, unknown>);
     this.flowLog = new FlowLogWriter(
       this.object.flowStore,
@@ -97,9 +121,12 @@ export class AccountDO extends DurableObject<Env> {
     if (this.memory) return this.memory;
     const owner = this.object.meta.accountId;
     if (owner !== null && owner !== accountId) throw new Error(`object of account ${owner} asked to serve account ${accountId}`);
+    const relay = this.relays.relayOf;
+    if (relay && relay.accountId !== accountId) throw new RelayRoleError(`relay ${relay.name} asked to serve account ${accountId}`);
     await this.ctx.blockConcurrencyWhile(async () => {
       if (this.memory) return;
-      const hydrated = owner === null || this.object.meta.cacheVersion !== CACHE_SCHEMA_VERSION ? await this.hydrate(accountId) : undefined;
+      const stale = owner === null || this.object.meta.cacheVersion !== CACHE_SCHEMA_VERSION;
+      const hydrated = stale ? await this.hydrate(accountId, relay ? await this.joinWriter(accountId) : undefined) : undefined;
       const live = new Set(this.ctx.getWebSockets().map((ws) => attachmentOf(ws)?.conn ?? -1));
       this.object.views.retain(live);
       this.memory = { state: hydrated ?? this.object.caches.load(accountId), flows: this.object.flowStore.load() };
@@ -118,9 +145,10 @@ export class AccountDO extends DurableObject<Env> {
   /**
    * docs/architecture.md#hydration: load the account in one REPEATABLE READ query, with its
    * snapshot, page by page into a staged cache and the returned state. `restart`: also forget the
-   * position (a reload), in the epoch given (else the one the snapshot saw).
+   * position (a reload), in the epoch given (else the one the snapshot saw); a relay starts at the
+   * writer's position and stream instead (docs/architecture.md#relays).
    */
-  private async hydrate(accountId: AccountId, restart?: { epoch: string | null }): Promise<AccountState> {
+  private async hydrate(accountId: AccountId, restart?: { epoch: string | null; position?: Position | null; stream?: string }): Promise<AccountState> {
     const started = Date.now();
     this.hydrations++;
     const { ctx } = this;
@@ -141,10 +169,14 @@ export class AccountDO extends DurableObject<Env> {
         meta.epoch = restart?.epoch ?? h.epoch;
         // With the new snapshot, in the same transaction: a crash between the two would keep a
         // position of the old stream next to a snapshot of the new one.
-        if (restart) meta.position = null;
+        if (restart) meta.position = restart.position ?? null;
+        // A writer's new snapshot begins a new stream for its relays; a relay follows the one it joined.
+        if (this.relays.relayOf) this.relays.stream = restart?.stream ?? null;
+        else this.relays.restart(crypto.randomUUID());
       });
     } catch (err) {
       meta.reset();
+      this.relays.reset();
       throw err;
     }
     this.logProblems(accountId, h.problems, null);
@@ -163,8 +195,25 @@ export class AccountDO extends DurableObject<Env> {
    * transaction with the new position, then pushed to the sockets it affects.
    */
   async applyChanges(accountIdText: string, changes: Change[], epoch: string | null = null): Promise<ApplyResult> {
+    if (this.relays.relayOf) return { ok: false, status: 400, error: 'a relay takes batches from its writer only' };
+    const stored = await this.store(accountIdText, changes, epoch);
+    if (stored.forward) await this.forwardToRelays(stored.forward);
+    return stored.result;
+  }
+
+  /**
+   * applyChanges' storing and pushing, shared by the writer and its relays. `follow`: a relay's
+   * batch from the writer, applied only right after the relay's position (else a gap: the relay
+   * catches up first), which moves the position to the writer's.
+   */
+  private async store(
+    accountIdText: string,
+    changes: Change[],
+    epoch: string | null,
+    follow?: { after: Position | null; position: Position | null },
+  ): Promise<{ result: ApplyResult; forward?: Omit<RelayBatch, 'stream'>; gap?: boolean }> {
     const accountId = asId<'account'>(accountIdText);
-    if (!accountId) return { ok: false, status: 400, error: `not an account id: ${accountIdText}` };
+    if (!accountId) return { result: { ok: false, status: 400, error: `not an account id: ${accountIdText}` } };
     let memory: AccountMemory;
     try {
       memory = await this.ready(accountId);
@@ -175,12 +224,17 @@ export class AccountDO extends DurableObject<Env> {
         memory = await this.reload(accountId, epoch);
       }
     } catch (err) {
-      if (err instanceof DatabaseError) return { ok: false, status: 503, error: err.message };
+      if (err instanceof DatabaseError) return { result: { ok: false, status: 503, error: err.message } };
       throw err;
     }
     const now = Date.now();
     const { meta, caches } = this.object;
     const stored = meta.position;
+    if (follow) {
+      const ack = { ok: true as const, applied: 0, skipped: changes.length, position: stored && formatPosition(stored), accountExists: memory.state.account !== null };
+      if (atOrBefore(follow.position, stored)) return { result: ack };
+      if (!samePosition(follow.after, stored)) return { result: ack, gap: true };
+    }
     const plan = planBatch(stored, meta.snapshot, changes);
     const dirty = new Dirty();
     const ops: StorageOp[] = [];
@@ -200,12 +254,16 @@ export class AccountDO extends DurableObject<Env> {
         if (plan.stale > 0) meta.staleSkipped += plan.stale;
         if (problems > 0) meta.failClosed += problems;
         if (epoch !== null && meta.epoch === null) meta.epoch = epoch;
+        if (follow) meta.position = follow.position;
+        // In the batch's own transaction: a relay that misses the forward finds it in the log.
+        else if (plan.advancedTo && this.relays.peers().size > 0) this.relays.append(stored, plan.advancedTo, plan.apply, this.relayConfig.logMaxBatches);
       });
     } catch (err) {
       // Memory may be ahead of storage: rebuild it from SQLite on the next call.
       this.memory = undefined;
       this.object.views.reset();
       this.object.meta.reset();
+      this.relays.reset();
       throw err;
     }
     const position = plan.advancedTo ?? stored;
@@ -224,7 +282,18 @@ export class AccountDO extends DurableObject<Env> {
     this.freshTokens.settle(memory.state, meta.position);
     // The batch is stored whatever happens while pushing it: a failed push is redone (push()).
     if (await this.push(memory, dirty, now)) await this.rescheduleAlarm(memory);
-    return { ok: true, applied: plan.apply.length, skipped: plan.stale + plan.seen, position: position && formatPosition(position), accountExists: memory.state.account !== null };
+    const result: ApplyResult = {
+      ok: true,
+      applied: plan.apply.length,
+      skipped: plan.stale + plan.seen,
+      position: position && formatPosition(position),
+      accountExists: memory.state.account !== null,
+    };
+    const forward =
+      !follow && plan.advancedTo && this.relays.peers().size > 0
+        ? { after: stored && formatPosition(stored), position: formatPosition(plan.advancedTo), changes: plan.apply }
+        : undefined;
+    return { result, forward };
   }
 
   /**
@@ -257,13 +326,16 @@ export class AccountDO extends DurableObject<Env> {
       // The old state is not kept beside the new one: if the hydration fails, the next call
       // rebuilds it from the live cache, which a failed hydration leaves as it was.
       this.memory = undefined;
-      this.memory = { state: await this.hydrate(accountId, { epoch }), flows };
+      const restart = this.relays.relayOf ? await this.joinWriter(accountId) : { epoch };
+      this.memory = { state: await this.hydrate(accountId, restart), flows };
     });
     const memory = this.memory!;
-    this.freshTokens.settle(memory.state, null);
+    this.freshTokens.settle(memory.state, this.object.meta.position);
     const dirty = new Dirty();
     dirty.everything = true;
     if (await this.push(memory, dirty, Date.now())) await this.rescheduleAlarm(memory);
+    // Relays learn of the new stream now, not at the next batch: they re-hydrate too.
+    if (!this.relays.relayOf) await this.forwardToRelays(null);
     return memory;
   }
 
@@ -278,8 +350,15 @@ export class AccountDO extends DurableObject<Env> {
     const accountId = params.token.accountId;
     const startedAt = Date.now();
     const hydrations = this.hydrations;
+    const relay = this.relays.relayOf;
+    // docs/architecture.md#6-isolation: a relay's name holds its account, and it serves no other.
+    if (relay && relay.accountId !== accountId) return errorResponse(401, { error: 'invalid token' });
     try {
       await this.ready(accountId);
+      if (!relay) {
+        const placed = await this.placeOnRelay(accountId, request);
+        if (placed) return placed;
+      }
       // docs/protocol.md#websocket-routes: a token the cache lacks may have just been committed.
       const arrival = await this.freshTokens.arrival(accountId, params.token.tokenId, () => this.memory?.state, { startedAt, hydratedSince: this.hydrations > hydrations });
       if (arrival === 'busy') return errorResponse(503, { error: 'too many connects waiting for new tokens', detail: 'retry in a few seconds' });
@@ -311,7 +390,7 @@ export class AccountDO extends DurableObject<Env> {
       if (this.socketCount !== undefined) this.socketCount++;
       // Only this socket's token and, for the first socket, the time windows can bring the alarm forward.
       await this.clock.noLaterThan(earliest(token.expiresAt, nextTimeBoundary(memory.state, now)));
-      return new Response(null, { status: 101, webSocket: deviceEnd });
+      return new Response(null, { status: 101, webSocket: deviceEnd, headers: relay ? { [RELAY_SOCKETS_HEADER]: String(this.sockets()) } : undefined });
     } catch (err) {
       if (!(err instanceof DatabaseError)) throw err;
       log.warn({ component: 'account', account: accountId, err: err.message }, 'a connect found the database unavailable');
@@ -339,6 +418,7 @@ export class AccountDO extends DurableObject<Env> {
 
   private forget(ws: WebSocket): void {
     this.socketCount = undefined;
+    if (this.relays.relayOf) this.reportSocketsSoon();
     const a = attachmentOf(ws);
     if (a) this.frames.limiter.forget(a.conn);
     if (a?.kind === 'client') this.object.views.drop(a.conn);
@@ -363,6 +443,7 @@ export class AccountDO extends DurableObject<Env> {
     if (pushed) this.evictExpiredTokens(memory, now);
     if (this.object.flowStore.logBacklog > 0) await this.flowLog.flush();
     await this.flowLog.retainIfDue(false);
+    await this.retryRelays(now);
     if (pushed) await this.rescheduleAlarm(memory);
   }
 
@@ -412,6 +493,205 @@ export class AccountDO extends DurableObject<Env> {
   /** Sets the alarm to the next instant the clock changes something (a full recompute). */
   private async rescheduleAlarm(memory: AccountMemory): Promise<void> {
     const wake = { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.dueAt, flowRetentionAt: this.flowLog.retentionAt };
-    await this.clock.exactly(nextWake(memory.state, memory.flows, Date.now(), wake));
+    await this.clock.exactly(earliest(nextWake(memory.state, memory.flows, Date.now(), wake), this.relays.retryAt));
   }
+
+  // docs/architecture.md#relays: the writer's side (placement, forwarding, the log) and the relay's.
+
+  /** The writer: where a connecting device goes; a response when it went to a relay, null when the writer holds it. */
+  private async placeOnRelay(accountId: AccountId, request: Request): Promise<Response | null> {
+    const header = request.headers.get(REGION_HEADER);
+    const region = header !== null && /^[A-Z]{2}$/.test(header) ? header : LOCAL_REGION;
+    const peers = [...this.relays.peers().values()];
+    const placed = placeDevice(this.relayConfig, region, { sockets: this.sockets(), home: this.relays.home }, peers);
+    if (placed.kind === 'writer') {
+      if (this.relays.home === null) this.ctx.storage.transactionSync(() => (this.relays.home = region));
+      return null;
+    }
+    const name = relayName(accountId, placed.region, placed.n);
+    const stub = this.relayStub(name, placed.region);
+    let peer = this.relays.peers().get(name);
+    if (!peer) {
+      await stub.relayAdopt(accountId, name);
+      // From now on every batch is logged for it: it joins at a position at or after this one.
+      peer = { name, region: placed.region, n: placed.n, sockets: 0, acked: this.object.meta.position, failures: 0, retryAt: null };
+      log.info({ component: 'relay', account: accountId, relay: name }, 'a new relay');
+    }
+    const counted: RelayPeer = { ...peer, sockets: peer.sockets + 1 };
+    this.ctx.storage.transactionSync(() => this.relays.putPeer(counted));
+    const response = await stub.fetch(request);
+    const reported = Number(response.headers.get(RELAY_SOCKETS_HEADER));
+    const current = this.relays.peers().get(name)!;
+    const sockets = Number.isSafeInteger(reported) && response.headers.has(RELAY_SOCKETS_HEADER) ? reported : Math.max(0, current.sockets - 1);
+    this.ctx.storage.transactionSync(() => this.relays.putPeer({ ...current, sockets }));
+    if (response.status !== 101) return response;
+    return new Response(null, { status: 101, webSocket: response.webSocket });
+  }
+
+  private relayStub(name: string, region: string): RelayCalls {
+    const hint = locationHintOf(region);
+    return this.env.ACCOUNT.get(this.env.ACCOUNT.idFromName(name), hint ? { locationHint: hint } : undefined) as unknown as RelayCalls;
+  }
+
+  private writerStub(accountId: string): WriterCalls {
+    return this.env.ACCOUNT.get(this.env.ACCOUNT.idFromName(accountId)) as unknown as WriterCalls;
+  }
+
+  /**
+   * The writer: sends a stored batch (null: only the writer's position, for a relay to catch up
+   * to) to every relay in parallel, each bounded in time; a relay that does not acknowledge is
+   * retried from the alarm with backoff (it catches up from the log by position).
+   */
+  private async forwardToRelays(batch: Omit<RelayBatch, 'stream'> | null, only?: ReadonlySet<string>): Promise<void> {
+    const peers = [...this.relays.peers().values()].filter((p) => !only || only.has(p.name));
+    const accountId = this.object.meta.accountId;
+    const stream = this.relays.stream;
+    if (peers.length === 0 || accountId === null || stream === null) return;
+    const at = this.object.meta.position;
+    const sent: RelayBatch = batch ? { stream, ...batch } : { stream, after: at && formatPosition(at), position: at && formatPosition(at), changes: [] };
+    const acks = await Promise.all(
+      peers.map(async (p): Promise<RelayAck> => {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const timeout = new Promise<RelayAck>((resolve) => {
+          timer = setTimeout(() => resolve({ ok: false, error: `no answer within ${RELAY_FORWARD_TIMEOUT_MS} ms` }), RELAY_FORWARD_TIMEOUT_MS);
+        });
+        try {
+          return await Promise.race([this.relayStub(p.name, p.region).relayBatch(accountId, p.name, sent), timeout]);
+        } catch (err) {
+          return { ok: false, error: errorSummary(err) };
+        } finally {
+          clearTimeout(timer);
+        }
+      }),
+    );
+    const now = Date.now();
+    this.ctx.storage.transactionSync(() => {
+      peers.forEach((p, i) => {
+        const ack = acks[i]!;
+        const current = this.relays.peers().get(p.name) ?? p;
+        if (ack.ok) this.relays.putPeer({ ...current, acked: ack.position === null ? null : parsePosition(ack.position), failures: 0, retryAt: null });
+        else {
+          const failures = current.failures + 1;
+          this.relays.putPeer({ ...current, failures, retryAt: now + relayRetryDelayMs(failures) });
+          log.warn({ component: 'relay', account: accountId, relay: p.name, failures, err: ack.error }, 'a relay did not acknowledge a batch; retrying from the alarm');
+        }
+      });
+      this.relays.prune(this.relayConfig.logMaxBatches);
+    });
+    await this.clock.noLaterThan(this.relays.retryAt);
+  }
+
+  /** The writer's alarm: relays due for a retry get the writer's position and catch up to it. */
+  private async retryRelays(now: number): Promise<void> {
+    if (this.relays.relayOf) return;
+    const due = new Set([...this.relays.peers().values()].filter((p) => p.retryAt !== null && p.retryAt <= now).map((p) => p.name));
+    if (due.size > 0) await this.forwardToRelays(null, due);
+  }
+
+  /** The writer, from a relay that starts following it: its stream, position and epoch now. */
+  async relayJoin(accountIdText: string, name: string): Promise<RelayJoin> {
+    const accountId = this.writerAccount(accountIdText, name);
+    await this.ready(accountId);
+    const { meta } = this.object;
+    const peer = this.relays.peers().get(name);
+    if (!peer) throw new RelayRoleError(`relay ${name} is not one of account ${accountId}'s`);
+    this.ctx.storage.transactionSync(() => this.relays.putPeer({ ...peer, acked: meta.position }));
+    return { stream: this.relays.stream!, position: meta.position && formatPosition(meta.position), epoch: meta.epoch };
+  }
+
+  /** The writer, from a relay behind it: the logged batches after the relay's position (null: re-hydrate). */
+  async relayCatchUp(accountIdText: string, name: string, stream: string, since: string | null): Promise<CatchUp> {
+    const accountId = this.writerAccount(accountIdText, name);
+    await this.ready(accountId);
+    if (stream !== this.relays.stream) return null;
+    return this.relays.since(since === null ? null : parsePosition(since), this.object.meta.position, RELAY_CATCH_UP_BATCHES);
+  }
+
+  /** The writer, from a relay whose sockets closed: its count, for placement. */
+  async relaySockets(accountIdText: string, name: string, sockets: number): Promise<void> {
+    this.writerAccount(accountIdText, name);
+    const peer = this.relays.peers().get(name);
+    if (peer) this.ctx.storage.transactionSync(() => this.relays.putPeer({ ...peer, sockets }));
+  }
+
+  /** Checks a call from a relay: this object is the writer of that account, and the relay is named for it. */
+  private writerAccount(accountIdText: string, name: string): AccountId {
+    const accountId = asId<'account'>(accountIdText);
+    const owner = this.object.meta.accountId;
+    if (!accountId || this.relays.relayOf || (owner !== null && owner !== accountId) || !name.startsWith(`${accountId}/relay/`)) {
+      throw new RelayRoleError(`a relay call for account ${accountIdText} (relay ${name}) reached an object that is not its writer`);
+    }
+    return accountId;
+  }
+
+  /** A relay, from its writer, before its first device: the account it serves and its own name. */
+  async relayAdopt(accountIdText: string, name: string): Promise<void> {
+    const current = this.relays.relayOf;
+    const accountId = asId<'account'>(accountIdText);
+    if (
+      !accountId ||
+      !name.startsWith(`${accountId}/relay/`) ||
+      (current && (current.accountId !== accountId || current.name !== name)) ||
+      (!current && this.object.meta.accountId !== null)
+    ) {
+      throw new RelayRoleError(`object ${current?.name ?? this.object.meta.accountId ?? 'new'} cannot become relay ${name}`);
+    }
+    if (!current) this.ctx.storage.transactionSync(() => (this.relays.relayOf = { accountId, name }));
+  }
+
+  /**
+   * A relay, from its writer: a batch right after the relay's position is applied like the
+   * writer applied it; one further on means batches were missed, fetched from the writer's log
+   * by position first; another stream means the writer re-hydrated, and so does the relay.
+   */
+  async relayBatch(accountIdText: string, name: string, batch: RelayBatch): Promise<RelayAck> {
+    const relay = this.relays.relayOf;
+    if (!relay || relay.accountId !== accountIdText || relay.name !== name) return { ok: false, error: `not relay ${name} of account ${accountIdText}` };
+    const accountId = relay.accountId as AccountId;
+    const position = (p: string | null) => (p === null ? null : parsePosition(p));
+    try {
+      await this.ready(accountId);
+      if (batch.stream !== this.relays.stream) await this.reload(accountId, null);
+      let step = await this.store(accountId, batch.changes, null, { after: position(batch.after), position: position(batch.position) });
+      while (step.gap) {
+        const at = this.object.meta.position;
+        const up = await this.writerStub(accountId).relayCatchUp(accountId, name, this.relays.stream ?? '', at && formatPosition(at));
+        if (up === null) {
+          log.warn({ component: 'relay', account: accountId, relay: name }, "the writer's log no longer covers this relay's position: re-hydrating");
+          await this.reload(accountId, null);
+          break;
+        }
+        for (const b of up.batches) await this.store(accountId, b.changes, null, { after: position(b.after), position: position(b.position) });
+        if (!up.more) step = await this.store(accountId, batch.changes, null, { after: position(batch.after), position: position(batch.position) });
+      }
+      if (!step.result.ok) return { ok: false, error: step.result.error };
+    } catch (err) {
+      return { ok: false, error: errorSummary(err) };
+    }
+    const at = this.object.meta.position;
+    return { ok: true, position: at && formatPosition(at) };
+  }
+
+  /** A relay, inside its hydration: joins the writer's stream at the writer's position. */
+  private async joinWriter(accountId: AccountId): Promise<{ epoch: string | null; position: Position | null; stream: string }> {
+    const relay = this.relays.relayOf!;
+    const joined = await this.writerStub(accountId).relayJoin(accountId, relay.name);
+    return { epoch: joined.epoch, position: joined.position === null ? null : parsePosition(joined.position), stream: joined.stream };
+  }
+
+  /** A relay: tells the writer its socket count once closes settle (many closes, one call). */
+  private reportSocketsSoon(): void {
+    if (this.socketReport !== undefined) return;
+    this.socketReport = setTimeout(() => {
+      this.socketReport = undefined;
+      const relay = this.relays.relayOf!;
+      this.writerStub(relay.accountId)
+        .relaySockets(relay.accountId, relay.name, this.ctx.getWebSockets().length)
+        .catch((err: unknown) => log.warn({ component: 'relay', account: relay.accountId, relay: relay.name, err: errorSummary(err) }, 'could not report sockets to the writer'));
+    }, RELAY_REPORT_DELAY_MS);
+  }
+}
+
+function samePosition(a: Position | null, b: Position | null): boolean {
+  return atOrBefore(a, b) && atOrBefore(b, a);
 }

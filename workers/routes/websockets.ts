@@ -5,6 +5,7 @@ import { COUNTRY_HEADER, MAX_QUERY_BYTES, parseConnectParams, queryTooLong, REMO
 import { ACCOUNT_WAIT_MS, isKnownAccount } from '../directory/directory.ts';
 import { httpError } from '../http-errors.ts';
 import { limitConnect } from '../rate-limits.ts';
+import { REGION_HEADER } from '../account/relay-placement.ts';
 
 /**
  * GET /v1/{client,gateway}/websocket (docs/protocol.md#websocket-routes; the path in
@@ -35,6 +36,10 @@ export const websockets = new Hono<{ Bindings: Env }>().get('/v1/:kind{client|ga
   const headers = new Headers(c.req.raw.headers);
   headers.delete(REMOTE_IP_HEADER);
   headers.delete(COUNTRY_HEADER);
+  headers.delete(REGION_HEADER);
+  // The account's writer places the device on a relay of its continent (docs/architecture.md#relays).
+  const continent = (c.req.raw.cf as { continent?: string } | undefined)?.continent;
+  if (continent) headers.set(REGION_HEADER, continent);
   if (address.ip) headers.set(REMOTE_IP_HEADER, address.ip);
   if (address.country) headers.set(COUNTRY_HEADER, address.country);
   const stub = c.env.ACCOUNT.get(c.env.ACCOUNT.idFromName(accountId));

@@ -1,0 +1,126 @@
+import { evictDurableObject, runInDurableObject } from 'cloudflare:test';
+import { describe, expect, it } from 'vitest';
+import type { AccountDO } from '../../workers/account/account-do.ts';
+import { relayName } from '../../workers/account/relay-placement.ts';
+import { basicSetup, TestAccount } from './support/account.ts';
+import { websocketUrl } from './support/device.ts';
+import { connectFrom, cutRelays, positionOf, relayOf, relaysOfWriter, writerOf } from './support/relays.ts';
+import { database } from './support/world.ts';
+
+const sql = database();
+
+/** docs/architecture.md#relays */
+describe('relay objects', () => {
+  it("a device on a relay gets the same init and the same frames as one on the writer, and the relay follows the writer's position", async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    const home = await connectFrom('local', 'client', s.token);
+    const far = await connectFrom('EU', 'client', s.token);
+    expect(await relaysOfWriter(account.id)).toMatchObject([{ name: relayName(account.id, 'EU', 0), sockets: 1 }]);
+    const without = (f: { payload: Record<string, unknown> }) => ({ ...f.payload, client_id: undefined });
+    expect(without(far.init)).toEqual(without(home.init));
+    await account.apply((t) => t.update('resources', { id: s.resource.id }, { name: 'Wiki 2' }));
+    await account.apply(async (t) => {
+      const r = await account.resource(t, { name: 'Docs', address: 'docs.example.com' });
+      await account.connection(t, r.id, s.site.id);
+      await account.policy(t, s.group.id, r.id);
+    });
+    await account.apply((t) => t.softDelete('policies', { id: s.policy.id }));
+    const seen = await home.device.drain();
+    expect(seen.map((f) => f.event)).toEqual(['resource_created_or_updated', 'resource_created_or_updated', 'resource_deleted']);
+    expect(await far.device.drain()).toEqual(seen);
+    expect(await positionOf(relayOf(account.id, 'EU'))).toBe(await positionOf(writerOf(account.id)));
+  });
+
+  it('a relay that missed batches (forwards failing, the last one too) catches up by position from the alarm, in order, after an eviction', async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    await connectFrom('local', 'client', s.token);
+    const far = await connectFrom('EU', 'client', s.token);
+    const restore = await cutRelays(account.id);
+    for (let i = 1; i <= 5; i++) await account.apply((t) => t.update('resources', { id: s.resource.id }, { name: `Wiki ${i}` }));
+    // Nothing reached the relay: it is behind, and the writer logged what it missed.
+    expect(await far.device.drain()).toEqual([]);
+    await evictDurableObject(relayOf(account.id, 'EU'), { webSockets: 'hibernate' });
+    await restore();
+    // No batch comes after the last one missed: the writer's retry (its alarm, with backoff) alone brings the relay up.
+    await far.device.waitFor(() => far.device.frames.length >= 6, 'the batches the relay missed', 15_000);
+    const names = (await far.device.drain()).map((f) => f.payload.name);
+    expect(names).toEqual(['Wiki 1', 'Wiki 2', 'Wiki 3', 'Wiki 4', 'Wiki 5']);
+    expect(await positionOf(relayOf(account.id, 'EU'))).toBe(await positionOf(writerOf(account.id)));
+    const [peer] = await relaysOfWriter(account.id);
+    expect(peer!.acked).toBe(await positionOf(writerOf(account.id)));
+    // Acknowledged: the log kept for the relay is pruned.
+    expect(await runInDurableObject(writerOf(account.id), (_: AccountDO, state) => state.storage.sql.exec<{ n: number }>('select count(*) as n from relay_batches').one().n)).toBe(
+      0,
+    );
+  });
+
+  it("a relay whose position the writer's log no longer covers re-hydrates and converges", async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    await connectFrom('local', 'client', s.token);
+    const far = await connectFrom('EU', 'client', s.token);
+    const restore = await cutRelays(account.id);
+    await account.apply((t) => t.update('resources', { id: s.resource.id }, { name: 'Lost from the log' }));
+    await account.apply((t) => t.softDelete('policies', { id: s.policy.id }));
+    await runInDurableObject(writerOf(account.id), (_: AccountDO, state) => void state.storage.sql.exec('delete from relay_batches'));
+    await restore();
+    await far.device.waitFor(() => far.device.frames.length >= 2, 'the relay re-hydrated', 15_000);
+    // Whatever the path, the client ends with the writer's view: the resource is gone.
+    const frames = await far.device.drain();
+    expect(frames.at(-1)).toEqual({ event: 'resource_deleted', payload: { id: s.resource.id } });
+    expect(await positionOf(relayOf(account.id, 'EU'))).toBe(await positionOf(writerOf(account.id)));
+  });
+
+  it('revocation reaches sockets on every relay: 4001 for a deleted token, 4003 for a disabled actor and a deleted site', async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    let second = '';
+    let siteToken = '';
+    await account.apply(async (t) => {
+      second = (await account.clientToken(t, s.actor.id)).token;
+      siteToken = (await account.siteToken(t, s.site.id)).token;
+    });
+    const home = await connectFrom('local', 'client', s.token);
+    const eu = await connectFrom('EU', 'client', s.token);
+    const as = await connectFrom('AS', 'client', second);
+    const gateway = await connectFrom('NA', 'gateway', siteToken);
+    expect((await relaysOfWriter(account.id)).map((r) => r.name)).toHaveLength(3);
+    await account.apply((t) => t.softDelete('tokens', { id: s.tokenRow.id }));
+    expect(await home.device.waitClosed()).toMatchObject({ code: 4001 });
+    expect(await eu.device.waitClosed()).toMatchObject({ code: 4001 });
+    expect(as.device.closed).toBeUndefined();
+    await account.apply((t) => t.update('actors', { id: s.actor.id }, { disabled_at: new Date() }));
+    expect(await as.device.waitClosed()).toMatchObject({ code: 4003 });
+    await account.apply((t) => t.softDelete('sites', { id: s.site.id }));
+    expect(await gateway.device.waitClosed()).toMatchObject({ code: 4003 });
+  });
+
+  it('a relay serves no other account: connects, batches and adoption naming another account are refused', async () => {
+    const a = await TestAccount.create(sql, 'alpha');
+    const b = await TestAccount.create(sql, 'bravo');
+    const sa = await basicSetup(a);
+    const sb = await basicSetup(b);
+    await connectFrom('local', 'client', sa.token);
+    await connectFrom('EU', 'client', sa.token);
+    const relay = relayOf(a.id, 'EU');
+    const res = await relay.fetch(websocketUrl('client', sb.token), { headers: { upgrade: 'websocket' } });
+    expect(res.status).toBe(401);
+    const ack = await relay.relayBatch(b.id, relayName(b.id, 'EU', 0), { stream: 'x', after: null, position: '0/1:0', changes: [] });
+    expect(ack.ok).toBe(false);
+    const adopted = await relay.relayAdopt(b.id, relayName(b.id, 'EU', 0)).then(
+      () => 'adopted',
+      (err: Error) => err.message,
+    );
+    expect(adopted).toMatch(/cannot become relay/);
+    // The writer of B answers no relay call naming A's relay.
+    const joined = await writerOf(b.id)
+      .relayJoin(a.id, relayName(a.id, 'EU', 0))
+      .then(
+        () => 'joined',
+        (err: Error) => err.message,
+      );
+    expect(joined).toMatch(/not its writer/);
+  });
+});

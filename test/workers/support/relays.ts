@@ -1,0 +1,54 @@
+import { env, runInDurableObject } from 'cloudflare:test';
+import type { AccountDO } from '../../../workers/account/account-do.ts';
+import { REGION_HEADER, relayName } from '../../../workers/account/relay-placement.ts';
+import { Device, websocketUrl, type ConnectOptions, type Frame } from './device.ts';
+
+export const writerOf = (accountId: string) => env.ACCOUNT.get(env.ACCOUNT.idFromName(accountId));
+export const relayOf = (accountId: string, region: string, n = 0) => env.ACCOUNT.get(env.ACCOUNT.idFromName(relayName(accountId, region, n)));
+
+/**
+ * Connects straight to the account's writer as the Worker would, from a device of `region` (the
+ * Worker's continent header, which a device cannot set through the Worker): the writer holds the
+ * first region's devices and places another region's on a relay (docs/architecture.md#relays).
+ */
+export async function connectFrom(region: string, kind: 'client' | 'gateway', token: string, opts: ConnectOptions = {}): Promise<{ device: Device; init: Frame }> {
+  const accountId = token.split('.')[0]!;
+  const res = await writerOf(accountId).fetch(websocketUrl(kind, token, opts), { headers: { upgrade: 'websocket', [REGION_HEADER]: region } });
+  if (res.status !== 101 || !res.webSocket) throw new Error(`connect: ${res.status} ${await res.text()}`);
+  res.webSocket.accept();
+  const device = new Device(res.webSocket, opts.externalId ?? '');
+  return { device, init: await device.next('init') };
+}
+
+/** The writer's relays as it records them: name, socket count and acknowledged position. */
+export async function relaysOfWriter(accountId: string): Promise<{ name: string; sockets: number; acked: string }[]> {
+  return await runInDurableObject(writerOf(accountId), (_: AccountDO, state) =>
+    state.storage.sql.exec<{ name: string; sockets: number; acked: string }>('select name, sockets, acked from relay_peers order by name').toArray(),
+  );
+}
+
+/** The writer's position (what a relay catches up to). */
+export async function positionOf(stub: DurableObjectStub<AccountDO>): Promise<string | null> {
+  return await runInDurableObject(
+    stub,
+    (_: AccountDO, state) => state.storage.sql.exec<{ value: string }>("select value from meta where key = 'position'").toArray()[0]?.value ?? null,
+  );
+}
+
+/**
+ * Makes every forward from the writer to its relays fail until the returned function is called
+ * (a relay unreachable for a while): the writer's stub factory is replaced in the instance.
+ */
+export async function cutRelays(accountId: string): Promise<() => Promise<void>> {
+  type Patchable = { relayStub: unknown };
+  await runInDurableObject(writerOf(accountId), (instance: AccountDO) => {
+    (instance as unknown as Patchable).relayStub = () => ({
+      relayBatch: () => Promise.reject(new Error('relay unreachable (test)')),
+    });
+  });
+  return async () => {
+    await runInDurableObject(writerOf(accountId), (instance: AccountDO) => {
+      delete (instance as unknown as Partial<Patchable>).relayStub;
+    });
+  };
+}

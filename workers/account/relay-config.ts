@@ -1,0 +1,41 @@
+import { z } from 'zod';
+
+/**
+ * Where the writer puts a connecting device (docs/architecture.md#relays), read from the Worker's
+ * variables, all prefixed `RELAY_`. Unset or empty: the default.
+ */
+const count = (description: string, fallback: number) =>
+  z.preprocess((v) => (v === undefined || v === '' ? undefined : typeof v === 'string' ? Number(v) : v), z.number().int().min(1).default(fallback)).describe(description);
+
+export const relayConfigSchema = z.object({
+  RELAY_PLACEMENT: z
+    .preprocess((v) => (v === '' ? undefined : v), z.enum(['auto', 'always']).default('auto'))
+    .describe("auto: the writer holds an account's sockets while it is small and in one region; always: every device on a relay (a test and ops setting)"),
+  RELAY_MAX_SOCKETS: count('sockets a relay (or the writer itself) holds before the next device goes to another relay', 30_000),
+  RELAY_LOG_MAX_BATCHES: count('applied batches the writer keeps for relays that fell behind; a relay behind the oldest re-hydrates', 1_000),
+});
+
+export interface RelayConfig {
+  placement: 'auto' | 'always';
+  maxSockets: number;
+  logMaxBatches: number;
+}
+
+export class RelayConfigError extends Error {
+  override name = 'RelayConfigError';
+}
+
+/** The relay settings from the Worker's environment; an invalid value throws, naming the variable and what it means. */
+export function readRelayConfig(env: Record<string, unknown>): RelayConfig {
+  const parsed = relayConfigSchema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => {
+      const name = String(i.path[0]);
+      const description = relayConfigSchema.shape[name as keyof typeof relayConfigSchema.shape]?.description ?? '';
+      return `${name}=${JSON.stringify(env[name])}: ${i.message} (${description})`;
+    });
+    throw new RelayConfigError(`invalid relay settings: ${lines.join('; ')}`);
+  }
+  const v = parsed.data;
+  return { placement: v.RELAY_PLACEMENT, maxSockets: v.RELAY_MAX_SOCKETS, logMaxBatches: v.RELAY_LOG_MAX_BATCHES };
+}

@@ -7,6 +7,51 @@ import { defineConfig } from 'vitest/config';
 // runs beside the others even on two cores.
 const workers = Math.max(2, availableParallelism() - 1);
 
+/**
+ * The Worker and its objects in workerd, with the test Postgres behind the Hyperdrive binding;
+ * `relays`: the same files with every device placed on a relay object of at most two sockets
+ * (docs/architecture.md#relays), so that each guarantee is also tested through relays.
+ */
+function workersProject(name: string, relays: Record<string, string>) {
+  return {
+    plugins: [
+      cloudflareTest(({ inject }) => ({
+        wrangler: { configPath: './wrangler.toml' },
+        miniflare: {
+          hyperdrives: { DB: inject('workersPgUrl') },
+          // A local run (docs/protocol.md#worker-configuration); the secret is a known development value.
+          // docs/protocol.md#limits, at values the tests can reach: a burst above the 300 requests of
+          // the replacement test, a slow refill, a cap of 8 flows per client, and a flow log that
+          // holds 1,000 flows at most.
+          bindings: {
+            REPLICATOR_SECRET: 'edgeplane-test-replicator-secret-0123456789abcdef',
+            EDGEPLANE_ENV: 'local',
+            FLOW_RATE_PER_SECOND: '2',
+            FLOW_BURST: '400',
+            FLOW_MAX_PER_CLIENT: '8',
+            FLOW_LOG_BACKLOG_MAX: '1000',
+            ...relays,
+          },
+          // A limiter as tight as a test of the account limit needs (test/workers/front-door.test.ts).
+          ratelimits: { TEST_TIGHT_CONNECTS: { namespace_id: '1299', simple: { limit: 5, period: 10 } } },
+        },
+      })),
+    ],
+    test: {
+      name,
+      root: '.',
+      maxWorkers: workers,
+      include: ['test/workers/**/*.test.ts'],
+      exclude: name === 'workers' ? [] : RELAY_EXCLUDED,
+      testTimeout: 60_000,
+      hookTimeout: 60_000,
+    },
+  };
+}
+
+/** Files whose subject is the single object itself, not what relays must preserve (each says why). */
+const RELAY_EXCLUDED: string[] = [];
+
 export default defineConfig({
   test: {
     // One Postgres for the whole run (every project that needs it reads its URL with inject).
@@ -31,39 +76,8 @@ export default defineConfig({
           hookTimeout: 120_000,
         },
       },
-      {
-        // The Worker and its objects in workerd, with the test Postgres behind the Hyperdrive binding.
-        plugins: [
-          cloudflareTest(({ inject }) => ({
-            wrangler: { configPath: './wrangler.toml' },
-            miniflare: {
-              hyperdrives: { DB: inject('workersPgUrl') },
-              // A local run (docs/protocol.md#worker-configuration); the secret is a known development value.
-              // docs/protocol.md#limits, at values the tests can reach: a burst above the 300 requests of
-              // the replacement test, a slow refill, a cap of 8 flows per client, and a flow log that
-              // holds 1,000 flows at most.
-              bindings: {
-                REPLICATOR_SECRET: 'edgeplane-test-replicator-secret-0123456789abcdef',
-                EDGEPLANE_ENV: 'local',
-                FLOW_RATE_PER_SECOND: '2',
-                FLOW_BURST: '400',
-                FLOW_MAX_PER_CLIENT: '8',
-                FLOW_LOG_BACKLOG_MAX: '1000',
-              },
-              // A limiter as tight as a test of the account limit needs (test/workers/front-door.test.ts).
-              ratelimits: { TEST_TIGHT_CONNECTS: { namespace_id: '1299', simple: { limit: 5, period: 10 } } },
-            },
-          })),
-        ],
-        test: {
-          name: 'workers',
-          root: '.',
-          maxWorkers: workers,
-          include: ['test/workers/**/*.test.ts'],
-          testTimeout: 60_000,
-          hookTimeout: 60_000,
-        },
-      },
+      workersProject('workers', {}),
+      workersProject('workers-relays', { RELAY_PLACEMENT: 'always', RELAY_MAX_SOCKETS: '2' }),
       {
         // The whole system: the run's Postgres, the replicator and the local Worker as child processes,
         // WebSocket devices (`ws`). One stack per file; files run one after the other, after the

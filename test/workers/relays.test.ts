@@ -123,4 +123,62 @@ describe('relay objects', () => {
       );
     expect(joined).toMatch(/not its writer/);
   });
+
+  it("flows across relays: the client's relay decides, the gateway's relay authorizes, logs, and sends reject_access; a displaced flow is dropped by its owner", async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    let siteToken = '';
+    await account.apply(async (t) => {
+      siteToken = (await account.siteToken(t, s.site.id)).token;
+    });
+    await connectFrom('local', 'client', s.token);
+    const gateway = await connectFrom('NA', 'gateway', siteToken, { publicKey: 'gateway-key' });
+    const client = await connectFrom('EU', 'client', s.token, { publicKey: 'client-key' });
+    client.device.send({ event: 'create_flow', ref: 'x', payload: { resource_id: s.resource.id, connected_gateway_ids: [] } });
+    const authorize = await gateway.device.next('authorize_flow');
+    const created = await client.device.next('flow_created');
+    expect(authorize.payload).toMatchObject({ client: { id: client.init.payload.client_id, public_key: 'client-key' }, resource: { id: s.resource.id } });
+    expect(created.payload).toMatchObject({ gateway_id: gateway.init.payload.gateway_id, gateway_public_key: 'gateway-key', preshared_key: authorize.payload.preshared_key });
+    expect(await client.device.next('reply')).toEqual({ event: 'reply', ref: 'x', payload: { status: 'ok', flow_id: authorize.payload.flow_id } });
+    // Owned by the gateway's relay: it logs the flow to Postgres, and a reconnecting gateway's init lists it.
+    const ownerFlows = () =>
+      runInDurableObject(relayOf(account.id, 'NA'), (_: AccountDO, state) => state.storage.sql.exec<{ n: number }>('select count(*) as n from flows').one().n);
+    expect(await ownerFlows()).toBe(1);
+    for (let i = 0; i < 50 && (await sql`select 1 from flows where id = ${authorize.payload.flow_id as string}`).length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(await sql`select gateway_id from flows where id = ${authorize.payload.flow_id as string}`).toEqual([{ gateway_id: gateway.init.payload.gateway_id }]);
+    // A second create_flow for the pair replaces the first on the same gateway: the owner drops it, no reject_access (the pair still has a flow).
+    client.device.send({ event: 'create_flow', payload: { resource_id: s.resource.id, connected_gateway_ids: [] } });
+    const second = await gateway.device.next('authorize_flow');
+    expect(second.payload.flow_id).not.toBe(authorize.payload.flow_id);
+    expect(await ownerFlows()).toBe(1);
+    // Revocation: the owner reviews its flows with the batch and sends reject_access once.
+    await account.apply((t) => t.softDelete('policies', { id: s.policy.id }));
+    expect((await gateway.device.drain()).filter((f) => f.event === 'reject_access')).toEqual([
+      { event: 'reject_access', payload: { client_id: client.init.payload.client_id, resource_id: s.resource.id } },
+    ]);
+    expect(await ownerFlows()).toBe(0);
+  });
+
+  it('a gateway that left its relay is offline to clients on every other object', async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    let siteToken = '';
+    await account.apply(async (t) => {
+      siteToken = (await account.siteToken(t, s.site.id)).token;
+    });
+    const home = await connectFrom('local', 'client', s.token);
+    const gateway = await connectFrom('NA', 'gateway', siteToken);
+    gateway.device.close();
+    await gateway.device.waitClosed();
+    for (let i = 0; i < 50; i++) {
+      const online = await runInDurableObject(
+        writerOf(account.id),
+        (_: AccountDO, state) => state.storage.sql.exec<{ value: string }>("select value from relay_facts where key = 'presence'").one().value,
+      );
+      if (online === '[]') break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    home.device.send({ event: 'create_flow', payload: { resource_id: s.resource.id, connected_gateway_ids: [] } });
+    expect((await home.device.next('flow_creation_failed')).payload).toMatchObject({ reason: 'offline' });
+  });
 });

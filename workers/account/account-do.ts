@@ -36,7 +36,8 @@ import { readRelayConfig, type RelayConfig } from './relay-config.ts';
 import { LOCAL_REGION, locationHintOf, placeDevice, REGION_HEADER, relayName, relayRetryDelayMs } from './relay-placement.ts';
 import { atOrBefore, RelayStore, type CatchUp, type RelayAck, type RelayBatch, type RelayCalls, type RelayJoin, type RelayPeer, type WriterCalls } from './relay-store.ts';
 import { foldPendingResync, resyncDelayMs, resyncOf } from './resync.ts';
-import { attachmentOf } from './sockets.ts';
+import type { FlowHandoff, RemoteGateway } from './remote-gateways.ts';
+import { attachmentOf, send, tags } from './sockets.ts';
 import { ViewStore } from './view-store.ts';
 
 /** `accountExists`: the object holds its account row (any state but deleted) afterwards; the Worker tells the directory. */
@@ -110,6 +111,17 @@ export class AccountDO extends DurableObject<Env> {
         this.flowLog.soon();
         // The alarm covers the outbox's maximum delay: its timer does not outlive the instance.
         await this.clock.noLaterThan(earliest(flow.expiresAt, this.flowLog.dueAt));
+      },
+      remote: {
+        gateways: () => {
+          const self = this.relays.relayOf?.name ?? '';
+          return this.relays.presence.filter((g) => g.holder !== self);
+        },
+        handOff: async (holder, handoff) => {
+          const accountId = this.object.meta.accountId!;
+          const stub = holder === '' ? this.writerStub(accountId) : this.relayStub(holder, holder.split('/')[2] ?? LOCAL_REGION);
+          await stub.takeFlow(accountId, handoff);
+        },
       },
     };
     // Answered by the runtime without waking the object.
@@ -388,6 +400,8 @@ export class AccountDO extends DurableObject<Env> {
       }
       const deviceEnd = acceptDevice(this.object, memory, cached, known === undefined, token.id, request, now);
       if (this.socketCount !== undefined) this.socketCount++;
+      // Every object of the account knows where this gateway is before it is told it is connected.
+      if (cached.table === 'gateways') await this.gatewayMoved(accountId, { id: cached.record.id, siteId: cached.record.siteId, version: params.version }, true);
       // Only this socket's token and, for the first socket, the time windows can bring the alarm forward.
       await this.clock.noLaterThan(earliest(token.expiresAt, nextTimeBoundary(memory.state, now)));
       return new Response(null, { status: 101, webSocket: deviceEnd, headers: relay ? { [RELAY_SOCKETS_HEADER]: String(this.sockets()) } : undefined });
@@ -422,6 +436,12 @@ export class AccountDO extends DurableObject<Env> {
     const a = attachmentOf(ws);
     if (a) this.frames.limiter.forget(a.conn);
     if (a?.kind === 'client') this.object.views.drop(a.conn);
+    const accountId = this.object.meta.accountId;
+    if (a?.kind === 'gateway' && accountId !== null && !this.ctx.getWebSockets(tags.gateway(a.gatewayId)).some((other) => other !== ws)) {
+      this.gatewayMoved(accountId, { id: a.gatewayId, siteId: a.siteId, version: a.version }, false).catch((err: unknown) =>
+        log.warn({ component: 'relay', account: accountId, err: errorSummary(err) }, "could not tell the account's objects a gateway left"),
+      );
+    }
   }
 
   private sockets(): number {
@@ -596,7 +616,7 @@ export class AccountDO extends DurableObject<Env> {
     const peer = this.relays.peers().get(name);
     if (!peer) throw new RelayRoleError(`relay ${name} is not one of account ${accountId}'s`);
     this.ctx.storage.transactionSync(() => this.relays.putPeer({ ...peer, acked: meta.position }));
-    return { stream: this.relays.stream!, position: meta.position && formatPosition(meta.position), epoch: meta.epoch };
+    return { stream: this.relays.stream!, position: meta.position && formatPosition(meta.position), epoch: meta.epoch, gateways: this.relays.presence };
   }
 
   /** The writer, from a relay behind it: the logged batches after the relay's position (null: re-hydrate). */
@@ -676,7 +696,61 @@ export class AccountDO extends DurableObject<Env> {
   private async joinWriter(accountId: AccountId): Promise<{ epoch: string | null; position: Position | null; stream: string }> {
     const relay = this.relays.relayOf!;
     const joined = await this.writerStub(accountId).relayJoin(accountId, relay.name);
+    this.ctx.storage.transactionSync(() => (this.relays.presence = joined.gateways));
     return { epoch: joined.epoch, position: joined.position === null ? null : parsePosition(joined.position), stream: joined.stream };
+  }
+
+  /** A gateway connected to or left this object: the writer's list changes and reaches every relay. */
+  private async gatewayMoved(accountId: string, gateway: Omit<RemoteGateway, 'holder'>, online: boolean): Promise<void> {
+    const relay = this.relays.relayOf;
+    if (relay) await this.writerStub(accountId).gatewayPresence(accountId, relay.name, gateway, online);
+    else await this.gatewayPresence(accountId, '', gateway, online);
+  }
+
+  /** The writer: a gateway's holder changed; the new list goes to every relay (bounded in time, each). */
+  async gatewayPresence(accountIdText: string, holder: string, gateway: Omit<RemoteGateway, 'holder'>, online: boolean): Promise<void> {
+    const accountId = this.writerAccount(accountIdText, holder === '' ? `${accountIdText}/relay/` : holder);
+    const others = this.relays.presence.filter((g) => !(g.id === gateway.id && g.holder === holder));
+    const list = online ? [...others, { ...gateway, holder }] : others;
+    this.ctx.storage.transactionSync(() => (this.relays.presence = list));
+    await Promise.allSettled([...this.relays.peers().values()].map((p) => this.relayStub(p.name, p.region).relayPresence(accountId, p.name, list)));
+  }
+
+  /** A relay, from its writer: the account's gateways and their holders. */
+  async relayPresence(accountIdText: string, name: string, gateways: RemoteGateway[]): Promise<void> {
+    const relay = this.relays.relayOf;
+    if (!relay || relay.accountId !== accountIdText || relay.name !== name) throw new RelayRoleError(`not relay ${name} of account ${accountIdText}`);
+    this.ctx.storage.transactionSync(() => (this.relays.presence = gateways));
+  }
+
+  /**
+   * The holder of a gateway, from the object of a client that chose it: it owns the flow from now
+   * on (authorize_flow, reviews, reject_access, expiry, the flow log) and drops the flows the new
+   * one displaced. Throws when the gateway is not connected here any more (the client hears offline).
+   */
+  async takeFlow(accountIdText: string, handoff: FlowHandoff): Promise<void> {
+    const relay = this.relays.relayOf;
+    const owner = relay ? relay.accountId : this.object.meta.accountId;
+    if (owner !== accountIdText) throw new RelayRoleError(`a flow of account ${accountIdText} reached an object of account ${owner ?? 'none'}`);
+    const memory = await this.ready(accountIdText as AccountId);
+    const { flow } = handoff;
+    if (flow && this.ctx.getWebSockets(tags.gateway(flow.gatewayId)).length === 0) throw new RelayRoleError(`gateway ${flow.gatewayId} is not connected here`);
+    this.ctx.storage.transactionSync(() => {
+      for (const id of handoff.drop) this.object.flowStore.delete(id);
+      if (handoff.client && !memory.state.clients.has(handoff.client.id)) {
+        const client = { table: 'clients' as const, record: handoff.client };
+        memory.state.put(client);
+        this.object.caches.put(client);
+      }
+      if (flow) {
+        this.object.flowStore.put(flow);
+        if (handoff.logRow !== null) this.object.flowStore.enqueueLog(flow.id, handoff.logRow);
+      }
+    });
+    for (const id of handoff.drop) memory.flows.remove(id);
+    if (flow) memory.flows.put(flow);
+    for (const f of handoff.frames) for (const ws of this.ctx.getWebSockets(tags.gateway(f.gatewayId))) send(ws, f.text);
+    if (flow) await this.frames.created(flow);
   }
 
   /** A relay: tells the writer its socket count once closes settle (many closes, one call). */

@@ -10,6 +10,7 @@ import { parseVersion } from '../../src/versions.ts';
 import { clientContext, ViewRenderer } from '../../src/access/client-views.ts';
 import { newFlowCredentials } from './credentials.ts';
 import type { AccountMemory, ObjectContext } from './object-context.ts';
+import type { FlowHandoff, RemoteFlows, RemoteGateway } from './remote-gateways.ts';
 import { attachmentOf, send, tags, type ClientAttachment } from './sockets.ts';
 
 type CreateFlow = Extract<ClientFrame, { event: 'create_flow' }>;
@@ -18,14 +19,19 @@ type CreateFlow = Extract<ClientFrame, { event: 'create_flow' }>;
  * Gateways with an open socket, one entry per gateway, with the live flows they would serve if
  * chosen: the pair's own flow there is replaced, so it does not count.
  */
-function onlineGateways(object: ObjectContext, memory: AccountMemory, clientId: ClientId, resourceId: ResourceId): OnlineGateway[] {
+function onlineGateways(object: ObjectContext, memory: AccountMemory, clientId: ClientId, resourceId: ResourceId, remote: readonly RemoteGateway[]): OnlineGateway[] {
   const seen = new Map<GatewayId, OnlineGateway>();
+  const load = (id: GatewayId) => memory.flows.byGateway.get(id).size - memory.flows.ofPairOnGateway(clientId, resourceId, id).length;
   for (const ws of object.ctx.getWebSockets(tags.gateways)) {
     const a = attachmentOf(ws);
     if (a?.kind !== 'gateway' || seen.has(a.gatewayId) || !memory.state.gateways.has(a.gatewayId)) continue;
     const version = parseVersion(a.version);
-    const load = memory.flows.byGateway.get(a.gatewayId).size - memory.flows.ofPairOnGateway(clientId, resourceId, a.gatewayId).length;
-    if (version) seen.set(a.gatewayId, { id: a.gatewayId, siteId: a.siteId, version, load });
+    if (version) seen.set(a.gatewayId, { id: a.gatewayId, siteId: a.siteId, version, load: load(a.gatewayId) });
+  }
+  // Gateways of the account's other objects: the load counts the flows this object made there.
+  for (const g of remote) {
+    const version = parseVersion(g.version);
+    if (!seen.has(g.id) && memory.state.gateways.has(g.id) && version) seen.set(g.id, { id: g.id, siteId: g.siteId, version, load: load(g.id) });
   }
   return [...seen.values()];
 }
@@ -33,10 +39,12 @@ function onlineGateways(object: ObjectContext, memory: AccountMemory, clientId: 
 /**
  * `create_flow`, authorized in memory (issue 4): on success the flow is stored, replacing the
  * flows it displaces, the gateway gets `authorize_flow` and the client `flow_created`, both with
- * fresh credentials; the flow goes to Postgres later, from the outbox. Returns the flow created,
- * if any.
+ * fresh credentials; the flow goes to Postgres later, from the outbox. A gateway on another object
+ * of the account (docs/architecture.md#relays) gets the flow handed off to that object, which owns
+ * it from then on; this object keeps a copy for the client's limits. Returns the flow this object
+ * owns (and logs), if any.
  */
-export function createFlow(
+export async function createFlow(
   object: ObjectContext,
   memory: AccountMemory,
   ws: WebSocket,
@@ -44,7 +52,8 @@ export function createFlow(
   request: CreateFlow,
   nowMs: number,
   maxPerClient: number,
-): FlowRecord | null {
+  remote: RemoteFlows,
+): Promise<FlowRecord | null> {
   const { state } = memory;
   const resourceId = request.payload.resource_id as FlowRecord['resourceId'];
   const reply = (payload: ReplyPayload) => {
@@ -53,15 +62,17 @@ export function createFlow(
   const token = state.tokens.get(a.tokenId);
   const renderer = new ViewRenderer(state);
   const ctx = clientContext(a, renderer);
+  const elsewhere = remote.gateways();
   const decision: FlowDecision = token
-    ? decideFlow(state, ctx, token, resourceId, onlineGateways(object, memory, a.clientId, resourceId), request.payload.connected_gateway_ids as GatewayId[], nowMs)
+    ? decideFlow(state, ctx, token, resourceId, onlineGateways(object, memory, a.clientId, resourceId, elsewhere), request.payload.connected_gateway_ids as GatewayId[], nowMs)
     : { ok: false, reason: 'forbidden' };
-  if (!decision.ok) {
+  const fail = (decision: Extract<FlowDecision, { ok: false }>) => {
     const payload = { resource_id: resourceId, reason: decision.reason, ...(decision.violatedProperties ? { violated_properties: decision.violatedProperties } : {}) };
     send(ws, frame({ event: 'flow_creation_failed', payload }));
     reply({ status: 'error', reason: decision.reason });
     return null;
-  }
+  };
+  if (!decision.ok) return fail(decision);
   const flow: FlowRecord = {
     id: randomId<'flow'>(),
     clientId: a.clientId,
@@ -75,53 +86,79 @@ export function createFlow(
     createdAt: nowMs,
   };
   const { replaced, evicted, notices } = displace(memory.flows, flow, maxPerClient);
-  const gatewaySocket = object.ctx.getWebSockets(tags.gateway(decision.gatewayId))[0]!;
-  const gatewayAttachment = attachmentOf(gatewaySocket);
-  const gatewayVersion = parseVersion(gatewayAttachment?.version);
+  const gatewaySocket = object.ctx.getWebSockets(tags.gateway(decision.gatewayId))[0];
+  const holderOf = (id: GatewayId) => elsewhere.find((g) => g.id === id)?.holder;
+  const holder = gatewaySocket ? undefined : holderOf(decision.gatewayId)!;
+  const gatewayVersion = parseVersion(gatewaySocket ? attachmentOf(gatewaySocket)?.version : elsewhere.find((g) => g.id === decision.gatewayId)?.version);
   const resource = state.resources.get(resourceId)!;
   const gatewayView = gatewayVersion && buildView(resource, sitesOf(state, resourceId), gatewayVersion);
   const clientRecord = state.clients.get(a.clientId)!;
   const gateway = state.gateways.get(decision.gatewayId)!;
   const credentials = newFlowCredentials();
+  const logRow = JSON.stringify({
+    id: flow.id,
+    account_id: state.accountId,
+    client_id: flow.clientId,
+    gateway_id: flow.gatewayId,
+    resource_id: flow.resourceId,
+    policy_id: flow.policyId,
+    token_id: flow.tokenId,
+    expires_at: iso(flow.expiresAt),
+  });
   object.ctx.storage.transactionSync(() => {
     for (const f of [...replaced, ...evicted]) object.flowStore.delete(f.id);
     object.flowStore.put(flow);
-    object.flowStore.enqueueLog(
-      flow.id,
-      JSON.stringify({
-        id: flow.id,
-        account_id: state.accountId,
-        client_id: flow.clientId,
-        gateway_id: flow.gatewayId,
-        resource_id: flow.resourceId,
-        policy_id: flow.policyId,
-        token_id: flow.tokenId,
-        expires_at: iso(flow.expiresAt),
-      }),
-    );
+    // The owner logs it: the holder of its gateway.
+    if (!holder) object.flowStore.enqueueLog(flow.id, logRow);
   });
   for (const f of [...replaced, ...evicted]) memory.flows.remove(f.id);
   memory.flows.put(flow);
+  const handoffs = new Map<string, FlowHandoff>();
+  const handoffTo = (h: string) => {
+    let x = handoffs.get(h);
+    if (!x) handoffs.set(h, (x = { flow: null, client: null, logRow: null, frames: [], drop: [] }));
+    return x;
+  };
+  for (const f of [...replaced, ...evicted]) {
+    const h = object.ctx.getWebSockets(tags.gateway(f.gatewayId)).length > 0 ? undefined : holderOf(f.gatewayId);
+    if (h !== undefined) handoffTo(h).drop.push(f.id);
+  }
   for (const n of notices) {
     const text =
       n.event === 'reject_access'
         ? frame({ event: 'reject_access', payload: { client_id: n.clientId, resource_id: n.resourceId } })
         : frame({ event: n.event, payload: { client_id: n.clientId, resource_id: n.resourceId, expires_at: iso(n.expiresAt) } });
-    for (const g of object.ctx.getWebSockets(tags.gateway(n.gatewayId))) send(g, text);
+    const sockets = object.ctx.getWebSockets(tags.gateway(n.gatewayId));
+    for (const g of sockets) send(g, text);
+    const h = sockets.length > 0 ? undefined : holderOf(n.gatewayId);
+    if (h !== undefined) handoffTo(h).frames.push({ gatewayId: n.gatewayId, text });
   }
-  send(
-    gatewaySocket,
-    frame({
-      event: 'authorize_flow',
-      payload: {
-        flow_id: flow.id,
-        client: { id: a.clientId, public_key: clientRecord.publicKey, version: a.version },
-        resource: gatewayView,
-        expires_at: iso(flow.expiresAt),
-        ...credentials,
-      },
-    }),
-  );
+  const authorize = frame({
+    event: 'authorize_flow',
+    payload: {
+      flow_id: flow.id,
+      client: { id: a.clientId, public_key: clientRecord.publicKey, version: a.version },
+      resource: gatewayView,
+      expires_at: iso(flow.expiresAt),
+      ...credentials,
+    },
+  });
+  if (gatewaySocket) send(gatewaySocket, authorize);
+  else {
+    const own = handoffTo(holder!);
+    own.flow = flow;
+    own.client = clientRecord;
+    own.logRow = logRow;
+    own.frames.push({ gatewayId: decision.gatewayId, text: authorize });
+  }
+  try {
+    // The gateway hears of the flow before the client does, as when both are on this object.
+    await Promise.all([...handoffs].map(([h, x]) => remote.handOff(h, x)));
+  } catch {
+    memory.flows.remove(flow.id);
+    object.ctx.storage.transactionSync(() => object.flowStore.delete(flow.id));
+    return fail({ ok: false, reason: 'offline' });
+  }
   send(
     ws,
     frame({
@@ -137,5 +174,5 @@ export function createFlow(
     }),
   );
   reply({ status: 'ok', flow_id: flow.id });
-  return flow;
+  return holder ? null : flow;
 }

@@ -8,6 +8,7 @@ import { clientFrameSchema, type FlowRefusalReason } from '../../src/messages.ts
 import { log } from '../log.ts';
 import { createFlow } from './create-flow.ts';
 import type { AccountMemory, ObjectContext } from './object-context.ts';
+import type { RemoteFlows } from './remote-gateways.ts';
 import { attachmentOf, CLOSE, close, send, type ClientAttachment } from './sockets.ts';
 
 /** What the object lends the handler of device frames. */
@@ -19,6 +20,8 @@ export interface DeviceMessageContext {
   memory(): Promise<AccountMemory | undefined>;
   /** A flow was stored: flush the log later, wake the alarm by its end. */
   created(flow: FlowRecord): Promise<void>;
+  /** The account's gateways on its other objects (docs/architecture.md#relays). */
+  remote: RemoteFlows;
 }
 
 /**
@@ -57,7 +60,7 @@ export async function onDeviceMessage(c: DeviceMessageContext, ws: WebSocket, me
     if (c.object.flowStore.logBacklog >= c.limits.logBacklogMax) {
       return refuse('flow_log_full', `flow log full: ${c.limits.logBacklogMax} flows wait for the database; retry later`);
     }
-    const flow = createFlow(c.object, memory, ws, a as ClientAttachment, request, now, c.limits.maxPerClient);
+    const flow = await createFlow(c.object, memory, ws, a as ClientAttachment, request, now, c.limits.maxPerClient, c.remote);
     if (flow) await c.created(flow);
   } catch (err) {
     log.error({ component: 'account', account: c.object.meta.accountId, conn: a.conn, err: errorSummary(err) }, 'a device frame failed');

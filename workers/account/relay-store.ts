@@ -1,6 +1,7 @@
 import type { Change } from '../../src/change.ts';
 import { comparePositions, formatPosition, parsePosition, type Position } from '../../src/lsn.ts';
 import type { RelaySlot } from './relay-placement.ts';
+import type { FlowHandoff, RemoteGateway } from './remote-gateways.ts';
 
 /** One applied batch as the writer forwards it to its relays (docs/architecture.md#relays). */
 export interface RelayBatch {
@@ -20,6 +21,8 @@ export interface RelayJoin {
   stream: string;
   position: string | null;
   epoch: string | null;
+  /** The account's gateways and the objects that hold them. */
+  gateways: RemoteGateway[];
 }
 
 /** Batches since a position, or null when the writer's log no longer covers it (the relay re-hydrates). */
@@ -101,6 +104,15 @@ export class RelayStore {
   }
   set home(r: string | null) {
     this.setFact('home', r);
+  }
+
+  /** The account's online gateways by holder: the writer's list, or the last one it sent this relay. */
+  get presence(): RemoteGateway[] {
+    const v = this.fact('presence');
+    return v === null ? [] : (JSON.parse(v) as RemoteGateway[]);
+  }
+  set presence(list: RemoteGateway[]) {
+    this.setFact('presence', JSON.stringify(list));
   }
 
   peers(): Map<string, RelayPeer> {
@@ -192,10 +204,14 @@ export interface WriterCalls {
   relayJoin(accountId: string, name: string): Promise<RelayJoin>;
   relayCatchUp(accountId: string, name: string, stream: string, since: string | null): Promise<CatchUp>;
   relaySockets(accountId: string, name: string, sockets: number): Promise<void>;
+  gatewayPresence(accountId: string, holder: string, gateway: Omit<RemoteGateway, 'holder'>, online: boolean): Promise<void>;
+  takeFlow(accountId: string, handoff: FlowHandoff): Promise<void>;
 }
 
 export interface RelayCalls {
   relayAdopt(accountId: string, name: string): Promise<void>;
   relayBatch(accountId: string, name: string, batch: RelayBatch): Promise<RelayAck>;
+  relayPresence(accountId: string, name: string, gateways: RemoteGateway[]): Promise<void>;
+  takeFlow(accountId: string, handoff: FlowHandoff): Promise<void>;
   fetch(request: Request): Promise<Response>;
 }

@@ -16,7 +16,8 @@ describe('relay objects', () => {
     const s = await basicSetup(account);
     const home = await connectFrom('local', 'client', s.token);
     const far = await connectFrom('EU', 'client', s.token);
-    expect(await relaysOfWriter(account.id)).toMatchObject([{ name: relayName(account.id, 'EU', 0), sockets: 1 }]);
+    // With RELAY_PLACEMENT=always (the workers-relays project) the first region's device is on a relay too.
+    expect(await relaysOfWriter(account.id)).toContainEqual(expect.objectContaining({ name: relayName(account.id, 'EU', 0), sockets: 1 }));
     const without = (f: { payload: Record<string, unknown> }) => ({ ...f.payload, client_id: undefined });
     expect(without(far.init)).toEqual(without(home.init));
     await account.apply((t) => t.update('resources', { id: s.resource.id }, { name: 'Wiki 2' }));
@@ -86,7 +87,7 @@ describe('relay objects', () => {
     const eu = await connectFrom('EU', 'client', s.token);
     const as = await connectFrom('AS', 'client', second);
     const gateway = await connectFrom('NA', 'gateway', siteToken);
-    expect((await relaysOfWriter(account.id)).map((r) => r.name)).toHaveLength(3);
+    expect((await relaysOfWriter(account.id)).length).toBeGreaterThanOrEqual(3);
     await account.apply((t) => t.softDelete('tokens', { id: s.tokenRow.id }));
     expect(await home.device.waitClosed()).toMatchObject({ code: 4001 });
     expect(await eu.device.waitClosed()).toMatchObject({ code: 4001 });

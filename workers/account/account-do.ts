@@ -401,7 +401,8 @@ export class AccountDO extends DurableObject<Env> {
       const deviceEnd = acceptDevice(this.object, memory, cached, known === undefined, token.id, request, now);
       if (this.socketCount !== undefined) this.socketCount++;
       // Every object of the account knows where this gateway is before it is told it is connected.
-      if (cached.table === 'gateways') await this.gatewayMoved(accountId, { id: cached.record.id, siteId: cached.record.siteId, version: params.version }, true);
+      if (cached.table === 'gateways')
+        await this.gatewayMoved(accountId, { id: cached.record.id, siteId: cached.record.siteId, version: params.version, record: cached.record }, true);
       // Only this socket's token and, for the first socket, the time windows can bring the alarm forward.
       await this.clock.noLaterThan(earliest(token.expiresAt, nextTimeBoundary(memory.state, now)));
       return new Response(null, { status: 101, webSocket: deviceEnd, headers: relay ? { [RELAY_SOCKETS_HEADER]: String(this.sockets()) } : undefined });
@@ -437,8 +438,10 @@ export class AccountDO extends DurableObject<Env> {
     if (a) this.frames.limiter.forget(a.conn);
     if (a?.kind === 'client') this.object.views.drop(a.conn);
     const accountId = this.object.meta.accountId;
+    const record = a?.kind === 'gateway' ? this.memory?.state.gateways.get(a.gatewayId) : undefined;
     if (a?.kind === 'gateway' && accountId !== null && !this.ctx.getWebSockets(tags.gateway(a.gatewayId)).some((other) => other !== ws)) {
-      this.gatewayMoved(accountId, { id: a.gatewayId, siteId: a.siteId, version: a.version }, false).catch((err: unknown) =>
+      const left = record ?? { id: a.gatewayId, siteId: a.siteId, externalId: '', name: '', publicKey: '', version: a.version };
+      this.gatewayMoved(accountId, { id: a.gatewayId, siteId: a.siteId, version: a.version, record: left }, false).catch((err: unknown) =>
         log.warn({ component: 'relay', account: accountId, err: errorSummary(err) }, "could not tell the account's objects a gateway left"),
       );
     }
@@ -696,6 +699,7 @@ export class AccountDO extends DurableObject<Env> {
   private async joinWriter(accountId: AccountId): Promise<{ epoch: string | null; position: Position | null; stream: string }> {
     const relay = this.relays.relayOf!;
     const joined = await this.writerStub(accountId).relayJoin(accountId, relay.name);
+    // Inside the hydration, which reads every gateway upserted before it connected: no row to learn.
     this.ctx.storage.transactionSync(() => (this.relays.presence = joined.gateways));
     return { epoch: joined.epoch, position: joined.position === null ? null : parsePosition(joined.position), stream: joined.stream };
   }
@@ -712,7 +716,11 @@ export class AccountDO extends DurableObject<Env> {
     const accountId = this.writerAccount(accountIdText, holder === '' ? `${accountIdText}/relay/` : holder);
     const others = this.relays.presence.filter((g) => !(g.id === gateway.id && g.holder === holder));
     const list = online ? [...others, { ...gateway, holder }] : others;
-    this.ctx.storage.transactionSync(() => (this.relays.presence = list));
+    const memory = await this.ready(accountId);
+    this.ctx.storage.transactionSync(() => {
+      this.relays.presence = list;
+      this.learnGateways(memory, list);
+    });
     await Promise.allSettled([...this.relays.peers().values()].map((p) => this.relayStub(p.name, p.region).relayPresence(accountId, p.name, list)));
   }
 
@@ -720,7 +728,21 @@ export class AccountDO extends DurableObject<Env> {
   async relayPresence(accountIdText: string, name: string, gateways: RemoteGateway[]): Promise<void> {
     const relay = this.relays.relayOf;
     if (!relay || relay.accountId !== accountIdText || relay.name !== name) throw new RelayRoleError(`not relay ${name} of account ${accountIdText}`);
-    this.ctx.storage.transactionSync(() => (this.relays.presence = gateways));
+    const memory = await this.ready(relay.accountId as AccountId);
+    this.ctx.storage.transactionSync(() => {
+      this.relays.presence = gateways;
+      this.learnGateways(memory, gateways);
+    });
+  }
+
+  /** Gateways online elsewhere that the stream has not brought here yet: cached as their holder cached them. */
+  private learnGateways(memory: AccountMemory, gateways: readonly RemoteGateway[]): void {
+    for (const g of gateways) {
+      if (memory.state.gateways.has(g.id)) continue;
+      const cached = { table: 'gateways' as const, record: g.record };
+      memory.state.put(cached);
+      this.object.caches.put(cached);
+    }
   }
 
   /**

@@ -1,6 +1,6 @@
 import type { FlowRecord } from '../../src/flows/flow-index.ts';
 import type { FlowId, GatewayId, SiteId } from '../../src/ids.ts';
-import type { ClientRecord } from '../../src/records.ts';
+import type { ClientRecord, GatewayRecord } from '../../src/records.ts';
 
 /**
  * A gateway connected to another object of the account (docs/architecture.md#relays): the
@@ -12,6 +12,11 @@ export interface RemoteGateway {
   siteId: SiteId;
   version: string;
   holder: string;
+  /**
+   * The gateway's row as its holder cached it on connect: the other objects may not have it from
+   * the stream yet (a new or changed gateway), and flow_created needs its public key.
+   */
+  record: GatewayRecord;
 }
 
 /** What a client's object hands the object that holds the chosen gateway (and those of displaced flows). */

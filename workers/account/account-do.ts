@@ -367,10 +367,6 @@ export class AccountDO extends DurableObject<Env> {
     if (relay && relay.accountId !== accountId) return errorResponse(401, { error: 'invalid token' });
     try {
       await this.ready(accountId);
-      if (!relay) {
-        const placed = await this.placeOnRelay(accountId, request);
-        if (placed) return placed;
-      }
       // docs/protocol.md#websocket-routes: a token the cache lacks may have just been committed.
       const arrival = await this.freshTokens.arrival(accountId, params.token.tokenId, () => this.memory?.state, { startedAt, hydratedSince: this.hydrations > hydrations });
       if (arrival === 'busy') return errorResponse(503, { error: 'too many connects waiting for new tokens', detail: 'retry in a few seconds' });
@@ -379,6 +375,12 @@ export class AccountDO extends DurableObject<Env> {
       let memory = await this.ready(accountId);
       const first = await admit(memory.state, kind, params.token, Date.now());
       if (!first.ok) return errorResponse(401, { error: first.error });
+      // Admitted before it is placed: a refused token reaches no relay and creates none.
+      if (!relay) {
+        const placed = await this.placeOnRelay(accountId, request);
+        if (placed) return placed;
+        memory = await this.ready(accountId);
+      }
       const device = { externalId: params.external_id, name: params.name, publicKey: params.public_key, version: params.version };
       const owner = first.token.ownerId;
       // Admitted against this very state, with no wait since (else the write path admits again).

@@ -1,8 +1,9 @@
-import { env, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
+import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import { basicSetup, TestAccount, type Basic } from './support/account.ts';
 import { connect, type Device } from './support/device.ts';
 import { ALARM_LATENESS_MS, database } from './support/world.ts';
+import { holderOf } from './support/relays.ts';
 
 const sql = database();
 
@@ -17,9 +18,9 @@ async function setup(): Promise<{ account: TestAccount; s: Basic; device: Device
 const deleted = (id: unknown) => ({ event: 'resource_deleted', payload: { id } });
 
 /** The account object's scheduled alarm (epoch ms), or null. */
-const alarmOf = (account: TestAccount) => runInDurableObject(env.ACCOUNT.get(env.ACCOUNT.idFromName(account.id)), (_, state) => state.storage.getAlarm());
+const alarmOf = (account: TestAccount) => runInDurableObject(holderOf(account.id), (_, state) => state.storage.getAlarm());
 /** Runs the account object's alarm now, early: it must change nothing and re-arm the same instant. */
-const runAlarmEarly = (account: TestAccount) => runDurableObjectAlarm(env.ACCOUNT.get(env.ACCOUNT.idFromName(account.id)));
+const runAlarmEarly = (account: TestAccount) => runDurableObjectAlarm(holderOf(account.id));
 
 /** Each clause of docs/protocol.md#access-rule's rule, taken away and given back, with the exact frames. */
 describe('the access rule, clause by clause', () => {

@@ -1,10 +1,11 @@
-import { env, evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import type { FlowIndex } from '../../src/flows/flow-index.ts';
 import type { AccountDO } from '../../workers/account/account-do.ts';
 import { TestAccount } from './support/account.ts';
 import { connect, type Device, type Frame } from './support/device.ts';
 import { authorized, createFlow, flowWorld, sql, type FlowWorld } from './support/flows.ts';
+import { holderOf } from './support/relays.ts';
 
 // The workers project runs with FLOW_BURST=400, FLOW_RATE_PER_SECOND=2, FLOW_MAX_PER_CLIENT=8 (test/vitest.config.ts).
 const BURST = 400;
@@ -12,7 +13,7 @@ const RATE = 2;
 const CAP = 8;
 const BACKLOG_MAX = 1000;
 
-const stubOf = (accountId: string) => env.ACCOUNT.get(env.ACCOUNT.idFromName(accountId));
+const stubOf = holderOf;
 
 /** What the object holds: live flows in memory and in SQLite, and the outbox of the flow log. */
 async function held(accountId: string): Promise<{ memory: number; flows: number; outbox: number }> {

@@ -1,9 +1,10 @@
-import { abortAllDurableObjects, env, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
+import { abortAllDurableObjects, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import { MAX_DELAY_MS, QUIET_MS } from '../../workers/account/flow-log.ts';
 import { connect } from './support/device.ts';
 import { authorized, createFlow, flowWorld, sql } from './support/flows.ts';
 import { ALARM_LATENESS_MS } from './support/world.ts';
+import { holderOf } from './support/relays.ts';
 
 const reject = (clientId: unknown, resourceId: unknown) => ({ event: 'reject_access', payload: { client_id: clientId, resource_id: resourceId } });
 
@@ -85,7 +86,7 @@ describe('create_flow (issue 4)', () => {
 
   it('an object that ends before its flow log is flushed still logs within the maximum delay: the alarm covers it', async () => {
     const w = await flowWorld();
-    const stub = env.ACCOUNT.get(env.ACCOUNT.idFromName(w.account.id));
+    const stub = holderOf(w.account.id);
     const alarmAt = () => runInDurableObject(stub, (_, state) => state.storage.getAlarm());
     const logged = async (id: unknown) => (await sql`select id from flows where id = ${id as string}`).length;
     const before = Date.now();
@@ -111,7 +112,7 @@ describe('create_flow (issue 4)', () => {
 
   it('a batch that recomputes the alarm while a flush hangs keeps the flow log deadline; the flush clears it', async () => {
     const w = await flowWorld();
-    const stub = env.ACCOUNT.get(env.ACCOUNT.idFromName(w.account.id));
+    const stub = holderOf(w.account.id);
     const alarmAt = () => runInDurableObject(stub, (_, state) => state.storage.getAlarm());
     // The table is locked: the flush the quiet timer starts waits, and the entry stays in the outbox.
     let release!: () => void;
@@ -387,7 +388,7 @@ describe('revocation (issue 4)', () => {
     expect(authorize.payload.expires_at).toBe(closes.toISOString());
     await w.client.drain();
     // The alarm is set to the flow's end itself (a poller's would be earlier), and running it early does nothing.
-    const stub = env.ACCOUNT.get(env.ACCOUNT.idFromName(w.account.id));
+    const stub = holderOf(w.account.id);
     const alarmAt = () => runInDurableObject(stub, (_, state) => state.storage.getAlarm());
     expect(await alarmAt()).toBe(closes.getTime());
     expect(await runDurableObjectAlarm(stub)).toBe(true);

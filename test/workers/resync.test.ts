@@ -1,9 +1,10 @@
-import { env, evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import type { AccountDO } from '../../workers/account/account-do.ts';
 import type { ObjectContext } from '../../workers/account/object-context.ts';
 import { connect } from './support/device.ts';
 import { authorized, flowWorld, sql } from './support/flows.ts';
+import { holderOf } from './support/relays.ts';
 
 type Stub = DurableObjectStub<AccountDO>;
 
@@ -45,7 +46,7 @@ async function world() {
   await authorized(w, r2);
   await w.client.drain();
   const other = (await connect('client', second)).device;
-  const stub = env.ACCOUNT.get(env.ACCOUNT.idFromName(w.account.id)) as Stub;
+  const stub = holderOf(w.account.id) as Stub;
   // One batch: R1's filters change (resource_updated), R2's address (its flow rejected), the second client's token goes (4001).
   const changes = await w.account.commit(async (t) => {
     await t.update('resources', { id: w.s.resource.id }, { filters: t.tx.json([{ protocol: 'udp', ports: ['53'] }]) });

@@ -6,6 +6,7 @@ import type { AccountDO } from '../../workers/account/account-do.ts';
 import { basicSetup, TestAccount } from './support/account.ts';
 import { connect } from './support/device.ts';
 import { database } from './support/world.ts';
+import { holderOf } from './support/relays.ts';
 
 const sql = database();
 
@@ -36,7 +37,7 @@ describe('token expiry (docs/architecture.md#11-bounded)', () => {
     const everything = [s.tokenRow.id as string, tokenId, staleId].sort();
     expect(await cachedTokens(account.id)).toEqual({ memory: everything, stored: everything });
     const { device } = await connect('client', token);
-    const stub = env.ACCOUNT.get(env.ACCOUNT.idFromName(account.id));
+    const stub = holderOf(account.id);
     // Exactly at the socket's token expiry: nothing polls in between.
     expect(await runInDurableObject(stub, (_: AccountDO, state) => state.storage.getAlarm())).toBe(expiresAt);
     expect(await device.waitClosed(expiresAt - Date.now() + 1_000)).toEqual({ code: 4001, reason: 'token deleted or expired' });

@@ -52,3 +52,13 @@ export async function cutRelays(accountId: string): Promise<() => Promise<void>>
     });
   };
 }
+
+/** Whether this run places every device on relays (the workers-relays project). */
+export const relaysForced = (env as unknown as Record<string, unknown>).RELAY_PLACEMENT === 'always';
+
+/**
+ * The object that holds a test's first two devices: the writer, or with every device on relays
+ * of two sockets (the workers-relays project), the first relay; for tests that read an object's
+ * alarm, flows or storage about its sockets.
+ */
+export const holderOf = (accountId: string) => (relaysForced ? relayOf(accountId, 'local', 0) : writerOf(accountId));

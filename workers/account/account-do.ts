@@ -377,7 +377,8 @@ export class AccountDO extends DurableObject<Env> {
       if (!first.ok) return errorResponse(401, { error: first.error });
       // Admitted before it is placed: a refused token reaches no relay and creates none.
       if (!relay) {
-        const placed = await this.placeOnRelay(accountId, request);
+        const home = kind === 'gateway' ? this.relays.gatewayHome(first.token.ownerId, params.external_id) : null;
+        const placed = await this.placeOnRelay(accountId, request, home);
         if (placed) return placed;
         memory = await this.ready(accountId);
       }
@@ -524,11 +525,18 @@ export class AccountDO extends DurableObject<Env> {
   // docs/architecture.md#relays: the writer's side (placement, forwarding, the log) and the relay's.
 
   /** The writer: where a connecting device goes; a response when it went to a relay, null when the writer holds it. */
-  private async placeOnRelay(accountId: AccountId, request: Request): Promise<Response | null> {
+  private async placeOnRelay(accountId: AccountId, request: Request, gatewayHome: string | null): Promise<Response | null> {
     const header = request.headers.get(REGION_HEADER);
     const region = header !== null && /^[A-Z]{2}$/.test(header) ? header : LOCAL_REGION;
     const peers = [...this.relays.peers().values()];
-    const placed = placeDevice(this.relayConfig, region, { sockets: this.sockets(), home: this.relays.home }, peers);
+    // A reconnecting gateway goes back to the object that owns its flows (its init lists them), cap or not.
+    const homePeer = gatewayHome === null ? undefined : this.relays.peers().get(gatewayHome);
+    const placed =
+      gatewayHome === ''
+        ? { kind: 'writer' as const }
+        : homePeer
+          ? { kind: 'relay' as const, region: homePeer.region, n: homePeer.n }
+          : placeDevice(this.relayConfig, region, { sockets: this.sockets(), home: this.relays.home }, peers);
     if (placed.kind === 'writer') {
       if (this.relays.home === null) this.ctx.storage.transactionSync(() => (this.relays.home = region));
       return null;
@@ -721,6 +729,7 @@ export class AccountDO extends DurableObject<Env> {
     const memory = await this.ready(accountId);
     this.ctx.storage.transactionSync(() => {
       this.relays.presence = list;
+      if (online) this.relays.setGatewayHome(gateway.siteId, gateway.record.externalId, holder);
       this.learnGateways(memory, list);
     });
     await Promise.allSettled([...this.relays.peers().values()].map((p) => this.relayStub(p.name, p.region).relayPresence(accountId, p.name, list)));

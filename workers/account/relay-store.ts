@@ -59,7 +59,8 @@ export class RelayStore {
       create table if not exists relay_peers (name text primary key, region text not null, n integer not null, sockets integer not null,
         acked text not null, failures integer not null, retry_at integer) without rowid;
       create table if not exists relay_batches (batch integer primary key, after text not null, position text not null, bytes integer not null);
-      create table if not exists relay_changes (batch integer not null, i integer not null, change text not null, primary key (batch, i)) without rowid;`);
+      create table if not exists relay_changes (batch integer not null, i integer not null, change text not null, primary key (batch, i)) without rowid;
+      create table if not exists relay_gateway_homes (gateway text primary key, holder text not null) without rowid;`);
   }
 
   private fact(key: string): string | null {
@@ -113,6 +114,14 @@ export class RelayStore {
   }
   set presence(list: RemoteGateway[]) {
     this.setFact('presence', JSON.stringify(list));
+  }
+
+  /** The object that last held a gateway (by site and external id): it owns the gateway's flows. */
+  gatewayHome(siteId: string, externalId: string): string | null {
+    return this.sql.exec<{ holder: string }>('select holder from relay_gateway_homes where gateway = ?', `${siteId}/${externalId}`).toArray()[0]?.holder ?? null;
+  }
+  setGatewayHome(siteId: string, externalId: string, holder: string): void {
+    this.sql.exec('insert or replace into relay_gateway_homes values (?, ?)', `${siteId}/${externalId}`, holder);
   }
 
   peers(): Map<string, RelayPeer> {

@@ -36,7 +36,7 @@ import { readRelayConfig, type RelayConfig } from './relay-config.ts';
 import { LOCAL_REGION, locationHintOf, placeDevice, REGION_HEADER, relayName, relayRetryDelayMs } from './relay-placement.ts';
 import { atOrBefore, RelayStore, type CatchUp, type RelayAck, type RelayBatch, type RelayCalls, type RelayJoin, type RelayPeer, type WriterCalls } from './relay-store.ts';
 import { foldPendingResync, resyncDelayMs, resyncOf } from './resync.ts';
-import type { FlowHandoff, RemoteGateway } from './remote-gateways.ts';
+import type { FlowHandoff, HandoffResult, RemoteGateway } from './remote-gateways.ts';
 import { attachmentOf, send, tags } from './sockets.ts';
 import { ViewStore } from './view-store.ts';
 
@@ -120,7 +120,7 @@ export class AccountDO extends DurableObject<Env> {
         handOff: async (holder, handoff) => {
           const accountId = this.object.meta.accountId!;
           const stub = holder === '' ? this.writerStub(accountId) : this.relayStub(holder, holder.split('/')[2] ?? LOCAL_REGION);
-          await stub.takeFlow(accountId, handoff);
+          return await stub.takeFlow(accountId, handoff);
         },
       },
     };
@@ -759,15 +759,18 @@ export class AccountDO extends DurableObject<Env> {
   /**
    * The holder of a gateway, from the object of a client that chose it: it owns the flow from now
    * on (authorize_flow, reviews, reject_access, expiry, the flow log) and drops the flows the new
-   * one displaced. Throws when the gateway is not connected here any more (the client hears offline).
+   * one displaced; refused when the gateway is not connected here any more or the flow log is full.
    */
-  async takeFlow(accountIdText: string, handoff: FlowHandoff): Promise<void> {
+  async takeFlow(accountIdText: string, handoff: FlowHandoff): Promise<HandoffResult> {
     const relay = this.relays.relayOf;
     const owner = relay ? relay.accountId : this.object.meta.accountId;
     if (owner !== accountIdText) throw new RelayRoleError(`a flow of account ${accountIdText} reached an object of account ${owner ?? 'none'}`);
     const memory = await this.ready(accountIdText as AccountId);
     const { flow } = handoff;
-    if (flow && this.ctx.getWebSockets(tags.gateway(flow.gatewayId)).length === 0) throw new RelayRoleError(`gateway ${flow.gatewayId} is not connected here`);
+    if (flow && this.ctx.getWebSockets(tags.gateway(flow.gatewayId)).length === 0) return { ok: false, reason: 'offline' };
+    const { logBacklogMax } = this.frames.limits;
+    if (flow && this.object.flowStore.logBacklog >= logBacklogMax)
+      return { ok: false, reason: 'flow_log_full', detail: `flow log full: ${logBacklogMax} flows wait for the database; retry later` };
     this.ctx.storage.transactionSync(() => {
       for (const id of handoff.drop) this.object.flowStore.delete(id);
       if (handoff.client && !memory.state.clients.has(handoff.client.id)) {
@@ -784,6 +787,7 @@ export class AccountDO extends DurableObject<Env> {
     if (flow) memory.flows.put(flow);
     for (const f of handoff.frames) for (const ws of this.ctx.getWebSockets(tags.gateway(f.gatewayId))) send(ws, f.text);
     if (flow) await this.frames.created(flow);
+    return { ok: true };
   }
 
   /** A relay: tells the writer its socket count once closes settle (many closes, one call). */

@@ -10,7 +10,7 @@ import { parseVersion } from '../../src/versions.ts';
 import { clientContext, ViewRenderer } from '../../src/access/client-views.ts';
 import { newFlowCredentials } from './credentials.ts';
 import type { AccountMemory, ObjectContext } from './object-context.ts';
-import type { FlowHandoff, RemoteFlows, RemoteGateway } from './remote-gateways.ts';
+import type { FlowHandoff, HandoffResult, RemoteFlows, RemoteGateway } from './remote-gateways.ts';
 import { attachmentOf, send, tags, type ClientAttachment } from './sockets.ts';
 
 type CreateFlow = Extract<ClientFrame, { event: 'create_flow' }>;
@@ -151,13 +151,17 @@ export async function createFlow(
     own.logRow = logRow;
     own.frames.push({ gatewayId: decision.gatewayId, text: authorize });
   }
-  try {
-    // The gateway hears of the flow before the client does, as when both are on this object.
-    await Promise.all([...handoffs].map(([h, x]) => remote.handOff(h, x)));
-  } catch {
+  // The gateway hears of the flow before the client does, as when both are on this object.
+  const answers = await Promise.all([...handoffs].map(([h, x]) => remote.handOff(h, x).catch((): HandoffResult => ({ ok: false, reason: 'offline' }))));
+  const refused = answers.find((r) => !r.ok);
+  if (refused && !refused.ok) {
     memory.flows.remove(flow.id);
     object.ctx.storage.transactionSync(() => object.flowStore.delete(flow.id));
-    return fail({ ok: false, reason: 'offline' });
+    if (refused.reason === 'offline') return fail({ ok: false, reason: 'offline' });
+    // docs/protocol.md#limits: the owner's flow log is full, as when it is this object's.
+    send(ws, frame({ event: 'error', payload: { reason: refused.detail } }));
+    reply({ status: 'error', reason: 'flow_log_full' });
+    return null;
   }
   send(
     ws,

@@ -1,7 +1,7 @@
 import type { Change } from '../../src/change.ts';
 import { comparePositions, formatPosition, parsePosition, type Position } from '../../src/lsn.ts';
 import type { RelaySlot } from './relay-placement.ts';
-import type { FlowHandoff, RemoteGateway } from './remote-gateways.ts';
+import type { FlowHandoff, HandoffResult, RemoteGateway } from './remote-gateways.ts';
 
 /** One applied batch as the writer forwards it to its relays (docs/architecture.md#relays). */
 export interface RelayBatch {
@@ -214,13 +214,13 @@ export interface WriterCalls {
   relayCatchUp(accountId: string, name: string, stream: string, since: string | null): Promise<CatchUp>;
   relaySockets(accountId: string, name: string, sockets: number): Promise<void>;
   gatewayPresence(accountId: string, holder: string, gateway: Omit<RemoteGateway, 'holder'>, online: boolean): Promise<void>;
-  takeFlow(accountId: string, handoff: FlowHandoff): Promise<void>;
+  takeFlow(accountId: string, handoff: FlowHandoff): Promise<HandoffResult>;
 }
 
 export interface RelayCalls {
   relayAdopt(accountId: string, name: string): Promise<void>;
   relayBatch(accountId: string, name: string, batch: RelayBatch): Promise<RelayAck>;
   relayPresence(accountId: string, name: string, gateways: RemoteGateway[]): Promise<void>;
-  takeFlow(accountId: string, handoff: FlowHandoff): Promise<void>;
+  takeFlow(accountId: string, handoff: FlowHandoff): Promise<HandoffResult>;
   fetch(request: Request): Promise<Response>;
 }

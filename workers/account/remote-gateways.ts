@@ -40,6 +40,9 @@ export interface FlowHandoff {
 export interface RemoteFlows {
   /** Gateways online on the account's other objects. */
   gateways(): readonly RemoteGateway[];
-  /** Hands a flow (or only frames and drops) to the holder; throws when it cannot take it. */
-  handOff(holder: string, handoff: FlowHandoff): Promise<void>;
+  /** Hands a flow (or only frames and drops) to the holder; throws when it cannot be reached. */
+  handOff(holder: string, handoff: FlowHandoff): Promise<HandoffResult>;
 }
+
+/** The holder's answer: it took the flow, or its gateway left, or its flow log is full. */
+export type HandoffResult = { ok: true } | { ok: false; reason: 'offline' } | { ok: false; reason: 'flow_log_full'; detail: string };

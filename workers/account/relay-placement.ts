@@ -40,9 +40,12 @@ export function relayName(accountId: string, region: string, n: number): string 
   return `${accountId}/relay/${region}/${n}`;
 }
 
+/** The platform's `locationHint` values this file uses (a subset of DurableObjectLocationHint; plain Node has no such global). */
+export type LocationHint = 'enam' | 'sam' | 'weur' | 'apac' | 'oc' | 'afr';
+
 /** `locationHint` for a relay of a continent (request.cf.continent codes); none for an unknown one. */
-export function locationHintOf(region: string): DurableObjectLocationHint | undefined {
-  const hints: Record<string, DurableObjectLocationHint> = { NA: 'enam', SA: 'sam', EU: 'weur', AS: 'apac', OC: 'oc', AF: 'afr' };
+export function locationHintOf(region: string): LocationHint | undefined {
+  const hints: Record<string, LocationHint> = { NA: 'enam', SA: 'sam', EU: 'weur', AS: 'apac', OC: 'oc', AF: 'afr' };
   return hints[region];
 }
 

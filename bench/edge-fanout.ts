@@ -97,13 +97,16 @@ export function summarize(b: Bench, title: string, rounds: readonly Round[]): vo
 
 const PROFILED_CONNECTS = 300;
 
-/** Part 1: a policy change reaching `clients` sockets of one account, each round next to the baseline's. */
-export async function policyFanout(b: Bench, clients: number, rounds: number): Promise<{ rounds: Round[]; devices: Device[] }> {
+/**
+ * Part 1: a policy change reaching `clients` sockets of one account, each round next to the
+ * baseline's (`withBaseline` false: none, for more clients than one process can hold twice).
+ */
+export async function policyFanout(b: Bench, clients: number, rounds: number, withBaseline = true): Promise<{ rounds: Round[]; devices: Device[] }> {
   b.say(`\n1. Policy change fan-out to ${fmt(clients)} client sockets of one account`);
   const account = await createAccount(b.sql, 'fanout', { actors: clients + (b.profile ? PROFILED_CONNECTS : 0) });
   // The baseline's sockets first: connecting them later would leave the object idle long enough to hibernate.
-  const baseline = await Broadcaster.start(clients);
-  b.say(`  baseline: ${fmt(clients)} sockets of this process connected to a plain Node \`ws\` server (bench/edge-broadcast.ts)`);
+  const baseline = withBaseline ? await Broadcaster.start(clients) : undefined;
+  if (baseline) b.say(`  baseline: ${fmt(clients)} sockets of this process connected to a plain Node \`ws\` server (bench/edge-broadcast.ts)`);
   const devices = await connectClients(b, account, clients, 'fanout');
   const policyId = account.policies[0]!.id as string;
   const resourceId = account.resources[0]!.id as string;
@@ -124,16 +127,17 @@ export async function policyFanout(b: Bench, clients: number, rounds: number): P
       const changes = await k.write(i);
       out.push(await measureRound(b, account.id, changes, devices, k.event, k.kind));
       await sleep(500);
+      if (!baseline) continue;
       const frame = devices[0]!.texts.at(-1)!;
       base.push(await baseline.round(frame));
       b.say(`    baseline: the same ${frame.length}-byte frame from a plain \`ws\` server to ${fmt(clients)} sockets: last socket ${ms(base.at(-1)!)}`);
       await sleep(500);
     }
   } finally {
-    await baseline.stop();
+    await baseline?.stop();
   }
   summarize(b, 'all rounds', out);
-  b.say(`  baseline (plain \`ws\` server, same clients): last socket median ${ms(median(base))}, worst ${ms(worst(base))}`);
+  if (baseline) b.say(`  baseline (plain \`ws\` server, same clients): last socket median ${ms(median(base))}, worst ${ms(worst(base))}`);
   // workerd evicts an object whose only open work is hibernatable sockets after about 10 s idle.
   await sleep(HIBERNATION_IDLE_MS);
   const changes = await kinds[2]!.write(rounds);

@@ -2,6 +2,7 @@ import { evictDurableObject, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import type { AccountDO } from '../../workers/account/account-do.ts';
 import { relayName } from '../../workers/account/relay-placement.ts';
+import type { RemoteGateway } from '../../workers/account/remote-gateways.ts';
 import { basicSetup, TestAccount } from './support/account.ts';
 import { websocketUrl } from './support/device.ts';
 import { connectFrom, cutRelays, positionOf, relayOf, relaysOfWriter, writerOf } from './support/relays.ts';
@@ -181,5 +182,32 @@ describe('relay objects', () => {
     }
     home.device.send({ event: 'create_flow', payload: { resource_id: s.resource.id, connected_gateway_ids: [] } });
     expect((await home.device.next('flow_creation_failed')).payload).toMatchObject({ reason: 'offline' });
+  });
+
+  it("a gateway listed on an object that no longer holds it (a deploy closes sockets unseen) is offline, and that object corrects the account's list", async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    let gateway: Record<string, unknown> = {};
+    await account.apply(async (t) => {
+      gateway = await t.insert('gateways', { account_id: account.id, site_id: s.site.id, external_id: 'gone', name: 'gw', public_key: 'pk', last_seen_version: '1.4.2' });
+    });
+    await connectFrom('local', 'client', s.token);
+    await connectFrom('NA', 'client', s.token);
+    const client = await connectFrom('EU', 'client', s.token);
+    const holder = relayName(account.id, 'NA', 0);
+    const id = String(gateway.id) as RemoteGateway['id'];
+    const siteId = String(s.site.id) as RemoteGateway['siteId'];
+    const entry: Omit<RemoteGateway, 'holder'> = { id, siteId, version: '1.4.2', record: { id, siteId, externalId: 'gone', name: 'gw', publicKey: 'pk', version: '1.4.2' } };
+    // As the list stands after a deploy: the gateway was on NA's relay, and no close was seen.
+    await writerOf(account.id).gatewayPresence(account.id, holder, entry, true);
+    const presence = () =>
+      runInDurableObject(
+        writerOf(account.id),
+        (_: AccountDO, state) => state.storage.sql.exec<{ value: string }>("select value from relay_facts where key = 'presence'").one().value,
+      );
+    expect(JSON.parse(await presence())).toHaveLength(1);
+    client.device.send({ event: 'create_flow', payload: { resource_id: s.resource.id, connected_gateway_ids: [] } });
+    expect((await client.device.next('flow_creation_failed')).payload).toMatchObject({ reason: 'offline' });
+    expect(await presence()).toBe('[]');
   });
 });

@@ -767,7 +767,12 @@ export class AccountDO extends DurableObject<Env> {
     if (owner !== accountIdText) throw new RelayRoleError(`a flow of account ${accountIdText} reached an object of account ${owner ?? 'none'}`);
     const memory = await this.ready(accountIdText as AccountId);
     const { flow } = handoff;
-    if (flow && this.ctx.getWebSockets(tags.gateway(flow.gatewayId)).length === 0) return { ok: false, reason: 'offline' };
+    if (flow && this.ctx.getWebSockets(tags.gateway(flow.gatewayId)).length === 0) {
+      // A list from before a deploy (no close was seen): this object corrects it for everyone.
+      const gone = this.relays.presence.find((g) => g.id === flow.gatewayId && g.holder === (relay?.name ?? ''));
+      if (gone) await this.gatewayMoved(accountIdText, gone, false);
+      return { ok: false, reason: 'offline' };
+    }
     const { logBacklogMax } = this.frames.limits;
     if (flow && this.object.flowStore.logBacklog >= logBacklogMax)
       return { ok: false, reason: 'flow_log_full', detail: `flow log full: ${logBacklogMax} flows wait for the database; retry later` };

@@ -486,21 +486,18 @@ async function socketRun(sql: Sql, workerUrl: string, worker: Child, count: numb
   // One process may open 20,000 files here; 2,500 sockets a process keeps each one light.
   const processes = Math.max(1, Math.ceil(count / 2500));
   const load = await quiet();
-  const holders = SocketHolders.spawn(processes);
+  const holders = await SocketHolders.spawn(processes);
   try {
     const t0 = now();
-    const connected = await holders.connect(workerUrl, account.clientToken, Math.ceil(count / processes), 'bench', 8);
+    const { inits, retries, firstError } = await holders.connectClients(workerUrl, account.clientToken, Math.ceil(count / processes), 'bench', 8);
     const connectMs = now() - t0;
-    const inits = connected.reduce((n, c) => n + c.inits, 0);
-    const retries = connected.reduce((n, c) => n + c.retries, 0);
-    console.log(`sockets: ${inits} of ${count} got init in ${(connectMs / 1000).toFixed(1)} s (${retries} retried) ${connected.map((c) => c.firstError).find(Boolean) ?? ''}`);
+    console.log(`sockets: ${inits} of ${count} got init in ${(connectMs / 1000).toFixed(1)} s (${retries} retried) ${firstError ?? ''}`);
     const usage = await workerdUsage(worker.pid!);
     const resource = account.resources[0]!;
     const committed = Date.now();
     await sql`update policies set disabled_at = now() where resource_id = ${resource}`;
-    const received = await holders.received('resource_deleted', resource);
-    const fanOutMs = Math.max(...received.map((r) => r.lastAt)) - committed;
-    const n = received.reduce((sum, r) => sum + r.n, 0);
+    const { n, lastAt } = await holders.received('resource_deleted', resource);
+    const fanOutMs = lastAt - committed;
     console.log(`sockets: resource_deleted on ${n}, the last ${fanOutMs} ms after the commit; workerd ${usage.fds} descriptors, ${usage.rssMb} MB RSS`);
     return { sockets: inits, processes, connectMs, inits, retries, fanOutMs, received: n, workerdRssMb: usage.rssMb, workerdFds: usage.fds, load };
   } finally {

@@ -3,7 +3,7 @@
  *
  * A reconnect storm (issue 14): `--devices` clients of one account (one actor and token each) in
  * an embedded Postgres, the edge in Miniflare with the real bundle (bench/edge-miniflare.ts), the
- * devices spread over `--holders` child processes (bench/socket-holders.ts), each opening its
+ * devices spread over `--holders` child processes (test/support/socket-holders.ts), each opening its
  * share with `--in-flight` handshakes at a time. Three storms, every device at once, each timed
  * from the start to the last device's `init`:
  * 1. every device new (after one that hydrates the object alone);
@@ -30,7 +30,7 @@ import { websocketUrl } from './edge-devices.ts';
 import { summarizeProfile, WorkerProfiler } from './edge-profile.ts';
 import { fmt, ms, percentile, sleep } from './edge-stats.ts';
 import { cpuDelta, cpuSample, memory, processes, startWorker, type RunningWorker } from './edge-worker.ts';
-import { SocketHolders } from './socket-holders.ts';
+import { SocketHolders } from '../test/support/socket-holders.ts';
 
 const argv = process.argv.slice(2);
 const num = (name: string, fallback: number) => {
@@ -85,11 +85,12 @@ async function main(): Promise<void> {
       echo: ECHO,
     });
     const account = await createAccount(sql, 'storm', { actors: DEVICES });
-    const urls = (version: (i: number) => string) => account.clientTokens.map((t, i) => websocketUrl(worker!.url, 'client', t, { externalId: `storm-${i}`, version: version(i) }));
-    holders = await SocketHolders.start(HOLDERS);
+    const devices = (version: (i: number) => string) =>
+      account.clientTokens.map((t, i) => ({ url: websocketUrl(worker!.url, 'client', t, { externalId: `storm-${i}`, version: version(i) }) }));
+    holders = await SocketHolders.spawn(HOLDERS);
     say(`${fmt(DEVICES)} clients of one account over ${HOLDERS} holder processes, ${IN_FLIGHT} handshakes in flight each`);
     const hydrating = Date.now();
-    const first = await holders.connect(urls(() => '1.4.2').slice(0, 1), 1);
+    const first = await holders.connectAll(devices(() => '1.4.2').slice(0, 1), 1, false);
     await holders.close();
     say(`  one device alone (hydrates the object): init after ${ms(first.initAt[0]! - hydrating)}`);
     const storms: Array<{ label: string; version: (i: number) => string; changed: number }> = [
@@ -105,7 +106,8 @@ async function main(): Promise<void> {
       const [clock] = await sql<{ now: Date }[]>`select now()`;
       const before = cpuSample(procs);
       const startedAt = Date.now();
-      const result = await holders.connect(urls(storm.version), IN_FLIGHT);
+      const result = await holders.connectAll(devices(storm.version), IN_FLIGHT, false);
+      if (result.failed > 0) throw new Error(`${result.failed} devices got no init: ${result.firstError}`);
       const after = cpuSample(procs);
       const times = result.initAt.map((at) => at - startedAt);
       const w = await written(sql, account.id, clock!.now);
@@ -130,7 +132,7 @@ async function main(): Promise<void> {
     if (worker) for (const l of worker.lines.slice(-60)) console.error(`  [miniflare] ${l}`);
     throw err;
   } finally {
-    holders?.stop();
+    await holders?.stop();
     await worker?.stop();
     await cluster?.stop();
     await rm(persistTo, { recursive: true, force: true });

@@ -1,35 +1,12 @@
-/**
- * `npm run bench:storm [-- --devices 10000 --changed 100 --holders 4 --in-flight 256 --profile --echo]`
- *
- * A reconnect storm (issue 14): `--devices` clients of one account (one actor and token each) in
- * an embedded Postgres, the edge in Miniflare with the real bundle (bench/edge-miniflare.ts), the
- * devices spread over `--holders` child processes (test/support/socket-holders.ts), each opening its
- * share with `--in-flight` handshakes at a time. Three storms, every device at once, each timed
- * from the start to the last device's `init`:
- * 1. every device new (after one that hydrates the object alone);
- * 2. every device again after all closed, `--changed` of them with a new version;
- * 3. every device again, none changed.
- * For each, the `clients` rows Postgres wrote (updated since the storm began) and the statements
- * that wrote them (distinct xmin: each statement is its own transaction), and the CPU of workerd
- * and Postgres. --profile adds a CPU profile of the Worker's isolate (through the inspector) of
- * the last storm.
- *
- * Not a test: it prints figures for bench/RESULTS.md.
- */
-import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
-import postgres, { type Sql } from 'postgres';
-import { startEmbeddedPostgres, type EmbeddedCluster } from '../dev/embedded-postgres.ts';
-import { freePort } from '../dev/ports.ts';
-import { migrate } from '../migrations/migrate.ts';
+import type { Sql } from 'postgres';
 import { createAccount } from './edge-db.ts';
 import { websocketUrl } from './edge-devices.ts';
 import { summarizeProfile, WorkerProfiler } from './edge-profile.ts';
 import { fmt, ms, percentile, sleep } from './edge-stats.ts';
-import { cpuDelta, cpuSample, memory, processes, startWorker, type RunningWorker } from './edge-worker.ts';
+import { startBenchDatabase, startBenchWorker, type BenchDatabase } from './bench-stack.ts';
+import { cpuDelta, cpuSample, memory, processes, type RunningWorker } from './edge-worker.ts';
 import { SocketHolders } from '../test/support/socket-holders.ts';
 
 const argv = process.argv.slice(2);
@@ -61,29 +38,14 @@ async function written(sql: Sql, accountId: string, since: Date): Promise<{ rows
 
 async function main(): Promise<void> {
   say(`machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}; ${load()}`);
-  const stamp = `${Date.now()}-${randomBytes(3).toString('hex')}`;
-  const persistTo = path.join(tmpdir(), `edgeplane-bench-storm-state-${stamp}`);
-  let cluster: EmbeddedCluster | undefined;
+  let db: BenchDatabase | undefined;
   let worker: RunningWorker | undefined;
   let holders: SocketHolders | undefined;
   try {
-    if (!process.env.DATABASE_URL) {
-      // Room for a connection per connect, as the code before batching opened.
-      cluster = await startEmbeddedPostgres({ dataDir: path.join(tmpdir(), `edgeplane-bench-storm-pg-${stamp}`), settings: { max_connections: '2000' } });
-    }
-    const url = process.env.DATABASE_URL ?? cluster!.url;
-    const sql = postgres(url, { max: 2, onnotice: () => {}, connection: { TimeZone: 'UTC' } });
-    await migrate(sql);
-    const postmaster = cluster ? Number(readFileSync(path.join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]) : undefined;
-    worker = await startWorker({
-      runtime: 'miniflare',
-      port: await freePort(),
-      inspectorPort: await freePort(),
-      databaseUrl: url,
-      secret: randomBytes(24).toString('hex'),
-      persistTo,
-      echo: ECHO,
-    });
+    // Room for a connection per connect, as the code before batching opened.
+    db = await startBenchDatabase('storm', { maxConnections: 2000, pool: 2 });
+    const { sql, postmaster, stamp } = db;
+    worker = await startBenchWorker(db, 'storm', { echo: ECHO });
     const account = await createAccount(sql, 'storm', { actors: DEVICES });
     const devices = (version: (i: number) => string) =>
       account.clientTokens.map((t, i) => ({ url: websocketUrl(worker!.url, 'client', t, { externalId: `storm-${i}`, version: version(i) }) }));
@@ -127,15 +89,13 @@ async function main(): Promise<void> {
       await sleep(SETTLE_MS);
     }
     profiler?.close();
-    await sql.end();
   } catch (err) {
     if (worker) for (const l of worker.lines.slice(-60)) console.error(`  [miniflare] ${l}`);
     throw err;
   } finally {
     await holders?.stop();
     await worker?.stop();
-    await cluster?.stop();
-    await rm(persistTo, { recursive: true, force: true });
+    await db?.stop();
   }
 }
 

@@ -96,7 +96,8 @@ function sqliteRows(persistTo: string): { flows: number; outbox: number; files: 
       else if (name.endsWith('.sqlite')) files.push(p);
     }
   };
-  walk(path.join(persistTo, 'do'));
+  // Wherever the runtime keeps the objects' SQLite (`wrangler dev --persist-to` puts it under v3/do).
+  walk(persistTo);
   let flows = 0;
   let outbox = 0;
   for (const f of files) {

@@ -29,7 +29,7 @@ export class CacheStore {
     const state = new AccountState(accountId);
     for (const table of DOMAIN_TABLES) {
       const codec = CACHE_TABLES[table];
-      for (const rows of jsonPages(this.sql, codec.read, LOAD_PAGE_ROWS)) for (const row of rows) state.put({ table, record: codec.decode(row) } as Cached);
+      for (const rows of jsonPages(this.sql, codec.read, LOAD_PAGE_ROWS)) for (const row of rows) state.insert({ table, record: codec.decode(row) } as Cached);
     }
     return state;
   }

@@ -38,6 +38,9 @@ import { ViewStore } from './view-store.ts';
 /** `accountExists`: the object holds its account row (any state but deleted) afterwards; the Worker tells the directory. */
 export type ApplyResult = { ok: true; applied: number; skipped: number; position: string | null; accountExists: boolean } | { ok: false; status: 400 | 503; error: string };
 
+/** After a wake, how soon the alarm drops the digests of connections gone meanwhile: soon enough that the instance is likely still running. */
+const VIEW_SWEEP_DELAY_MS = 1_000;
+
 /**
  * One account's object (DESIGN "AccountDO"): ordered compact caches in SQLite, consistent
  * hydration, the hibernating sockets of the account's clients and gateways, and the diffs and
@@ -57,6 +60,8 @@ export class AccountDO extends DurableObject<Env> {
   private pushFailures = 0;
   /** Open sockets; undefined until counted in this instance (counting materializes every socket). */
   private socketCount: number | undefined;
+  /** When the alarm drops the view digests of connections that closed while no instance ran (see ready); null once done. */
+  private viewSweepAt: number | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -100,11 +105,14 @@ export class AccountDO extends DurableObject<Env> {
     await this.ctx.blockConcurrencyWhile(async () => {
       if (this.memory) return;
       const hydrated = owner === null || this.object.meta.cacheVersion !== CACHE_SCHEMA_VERSION ? await this.hydrate(accountId) : undefined;
-      const live = new Set(this.ctx.getWebSockets().map((ws) => attachmentOf(ws)?.conn ?? -1));
-      this.object.views.retain(live);
       this.memory = { state: hydrated ?? this.object.caches.load(accountId), flows: this.object.flowStore.load() };
       // Flows created before an eviction or a restart may still wait in the outbox, for how long is unknown.
       this.flowLog.overdue();
+      // Digests of connections that closed while no instance ran are dropped by the alarm, not
+      // here: that reads every socket's attachment, on the path of the batch or connect that
+      // woke the object. Connection ids are never reused, so none of them is read meanwhile.
+      this.viewSweepAt = Date.now() + VIEW_SWEEP_DELAY_MS;
+      await this.clock.noLaterThan(this.viewSweepAt);
     });
     return this.memory!;
   }
@@ -357,6 +365,7 @@ export class AccountDO extends DurableObject<Env> {
     this.clock.fired();
     const memory = await this.readyStored();
     if (!memory) return;
+    this.sweepViews();
     const now = Date.now();
     const pushed = await this.push(memory, dueAt(memory.state, memory.flows, now), now);
     // Only once their sockets are closed and their flows revoked (a failed push is redone from them).
@@ -364,6 +373,14 @@ export class AccountDO extends DurableObject<Env> {
     if (this.object.flowStore.logBacklog > 0) await this.flowLog.flush();
     await this.flowLog.retainIfDue(false);
     if (pushed) await this.rescheduleAlarm(memory);
+  }
+
+  /** Drops the digests of connections that closed while no instance ran (docs/architecture.md#9-hibernation-safe). */
+  private sweepViews(): void {
+    if (this.viewSweepAt === null) return;
+    const live = new Set(this.ctx.getWebSockets().map((ws) => attachmentOf(ws)?.conn ?? -1));
+    this.ctx.storage.transactionSync(() => this.object.views.retain(live));
+    this.viewSweepAt = null;
   }
 
   /**
@@ -411,7 +428,7 @@ export class AccountDO extends DurableObject<Env> {
 
   /** Sets the alarm to the next instant the clock changes something (a full recompute). */
   private async rescheduleAlarm(memory: AccountMemory): Promise<void> {
-    const wake = { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.dueAt, flowRetentionAt: this.flowLog.retentionAt };
+    const wake = { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.dueAt, flowRetentionAt: this.flowLog.retentionAt, viewSweepAt: this.viewSweepAt };
     await this.clock.exactly(nextWake(memory.state, memory.flows, Date.now(), wake));
   }
 }

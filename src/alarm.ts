@@ -63,18 +63,16 @@ export interface WakeContext {
   flowLogRetryAt: number | null;
   /** When the flow log's retention next runs; null when nothing is scheduled. */
   flowRetentionAt?: number | null;
-  /** When the object drops the view digests of connections closed while it was not running; null when done. */
-  viewSweepAt?: number | null;
 }
 
 /**
  * The next instant the clock changes something: a time-window boundary (when devices or flows
  * could care), a token expiry (any token while a device is connected: a socket's is among them;
  * a token already expired makes the wake immediate, so that it leaves the cache), a flow expiry,
- * a retry of the flow log, its retention, the sweep of stale view digests. O(1) for tokens and flows (their expiry heaps).
+ * a retry of the flow log, its retention. O(1) for tokens and flows (their expiry heaps).
  */
 export function nextWake(state: AccountState, flows: FlowIndex, nowMs: number, wake: WakeContext): number | null {
-  let next = earliest(flows.nextExpiry(), wake.flowLogRetryAt, wake.flowRetentionAt ?? null, wake.viewSweepAt ?? null);
+  let next = earliest(flows.nextExpiry(), wake.flowLogRetryAt, wake.flowRetentionAt ?? null);
   if (wake.devicesConnected || flows.flows.size > 0) next = earliest(next, nextTimeBoundary(state, nowMs));
   if (wake.devicesConnected) next = earliest(next, state.tokenExpiries.earliest());
   return next;

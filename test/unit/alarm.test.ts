@@ -171,14 +171,12 @@ describe('nextWake: when the alarm should fire next', () => {
     expect(nextWake(w.untimed, flows({ expiresAt: null }), NOW, idle)).toBeNull();
   });
 
-  it('a retry of the flow log, its retention, or the sweep of stale view digests comes first when it is earliest', () => {
+  it('a retry of the flow log, or its retention, comes first when it is earliest', () => {
     const w = world();
     for (const record of expiredTokens(w.timed, NOW)) w.timed.remove({ table: 'tokens', record });
     expect(nextWake(w.timed, new FlowIndex(), NOW, { devicesConnected: true, flowLogRetryAt: NOW + 1_000 })).toBe(NOW + 1_000);
     expect(nextWake(w.untimed, new FlowIndex(), NOW, { devicesConnected: false, flowLogRetryAt: NOW + 1_000 })).toBe(NOW + 1_000);
     expect(nextWake(w.untimed, new FlowIndex(), NOW, { devicesConnected: false, flowLogRetryAt: null, flowRetentionAt: NOW + 7 })).toBe(NOW + 7);
-    expect(nextWake(w.untimed, new FlowIndex(), NOW, { devicesConnected: false, flowLogRetryAt: null, viewSweepAt: NOW + 3 })).toBe(NOW + 3);
-    expect(nextWake(w.untimed, new FlowIndex(), NOW, { devicesConnected: false, flowLogRetryAt: null, viewSweepAt: null })).toBeNull();
   });
 });
 

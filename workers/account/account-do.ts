@@ -38,7 +38,10 @@ import { ViewStore } from './view-store.ts';
 /** `accountExists`: the object holds its account row (any state but deleted) afterwards; the Worker tells the directory. */
 export type ApplyResult = { ok: true; applied: number; skipped: number; position: string | null; accountExists: boolean } | { ok: false; status: 400 | 503; error: string };
 
-/** After a wake, how soon the alarm drops the digests of connections gone meanwhile: soon enough that the instance is likely still running. */
+/**
+ * After a wake, how soon the object drops the digests of connections gone meanwhile: past the
+ * batch or connect that woke it, and soon enough that the instance is still running.
+ */
 const VIEW_SWEEP_DELAY_MS = 1_000;
 
 /**
@@ -60,8 +63,8 @@ export class AccountDO extends DurableObject<Env> {
   private pushFailures = 0;
   /** Open sockets; undefined until counted in this instance (counting materializes every socket). */
   private socketCount: number | undefined;
-  /** When the alarm drops the view digests of connections that closed while no instance ran (see ready); null once done. */
-  private viewSweepAt: number | null = null;
+  /** Whether this instance has yet to drop the view digests of connections that closed while no instance ran (see ready). */
+  private viewsToSweep = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -108,11 +111,15 @@ export class AccountDO extends DurableObject<Env> {
       this.memory = { state: hydrated ?? this.object.caches.load(accountId), flows: this.object.flowStore.load() };
       // Flows created before an eviction or a restart may still wait in the outbox, for how long is unknown.
       this.flowLog.overdue();
-      // Digests of connections that closed while no instance ran are dropped by the alarm, not
+      // Digests of connections that closed while no instance ran are dropped a moment later, not
       // here: that reads every socket's attachment, on the path of the batch or connect that
-      // woke the object. Connection ids are never reused, so none of them is read meanwhile.
-      this.viewSweepAt = Date.now() + VIEW_SWEEP_DELAY_MS;
-      await this.clock.noLaterThan(this.viewSweepAt);
+      // woke the object. Connection ids are never reused, so none of them is read meanwhile. A
+      // timer rather than the alarm, whose instant the clock alone decides; an instance that
+      // ends first leaves them to the next one's sweep, or to an alarm that comes sooner.
+      if (!this.viewsToSweep) {
+        this.viewsToSweep = true;
+        setTimeout(() => this.sweepViews(), VIEW_SWEEP_DELAY_MS);
+      }
     });
     return this.memory!;
   }
@@ -375,12 +382,18 @@ export class AccountDO extends DurableObject<Env> {
     if (pushed) await this.rescheduleAlarm(memory);
   }
 
-  /** Drops the digests of connections that closed while no instance ran (docs/architecture.md#9-hibernation-safe). */
+  /** Drops the digests of connections that closed while no instance ran (docs/architecture.md#9-hibernation-safe), once an instance. */
   private sweepViews(): void {
-    if (this.viewSweepAt === null) return;
+    if (!this.viewsToSweep) return;
     const live = new Set(this.ctx.getWebSockets().map((ws) => attachmentOf(ws)?.conn ?? -1));
-    this.ctx.storage.transactionSync(() => this.object.views.retain(live));
-    this.viewSweepAt = null;
+    try {
+      this.ctx.storage.transactionSync(() => this.object.views.retain(live));
+      this.viewsToSweep = false;
+    } catch (err) {
+      // Memory may be ahead of storage: read it again; the alarm or the next instance sweeps again.
+      this.object.views.reset();
+      log.error({ component: 'account', account: this.object.meta.accountId, err: String(err) }, 'dropping stale view digests failed');
+    }
   }
 
   /**
@@ -428,7 +441,7 @@ export class AccountDO extends DurableObject<Env> {
 
   /** Sets the alarm to the next instant the clock changes something (a full recompute). */
   private async rescheduleAlarm(memory: AccountMemory): Promise<void> {
-    const wake = { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.dueAt, flowRetentionAt: this.flowLog.retentionAt, viewSweepAt: this.viewSweepAt };
+    const wake = { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.dueAt, flowRetentionAt: this.flowLog.retentionAt };
     await this.clock.exactly(nextWake(memory.state, memory.flows, Date.now(), wake));
   }
 }

@@ -23,7 +23,7 @@ interface TableCodec {
   /** The table's DDL under a name: its own, or a staging table's (workers/account/cache-staging.ts). */
   ddl(name: string): string;
   encode(record: never): SqlValue[];
-  /** How the table is read back in bulk (workers/account/json-pages.ts): ids as uuid text, JSON columns embedded. */
+  /** How the table is read back in bulk (workers/account/json-pages.ts): blobs as hex text, JSON columns embedded. */
   read: JsonTable;
   /** A record from its row as `read` yields it (values in column order). */
   decode(row: JsonRow): Cached['record'];

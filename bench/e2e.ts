@@ -1,6 +1,6 @@
 /**
  * `npm run bench:e2e [-- --quick] [-- --no-write] [-- --compare] [-- --sockets N] [-- --probes-only]
- * [-- --rates 100,500] [-- --no-ramp] [-- --profile] [-- --bundle FILE]`
+ * [-- --rates 100,500] [-- --no-ramp] [-- --profile] [-- --bundle FILE] [-- --wait S]`
  *
  * Commit-to-socket latency through the whole local stack as `npm start` runs it: PostgreSQL
  * (pg_ctl, fsync on), the replicator process (FORWARD_LINGER_MS=0), the local Worker (dev/worker.ts:
@@ -20,9 +20,10 @@
  * `wrangler dev` (bench/wrangler-dev.ts). Writes the "## End to end" section of bench/RESULTS.md.
  * `--rates` replaces the headline rates, `--no-ramp` skips the ramp, and `--profile` (which writes
  * nothing to RESULTS.md) adds, after each headline rate, a second run of it with a CPU profile of
- * the local Worker's isolate (bench/edge-profile.ts), summarized and saved to the system's temp folder.
+ * the local Worker's isolate (bench/edge-profile.ts), summarized and saved to the system's temp folder
+ * (and each replicator process writes a Node CPU profile there when it stops).
  * `--bundle` serves a Worker bundle built elsewhere (another commit's, for a before/after pair)
- * instead of building this tree's.
+ * instead of building this tree's; `--wait` bounds each run's wait for a quiet machine (seconds).
  */
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
@@ -61,6 +62,8 @@ const RATES = process.argv.includes('--rates') ? process.argv[process.argv.index
 const RAMP = !process.argv.includes('--no-ramp');
 /** Profiled runs are extra runs: the sampler's own cost stays out of the figures. */
 const PROFILE = process.argv.includes('--profile');
+/** `--wait S`: the longest a run waits for a quiet machine (default three minutes). */
+const QUIET_WAIT_MS = process.argv.includes('--wait') ? Number(process.argv[process.argv.indexOf('--wait') + 1]) * 1000 : 180_000;
 const BUNDLE = process.argv.includes('--bundle') ? path.resolve(process.argv[process.argv.indexOf('--bundle') + 1]!) : undefined;
 
 interface Sample {
@@ -220,7 +223,13 @@ class Bench {
       edgeUrl: this.proxy?.url ?? `http://127.0.0.1:${this.changesPort}`,
       secret: this.secret,
       port: this.replicatorPort,
-      env: { LOG_LEVEL: 'warn', FORWARD_LINGER_MS: '0', SLOT_NAME: 'bench_e2e' },
+      env: {
+        LOG_LEVEL: 'warn',
+        FORWARD_LINGER_MS: '0',
+        SLOT_NAME: 'bench_e2e',
+        // Node's own profile of each replicator process, written when it stops.
+        ...(PROFILE ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${path.join(tmpdir(), 'edgeplane-e2e-replicator-profiles')}` } : {}),
+      },
       onLine: (l) => console.error(`  [replicator] ${l}`),
     });
     await waitForHttp(`http://127.0.0.1:${this.replicatorPort}/readyz`, this.replicator, 60_000, 'the replicator');
@@ -438,7 +447,7 @@ function loads(): string {
  * Other work on the machine ruins latency figures on two cores: wait (up to `maxMs`) until the
  * one-minute load average is below `below`, and say what it was.
  */
-async function quiet(below = 1.5, maxMs = 180_000): Promise<number> {
+async function quiet(below = 1.5, maxMs = QUIET_WAIT_MS): Promise<number> {
   const deadline = Date.now() + maxMs;
   while (loadavg()[0]! >= below && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5000));
   return loadavg()[0]!;

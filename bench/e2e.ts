@@ -223,13 +223,9 @@ class Bench {
       edgeUrl: this.proxy?.url ?? `http://127.0.0.1:${this.changesPort}`,
       secret: this.secret,
       port: this.replicatorPort,
-      env: {
-        LOG_LEVEL: 'warn',
-        FORWARD_LINGER_MS: '0',
-        SLOT_NAME: 'bench_e2e',
-        // Node's own profile of each replicator process, written when it stops.
-        ...(PROFILE ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${path.join(tmpdir(), 'edgeplane-e2e-replicator-profiles')}` } : {}),
-      },
+      env: { LOG_LEVEL: 'warn', FORWARD_LINGER_MS: '0', SLOT_NAME: 'bench_e2e' },
+      // Node's own profile of each replicator process, written when it stops.
+      ...(PROFILE ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${path.join(tmpdir(), 'edgeplane-e2e-replicator-profiles')}`] } : {}),
       onLine: (l) => console.error(`  [replicator] ${l}`),
     });
     await waitForHttp(`http://127.0.0.1:${this.replicatorPort}/readyz`, this.replicator, 60_000, 'the replicator');

@@ -98,6 +98,7 @@ function fastChange(v: unknown): Change | undefined {
 export function parseChangeBatch(raw: unknown): ChangeBatch | undefined {
   if (!isPlainObject(raw) || !Array.isArray(raw.changes)) return undefined;
   const { epoch } = raw;
+  // epochSchema's bounds.
   if (epoch !== undefined && (typeof epoch !== 'string' || epoch.length < 1 || epoch.length > 64)) return undefined;
   const changes: Change[] = [];
   for (const v of raw.changes) {

@@ -1,5 +1,6 @@
 /**
- * `npm run bench:e2e [-- --quick] [-- --no-write] [-- --compare] [-- --sockets N] [-- --probes-only]`
+ * `npm run bench:e2e [-- --quick] [-- --no-write] [-- --compare] [-- --sockets N] [-- --probes-only]
+ * [-- --rates 100,500] [-- --no-ramp] [-- --profile] [-- --bundle FILE] [-- --wait S]`
  *
  * Commit-to-socket latency through the whole local stack as `npm start` runs it: PostgreSQL
  * (pg_ctl, fsync on), the replicator process (FORWARD_LINGER_MS=0), the local Worker (dev/worker.ts:
@@ -17,6 +18,12 @@
  * does not keep growing, then N sockets (default 10,000; 0 skips) held by child processes, one
  * policy change to all of them. `--compare` adds the same headline rows and probes under
  * `wrangler dev` (bench/wrangler-dev.ts). Writes the "## End to end" section of bench/RESULTS.md.
+ * `--rates` replaces the headline rates, `--no-ramp` skips the ramp, and `--profile` (which writes
+ * nothing to RESULTS.md) adds, after each headline rate, a second run of it with a CPU profile of
+ * the local Worker's isolate (bench/edge-profile.ts), summarized and saved to the system's temp folder
+ * (and each replicator process writes a Node CPU profile there when it stops).
+ * `--bundle` serves a Worker bundle built elsewhere (another commit's, for a before/after pair)
+ * instead of building this tree's; `--wait` bounds each run's wait for a quiet machine (seconds).
  */
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
@@ -39,6 +46,7 @@ import { migrate } from '../migrations/migrate.ts';
 import { SIGNATURE_HEADER, signBody } from '../src/signature.ts';
 import { SocketHolders } from '../test/support/socket-holders.ts';
 import { LOCAL, ms, type Probes, type Report, type Row, type SocketRun, type Stats, type Step, section, WRANGLER, writeResults } from './e2e-report.ts';
+import { summarizeProfile, WorkerProfiler } from './edge-profile.ts';
 import { startWranglerDev } from './wrangler-dev.ts';
 
 const QUICK = process.argv.includes('--quick');
@@ -50,6 +58,13 @@ const SOCKETS = process.argv.includes('--sockets') ? Number(process.argv[process
 const ACCOUNTS = 4;
 const RESOURCES = 20;
 const SECONDS = QUICK ? 4 : 10;
+const RATES = process.argv.includes('--rates') ? process.argv[process.argv.indexOf('--rates') + 1]!.split(',').map(Number) : [100, 500, 1000];
+const RAMP = !process.argv.includes('--no-ramp');
+/** Profiled runs are extra runs: the sampler's own cost stays out of the figures. */
+const PROFILE = process.argv.includes('--profile');
+/** `--wait S`: the longest a run waits for a quiet machine (default three minutes). */
+const QUIET_WAIT_MS = process.argv.includes('--wait') ? Number(process.argv[process.argv.indexOf('--wait') + 1]) * 1000 : 180_000;
+const BUNDLE = process.argv.includes('--bundle') ? path.resolve(process.argv[process.argv.indexOf('--bundle') + 1]!) : undefined;
 
 interface Sample {
   t0: number;
@@ -209,6 +224,8 @@ class Bench {
       secret: this.secret,
       port: this.replicatorPort,
       env: { LOG_LEVEL: 'warn', FORWARD_LINGER_MS: '0', SLOT_NAME: 'bench_e2e' },
+      // Node's own profile of each replicator process, written when it stops.
+      ...(PROFILE ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${path.join(tmpdir(), 'edgeplane-e2e-replicator-profiles')}`] } : {}),
       onLine: (l) => console.error(`  [replicator] ${l}`),
     });
     await waitForHttp(`http://127.0.0.1:${this.replicatorPort}/readyz`, this.replicator, 60_000, 'the replicator');
@@ -426,7 +443,7 @@ function loads(): string {
  * Other work on the machine ruins latency figures on two cores: wait (up to `maxMs`) until the
  * one-minute load average is below `below`, and say what it was.
  */
-async function quiet(below = 1.5, maxMs = 180_000): Promise<number> {
+async function quiet(below = 1.5, maxMs = QUIET_WAIT_MS): Promise<number> {
   const deadline = Date.now() + maxMs;
   while (loadavg()[0]! >= below && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5000));
   return loadavg()[0]!;
@@ -486,21 +503,18 @@ async function socketRun(sql: Sql, workerUrl: string, worker: Child, count: numb
   // One process may open 20,000 files here; 2,500 sockets a process keeps each one light.
   const processes = Math.max(1, Math.ceil(count / 2500));
   const load = await quiet();
-  const holders = SocketHolders.spawn(processes);
+  const holders = await SocketHolders.spawn(processes);
   try {
     const t0 = now();
-    const connected = await holders.connect(workerUrl, account.clientToken, Math.ceil(count / processes), 'bench', 8);
+    const { inits, retries, firstError } = await holders.connectClients(workerUrl, account.clientToken, Math.ceil(count / processes), 'bench', 8);
     const connectMs = now() - t0;
-    const inits = connected.reduce((n, c) => n + c.inits, 0);
-    const retries = connected.reduce((n, c) => n + c.retries, 0);
-    console.log(`sockets: ${inits} of ${count} got init in ${(connectMs / 1000).toFixed(1)} s (${retries} retried) ${connected.map((c) => c.firstError).find(Boolean) ?? ''}`);
+    console.log(`sockets: ${inits} of ${count} got init in ${(connectMs / 1000).toFixed(1)} s (${retries} retried) ${firstError ?? ''}`);
     const usage = await workerdUsage(worker.pid!);
     const resource = account.resources[0]!;
     const committed = Date.now();
     await sql`update policies set disabled_at = now() where resource_id = ${resource}`;
-    const received = await holders.received('resource_deleted', resource);
-    const fanOutMs = Math.max(...received.map((r) => r.lastAt)) - committed;
-    const n = received.reduce((sum, r) => sum + r.n, 0);
+    const { n, lastAt } = await holders.received('resource_deleted', resource);
+    const fanOutMs = lastAt - committed;
     console.log(`sockets: resource_deleted on ${n}, the last ${fanOutMs} ms after the commit; workerd ${usage.fds} descriptors, ${usage.rssMb} MB RSS`);
     return { sockets: inits, processes, connectMs, inits, retries, fanOutMs, received: n, workerdRssMb: usage.rssMb, workerdFds: usage.fds, load };
   } finally {
@@ -534,12 +548,21 @@ async function main(): Promise<void> {
     // It gets no commits: probes of the Worker's HTTP path go to its object.
     const idle = await seedAccount(sql, 'bench idle', RESOURCES);
     const secret = randomBytes(24).toString('hex');
-    const bundle = await buildWorkerBundle(path.join(dir, 'bundle'));
+    const bundle = BUNDLE ?? (await buildWorkerBundle(path.join(dir, 'bundle')));
 
     // The local Worker as `npm start` runs it (connect rate limits on).
     const localPort = await freePort();
     const directPort = await freePort();
-    const local = startWorkerProcess({ port: localPort, directPort, databaseUrl: pg.url, secret, persistTo: path.join(dir, 'worker'), bundle });
+    const inspectorPort = PROFILE ? await freePort() : undefined;
+    const local = startWorkerProcess({
+      port: localPort,
+      directPort,
+      databaseUrl: pg.url,
+      secret,
+      persistTo: path.join(dir, 'worker'),
+      bundle,
+      ...(inspectorPort ? { inspectorPort } : {}),
+    });
     await waitForHttp(`http://127.0.0.1:${localPort}/healthz`, local, 90_000, 'the local Worker');
     bench = new Bench(pg, sql, local, localPort, directPort, await freePort(), secret, seeded, idle);
     await bench.openLanes(16);
@@ -587,10 +610,20 @@ async function main(): Promise<void> {
       );
     };
     const probes: Report['probes'] = [];
-    const rates = PROBES_ONLY ? [] : [100, 500, 1000];
+    const rates = PROBES_ONLY ? [] : RATES;
+    const profiler = inspectorPort ? await WorkerProfiler.connect(inspectorPort) : undefined;
 
     // 1. Headline figures, then where the milliseconds go, then the Worker's own paths.
-    for (const rate of rates) await measure(LOCAL, rate, false);
+    for (const rate of rates) {
+      await measure(LOCAL, rate, false);
+      if (!profiler) continue;
+      await profiler.start();
+      await measure(LOCAL, rate, false);
+      rows.pop();
+      const file = path.join(tmpdir(), `edgeplane-e2e-${rate}.cpuprofile`);
+      console.log(`  profile of that rate again (the row above, sampled; ${file}):\n${summarizeProfile(await profiler.stop(file), 25).join('\n')}`);
+    }
+    profiler?.close();
     for (const rate of rates) await measure(LOCAL, rate, true);
     console.log(`${LOCAL} probes:`);
     probes.push({ runtime: LOCAL, probes: await bench.probes() });
@@ -600,7 +633,7 @@ async function main(): Promise<void> {
     const pgPids = new Set<number>([Number((await readFile(path.join(pg.dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0])]);
     const ramp: Step[] = [];
     let sustained = 0;
-    for (const rate of PROBES_ONLY ? [] : QUICK ? [1500, 2000] : [1500, 2000, 2500, 3000, 4000]) {
+    for (const rate of PROBES_ONLY || !RAMP ? [] : QUICK ? [1500, 2000] : [1500, 2000, 2500, 3000, 4000]) {
       const b = bench;
       const groups = {
         postgres: () => cpuOfGroups(new Set(), pgPids),
@@ -652,7 +685,7 @@ async function main(): Promise<void> {
     console.log(`renames never seen: ${bench.lost}; seen through a later rename of the same resource: ${bench.coalesced}`);
     bench.releaseLanes();
     const loadAtEnd = loads();
-    if (WRITE && !PROBES_ONLY) {
+    if (WRITE && !PROBES_ONLY && !PROFILE) {
       const report: Report = {
         machine,
         pgVersion: v!.v,

@@ -17,19 +17,14 @@
  * Not a test: it prints figures for bench/RESULTS.md.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { rm } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
-import { cpus, loadavg, tmpdir } from 'node:os';
-import path from 'node:path';
+import { cpus, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import postgres, { type Sql } from 'postgres';
+import type { Sql } from 'postgres';
 import WebSocket from 'ws';
-import { startEmbeddedPostgres, type EmbeddedCluster } from '../dev/embedded-postgres.ts';
-import { freePort } from '../dev/ports.ts';
-import { migrate } from '../migrations/migrate.ts';
 import { createAccount, type BenchAccount } from './edge-db.ts';
 import { websocketUrl } from './edge-devices.ts';
-import { cpuSample, processes, startWorker, type Processes, type RunningWorker } from './edge-worker.ts';
+import { startBenchDatabase, startBenchWorker, type BenchDatabase } from './bench-stack.ts';
+import { cpuSample, processes, type Processes, type RunningWorker } from './edge-worker.ts';
 
 const argv = process.argv.slice(2);
 const num = (name: string, fallback: number) => {
@@ -139,18 +134,12 @@ const forged = () => `${randomUUID()}.${randomUUID()}.${randomBytes(24).toString
 
 async function main(): Promise<void> {
   say(`machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}; ${load()}`);
-  const stamp = `${Date.now()}-${randomBytes(3).toString('hex')}`;
-  const persistTo = path.join(tmpdir(), `edgeplane-bench-abuse-${stamp}`);
-  let cluster: EmbeddedCluster | undefined;
+  let db: BenchDatabase | undefined;
   let worker: RunningWorker | undefined;
   let limited: RunningWorker | undefined;
   try {
-    if (!process.env.DATABASE_URL)
-      cluster = await startEmbeddedPostgres({ dataDir: path.join(tmpdir(), `edgeplane-bench-abuse-pg-${stamp}`), settings: { max_connections: '500' } });
-    const dbUrl = process.env.DATABASE_URL ?? cluster!.url;
-    const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
-    await migrate(sql);
-    const postmaster = cluster ? Number(readFileSync(path.join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]) : undefined;
+    db = await startBenchDatabase('abuse', { maxConnections: 500, pool: 1 });
+    const { sql, postmaster } = db;
     const accounts: BenchAccount[] = [];
     // Enough valid tokens for the baseline, and 2,000 in the first account for the flood.
     const perAccount = Math.max(Math.ceil(ATTEMPTS / ACCOUNTS) + 1, 2001);
@@ -158,15 +147,7 @@ async function main(): Promise<void> {
     say(`${ACCOUNTS} accounts of ${perAccount} actors and tokens each, written before the Worker starts`);
 
     // Rate limits off (bench/edge-worker.ts's default): what the refusals themselves cost.
-    worker = await startWorker({
-      runtime: 'miniflare',
-      port: await freePort(),
-      inspectorPort: await freePort(),
-      databaseUrl: dbUrl,
-      secret: randomBytes(24).toString('hex'),
-      persistTo: path.join(persistTo, 'off'),
-      echo: ECHO,
-    });
+    worker = await startBenchWorker(db, 'abuse-off', { echo: ECHO });
     const b = new AbuseBench(sql, worker, processes(worker, postmaster));
     const w = worker;
     say(`\nrate limits off (Miniflare, real bundle, ${w.url}); ${CONCURRENCY} handshakes in flight`);
@@ -237,16 +218,7 @@ async function main(): Promise<void> {
     worker = undefined;
 
     // Rate limits on: one address floods.
-    limited = await startWorker({
-      runtime: 'miniflare',
-      rateLimits: 'on',
-      port: await freePort(),
-      inspectorPort: await freePort(),
-      databaseUrl: dbUrl,
-      secret: randomBytes(24).toString('hex'),
-      persistTo: path.join(persistTo, 'on'),
-      echo: ECHO,
-    });
+    limited = await startBenchWorker(db, 'abuse-on', { rateLimits: 'on', echo: ECHO });
     const l = new AbuseBench(sql, limited, processes(limited, postmaster));
     const lw = limited;
     say(`\nrate limits on (wrangler.toml's: 1,000 connects per address and 20,000 per account per 10 s)`);
@@ -278,12 +250,10 @@ async function main(): Promise<void> {
       ),
     );
     say(`\n${JSON.stringify(results)}`);
-    await sql.end();
   } finally {
     await worker?.stop();
     await limited?.stop();
-    await cluster?.stop();
-    await rm(persistTo, { recursive: true, force: true });
+    await db?.stop();
   }
 }
 

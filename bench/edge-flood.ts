@@ -12,21 +12,16 @@
  * Not a test: it prints figures for bench/RESULTS.md.
  */
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { readdirSync, statSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import postgres from 'postgres';
-import { startEmbeddedPostgres, type EmbeddedCluster } from '../dev/embedded-postgres.ts';
-import { freePort } from '../dev/ports.ts';
-import { migrate } from '../migrations/migrate.ts';
 import { createAccount, insertTokens } from './edge-db.ts';
 import { connectMany, websocketUrl, type Device } from './edge-devices.ts';
 import { WorkerProfiler } from './edge-profile.ts';
 import { fmt, ms, percentile, sleep, spread } from './edge-stats.ts';
-import { startWorker, type Runtime, type RunningWorker } from './edge-worker.ts';
+import { startBenchDatabase, startBenchWorker, type BenchDatabase } from './bench-stack.ts';
+import type { Runtime, RunningWorker } from './edge-worker.ts';
 
 const argv = process.argv.slice(2);
 const num = (name: string, fallback: number) => {
@@ -101,7 +96,8 @@ function sqliteRows(persistTo: string): { flows: number; outbox: number; files: 
       else if (name.endsWith('.sqlite')) files.push(p);
     }
   };
-  walk(path.join(persistTo, 'do'));
+  // Wherever the runtime keeps the objects' SQLite (`wrangler dev --persist-to` puts it under v3/do).
+  walk(persistTo);
   let flows = 0;
   let outbox = 0;
   for (const f of files) {
@@ -120,28 +116,14 @@ function sqliteRows(persistTo: string): { flows: number; outbox: number; files: 
 
 async function main(): Promise<void> {
   say(`machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}; ${load()}`);
-  const stamp = `${Date.now()}-${randomBytes(3).toString('hex')}`;
-  const persistTo = path.join(tmpdir(), `edgeplane-bench-flood-state-${stamp}`);
-  let cluster: EmbeddedCluster | undefined;
+  let db: BenchDatabase | undefined;
   let worker: RunningWorker | undefined;
   const devices: Device[] = [];
   try {
-    if (!process.env.DATABASE_URL)
-      cluster = await startEmbeddedPostgres({ dataDir: path.join(tmpdir(), `edgeplane-bench-flood-pg-${stamp}`), settings: { max_connections: '500' } });
-    const url = process.env.DATABASE_URL ?? cluster!.url;
-    const sql = postgres(url, { max: 4, onnotice: () => {}, connection: { TimeZone: 'UTC' } });
-    await migrate(sql);
+    db = await startBenchDatabase('flood', { maxConnections: 500 });
+    const { sql } = db;
     // The default limits: FLOW_RATE_PER_SECOND 10, FLOW_BURST 100, FLOW_MAX_PER_CLIENT 1,000.
-    worker = await startWorker({
-      runtime: RUNTIME,
-      port: await freePort(),
-      inspectorPort: await freePort(),
-      databaseUrl: url,
-      secret: randomBytes(24).toString('hex'),
-      persistTo,
-      echo: argv.includes('--echo'),
-      ...(NO_RATE_LIMIT ? { vars: { FLOW_RATE_PER_SECOND: '0' } } : {}),
-    });
+    worker = await startBenchWorker(db, 'flood', { runtime: RUNTIME, echo: argv.includes('--echo'), ...(NO_RATE_LIMIT ? { vars: { FLOW_RATE_PER_SECOND: '0' } } : {}) });
     const account = await createAccount(sql, 'flood', { actors: OTHERS + 1, resources: 3 });
     const siteTokens = await insertTokens(sql, account.id, 'site', [account.site.id as string, account.site.id as string]);
     const gateways = (
@@ -166,7 +148,7 @@ async function main(): Promise<void> {
       others[0]!.device.send(JSON.stringify({ event: 'bench_wake', payload: {} }));
       return await measured;
     })();
-    const rowsBefore = sqliteRows(persistTo);
+    const rowsBefore = sqliteRows(worker.persistTo);
     const baseline = steady(others, r1, auth, SECONDS);
     const baselineLatencies = await baseline;
     say(`without the flood: other clients' create_flow -> authorize_flow ${spread(baselineLatencies)}`);
@@ -200,7 +182,7 @@ async function main(): Promise<void> {
       others[0]!.device.send(JSON.stringify({ event: 'bench_wake', payload: {} }));
       heapAfter = await measured;
     }
-    const rowsAfter = sqliteRows(persistTo);
+    const rowsAfter = sqliteRows(worker.persistTo);
     const [pg] = await sql<{ n: number }[]>`select count(*)::int as n from flows where account_id = ${account.id}`;
     say(`during the flood (${fmt(FLOOD)} create_flow sent by one client in ${ms(sentMs)}): other clients' create_flow -> authorize_flow ${spread(duringLatencies)}`);
     say(
@@ -213,15 +195,13 @@ async function main(): Promise<void> {
     );
     say(`  p99 during / without: ${ms(percentile(duringLatencies, 99))} / ${ms(percentile(baselineLatencies, 99))}`);
     profiler.close();
-    await sql.end();
   } catch (err) {
     if (worker) for (const l of worker.lines.slice(-60)) console.error(`  [${RUNTIME}] ${l}`);
     throw err;
   } finally {
     for (const d of devices) d.close();
     await worker?.stop();
-    await cluster?.stop();
-    await rm(persistTo, { recursive: true, force: true });
+    await db?.stop();
   }
 }
 

@@ -16,19 +16,16 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import postgres, { type Sql } from 'postgres';
-import { startEmbeddedPostgres, type EmbeddedCluster } from '../dev/embedded-postgres.ts';
-import { freePort } from '../dev/ports.ts';
-import { migrate } from '../migrations/migrate.ts';
+import type { Sql } from 'postgres';
 import { SIGNATURE_HEADER, signBody } from '../src/signature.ts';
 import { createAccount } from './edge-db.ts';
 import { summarizeProfile, WorkerProfiler } from './edge-profile.ts';
 import { fmt, ms } from './edge-stats.ts';
-import { cpuDelta, cpuSample, processes, startWorker, type RunningWorker } from './edge-worker.ts';
+import { startBenchDatabase, startBenchWorker, type BenchDatabase } from './bench-stack.ts';
+import { cpuDelta, cpuSample, processes, type RunningWorker } from './edge-worker.ts';
 
 const argv = process.argv.slice(2);
 const num = (name: string, fallback: number) => {
@@ -131,16 +128,11 @@ async function measure(
 
 async function main(): Promise<void> {
   say(`machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}; ${load()}`);
-  const stamp = `${Date.now()}-${randomBytes(3).toString('hex')}`;
-  const persistTo = path.join(tmpdir(), `edgeplane-bench-hydrate-state-${stamp}`);
-  let cluster: EmbeddedCluster | undefined;
+  let db: BenchDatabase | undefined;
   let worker: RunningWorker | undefined;
   try {
-    if (!process.env.DATABASE_URL) cluster = await startEmbeddedPostgres({ dataDir: path.join(tmpdir(), `edgeplane-bench-hydrate-pg-${stamp}`) });
-    const url = process.env.DATABASE_URL ?? cluster!.url;
-    const sql = postgres(url, { max: 2, onnotice: () => {}, connection: { TimeZone: 'UTC' } });
-    await migrate(sql);
-    const postmaster = cluster ? Number(readFileSync(path.join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]) : undefined;
+    db = await startBenchDatabase('hydrate', { pool: 2 });
+    const { sql, postmaster } = db;
     const quarter = Math.floor(ROWS / 4);
     const started = Date.now();
     const account = await createAccount(sql, 'large', { actors: quarter });
@@ -154,15 +146,7 @@ async function main(): Promise<void> {
         + (select count(*) from tokens where account_id = ${account.id}) + (select count(*) from clients where account_id = ${account.id}) as n`;
     say(`one account of ${fmt(Number(count!.n))} rows (+ a group, a site, a resource, its connection and policy), written in ${ms(Date.now() - started)}`);
     await sql`vacuum analyze`;
-    worker = await startWorker({
-      runtime: 'miniflare',
-      port: await freePort(),
-      inspectorPort: await freePort(),
-      databaseUrl: url,
-      secret: randomBytes(24).toString('hex'),
-      persistTo,
-      echo: ECHO,
-    });
+    worker = await startBenchWorker(db, 'hydrate', { echo: ECHO });
     const profiler = await WorkerProfiler.connect(worker.inspectorPort);
     // Any object makes the Worker's workerd known (processes() finds it by its SQLite files).
     await postSigned(worker, `/v1/accounts/${crypto.randomUUID()}/changes`, JSON.stringify({ changes: [] }));
@@ -180,14 +164,12 @@ async function main(): Promise<void> {
       postSigned(worker!, `/v1/accounts/${account.id}/rehydrate`, '{}'),
     );
     profiler.close();
-    await sql.end();
   } catch (err) {
     if (worker) for (const l of worker.lines.slice(-60)) console.error(`  [miniflare] ${l}`);
     throw err;
   } finally {
     await worker?.stop();
-    await cluster?.stop();
-    await rm(persistTo, { recursive: true, force: true });
+    await db?.stop();
   }
 }
 

@@ -1,36 +1,13 @@
-/**
- * `npm run bench:storm [-- --devices 10000 --changed 100 --holders 4 --in-flight 256 --profile --echo]`
- *
- * A reconnect storm (issue 14): `--devices` clients of one account (one actor and token each) in
- * an embedded Postgres, the edge in Miniflare with the real bundle (bench/edge-miniflare.ts), the
- * devices spread over `--holders` child processes (bench/socket-holders.ts), each opening its
- * share with `--in-flight` handshakes at a time. Three storms, every device at once, each timed
- * from the start to the last device's `init`:
- * 1. every device new (after one that hydrates the object alone);
- * 2. every device again after all closed, `--changed` of them with a new version;
- * 3. every device again, none changed.
- * For each, the `clients` rows Postgres wrote (updated since the storm began) and the statements
- * that wrote them (distinct xmin: each statement is its own transaction), and the CPU of workerd
- * and Postgres. --profile adds a CPU profile of the Worker's isolate (through the inspector) of
- * the last storm.
- *
- * Not a test: it prints figures for bench/RESULTS.md.
- */
-import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
-import postgres, { type Sql } from 'postgres';
-import { startEmbeddedPostgres, type EmbeddedCluster } from '../dev/embedded-postgres.ts';
-import { freePort } from '../dev/ports.ts';
-import { migrate } from '../migrations/migrate.ts';
+import type { Sql } from 'postgres';
 import { createAccount } from './edge-db.ts';
 import { websocketUrl } from './edge-devices.ts';
 import { summarizeProfile, WorkerProfiler } from './edge-profile.ts';
 import { fmt, ms, percentile, sleep } from './edge-stats.ts';
-import { cpuDelta, cpuSample, memory, processes, startWorker, type RunningWorker } from './edge-worker.ts';
-import { SocketHolders } from './socket-holders.ts';
+import { startBenchDatabase, startBenchWorker, type BenchDatabase } from './bench-stack.ts';
+import { cpuDelta, cpuSample, memory, processes, type RunningWorker } from './edge-worker.ts';
+import { SocketHolders } from '../test/support/socket-holders.ts';
 
 const argv = process.argv.slice(2);
 const num = (name: string, fallback: number) => {
@@ -61,35 +38,21 @@ async function written(sql: Sql, accountId: string, since: Date): Promise<{ rows
 
 async function main(): Promise<void> {
   say(`machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}; ${load()}`);
-  const stamp = `${Date.now()}-${randomBytes(3).toString('hex')}`;
-  const persistTo = path.join(tmpdir(), `edgeplane-bench-storm-state-${stamp}`);
-  let cluster: EmbeddedCluster | undefined;
+  let db: BenchDatabase | undefined;
   let worker: RunningWorker | undefined;
   let holders: SocketHolders | undefined;
   try {
-    if (!process.env.DATABASE_URL) {
-      // Room for a connection per connect, as the code before batching opened.
-      cluster = await startEmbeddedPostgres({ dataDir: path.join(tmpdir(), `edgeplane-bench-storm-pg-${stamp}`), settings: { max_connections: '2000' } });
-    }
-    const url = process.env.DATABASE_URL ?? cluster!.url;
-    const sql = postgres(url, { max: 2, onnotice: () => {}, connection: { TimeZone: 'UTC' } });
-    await migrate(sql);
-    const postmaster = cluster ? Number(readFileSync(path.join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]) : undefined;
-    worker = await startWorker({
-      runtime: 'miniflare',
-      port: await freePort(),
-      inspectorPort: await freePort(),
-      databaseUrl: url,
-      secret: randomBytes(24).toString('hex'),
-      persistTo,
-      echo: ECHO,
-    });
+    // Room for a connection per connect, as the code before batching opened.
+    db = await startBenchDatabase('storm', { maxConnections: 2000, pool: 2 });
+    const { sql, postmaster, stamp } = db;
+    worker = await startBenchWorker(db, 'storm', { echo: ECHO });
     const account = await createAccount(sql, 'storm', { actors: DEVICES });
-    const urls = (version: (i: number) => string) => account.clientTokens.map((t, i) => websocketUrl(worker!.url, 'client', t, { externalId: `storm-${i}`, version: version(i) }));
-    holders = await SocketHolders.start(HOLDERS);
+    const devices = (version: (i: number) => string) =>
+      account.clientTokens.map((t, i) => ({ url: websocketUrl(worker!.url, 'client', t, { externalId: `storm-${i}`, version: version(i) }) }));
+    holders = await SocketHolders.spawn(HOLDERS);
     say(`${fmt(DEVICES)} clients of one account over ${HOLDERS} holder processes, ${IN_FLIGHT} handshakes in flight each`);
     const hydrating = Date.now();
-    const first = await holders.connect(urls(() => '1.4.2').slice(0, 1), 1);
+    const first = await holders.connectAll(devices(() => '1.4.2').slice(0, 1), 1, false);
     await holders.close();
     say(`  one device alone (hydrates the object): init after ${ms(first.initAt[0]! - hydrating)}`);
     const storms: Array<{ label: string; version: (i: number) => string; changed: number }> = [
@@ -105,7 +68,8 @@ async function main(): Promise<void> {
       const [clock] = await sql<{ now: Date }[]>`select now()`;
       const before = cpuSample(procs);
       const startedAt = Date.now();
-      const result = await holders.connect(urls(storm.version), IN_FLIGHT);
+      const result = await holders.connectAll(devices(storm.version), IN_FLIGHT, false);
+      if (result.failed > 0) throw new Error(`${result.failed} devices got no init: ${result.firstError}`);
       const after = cpuSample(procs);
       const times = result.initAt.map((at) => at - startedAt);
       const w = await written(sql, account.id, clock!.now);
@@ -125,15 +89,13 @@ async function main(): Promise<void> {
       await sleep(SETTLE_MS);
     }
     profiler?.close();
-    await sql.end();
   } catch (err) {
     if (worker) for (const l of worker.lines.slice(-60)) console.error(`  [miniflare] ${l}`);
     throw err;
   } finally {
-    holders?.stop();
+    await holders?.stop();
     await worker?.stop();
-    await cluster?.stop();
-    await rm(persistTo, { recursive: true, force: true });
+    await db?.stop();
   }
 }
 

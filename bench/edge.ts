@@ -24,23 +24,17 @@
  *
  * Not a test: it prints figures for bench/RESULTS.md.
  */
-import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
-import postgres from 'postgres';
-import { migrate } from '../migrations/migrate.ts';
-import { startEmbeddedPostgres, type EmbeddedCluster } from '../dev/embedded-postgres.ts';
-import { freePort } from '../dev/ports.ts';
 import { cacheBytes } from './edge-cache-bytes.ts';
 import type { Device } from './edge-devices.ts';
 import { bulkMemberships, policyFanout, type Bench } from './edge-fanout.ts';
 import { smallBatches } from './edge-batch.ts';
 import { flows } from './edge-flows.ts';
 import { summarizeProfile, WorkerProfiler } from './edge-profile.ts';
-import { cpuSample, memory, processes, startWorker, type Processes, type Runtime, type RunningWorker } from './edge-worker.ts';
+import { startBenchDatabase, startBenchWorker, type BenchDatabase } from './bench-stack.ts';
+import { cpuSample, memory, processes, type Processes, type Runtime, type RunningWorker } from './edge-worker.ts';
 
 const argv = process.argv.slice(2);
 const num = (name: string, fallback: number) => {
@@ -81,35 +75,25 @@ const load = () =>
 
 async function main(): Promise<void> {
   say(`machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}, ${versions()}; ${load()}`);
-  const stamp = `${Date.now()}-${randomBytes(3).toString('hex')}`;
-  let cluster: EmbeddedCluster | undefined;
+  let db: BenchDatabase | undefined;
   let worker: RunningWorker | undefined;
-  const persistTo = path.join(tmpdir(), `edgeplane-bench-edge-state-${stamp}`);
   const devices: Device[] = [];
   try {
-    if (!process.env.DATABASE_URL) {
-      // Every device connect upserts through its own connection (closed after 5 s idle): room for that.
-      cluster = await startEmbeddedPostgres({ dataDir: path.join(tmpdir(), `edgeplane-bench-edge-pg-${stamp}`), settings: { max_connections: '2000' } });
-    }
-    const url = process.env.DATABASE_URL ?? cluster!.url;
-    const sql = postgres(url, { max: 4, onnotice: () => {}, connection: { TimeZone: 'UTC' } });
-    await migrate(sql);
-    const postmaster = cluster ? Number(readFileSync(path.join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]) : undefined;
+    // Room for the connects of the fan-out's thousands of devices.
+    db = await startBenchDatabase('edge', { maxConnections: 2000 });
+    const { sql, postmaster, stamp } = db;
     const started = Date.now();
-    worker = await startWorker({
+    worker = await startBenchWorker(db, 'edge', {
       runtime: RUNTIME,
-      port: await freePort(),
-      inspectorPort: await freePort(),
-      databaseUrl: url,
-      secret: randomBytes(24).toString('hex'),
-      persistTo,
       echo: ECHO,
       // Part 4 measures one client's sequential create_flow: no per-socket rate limit.
       vars: { FLOW_RATE_PER_SECOND: '0' },
       // Batches as `npm start`'s replicator posts them, past Miniflare's entry worker (unless --through-entry).
-      ...(THROUGH_ENTRY ? {} : { directPort: await freePort() }),
+      direct: !THROUGH_ENTRY,
     });
-    say(`${RUNTIME === 'wrangler' ? 'wrangler dev' : 'Miniflare (real bundle)'} on ${worker.url} ready in ${((Date.now() - started) / 1000).toFixed(1)} s (state in ${persistTo})`);
+    say(
+      `${RUNTIME === 'wrangler' ? 'wrangler dev' : 'Miniflare (real bundle)'} on ${worker.url} ready in ${((Date.now() - started) / 1000).toFixed(1)} s (state in ${worker.persistTo})`,
+    );
     let procs: Processes | undefined;
     const profiler = PROFILE ? await WorkerProfiler.connect(worker.inspectorPort) : undefined;
     const b: Bench = {
@@ -140,15 +124,13 @@ async function main(): Promise<void> {
     if (procs) say(`\n${memory(procs)}; ${devices.length} sockets open`);
     profiler?.close();
     if (only('cache')) await cacheBytes(sql, say);
-    await sql.end();
   } catch (err) {
     if (worker) for (const l of worker.lines.slice(-60)) console.error(`  [wrangler] ${l}`);
     throw err;
   } finally {
     for (const d of devices) d.close();
     await worker?.stop();
-    await cluster?.stop();
-    await rm(persistTo, { recursive: true, force: true });
+    await db?.stop();
   }
 }
 

@@ -9,6 +9,8 @@ export interface ReplicatorOptions {
   port: number;
   /** Further variables of replicator/config.ts (SLOT_NAME, FORWARD_LINGER_MS, ...). */
   env?: Record<string, string | undefined>;
+  /** Node's own flags, e.g. `--cpu-prof` (which NODE_OPTIONS does not take). */
+  nodeArgs?: string[];
   onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
 }
 
@@ -22,7 +24,7 @@ export function startReplicatorProcess(options: ReplicatorOptions): Child {
     REPLICATOR_SECRET: options.secret,
     REPLICATOR_PORT: String(options.port),
   };
-  return new Child('replicator', process.execPath, ['--import', 'tsx', path.join(ROOT, 'replicator/main.ts')], {
+  return new Child('replicator', process.execPath, [...(options.nodeArgs ?? []), '--import', 'tsx', path.join(ROOT, 'replicator/main.ts')], {
     cwd: ROOT,
     env,
     ...(options.onLine ? { onLine: options.onLine } : {}),

@@ -55,6 +55,14 @@ export function bytesToUuid<Kind extends string>(bytes: ArrayBuffer | Uint8Array
   return s as Id<Kind>;
 }
 
+/**
+ * The uuid of 32 lower-case hex digits (SQLite's `lower(hex(id))`): how a woken object reads its
+ * cached ids in bulk (workers/account/json-pages.ts), cheaper there than a blob per id.
+ */
+export function uuidFromHex<Kind extends string>(hex: string): Id<Kind> {
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}` as Id<Kind>;
+}
+
 export function randomId<Kind extends string>(): Id<Kind> {
   return crypto.randomUUID() as Id<Kind>;
 }

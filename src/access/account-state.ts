@@ -77,6 +77,14 @@ export class AccountState {
   put(cached: Cached): void {
     const before = this.existing(cached);
     if (before) this.remove(before);
+    this.insert(cached);
+  }
+
+  /**
+   * Stores a record whose key holds none yet, without looking: for a table read back whole
+   * (its keys are unique), where the look-up was a fifth of a woken object's load.
+   */
+  insert(cached: Cached): void {
     switch (cached.table) {
       case 'accounts':
         if (cached.record.id === this.accountId) this.account = cached.record;

@@ -1,66 +1,92 @@
 /**
- * A child process that holds many client sockets of one token (`ws`), for runs of more sockets
- * than one process may open (20,000 files here). Driven over IPC (socket-holders.ts):
+ * A child process that holds many device sockets (`ws`), for runs of more sockets than one
+ * process may open (20,000 files here) and so the clients' work spreads over the cores. Driven
+ * over IPC by socket-holders.ts, the one holder of the e2e suite and the benchmarks:
  *
- *   start: connects `count` clients (external ids `<prefix>-<i>`, `concurrency` handshakes in
- *          flight, each from an address of its own in `cf-connecting-ip`, a 5xx or reset retried),
- *          answers `{ kind: 'connected', inits, failed, ms }` once every one has its `init`;
- *   expect `{ event, id }`: answers `{ kind: 'received', n, lastAt }` once every socket got that frame
- *          (or 60 s passed), `lastAt` being Date.now() at the last one;
- *   stop:  closes everything and exits.
+ *   connect: opens every URL (`concurrency` handshakes in flight, each with its `cf-connecting-ip`
+ *            if given, a 5xx, reset or missing init retried with backoff), answers `connected`
+ *            with each URL's `init` arrival (wall-clock ms) once every one has one or failed;
+ *   expect `{ event, id }`: answers `received` once every socket got that frame (or 60 s passed);
+ *   close:  closes every socket and answers `closed`; stop: closes them and exits.
  */
+import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
-import { deviceSocketUrl } from '../../dev/device-url.ts';
+
+export interface HeldDevice {
+  url: string;
+  /** Sent as `cf-connecting-ip`: devices behind many networks. */
+  address?: string;
+}
 
 export type HolderCommand =
-  | { cmd: 'start'; url: string; token: string; count: number; prefix: string; concurrency: number; addressBase: string }
+  | { cmd: 'connect'; devices: HeldDevice[]; concurrency: number; keepalive: boolean }
   | { cmd: 'expect'; event: string; id: string }
+  | { cmd: 'close' }
   | { cmd: 'stop' };
 
-export type HolderReport = { kind: 'connected'; inits: number; failed: number; retries: number; ms: number; firstError?: string } | { kind: 'received'; n: number; lastAt: number };
+export type HolderReport =
+  | { kind: 'connected'; initAt: number[]; inits: number; failed: number; retries: number; ms: number; firstError?: string }
+  | { kind: 'received'; n: number; lastAt: number }
+  | { kind: 'closed' };
 
-const sockets: WebSocket[] = [];
+const INIT_TIMEOUT_MS = 120_000;
+const ATTEMPTS = 9;
+
+let sockets: WebSocket[] = [];
 /** Per socket, the frames it got after init: `event id` -> arrival time. */
-const seen: Map<string, number>[] = [];
+let seen: Map<string, number>[] = [];
 
 const send = (r: HolderReport) => process.send!(r);
+/** Sub-millisecond and on the parent's Date.now() scale. */
+const wallClock = () => performance.timeOrigin + performance.now();
 
-function connectOne(url: string, address: string, index: number): Promise<'ok' | 'retry' | string> {
+function connectOne(device: HeldDevice, index: number, keepalive: boolean): Promise<{ ok: true; at: number } | { ok: false; retry: boolean; error: string }> {
   return new Promise((resolve) => {
-    const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: 60_000, headers: { 'cf-connecting-ip': address } });
+    const headers = device.address ? { 'cf-connecting-ip': device.address } : undefined;
+    const ws = new WebSocket(device.url, { perMessageDeflate: false, handshakeTimeout: 60_000, ...(headers ? { headers } : {}) });
     const frames = new Map<string, number>();
     let inited = false;
+    const timer = setTimeout(() => {
+      ws.terminate();
+      resolve({ ok: false, retry: true, error: `no init within ${INIT_TIMEOUT_MS} ms` });
+    }, INIT_TIMEOUT_MS);
     ws.on('message', (data) => {
+      const at = wallClock();
       const text = data.toString();
       if (text === 'pong') return;
       const frame = JSON.parse(text) as { event: string; payload: { id?: string } };
       if (frame.event === 'init' && !inited) {
         inited = true;
+        clearTimeout(timer);
         sockets[index] = ws;
         seen[index] = frames;
         // A keepalive at once, as devices do (docs/protocol.md#local-run).
-        ws.send('ping');
-        resolve('ok');
+        if (keepalive) ws.send('ping');
+        resolve({ ok: true, at });
         return;
       }
-      frames.set(`${frame.event} ${frame.payload.id ?? ''}`, Date.now());
+      frames.set(`${frame.event} ${frame.payload.id ?? ''}`, at);
     });
     ws.on('unexpected-response', (req, res) => {
       let body = '';
       res.on('data', (c: Buffer) => (body += c.toString()));
       res.on('end', () => {
+        clearTimeout(timer);
         req.destroy();
-        resolve((res.statusCode ?? 0) >= 500 ? 'retry' : `HTTP ${res.statusCode} ${body.slice(0, 200)}`);
+        resolve({ ok: false, retry: (res.statusCode ?? 0) >= 500, error: `HTTP ${res.statusCode} ${body.slice(0, 200)}` });
       });
     });
-    ws.on('error', () => {
-      if (!inited) resolve('retry');
+    ws.on('error', (err) => {
+      if (inited) return;
+      clearTimeout(timer);
+      resolve({ ok: false, retry: true, error: err.message });
     });
   });
 }
 
-async function start(c: Extract<HolderCommand, { cmd: 'start' }>): Promise<void> {
+async function connect(c: Extract<HolderCommand, { cmd: 'connect' }>): Promise<void> {
   const t = Date.now();
+  const initAt = new Array<number>(c.devices.length).fill(Number.NaN);
   let next = 0;
   let failed = 0;
   let retries = 0;
@@ -68,31 +94,25 @@ async function start(c: Extract<HolderCommand, { cmd: 'start' }>): Promise<void>
   const worker = async () => {
     for (;;) {
       const i = next++;
-      if (i >= c.count) return;
-      const url = deviceSocketUrl(c.url, 'client', {
-        token: c.token,
-        externalId: `${c.prefix}-${i}`,
-        name: `${c.prefix}-${i}`,
-        publicKey: `pk-${c.prefix}-${i}`,
-        version: '1.4.2',
-      });
-      // One address per 250 devices' worth of the holder's block (10.x.y.z), as devices behind many networks.
-      const address = `${c.addressBase}.${Math.floor(i / 250)}.${(i % 250) + 1}`;
-      for (let attempt = 0; ; attempt++) {
-        const outcome = await connectOne(url, address, i);
-        if (outcome === 'ok') break;
-        if (outcome !== 'retry' || attempt >= 8) {
+      if (i >= c.devices.length) return;
+      for (let attempt = 1; ; attempt++) {
+        const outcome = await connectOne(c.devices[i]!, i, c.keepalive);
+        if (outcome.ok) {
+          initAt[i] = outcome.at;
+          break;
+        }
+        if (!outcome.retry || attempt >= ATTEMPTS) {
           failed++;
-          firstError ??= outcome;
+          firstError ??= outcome.error;
           break;
         }
         retries++;
-        await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
+        await new Promise((r) => setTimeout(r, 100 * 2 ** (attempt - 1)));
       }
     }
   };
-  await Promise.all(Array.from({ length: c.concurrency }, worker));
-  send({ kind: 'connected', inits: sockets.filter(Boolean).length, failed, retries, ms: Date.now() - t, ...(firstError ? { firstError } : {}) });
+  await Promise.all(Array.from({ length: Math.min(c.concurrency, c.devices.length) }, worker));
+  send({ kind: 'connected', initAt, inits: sockets.filter(Boolean).length, failed, retries, ms: Date.now() - t, ...(firstError ? { firstError } : {}) });
 }
 
 async function expectFrame(event: string, id: string): Promise<void> {
@@ -104,12 +124,22 @@ async function expectFrame(event: string, id: string): Promise<void> {
   send({ kind: 'received', n: times.length, lastAt: Math.max(0, ...times) });
 }
 
+function closeAll(): void {
+  for (const ws of sockets) ws?.terminate();
+  sockets = [];
+  seen = [];
+}
+
 process.on('message', (c: HolderCommand) => {
-  if (c.cmd === 'start') void start(c);
+  if (c.cmd === 'connect') void connect(c);
   else if (c.cmd === 'expect') void expectFrame(c.event, c.id);
-  else {
-    for (const ws of sockets) ws?.terminate();
+  else if (c.cmd === 'close') {
+    closeAll();
+    send({ kind: 'closed' });
+  } else {
+    closeAll();
     process.exit(0);
   }
 });
+// The parent ended (or died): nothing is left to hold.
 process.on('disconnect', () => process.exit(0));

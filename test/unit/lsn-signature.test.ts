@@ -27,6 +27,12 @@ describe('request signature', () => {
     expect(await verifySignature('secret-one', header, '{"changes":[]}', now + 301)).toBe('expired');
     expect(await verifySignature('secret-one', undefined, '{}', now)).toBe('missing');
     expect(await verifySignature('secret-one', 't=abc,v1=zz', '{}', now)).toBe('malformed');
+    // The MAC's digits: either case is the same bytes; anything else, or an odd count, is malformed.
+    expect(await verifySignature('secret-one', header.toUpperCase().replace('T=', 't=').replace('V1=', 'v1='), '{"changes":[]}', now)).toBe('ok');
+    const mac = header.slice(header.indexOf('v1=') + 3);
+    for (const bad of [`${mac.slice(0, 63)}g`, `${mac.slice(0, 63)}:`, `${mac.slice(0, 63)}/`, `${mac.slice(0, 63)}G`, mac.slice(0, 63), `${mac.slice(0, 62)}é0`]) {
+      expect(await verifySignature('secret-one', `t=${now},v1=${bad}`, '{"changes":[]}', now)).toBe('malformed');
+    }
   });
 });
 

@@ -1,8 +1,11 @@
 import { env, evictDurableObject, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
+import type { ResourceId } from '../../src/ids.ts';
 import type { AccountDO } from '../../workers/account/account-do.ts';
+import type { ObjectContext } from '../../workers/account/object-context.ts';
+import { attachmentOf } from '../../workers/account/sockets.ts';
 import { basicSetup, TestAccount } from './support/account.ts';
-import { connect } from './support/device.ts';
+import { connect, type Frame } from './support/device.ts';
 import { database } from './support/world.ts';
 
 const sql = database();
@@ -33,5 +36,91 @@ describe('hibernation (docs/architecture.md#9-hibernation-safe)', () => {
     // The socket survived every eviction and still answers frames.
     device.send({ event: 'nope', payload: {} });
     expect((await device.next('error')).payload.reason).toBe('unknown event: nope');
+  });
+
+  it('the first batch after a wake gives every socket exactly its frames; digests of connections gone meanwhile reach no new connection and are dropped soon after', async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    // A second actor in a second group: it sees only the second resource, which the first actor sees too.
+    let other = '';
+    let second = '';
+    let secondPolicy = '';
+    await account.apply(async (t) => {
+      const actor = await account.actor(t, { name: 'Bo' });
+      const group = await account.group(t, { name: 'Sales' });
+      await account.membership(t, actor.id, group.id);
+      const resource = await account.resource(t, { name: 'CRM', address: 'crm.example.com' });
+      second = resource.id as string;
+      await account.connection(t, resource.id, s.site.id);
+      secondPolicy = (await account.policy(t, group.id, resource.id)).id as string;
+      await account.policy(t, s.group.id, resource.id);
+      other = (await account.clientToken(t, actor.id)).token;
+    });
+    const ids = (init: Frame) => (init.payload.resources as { id: string }[]).map((r) => r.id).sort();
+    const a1 = await connect('client', s.token, { externalId: 'a1' });
+    const b1 = await connect('client', other, { externalId: 'b1' });
+    const b2 = await connect('client', other, { externalId: 'b2' });
+    expect(ids(a1.init)).toEqual([s.resource.id as string, second].sort());
+    expect(ids(b1.init)).toEqual([second]);
+    const stub = env.ACCOUNT.get(env.ACCOUNT.idFromName(account.id));
+    type Inner = { object: ObjectContext };
+    const viewRows = () =>
+      runInDurableObject(stub, (_: AccountDO, state) =>
+        state.storage.sql
+          .exec<{ conn: number; n: number }>('select conn, count(*) as n from client_views group by conn order by conn')
+          .toArray()
+          .map((r) => [r.conn, r.n]),
+      );
+    // A connection that closed while no instance ran (its close handler never ran): its digests stay behind.
+    const stale = await runInDurableObject(stub, (instance: AccountDO, state) => {
+      const { object } = instance as unknown as Inner;
+      const conn = object.meta.nextConnection();
+      state.storage.transactionSync(() => {
+        object.views.set(conn, s.resource.id as ResourceId, 1);
+        object.views.set(conn, second as ResourceId, 2);
+      });
+      return conn;
+    });
+    const live = await viewRows();
+    expect(live.map(([conn]) => conn)).toContain(stale);
+    await evictDurableObject(stub, { webSockets: 'hibernate' });
+
+    // One batch that reaches every socket: the second resource renamed, and the first actor's policy on the first one deleted.
+    await account.apply(async (t) => {
+      await t.update('resources', { id: second }, { name: 'CRM (renamed)' });
+      await t.softDelete('policies', { id: s.policy.id });
+    });
+    const renamed = { event: 'resource_created_or_updated', payload: expect.objectContaining({ id: second, name: 'CRM (renamed)' }) };
+    const a1Frames = await a1.device.drain();
+    expect(a1Frames).toHaveLength(2);
+    expect(a1Frames).toEqual(expect.arrayContaining([renamed, { event: 'resource_deleted', payload: { id: s.resource.id } }]));
+    for (const b of [b1, b2]) expect(await b.device.drain()).toEqual([renamed]);
+
+    // A new connection gets a number of its own, never the stale one, and only its own digests.
+    const a2 = await connect('client', s.token, { externalId: 'a2' });
+    expect(ids(a2.init)).toEqual([second]);
+    const conns = await runInDurableObject(stub, (instance: AccountDO, state) => {
+      const { object } = instance as unknown as Inner;
+      return state.getWebSockets().map((ws) => {
+        const conn = attachmentOf(ws)!.conn;
+        return { conn, views: object.views.of(conn).size };
+      });
+    });
+    expect(conns).toHaveLength(4);
+    expect(conns.map((c) => c.conn)).not.toContain(stale);
+    // a1 lost the first resource: each socket now holds one view (the second resource).
+    expect(conns.map((c) => c.views)).toEqual([1, 1, 1, 1]);
+
+    // A moment after the wake the stale digests go, and only those, with no alarm set for it (nothing is due).
+    let after = await viewRows();
+    for (const deadline = Date.now() + 5_000; after.some(([conn]) => conn === stale) && Date.now() < deadline; after = await viewRows()) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(after.map(([conn]) => conn)).not.toContain(stale);
+    expect(after.map(([conn]) => conn).sort()).toEqual(conns.map((c) => c.conn).sort());
+    expect(await runInDurableObject(stub, (_: AccountDO, state) => state.storage.getAlarm())).toBeNull();
+    // The live digests survived: a change that leaves every view as it was sends nothing.
+    await account.apply((t) => t.update('policies', { id: secondPolicy }, { description: 'reworded' }));
+    for (const d of [a1, a2, b1, b2]) expect(await d.device.drain()).toEqual([]);
   });
 });

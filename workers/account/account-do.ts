@@ -58,6 +58,12 @@ export class RelayRoleError extends Error {
 }
 
 /**
+ * After a wake, how soon the object drops the digests of connections gone meanwhile: past the
+ * batch or connect that woke it, and soon enough that the instance is still running.
+ */
+const VIEW_SWEEP_DELAY_MS = 1_000;
+
+/**
  * One account's object (DESIGN "AccountDO"): ordered compact caches in SQLite, consistent
  * hydration, the hibernating sockets of the account's clients and gateways, and the diffs and
  * flow decisions pushed to them.
@@ -80,6 +86,8 @@ export class AccountDO extends DurableObject<Env> {
   private readonly relays: RelayStore;
   private readonly relayConfig: RelayConfig;
   private socketReport: ReturnType<typeof setTimeout> | undefined;
+  /** Whether this instance has yet to drop the view digests of connections that closed while no instance ran (see ready). */
+  private viewsToSweep = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -139,11 +147,18 @@ export class AccountDO extends DurableObject<Env> {
       if (this.memory) return;
       const stale = owner === null || this.object.meta.cacheVersion !== CACHE_SCHEMA_VERSION;
       const hydrated = stale ? await this.hydrate(accountId, relay ? await this.joinWriter(accountId) : undefined) : undefined;
-      const live = new Set(this.ctx.getWebSockets().map((ws) => attachmentOf(ws)?.conn ?? -1));
-      this.object.views.retain(live);
       this.memory = { state: hydrated ?? this.object.caches.load(accountId), flows: this.object.flowStore.load() };
       // Flows created before an eviction or a restart may still wait in the outbox, for how long is unknown.
       this.flowLog.overdue();
+      // Digests of connections that closed while no instance ran are dropped a moment later, not
+      // here: that reads every socket's attachment, on the path of the batch or connect that
+      // woke the object. Connection ids are never reused, so none of them is read meanwhile. A
+      // timer rather than the alarm, whose instant the clock alone decides; an instance that
+      // ends first leaves them to the next one's sweep, or to an alarm that comes sooner.
+      if (!this.viewsToSweep) {
+        this.viewsToSweep = true;
+        setTimeout(() => this.sweepViews(), VIEW_SWEEP_DELAY_MS);
+      }
     });
     return this.memory!;
   }
@@ -463,6 +478,7 @@ export class AccountDO extends DurableObject<Env> {
     this.clock.fired();
     const memory = await this.readyStored();
     if (!memory) return;
+    this.sweepViews();
     const now = Date.now();
     const pushed = await this.push(memory, dueAt(memory.state, memory.flows, now), now);
     // Only once their sockets are closed and their flows revoked (a failed push is redone from them).
@@ -471,6 +487,20 @@ export class AccountDO extends DurableObject<Env> {
     await this.flowLog.retainIfDue(false);
     await this.retryRelays(now);
     if (pushed) await this.rescheduleAlarm(memory);
+  }
+
+  /** Drops the digests of connections that closed while no instance ran (docs/architecture.md#9-hibernation-safe), once an instance. */
+  private sweepViews(): void {
+    if (!this.viewsToSweep) return;
+    const live = new Set(this.ctx.getWebSockets().map((ws) => attachmentOf(ws)?.conn ?? -1));
+    try {
+      this.ctx.storage.transactionSync(() => this.object.views.retain(live));
+      this.viewsToSweep = false;
+    } catch (err) {
+      // Memory may be ahead of storage: read it again; the alarm or the next instance sweeps again.
+      this.object.views.reset();
+      log.error({ component: 'account', account: this.object.meta.accountId, err: String(err) }, 'dropping stale view digests failed');
+    }
   }
 
   /**

@@ -24,6 +24,8 @@ export class AlarmClock {
 
   /** Sets the alarm to exactly `at` (null: none), after a full recompute. */
   async exactly(at: number | null): Promise<void> {
+    // Every batch recomputes the alarm and nearly always finds the one set: decided without the awaits.
+    if (at === this.scheduled) return;
     const current = await this.current();
     if (at === null) {
       if (current !== null) await this.storage.deleteAlarm();

@@ -3,7 +3,11 @@ import type { StorageOp } from '../../src/access/apply-change.ts';
 import type { AccountId } from '../../src/ids.ts';
 import type { Cached } from '../../src/records.ts';
 import { DOMAIN_TABLES } from '../../src/tables.ts';
-import { CACHE_TABLES, encodeCached, type SqlValue } from './cache-tables.ts';
+import { CACHE_TABLES, encodeCached } from './cache-tables.ts';
+import { jsonPages } from './json-pages.ts';
+
+/** Rows a page of `load` reads: a few hundred kilobytes of JSON, so that a large account never is one string. */
+const LOAD_PAGE_ROWS = 4_096;
 
 const upsertSql = Object.fromEntries(
   Object.entries(CACHE_TABLES).map(([table, codec]) => [
@@ -20,14 +24,12 @@ const deleteSql = Object.fromEntries(
 export class CacheStore {
   constructor(private readonly sql: SqlStorage) {}
 
-  /** The whole account's state, rebuilt from SQLite (after a wake or a restart). */
+  /** The whole account's state, rebuilt from SQLite (after a wake or a restart), a page of each table at a time. */
   load(accountId: AccountId): AccountState {
     const state = new AccountState(accountId);
     for (const table of DOMAIN_TABLES) {
       const codec = CACHE_TABLES[table];
-      for (const row of this.sql.exec<Record<string, SqlValue>>(`select ${codec.columns.join(', ')} from ${codec.name}`)) {
-        state.put({ table, record: codec.decode(row) } as Cached);
-      }
+      for (const rows of jsonPages(this.sql, codec.read, LOAD_PAGE_ROWS)) for (const row of rows) state.insert({ table, record: codec.decode(row) } as Cached);
     }
     return state;
   }

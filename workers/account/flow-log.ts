@@ -108,7 +108,8 @@ export class FlowLogWriter {
   /** When retention runs next (epoch ms), for the alarm; null when not scheduled. */
   get retentionAt(): number | null {
     if (this.retentionMs === null) return null;
-    this.retention ??= this.store.retentionAt;
+    // Not `??=`: null (none scheduled) is a value read once too, not a reason to read SQLite every batch.
+    if (this.retention === undefined) this.retention = this.store.retentionAt;
     return this.retention;
   }
 

@@ -1,8 +1,23 @@
 import type { SentViews } from '../../src/access/client-views.ts';
-import { bytesToUuid, uuidToBytes, type ResourceId } from '../../src/ids.ts';
+import { uuidFromHex, uuidToBytes, type ResourceId } from '../../src/ids.ts';
+import { jsonPages } from './json-pages.ts';
+import { hexText, type JsonTable } from './json-rows.ts';
 
 /** SQLite in Durable Objects binds at most 100 parameters a statement: 33 rows of 3. */
-const ROWS_PER_STATEMENT = 33;
+const MAX_PARAMETERS = 100;
+const ROWS_PER_STATEMENT = Math.floor(MAX_PARAMETERS / 3);
+
+/** Rows a page of the first read holds (workers/account/json-pages.ts). */
+const LOAD_PAGE_ROWS = 4_096;
+
+const VIEWS: JsonTable = {
+  name: 'client_views',
+  values: ['conn', hexText('resource_id'), 'digest'],
+  key: [
+    { column: 'conn', at: 0, blob: false },
+    { column: 'resource_id', at: 1, blob: true },
+  ],
+};
 
 interface PendingView {
   conn: number;
@@ -28,10 +43,12 @@ export class ViewStore implements SentViews {
   private all(): Map<number, Map<ResourceId, number>> {
     if (this.loaded) return this.loaded;
     const map = new Map<number, Map<ResourceId, number>>();
-    for (const row of this.sql.exec<{ conn: number; resource_id: ArrayBuffer; digest: number }>('select conn, resource_id, digest from client_views')) {
-      let views = map.get(row.conn);
-      if (!views) map.set(row.conn, (views = new Map()));
-      views.set(bytesToUuid<'resource'>(row.resource_id), row.digest);
+    for (const rows of jsonPages(this.sql, VIEWS, LOAD_PAGE_ROWS)) {
+      for (const [conn, resourceHex, digest] of rows as [number, string, number][]) {
+        let views = map.get(conn);
+        if (!views) map.set(conn, (views = new Map()));
+        views.set(uuidFromHex<'resource'>(resourceHex), digest);
+      }
     }
     this.loaded = map;
     return map;
@@ -72,7 +89,8 @@ export class ViewStore implements SentViews {
   }
 
   drop(conn: number): void {
-    this.all().delete(conn);
+    // Not loaded yet (a close woke the object): SQLite alone holds the connection's rows.
+    this.loaded?.delete(conn);
     if (this.pending) for (const [key, p] of this.pending) if (p.conn === conn) this.pending.delete(key);
     this.sql.exec('delete from client_views where conn = ?', conn);
   }
@@ -96,9 +114,20 @@ export class ViewStore implements SentViews {
     }
   }
 
-  /** Forgets connections that no longer exist (sockets closed while the object was not running). */
-  retain(live: ReadonlySet<number>): void {
-    for (const conn of [...this.all().keys()]) if (!live.has(conn)) this.drop(conn);
+  /**
+   * Forgets connections that no longer exist (sockets closed while no instance ran, whose close
+   * handlers never ran), in statements of up to 100 connections. Returns how many it forgot.
+   * Never call it inside `batch`.
+   */
+  retain(live: ReadonlySet<number>): number {
+    const all = this.all();
+    const dead = [...all.keys()].filter((conn) => !live.has(conn));
+    for (const conn of dead) all.delete(conn);
+    for (let i = 0; i < dead.length; i += MAX_PARAMETERS) {
+      const conns = dead.slice(i, i + MAX_PARAMETERS);
+      this.sql.exec(`delete from client_views where conn in (${conns.map(() => '?').join(', ')})`, ...conns);
+    }
+    return dead.length;
   }
 
   /** Forget the memory copy (after a failed transaction). */

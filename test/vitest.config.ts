@@ -67,8 +67,6 @@ const NOT_WITH_RELAYS = [
   'an account and its token committed a moment ago connect as soon as the account is delivered',
   // Reads one object's view digests for its four sockets: with two sockets a relay they are on two objects.
   'the first batch after a wake gives every socket exactly its frames',
-  // Times out through relays; not diagnosed in this change (issue 14 part 2, report).
-  "retention: the flow log deletes its own account's flows",
 ];
 const literal = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 

@@ -70,6 +70,27 @@ const NOT_WITH_RELAYS = [
 ];
 const literal = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
+/**
+ * The whole system: the run's Postgres, the replicator and the local Worker as child processes,
+ * WebSocket devices (`ws`). One stack per file; files run one after the other, after the other
+ * projects (groups of their own: their timing bounds need the machine to itself).
+ */
+function e2eProject(name: string, groupOrder: number, env: Record<string, string>, include: string[]) {
+  return {
+    test: {
+      name,
+      root: '.',
+      sequence: { groupOrder },
+      include,
+      env,
+      globalSetup: ['test/support/e2e-global-setup.ts'],
+      maxWorkers: 1,
+      testTimeout: 180_000,
+      hookTimeout: 180_000,
+    },
+  };
+}
+
 export default defineConfig({
   test: {
     // One Postgres for the whole run (every project that needs it reads its URL with inject).
@@ -96,21 +117,15 @@ export default defineConfig({
       },
       workersProject('workers', {}),
       workersProject('workers-relays', { RELAY_PLACEMENT: 'always', RELAY_MAX_SOCKETS: '2' }),
-      {
-        // The whole system: the run's Postgres, the replicator and the local Worker as child processes,
-        // WebSocket devices (`ws`). One stack per file; files run one after the other, after the
-        // other projects (a group of its own: its timing bounds need the machine to itself).
-        test: {
-          name: 'e2e',
-          root: '.',
-          sequence: { groupOrder: 1 },
-          include: ['test/e2e/**/*.e2e.test.ts'],
-          globalSetup: ['test/support/e2e-global-setup.ts'],
-          maxWorkers: 1,
-          testTimeout: 180_000,
-          hookTimeout: 180_000,
-        },
-      },
+      e2eProject('e2e', 1, {}, ['test/e2e/**/*.e2e.test.ts']),
+      // The stack with every device on relays of two sockets: the files about devices and delivery
+      // (the others start the local run or the image, which place devices as the Worker does).
+      e2eProject('e2e-relays', 2, { EDGEPLANE_E2E_RELAYS: '1', EDGEPLANE_E2E_SOCKETS: '400' }, [
+        'test/e2e/scenarios.e2e.test.ts',
+        'test/e2e/faults.e2e.test.ts',
+        'test/e2e/postgres-restart.e2e.test.ts',
+        'test/e2e/local-worker.e2e.test.ts',
+      ]),
     ],
   },
 });

@@ -141,6 +141,8 @@ export class Stack {
       persistTo: this.persistDir,
       bundle: inject('e2eWorkerBundle'),
       onLine: this.record('worker'),
+      // The e2e-relays project: every device on a relay object of at most two sockets (docs/architecture.md#relays).
+      ...(process.env.EDGEPLANE_E2E_RELAYS ? { vars: { RELAY_PLACEMENT: 'always', RELAY_MAX_SOCKETS: '2' } } : {}),
     });
     await waitForHttp(`${this.workerUrl}/healthz`, this.worker, 90_000, 'the Worker').catch((err: unknown) => this.fail(err));
   }

@@ -1,4 +1,4 @@
-import { evictDurableObject, runInDurableObject } from 'cloudflare:test';
+import { env, evictDurableObject, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import type { AccountDO } from '../../workers/account/account-do.ts';
 import { relayName } from '../../workers/account/relay-placement.ts';
@@ -32,6 +32,19 @@ describe('relay objects', () => {
     expect(seen.map((f) => f.event)).toEqual(['resource_created_or_updated', 'resource_created_or_updated', 'resource_deleted']);
     expect(await far.device.drain()).toEqual(seen);
     expect(await positionOf(relayOf(account.id, 'EU'))).toBe(await positionOf(writerOf(account.id)));
+  });
+
+  it('connects in flight together respect the socket cap: each relay gets at most RELAY_MAX_SOCKETS, and a new relay is adopted once', async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    // The account's first region (the writer holds it under RELAY_PLACEMENT=auto), then eight of another at once.
+    await connectFrom('local', 'client', s.token);
+    const far = await Promise.all(Array.from({ length: 8 }, () => connectFrom('EU', 'client', s.token)));
+    expect(far.every((d) => d.init.event === 'init')).toBe(true);
+    const cap = Number((env as unknown as Record<string, unknown>).RELAY_MAX_SOCKETS ?? 30_000);
+    const perRelay = Math.min(cap, 8);
+    const eu = (await relaysOfWriter(account.id)).filter((r) => r.name.startsWith(relayName(account.id, 'EU', 0).slice(0, -1)));
+    expect(eu.map((r) => r.sockets)).toEqual(Array.from({ length: 8 / perRelay }, () => perRelay));
   });
 
   it('a relay that missed batches (forwards failing, the last one too) catches up by position from the alarm, in order, after an eviction', async () => {

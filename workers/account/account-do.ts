@@ -33,7 +33,7 @@ import { MetaStore } from './meta-store.ts';
 import type { AccountMemory, ObjectContext } from './object-context.ts';
 import { propagate } from './propagate.ts';
 import { readRelayConfig, type RelayConfig } from './relay-config.ts';
-import { LOCAL_REGION, locationHintOf, placeDevice, REGION_HEADER, relayName, relayRetryDelayMs } from './relay-placement.ts';
+import { LOCAL_REGION, locationHintOf, placeDevice, REGION_HEADER, relayName, relayRetryDelayMs, type RelaySlot } from './relay-placement.ts';
 import { atOrBefore, RelayStore, type CatchUp, type RelayAck, type RelayBatch, type RelayCalls, type RelayJoin, type RelayPeer, type WriterCalls } from './relay-store.ts';
 import { foldPendingResync, resyncDelayMs, resyncOf } from './resync.ts';
 import type { FlowHandoff, HandoffResult, RemoteGateway } from './remote-gateways.ts';
@@ -85,6 +85,13 @@ export class AccountDO extends DurableObject<Env> {
   /** docs/architecture.md#relays: the writer's relays and batch log, or a relay's role and stream. */
   private readonly relays: RelayStore;
   private readonly relayConfig: RelayConfig;
+  /**
+   * The writer: connects placed on a relay whose answer has not come back, by relay name. Placement
+   * counts them with the relay's last report, so that connects in flight together respect the cap.
+   */
+  private readonly placing = new Map<string, RelaySlot>();
+  /** The writer: relays being adopted, so that concurrent connects to a new relay adopt it once. */
+  private readonly adopting = new Map<string, Promise<RelayPeer>>();
   private socketReport: ReturnType<typeof setTimeout> | undefined;
   /** Whether this instance has yet to drop the view digests of connections that closed while no instance ran (see ready). */
   private viewsToSweep = false;
@@ -558,7 +565,11 @@ export class AccountDO extends DurableObject<Env> {
   private async placeOnRelay(accountId: AccountId, request: Request, gatewayHome: string | null): Promise<Response | null> {
     const header = request.headers.get(REGION_HEADER);
     const region = header !== null && /^[A-Z]{2}$/.test(header) ? header : LOCAL_REGION;
-    const peers = [...this.relays.peers().values()];
+    const slots = new Map<string, RelaySlot>([...this.relays.peers()].map(([name, p]) => [name, { region: p.region, n: p.n, sockets: p.sockets }]));
+    for (const [name, pending] of this.placing) {
+      const slot = slots.get(name);
+      slots.set(name, slot ? { ...slot, sockets: slot.sockets + pending.sockets } : pending);
+    }
     // A reconnecting gateway goes back to the object that owns its flows (its init lists them), cap or not.
     const homePeer = gatewayHome === null ? undefined : this.relays.peers().get(gatewayHome);
     const placed =
@@ -566,29 +577,47 @@ export class AccountDO extends DurableObject<Env> {
         ? { kind: 'writer' as const }
         : homePeer
           ? { kind: 'relay' as const, region: homePeer.region, n: homePeer.n }
-          : placeDevice(this.relayConfig, region, { sockets: this.sockets(), home: this.relays.home }, peers);
+          : placeDevice(this.relayConfig, region, { sockets: this.sockets(), home: this.relays.home }, [...slots.values()]);
     if (placed.kind === 'writer') {
       if (this.relays.home === null) this.ctx.storage.transactionSync(() => (this.relays.home = region));
       return null;
     }
     const name = relayName(accountId, placed.region, placed.n);
     const stub = this.relayStub(name, placed.region);
-    let peer = this.relays.peers().get(name);
-    if (!peer) {
-      await stub.relayAdopt(accountId, name);
-      // From now on every batch is logged for it: it joins at a position at or after this one.
-      peer = { name, region: placed.region, n: placed.n, sockets: 0, acked: this.object.meta.position, failures: 0, retryAt: null };
-      log.info({ component: 'relay', account: accountId, relay: name }, 'a new relay');
+    // Counted before the first await: the next connect's placement sees it.
+    const pending = this.placing.get(name);
+    this.placing.set(name, { region: placed.region, n: placed.n, sockets: (pending?.sockets ?? 0) + 1 });
+    try {
+      if (!this.relays.peers().has(name)) await this.adopt(accountId, name, placed.region, placed.n, stub);
+      const response = await stub.fetch(request);
+      const reported = Number(response.headers.get(RELAY_SOCKETS_HEADER));
+      const current = this.relays.peers().get(name)!;
+      if (Number.isSafeInteger(reported) && response.headers.has(RELAY_SOCKETS_HEADER))
+        this.ctx.storage.transactionSync(() => this.relays.putPeer({ ...current, sockets: reported }));
+      if (response.status !== 101) return response;
+      return new Response(null, { status: 101, webSocket: response.webSocket });
+    } finally {
+      const left = this.placing.get(name)!;
+      if (left.sockets <= 1) this.placing.delete(name);
+      else this.placing.set(name, { ...left, sockets: left.sockets - 1 });
     }
-    const counted: RelayPeer = { ...peer, sockets: peer.sockets + 1 };
-    this.ctx.storage.transactionSync(() => this.relays.putPeer(counted));
-    const response = await stub.fetch(request);
-    const reported = Number(response.headers.get(RELAY_SOCKETS_HEADER));
-    const current = this.relays.peers().get(name)!;
-    const sockets = Number.isSafeInteger(reported) && response.headers.has(RELAY_SOCKETS_HEADER) ? reported : Math.max(0, current.sockets - 1);
-    this.ctx.storage.transactionSync(() => this.relays.putPeer({ ...current, sockets }));
-    if (response.status !== 101) return response;
-    return new Response(null, { status: 101, webSocket: response.webSocket });
+  }
+
+  /** The writer: a new relay of the account, once however many connects wait for it. */
+  private adopt(accountId: AccountId, name: string, region: string, n: number, stub: RelayCalls): Promise<RelayPeer> {
+    let adoption = this.adopting.get(name);
+    if (!adoption) {
+      adoption = (async () => {
+        await stub.relayAdopt(accountId, name);
+        // From now on every batch is logged for it: it joins at a position at or after this one.
+        const peer: RelayPeer = { name, region, n, sockets: 0, acked: this.object.meta.position, failures: 0, retryAt: null };
+        this.ctx.storage.transactionSync(() => this.relays.putPeer(peer));
+        log.info({ component: 'relay', account: accountId, relay: name }, 'a new relay');
+        return peer;
+      })().finally(() => this.adopting.delete(name));
+      this.adopting.set(name, adoption);
+    }
+    return adoption;
   }
 
   private relayStub(name: string, region: string): RelayCalls {

@@ -33,24 +33,19 @@ import { bulkMemberships, policyFanout, type Bench } from './edge-fanout.ts';
 import { smallBatches } from './edge-batch.ts';
 import { flows } from './edge-flows.ts';
 import { summarizeProfile, WorkerProfiler } from './edge-profile.ts';
+import { numArg, only } from './bench-args.ts';
 import { startBenchDatabase, startBenchWorker, type BenchDatabase } from './bench-stack.ts';
 import { cpuSample, memory, processes, type Processes, type Runtime, type RunningWorker } from './edge-worker.ts';
 
 const argv = process.argv.slice(2);
-const num = (name: string, fallback: number) => {
-  const i = argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(argv[i + 1]) : fallback;
-};
-const onlyArg = argv.indexOf('--only') >= 0 ? argv[argv.indexOf('--only') + 1]!.split(',') : null;
-const only = (part: string) => onlyArg === null || onlyArg.includes(part);
-const CLIENTS = num('clients', 5000);
-const ROUNDS = num('rounds', 6);
-const BULK = num('bulk', 10_000);
-const BULK_CONNECTED = num('bulk-connected', 500);
-const BULK_ROUNDS = num('bulk-rounds', 3);
-const FLOWS = num('flows', 1000);
-const GATEWAYS = num('gateways', 2);
-const BATCHES = num('batches', 1000);
+const CLIENTS = numArg('clients', 5000);
+const ROUNDS = numArg('rounds', 6);
+const BULK = numArg('bulk', 10_000);
+const BULK_CONNECTED = numArg('bulk-connected', 500);
+const BULK_ROUNDS = numArg('bulk-rounds', 3);
+const FLOWS = numArg('flows', 1000);
+const GATEWAYS = numArg('gateways', 2);
+const BATCHES = numArg('batches', 1000);
 const ECHO = argv.includes('--echo');
 const PROFILE = argv.includes('--profile');
 /** Change batches through Miniflare's entry worker too, as devices connect (the local Worker only). */

@@ -2,21 +2,15 @@ import { cpus, loadavg } from 'node:os';
 import type { Device } from './edge-devices.ts';
 import { policyFanout, type Bench } from './edge-fanout.ts';
 import { flows } from './edge-flows.ts';
+import { numArg, only } from './bench-args.ts';
 import { startBenchDatabase, startBenchWorker, type BenchDatabase } from './bench-stack.ts';
 import { processes, type Processes, type RunningWorker } from './edge-worker.ts';
 
-const argv = process.argv.slice(2);
-const num = (name: string, fallback: number) => {
-  const i = argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(argv[i + 1]) : fallback;
-};
-const onlyArg = argv.indexOf('--only') >= 0 ? argv[argv.indexOf('--only') + 1]!.split(',') : null;
-const only = (part: string) => onlyArg === null || onlyArg.includes(part);
-const CLIENTS = num('clients', 8000);
-const RELAYS = num('relays', 4);
-const SINGLE = num('single', 5000);
-const FLOW_CLIENTS = num('flow-clients', 200);
-const ROUNDS = num('rounds', 3);
+const CLIENTS = numArg('clients', 8000);
+const RELAYS = numArg('relays', 4);
+const SINGLE = numArg('single', 5000);
+const FLOW_CLIENTS = numArg('flow-clients', 200);
+const ROUNDS = numArg('rounds', 3);
 
 const load = () =>
   `load average ${loadavg()

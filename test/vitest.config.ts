@@ -30,6 +30,8 @@ function workersProject(name: string, relays: Record<string, string>) {
             FLOW_BURST: '400',
             FLOW_MAX_PER_CLIENT: '8',
             FLOW_LOG_BACKLOG_MAX: '1000',
+            // A stalled database operation fails after 3 s rather than 8 (docs/architecture.md#database-stalls).
+            DATABASE_STALL_MS: '3000',
             ...relays,
           },
           // A limiter as tight as a test of the account limit needs (test/workers/front-door.test.ts).

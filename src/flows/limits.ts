@@ -1,14 +1,10 @@
 import { z } from 'zod';
+import { amountSetting as amount, countSetting as count, readSettings } from '../settings.ts';
 
 /**
  * What bounds the flows a device can make (docs/protocol.md#limits), read from the Worker's
  * variables (`[vars]` or the dashboard), all prefixed `FLOW_`. Unset or empty: the default.
  */
-const count = (description: string, fallback: number, min: number) =>
-  z.preprocess((v) => (v === undefined || v === '' ? undefined : typeof v === 'string' ? Number(v) : v), z.number().int().min(min).default(fallback)).describe(description);
-const amount = (description: string, fallback: number) =>
-  z.preprocess((v) => (v === undefined || v === '' ? undefined : typeof v === 'string' ? Number(v) : v), z.number().min(0).default(fallback)).describe(description);
-
 export const flowLimitsSchema = z.object({
   FLOW_RATE_PER_SECOND: amount('create_flow requests a socket may make per second, sustained (a token bucket refilled at this rate); 0 turns the limit off', 10),
   FLOW_BURST: count('create_flow requests a socket may make at once (the bucket size)', 100, 1),
@@ -33,16 +29,9 @@ export class FlowLimitsError extends Error {
 
 /** The limits from the Worker's environment; an invalid value throws, naming the variable and what it means. */
 export function readFlowLimits(env: Record<string, unknown>): FlowLimits {
-  const parsed = flowLimitsSchema.safeParse(env);
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => {
-      const name = String(i.path[0]);
-      const description = flowLimitsSchema.shape[name as keyof typeof flowLimitsSchema.shape]?.description ?? '';
-      return `${name}=${JSON.stringify(env[name])}: ${i.message} (${description})`;
-    });
-    throw new FlowLimitsError(`invalid flow limits: ${lines.join('; ')}`);
-  }
-  const v = parsed.data;
+  const read = readSettings(flowLimitsSchema, env);
+  if (!read.ok) throw new FlowLimitsError(`invalid flow limits: ${read.problems}`);
+  const v = read.value;
   return {
     ratePerSecond: v.FLOW_RATE_PER_SECOND,
     burst: v.FLOW_BURST,

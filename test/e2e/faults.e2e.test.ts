@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { expectConverged } from '../support/e2e-convergence.ts';
-import { Device } from '../support/e2e-device.ts';
+import { ConnectRefused, Device } from '../support/e2e-device.ts';
 import { SwallowingProxy } from '../support/e2e-proxy.ts';
 import { useStack } from '../support/e2e-stack.ts';
 import { Workload } from '../support/e2e-workload.ts';
@@ -12,7 +12,9 @@ import { createAccount } from '../support/e2e-world.ts';
  * every commit was answered, with change_logs holding exactly the row changes committed: nothing
  * lost, nothing twice.
  */
-const e2e = useStack({ tail: 80 });
+const STALL_MS = 2_000;
+// The Worker's database stall deadline, short enough for a test (docs/architecture.md#database-stalls).
+const e2e = useStack({ tail: 80, workerVars: { DATABASE_STALL_MS: String(STALL_MS) } });
 
 async function clientsOf(w: Workload, perAccount: number): Promise<Device[]> {
   const out: Device[] = [];
@@ -98,6 +100,45 @@ describe('faults', () => {
     await expectConverged(e2e.stack.db.sql, clients, 60_000);
     await expectAllLogged(w);
     expect(await retries()).toBeGreaterThan(retriesBefore);
+  });
+
+  it('a hydration stalled by a lock: each delivery gets a 503 after the stall deadline, not a timeout; once the lock goes the account is served, nothing lost', async () => {
+    const sql = e2e.stack.db.sql;
+    const lock = await sql.reserve();
+    const from = e2e.stack.logs.length;
+    try {
+      // The account's first batch hydrates its object, whose read of `gateways` waits for the lock.
+      await lock`begin`;
+      await lock`lock table gateways in access exclusive mode`;
+      const a = await createAccount(sql, { resources: 2 });
+      const firstFailure = await e2e.stack.waitForLog('replicator', (l) => l.includes(a.id) && l.includes('delivery failed; retrying'), 15_000, from);
+      const failure = JSON.parse(firstFailure.line) as { reason: string; err: string };
+      // The Worker answered, naming the stalled operation: the replicator did not have to time out.
+      expect(failure.reason).toBe('503');
+      expect(failure.err).toContain(`no answer from the database for ${STALL_MS} ms`);
+      // A device of the account meanwhile is told to retry, not held.
+      const early = e2e.stack.device('client', a.clientToken);
+      const refused = await early.connect(STALL_MS * 3).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(refused).toBeInstanceOf(ConnectRefused);
+      expect((refused as ConnectRefused).status).toBe(503);
+      await lock`rollback`;
+      const released = Date.now();
+      const c = e2e.stack.device('client', a.clientToken);
+      // Retried as devices do after a 503: the object answers a failed hydration's error for 1 s,
+      // then the replicator's next retry (every RETRY_MAX_MS, 500 ms, at most) hydrates it.
+      await c.reconnect(STALL_MS);
+      expect(Date.now() - released).toBeLessThan(STALL_MS);
+      expect(c.view.size).toBe(2);
+      const timeouts = e2e.stack.logs.slice(from).filter((l) => l.source === 'replicator' && l.line.includes(a.id) && l.line.includes('"reason":"timeout"'));
+      expect(timeouts).toEqual([]);
+      await expectConverged(sql, [c]);
+    } finally {
+      await lock`rollback`.catch(() => undefined);
+      lock.release();
+    }
   });
 
   it('an object that stored a batch but crashed before its sends reached the client: the client converges after reconnecting', async () => {

@@ -18,6 +18,8 @@ export interface StackOptions {
   replicatorEnv?: Record<string, string>;
   /** Starts the replicator some other way than `node --import tsx replicator/main.ts` (e.g. the image's bundle). */
   launchReplicator?: (env: Record<string, string>, onLine: (line: string) => void) => Child;
+  /** Further Worker variables (`[vars]`). */
+  workerVars?: Record<string, string>;
 }
 
 export interface LogEntry {
@@ -49,6 +51,7 @@ export class Stack {
     readonly persistDir: string,
     private readonly replicatorEnv: Record<string, string>,
     private readonly launchReplicator: StackOptions['launchReplicator'],
+    private readonly workerVars: Record<string, string>,
   ) {}
 
   static async start(options: StackOptions = {}): Promise<Stack> {
@@ -70,6 +73,11 @@ export class Stack {
         ...options.replicatorEnv,
       },
       options.launchReplicator,
+      {
+        // The e2e-relays project: every device on a relay object of at most two sockets (docs/architecture.md#relays).
+        ...(process.env.EDGEPLANE_E2E_RELAYS ? { RELAY_PLACEMENT: 'always', RELAY_MAX_SOCKETS: '2' } : {}),
+        ...options.workerVars,
+      },
     );
     try {
       // The slot first: an object must not hydrate from a snapshot older than the slot.
@@ -141,8 +149,7 @@ export class Stack {
       persistTo: this.persistDir,
       bundle: inject('e2eWorkerBundle'),
       onLine: this.record('worker'),
-      // The e2e-relays project: every device on a relay object of at most two sockets (docs/architecture.md#relays).
-      ...(process.env.EDGEPLANE_E2E_RELAYS ? { vars: { RELAY_PLACEMENT: 'always', RELAY_MAX_SOCKETS: '2' } } : {}),
+      vars: this.workerVars,
     });
     await waitForHttp(`${this.workerUrl}/healthz`, this.worker, 90_000, 'the Worker').catch((err: unknown) => this.fail(err));
   }
@@ -216,10 +223,10 @@ export class Stack {
  * The stack of a test file: started before its tests, closed after them, and its last `tail` log
  * lines printed under each test that fails.
  */
-export function useStack(options: { tail?: number } = {}): { readonly stack: Stack } {
+export function useStack(options: { tail?: number; workerVars?: Record<string, string> } = {}): { readonly stack: Stack } {
   let stack: Stack | undefined;
   beforeAll(async () => {
-    stack = await Stack.start();
+    stack = await Stack.start({ workerVars: options.workerVars });
   });
   afterAll(async () => {
     await stack?.close();

@@ -21,7 +21,7 @@ import { CacheStaging } from './cache-staging.ts';
 import { CacheStore } from './cache-store.ts';
 import { CACHE_SCHEMA_VERSION } from './cache-tables.ts';
 import { acceptDevice, admit } from './connect.ts';
-import { DatabaseError } from './database.ts';
+import { Database, DatabaseError } from './database.ts';
 import { onDeviceMessage, type DeviceMessageContext } from './device-message.ts';
 import { DeviceWriter } from './devices.ts';
 import { AlarmClock } from './alarm-clock.ts';
@@ -58,6 +58,14 @@ export class RelayRoleError extends Error {
 }
 
 /**
+ * After a first hydration found the database unavailable (or stalled), how long the object
+ * answers its batches and connects with that failure instead of trying again: every retry of a
+ * stalled read would leave one more statement waiting in Postgres, and each waiting event would
+ * wait out a stall of its own before its turn.
+ */
+const HYDRATION_RETRY_MS = 1_000;
+
+/**
  * After a wake, how soon the object drops the digests of connections gone meanwhile: past the
  * batch or connect that woke it, and soon enough that the instance is still running.
  */
@@ -70,6 +78,7 @@ const VIEW_SWEEP_DELAY_MS = 1_000;
  */
 export class AccountDO extends DurableObject<Env> {
   private readonly object: ObjectContext;
+  private readonly db: Database;
   private readonly clock: AlarmClock;
   private readonly flowLog: FlowLogWriter;
   private readonly freshTokens: FreshTokens;
@@ -93,6 +102,8 @@ export class AccountDO extends DurableObject<Env> {
   /** The writer: relays being adopted, so that concurrent connects to a new relay adopt it once. */
   private readonly adopting = new Map<string, Promise<RelayPeer>>();
   private socketReport: ReturnType<typeof setTimeout> | undefined;
+  /** The last first hydration that found the database unavailable, answered again for HYDRATION_RETRY_MS. */
+  private hydrationFailure: { at: number; err: DatabaseError } | undefined;
   /** Whether this instance has yet to drop the view digests of connections that closed while no instance ran (see ready). */
   private viewsToSweep = false;
 
@@ -102,11 +113,14 @@ export class AccountDO extends DurableObject<Env> {
     this.object = { ctx, caches: new CacheStore(sql), meta: new MetaStore(sql), views: new ViewStore(sql), flowStore: new FlowStore(sql) };
     this.clock = new AlarmClock(ctx.storage);
     this.relays = new RelayStore(sql);
-    this.relayConfig = readRelayConfig(env as unknown as Record<string, unknown>);
-    const limits = readFlowLimits(env as unknown as Record<string, unknown>);
+    const settings = env as unknown as Record<string, unknown>;
+    this.relayConfig = readRelayConfig(settings);
+    const limits = readFlowLimits(settings);
+    const db = new Database(env.DB, settings);
+    this.db = db;
     this.flowLog = new FlowLogWriter(
       this.object.flowStore,
-      env.DB,
+      db,
       ctx,
       () => this.object.meta.accountId,
       (at) => this.clock.noLaterThan(at),
@@ -115,8 +129,8 @@ export class AccountDO extends DurableObject<Env> {
       },
       limits.retentionMs,
     );
-    this.freshTokens = new FreshTokens(env.DB);
-    this.devices = new DeviceWriter(env.DB);
+    this.freshTokens = new FreshTokens(db);
+    this.devices = new DeviceWriter(db);
     this.frames = {
       object: this.object,
       limits,
@@ -150,10 +164,19 @@ export class AccountDO extends DurableObject<Env> {
     if (owner !== null && owner !== accountId) throw new Error(`object of account ${owner} asked to serve account ${accountId}`);
     const relay = this.relays.relayOf;
     if (relay && relay.accountId !== accountId) throw new RelayRoleError(`relay ${relay.name} asked to serve account ${accountId}`);
-    await this.ctx.blockConcurrencyWhile(async () => {
+    await this.exclusively(async () => {
       if (this.memory) return;
       const stale = owner === null || this.object.meta.cacheVersion !== CACHE_SCHEMA_VERSION;
-      const hydrated = stale ? await this.hydrate(accountId, relay ? await this.joinWriter(accountId) : undefined) : undefined;
+      const failed = this.hydrationFailure;
+      if (stale && failed && Date.now() - failed.at < HYDRATION_RETRY_MS) throw failed.err;
+      let hydrated: AccountState | undefined;
+      try {
+        hydrated = stale ? await this.hydrate(accountId, relay ? await this.joinWriter(accountId) : undefined) : undefined;
+      } catch (err) {
+        if (err instanceof DatabaseError) this.hydrationFailure = { at: Date.now(), err };
+        throw err;
+      }
+      this.hydrationFailure = undefined;
       this.memory = { state: hydrated ?? this.object.caches.load(accountId), flows: this.object.flowStore.load() };
       // Flows created before an eviction or a restart may still wait in the outbox, for how long is unknown.
       this.flowLog.overdue();
@@ -168,6 +191,24 @@ export class AccountDO extends DurableObject<Env> {
       }
     });
     return this.memory!;
+  }
+
+  /**
+   * Runs `fn` with no other event of the object delivered meanwhile (blockConcurrencyWhile), and
+   * hands its failure to the caller as it is: a failure that escapes blockConcurrencyWhile resets
+   * the object (its memory, its timers) and reaches the caller as a plain Error, losing the
+   * DatabaseError that makes it a 503.
+   */
+  private async exclusively(fn: () => Promise<void>): Promise<void> {
+    let failure: { err: unknown } | undefined;
+    await this.ctx.blockConcurrencyWhile(async () => {
+      try {
+        await fn();
+      } catch (err) {
+        failure = { err };
+      }
+    });
+    if (failure) throw failure.err;
   }
 
   private async readyStored(): Promise<AccountMemory | undefined> {
@@ -190,7 +231,7 @@ export class AccountDO extends DurableObject<Env> {
     const staging = new CacheStaging(ctx.storage.sql);
     const state = new AccountState(accountId);
     ctx.storage.transactionSync(() => staging.begin());
-    const h = await hydrate(this.env.DB, accountId, (records) => {
+    const h = await hydrate(this.db, accountId, (records) => {
       ctx.storage.transactionSync(() => staging.put(records));
       for (const r of records) state.put(r);
     });
@@ -356,7 +397,7 @@ export class AccountDO extends DurableObject<Env> {
    */
   private async reload(accountId: AccountId, epoch: string | null): Promise<AccountMemory> {
     const flows = this.memory?.flows ?? this.object.flowStore.load();
-    await this.ctx.blockConcurrencyWhile(async () => {
+    await this.exclusively(async () => {
       // The old state is not kept beside the new one: if the hydration fails, the next call
       // rebuilds it from the live cache, which a failed hydration leaves as it was.
       this.memory = undefined;

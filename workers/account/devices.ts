@@ -2,7 +2,7 @@ import type { Sql } from 'postgres';
 import { Batcher } from '../../src/batcher.ts';
 import { coalesceWrites, deviceKey, refusedForARow, type DeviceWrite } from '../../src/devices.ts';
 import type { Row } from '../../src/json.ts';
-import { DatabaseError, withDatabase } from './database.ts';
+import { type Database, DatabaseError } from './database.ts';
 
 export type DeviceTable = 'clients' | 'gateways';
 
@@ -14,17 +14,6 @@ const WINDOW_MS = 5;
 /** Rows per statement: 6 parameters each, far below Postgres' 65,535. */
 const MAX_ROWS = 500;
 /**
- * How long a batch may take. One batch runs at a time, so a statement that never answers (a
- * connection lost without a reset, a lock held for ever) must not hold every later connect of
- * the object: past this its connects get 503 and the next batch starts on a connection of its
- * own. The late statement is left to finish or fail on its own (closing a connection under a
- * statement crashes the local run's Hyperdrive proxy); what it writes is what its devices write
- * again when they retry. Generous: during a reconnect storm every round trip of the statement
- * waits its turn on the object's busy thread (10 s was not enough for 10,000 devices here).
- */
-export const DEVICE_WRITE_DEADLINE_MS = 60_000;
-
-/**
  * The connects' device upserts (docs/architecture.md#a-device-connects), batched: what arrives
  * together is written in one multi-row `INSERT ... ON CONFLICT DO UPDATE` per table, on one
  * connection of the Hyperdrive binding. Each connect gets its own row, or a DatabaseError.
@@ -32,8 +21,8 @@ export const DEVICE_WRITE_DEADLINE_MS = 60_000;
 export class DeviceWriter {
   private readonly batchers: Record<DeviceTable, Batcher<DeviceWrite, Row>>;
 
-  constructor(binding: Hyperdrive) {
-    const batcher = (table: DeviceTable) => new Batcher<DeviceWrite, Row>((writes) => writeBatch(binding, table, writes), { windowMs: WINDOW_MS, max: MAX_ROWS });
+  constructor(db: Database) {
+    const batcher = (table: DeviceTable) => new Batcher<DeviceWrite, Row>((writes) => writeBatch(db, table, writes), { windowMs: WINDOW_MS, max: MAX_ROWS });
     this.batchers = { clients: batcher('clients'), gateways: batcher('gateways') };
   }
 
@@ -43,14 +32,16 @@ export class DeviceWriter {
   }
 }
 
-async function writeBatch(binding: Hyperdrive, table: DeviceTable, writes: DeviceWrite[]): Promise<PromiseSettledResult<Row>[]> {
+/**
+ * One batch runs at a time: a statement that never answers fails its connects after the
+ * database's stall deadline (workers/account/database.ts), and the next batch starts on a
+ * connection of its own; what the late statement writes is what its devices write again when
+ * they retry.
+ */
+async function writeBatch(db: Database, table: DeviceTable, writes: DeviceWrite[]): Promise<PromiseSettledResult<Row>[]> {
   const { rows, rowOf } = coalesceWrites(writes);
   const operation = `upserting ${rows.length} ${table}`;
-  const results = await withDeadline(
-    withDatabase(binding, operation, (sql) => writeRows(sql, table, rows, operation)),
-    DEVICE_WRITE_DEADLINE_MS,
-    operation,
-  );
+  const results = await db.run(operation, (sql) => writeRows(sql, table, rows, operation));
   return rowOf.map((i) => results[i]!);
 }
 
@@ -75,15 +66,6 @@ async function writeRows(sql: Sql, table: DeviceTable, rows: DeviceWrite[], oper
     }
     return alone;
   }
-}
-
-/** Rejects with a DatabaseError once `ms` pass without `work` settling (which goes on, its outcome ignored). */
-function withDeadline<T>(work: Promise<T>, ms: number, operation: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new DatabaseError(operation, { cause: new Error(`no answer within ${ms} ms`) })), ms);
-  });
-  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }
 
 /**

@@ -1,5 +1,5 @@
 import { log } from '../log.ts';
-import { withDatabase, DatabaseError } from './database.ts';
+import { type Database, DatabaseError } from './database.ts';
 import type { FlowLogEntry, FlowStore } from './flow-store.ts';
 
 const BATCH = 2_000;
@@ -22,9 +22,8 @@ const RETENTION_EVERY_MS = 3_600_000;
 const RETENTION_CATCH_UP_MS = 600_000;
 
 /** Appends outbox entries to Postgres `flows`; replays after a failure insert nothing twice. */
-async function append(binding: Hyperdrive, entries: readonly FlowLogEntry[]): Promise<void> {
-  await withDatabase(
-    binding,
+async function append(db: Database, entries: readonly FlowLogEntry[]): Promise<void> {
+  await db.run(
     `appending ${entries.length} flows`,
     (sql) => sql`
     insert into flows (id, account_id, client_id, gateway_id, resource_id, policy_id, token_id, expires_at)
@@ -40,10 +39,9 @@ async function append(binding: Hyperdrive, entries: readonly FlowLogEntry[]): Pr
  * the oldest row left (epoch ms; null when none is younger). The edge's role needs DELETE on
  * `flows` and SELECT on its id, account_id and inserted_at (README, Production).
  */
-async function retain(binding: Hyperdrive, accountId: string, retentionMs: number, limit: number): Promise<{ deleted: number; oldest: number | null }> {
+async function retain(db: Database, accountId: string, retentionMs: number, limit: number): Promise<{ deleted: number; oldest: number | null }> {
   const seconds = retentionMs / 1000;
-  const [row] = await withDatabase(
-    binding,
+  const [row] = await db.run(
     'deleting old flows',
     (sql) => sql<{ deleted: number; oldest: number | null }[]>`
     with doomed as (
@@ -82,7 +80,7 @@ export class FlowLogWriter {
 
   constructor(
     private readonly store: FlowStore,
-    private readonly binding: Hyperdrive,
+    private readonly db: Database,
     private readonly ctx: DurableObjectState,
     private readonly accountId: () => string | null,
     /** Makes the object's alarm fire by then. */
@@ -131,7 +129,7 @@ export class FlowLogWriter {
     if (at === null ? !appended : at > now) return;
     let next: number | null;
     try {
-      const { deleted, oldest } = await retain(this.binding, accountId, this.retentionMs, RETENTION_LIMIT);
+      const { deleted, oldest } = await retain(this.db, accountId, this.retentionMs, RETENTION_LIMIT);
       next = deleted >= RETENTION_LIMIT ? now + RETENTION_CATCH_UP_MS : oldest === null ? null : Math.max(now + RETENTION_EVERY_MS, oldest + this.retentionMs);
       if (deleted > 0) log.info({ component: 'account', account: accountId, deleted }, 'deleted flows past the retention');
     } catch (err) {
@@ -181,7 +179,7 @@ export class FlowLogWriter {
       for (;;) {
         const { entries, upTo } = this.store.pendingLog(BATCH);
         if (entries.length === 0) break;
-        await append(this.binding, entries);
+        await append(this.db, entries);
         this.store.ackLog(upTo);
         appended = true;
       }

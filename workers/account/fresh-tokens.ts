@@ -1,7 +1,7 @@
 import type { AccountState } from '../../src/access/account-state.ts';
 import type { AccountId, TokenId } from '../../src/ids.ts';
 import { type Lsn, parseLsn, type Position } from '../../src/lsn.ts';
-import { withDatabase } from './database.ts';
+import type { Database } from './database.ts';
 
 /** The longest a connect waits for its token to arrive in the object's stream (docs/protocol.md#websocket-routes). */
 export const FRESH_TOKEN_WAIT_MS = 5_000;
@@ -62,8 +62,8 @@ export class RecentIds {
  * Whether a live token row with this id exists in this account, and the database's WAL position.
  * `now()` and `pg_current_wal_lsn()` keep Hyperdrive from answering from its query cache.
  */
-async function lookupToken(binding: Hyperdrive, accountId: AccountId, tokenId: TokenId): Promise<{ live: boolean; lsn: Lsn }> {
-  return await withDatabase(binding, 'looking up a new token', async (sql) => {
+async function lookupToken(db: Database, accountId: AccountId, tokenId: TokenId): Promise<{ live: boolean; lsn: Lsn }> {
+  return await db.run('looking up a new token', async (sql) => {
     const [row] = await sql<{ live: boolean; lsn: string }[]>`
       select exists (
         select 1 from tokens
@@ -88,7 +88,7 @@ export class FreshTokens {
   private readonly lookups = new Map<TokenId, Promise<{ live: boolean; lsn: Lsn }>>();
   private checks = 0;
 
-  constructor(private readonly binding: Hyperdrive) {}
+  constructor(private readonly db: Database) {}
 
   /**
    * `state()` is the object's current state (it may be rebuilt while this waits); `hydratedSince` whether the object loaded its account from Postgres after the
@@ -135,7 +135,7 @@ export class FreshTokens {
   private lookup(accountId: AccountId, tokenId: TokenId): Promise<{ live: boolean; lsn: Lsn }> {
     let pending = this.lookups.get(tokenId);
     if (!pending) {
-      pending = lookupToken(this.binding, accountId, tokenId).then(
+      pending = lookupToken(this.db, accountId, tokenId).then(
         (found) => {
           // In the same step as the lookup leaves the map, so that no later connect queries again.
           if (!found.live) this.refused.add(tokenId, Date.now());

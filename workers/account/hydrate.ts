@@ -4,7 +4,7 @@ import { decodedColumns, decodeRow, RowDecodeError, type Cached } from '../../sr
 import { parseSnapshot, type Snapshot } from '../../src/snapshot.ts';
 import { DOMAIN_TABLES, type TableName } from '../../src/tables.ts';
 import { CACHE_TABLES } from './cache-tables.ts';
-import { DatabaseError, withDatabase } from './database.ts';
+import { type Database, DatabaseError } from './database.ts';
 
 export interface Hydration {
   /** Records handed to the page callback. */
@@ -48,14 +48,16 @@ const HYDRATION_QUERY = [
  * hands each page's records to `page` (synchronously, before the next page is read) instead of
  * holding them all: one snapshot, memory bounded by the page.
  */
-export async function hydrate(binding: Hyperdrive, accountId: AccountId, page: (records: Cached[]) => void): Promise<Hydration> {
+export async function hydrate(db: Database, accountId: AccountId, page: (records: Cached[]) => void): Promise<Hydration> {
   let snapshot: Snapshot | undefined;
   let epoch: string | null = null;
   let records = 0;
   const problems: RowDecodeError[] = [];
   // A failure of `page` (storage) is the caller's own, not the database's: it is rethrown as it is.
   let pageFailure: { err: unknown } | undefined;
-  const pass = (decoded: Cached[]) => {
+  const pass = (decoded: Cached[], abandoned: AbortSignal) => {
+    // A stalled read that resumes after the caller gave up (a later hydration may be staging).
+    if (abandoned.aborted) throw new Error('abandoned after a stall');
     try {
       page(decoded);
     } catch (err) {
@@ -63,7 +65,7 @@ export async function hydrate(binding: Hyperdrive, accountId: AccountId, page: (
       throw err;
     }
   };
-  const read = withDatabase(binding, `hydrating account ${accountId}`, (sql) =>
+  const read = db.run(`hydrating account ${accountId}`, (sql, abandoned) =>
     sql.begin('isolation level repeatable read read only', async (tx) => {
       await tx.unsafe<{ t: string; row: unknown }[]>(HYDRATION_QUERY, [accountId]).cursor(HYDRATION_PAGE_ROWS, (rows) => {
         const decoded: Cached[] = [];
@@ -81,7 +83,7 @@ export async function hydrate(binding: Hyperdrive, accountId: AccountId, page: (
           }
         }
         records += decoded.length;
-        pass(decoded);
+        pass(decoded, abandoned);
       });
     }),
   );

@@ -14,7 +14,10 @@ class PgSocket extends EventEmitter {
   private readonly writer: WritableStreamDefaultWriter<Uint8Array>;
   private readonly reader: ReadableStreamDefaultReader<Uint8Array>;
 
-  constructor(private readonly raw: Socket) {
+  constructor(
+    private readonly raw: Socket,
+    private readonly heard: () => void,
+  ) {
     super();
     this.writer = raw.writable.getWriter();
     this.reader = raw.readable.getReader();
@@ -30,6 +33,7 @@ class PgSocket extends EventEmitter {
       for (;;) {
         const { done, value } = await this.reader.read();
         if (done) break;
+        this.heard();
         this.emit('data', Buffer.from(value));
       }
       this.finish();
@@ -46,6 +50,7 @@ class PgSocket extends EventEmitter {
   }
 
   write(data: Uint8Array, callback?: () => void): boolean {
+    this.heard();
     this.writer.write(data).then(
       () => callback?.(),
       (err: unknown) => this.finish(err),
@@ -68,9 +73,14 @@ class PgSocket extends EventEmitter {
   }
 }
 
-/** postgres.js's `socket` option: a connected socket to the first host (Hyperdrive gives one). */
-export async function pgSocket(options: { host: string[]; port: number[] }): Promise<PgSocket> {
-  const raw = connect({ hostname: options.host[0]!, port: options.port[0]! });
-  await raw.opened;
-  return new PgSocket(raw);
+/**
+ * postgres.js's `socket` option: a connected socket to the first host (Hyperdrive gives one).
+ * `heard` runs whenever bytes cross it, either way: the caller's measure of a stalled operation.
+ */
+export function pgSocket(heard: () => void): (options: { host: string[]; port: number[] }) => Promise<PgSocket> {
+  return async (options) => {
+    const raw = connect({ hostname: options.host[0]!, port: options.port[0]! });
+    await raw.opened;
+    return new PgSocket(raw, heard);
+  };
 }

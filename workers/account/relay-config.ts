@@ -1,12 +1,10 @@
 import { z } from 'zod';
+import { countSetting as count, readSettings } from '../../src/settings.ts';
 
 /**
  * Where the writer puts a connecting device (docs/architecture.md#relays), read from the Worker's
  * variables, all prefixed `RELAY_`. Unset or empty: the default.
  */
-const count = (description: string, fallback: number) =>
-  z.preprocess((v) => (v === undefined || v === '' ? undefined : typeof v === 'string' ? Number(v) : v), z.number().int().min(1).default(fallback)).describe(description);
-
 export const relayConfigSchema = z.object({
   RELAY_PLACEMENT: z
     .preprocess((v) => (v === '' ? undefined : v), z.enum(['auto', 'always']).default('auto'))
@@ -27,15 +25,8 @@ export class RelayConfigError extends Error {
 
 /** The relay settings from the Worker's environment; an invalid value throws, naming the variable and what it means. */
 export function readRelayConfig(env: Record<string, unknown>): RelayConfig {
-  const parsed = relayConfigSchema.safeParse(env);
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => {
-      const name = String(i.path[0]);
-      const description = relayConfigSchema.shape[name as keyof typeof relayConfigSchema.shape]?.description ?? '';
-      return `${name}=${JSON.stringify(env[name])}: ${i.message} (${description})`;
-    });
-    throw new RelayConfigError(`invalid relay settings: ${lines.join('; ')}`);
-  }
-  const v = parsed.data;
+  const read = readSettings(relayConfigSchema, env);
+  if (!read.ok) throw new RelayConfigError(`invalid relay settings: ${read.problems}`);
+  const v = read.value;
   return { placement: v.RELAY_PLACEMENT, maxSockets: v.RELAY_MAX_SOCKETS, logMaxBatches: v.RELAY_LOG_MAX_BATCHES };
 }

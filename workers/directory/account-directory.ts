@@ -1,6 +1,6 @@
 import { DurableObject } from 'cloudflare:workers';
 import { asId, uuidToBytes } from '../../src/ids.ts';
-import { withDatabase } from '../account/database.ts';
+import { Database } from '../account/database.ts';
 import { log } from '../log.ts';
 import { shardOf } from './shards.ts';
 
@@ -24,6 +24,7 @@ const FILL_QUERY = `select (case when pg_is_in_recovery() then pg_last_wal_repla
  */
 export class AccountDirectory extends DurableObject<Env> {
   private readonly sql: SqlStorage;
+  private readonly db: Database;
   /** The shard this object holds once it was filled from Postgres; null before. */
   private filled: string | null;
   /** Connects waiting for an account to be recorded, by account id. */
@@ -33,6 +34,7 @@ export class AccountDirectory extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    this.db = new Database(env.DB, env as unknown as Record<string, unknown>);
     this.sql.exec('create table if not exists directory_accounts (id blob primary key) without rowid');
     this.sql.exec('create table if not exists directory_meta (key text primary key, value text not null)');
     this.filled = (this.sql.exec<{ value: string }>(`select value from directory_meta where key = 'filled'`).toArray()[0]?.value as string | undefined) ?? null;
@@ -103,7 +105,7 @@ export class AccountDirectory extends DurableObject<Env> {
       const started = Date.now();
       const lo = `${shard}000000-0000-0000-0000-000000000000`;
       const hi = `${shard}ffffff-ffff-ffff-ffff-ffffffffffff`;
-      const [row] = await withDatabase(this.env.DB, `loading directory shard ${shard}`, (sql) => sql.unsafe<{ lsn: string; ids: string[] }[]>(FILL_QUERY, [lo, hi]));
+      const [row] = await this.db.run(`loading directory shard ${shard}`, (sql) => sql.unsafe<{ lsn: string; ids: string[] }[]>(FILL_QUERY, [lo, hi]));
       const ids = row?.ids ?? [];
       this.ctx.storage.transactionSync(() => {
         this.sql.exec('delete from directory_accounts');

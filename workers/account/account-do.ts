@@ -33,8 +33,9 @@ import { MetaStore } from './meta-store.ts';
 import type { AccountMemory, ObjectContext } from './object-context.ts';
 import { propagate } from './propagate.ts';
 import { readRelayConfig, type RelayConfig } from './relay-config.ts';
-import { LOCAL_REGION, locationHintOf, placeDevice, REGION_HEADER, relayName, relayRetryDelayMs, type RelaySlot } from './relay-placement.ts';
-import { atOrBefore, RelayStore, type CatchUp, type RelayAck, type RelayBatch, type RelayCalls, type RelayJoin, type RelayPeer, type WriterCalls } from './relay-store.ts';
+import { LOCAL_REGION } from './relay-placement.ts';
+import { atOrBefore, RelayStore, type CatchUp, type RelayAck, type RelayBatch, type RelayCalls, type RelayJoin } from './relay-store.ts';
+import { RELAY_SOCKETS_HEADER, RelayWriter, relayStub, writerStub } from './relay-writer.ts';
 import { foldPendingResync, resyncDelayMs, resyncOf } from './resync.ts';
 import type { FlowHandoff, HandoffResult, RemoteGateway } from './remote-gateways.ts';
 import { attachmentOf, send, tags } from './sockets.ts';
@@ -43,10 +44,6 @@ import { ViewStore } from './view-store.ts';
 /** `accountExists`: the object holds its account row (any state but deleted) afterwards; the Worker tells the directory. */
 export type ApplyResult = { ok: true; applied: number; skipped: number; position: string | null; accountExists: boolean } | { ok: false; status: 400 | 503; error: string };
 
-/** A relay reports its sockets to the writer in this header of its 101 (docs/architecture.md#relays). */
-const RELAY_SOCKETS_HEADER = 'x-edgeplane-relay-sockets';
-/** How long the writer waits for a relay to acknowledge a batch before it retries from its alarm. */
-const RELAY_FORWARD_TIMEOUT_MS = 2_000;
 /** Batches a relay asks the writer for at once while catching up. */
 const RELAY_CATCH_UP_BATCHES = 64;
 /** How long a relay gathers closes before it tells the writer its socket count. */
@@ -94,13 +91,8 @@ export class AccountDO extends DurableObject<Env> {
   /** docs/architecture.md#relays: the writer's relays and batch log, or a relay's role and stream. */
   private readonly relays: RelayStore;
   private readonly relayConfig: RelayConfig;
-  /**
-   * The writer: connects placed on a relay whose answer has not come back, by relay name. Placement
-   * counts them with the relay's last report, so that connects in flight together respect the cap.
-   */
-  private readonly placing = new Map<string, RelaySlot>();
-  /** The writer: relays being adopted, so that concurrent connects to a new relay adopt it once. */
-  private readonly adopting = new Map<string, Promise<RelayPeer>>();
+  /** The writer's side of relays: placement and forwarding. */
+  private readonly relayWriter: RelayWriter;
   private socketReport: ReturnType<typeof setTimeout> | undefined;
   /** The last first hydration that found the database unavailable, answered again for HYDRATION_RETRY_MS. */
   private hydrationFailure: { at: number; err: DatabaseError } | undefined;
@@ -115,6 +107,15 @@ export class AccountDO extends DurableObject<Env> {
     this.relays = new RelayStore(sql);
     const settings = env as unknown as Record<string, unknown>;
     this.relayConfig = readRelayConfig(settings);
+    this.relayWriter = new RelayWriter({
+      ctx,
+      relays: this.relays,
+      config: this.relayConfig,
+      meta: this.object.meta,
+      clock: this.clock,
+      sockets: () => this.sockets(),
+      relay: (name, region) => this.relayStub(name, region),
+    });
     const limits = readFlowLimits(settings);
     const db = new Database(env.DB, settings);
     this.db = db;
@@ -148,7 +149,7 @@ export class AccountDO extends DurableObject<Env> {
         },
         handOff: async (holder, handoff) => {
           const accountId = this.object.meta.accountId!;
-          const stub = holder === '' ? this.writerStub(accountId) : this.relayStub(holder, holder.split('/')[2] ?? LOCAL_REGION);
+          const stub = holder === '' ? writerStub(this.env, accountId) : this.relayStub(holder, holder.split('/')[2] ?? LOCAL_REGION);
           return await stub.takeFlow(accountId, handoff);
         },
       },
@@ -272,7 +273,7 @@ export class AccountDO extends DurableObject<Env> {
   async applyChanges(accountIdText: string, changes: Change[], epoch: string | null = null): Promise<ApplyResult> {
     if (this.relays.relayOf) return { ok: false, status: 400, error: 'a relay takes batches from its writer only' };
     const stored = await this.store(accountIdText, changes, epoch);
-    if (stored.forward) await this.forwardToRelays(stored.forward);
+    if (stored.forward) await this.relayWriter.forward(stored.forward);
     return stored.result;
   }
 
@@ -410,7 +411,7 @@ export class AccountDO extends DurableObject<Env> {
     dirty.everything = true;
     if (await this.push(memory, dirty, Date.now())) await this.rescheduleAlarm(memory);
     // Relays learn of the new stream now, not at the next batch: they re-hydrate too.
-    if (!this.relays.relayOf) await this.forwardToRelays(null);
+    if (!this.relays.relayOf) await this.relayWriter.forward(null);
     return memory;
   }
 
@@ -441,7 +442,7 @@ export class AccountDO extends DurableObject<Env> {
       // Admitted before it is placed: a refused token reaches no relay and creates none.
       if (!relay) {
         const home = kind === 'gateway' ? this.relays.gatewayHome(first.token.ownerId, params.external_id) : null;
-        const placed = await this.placeOnRelay(accountId, request, home);
+        const placed = await this.relayWriter.place(accountId, request, home);
         if (placed) return placed;
         memory = await this.ready(accountId);
       }
@@ -533,7 +534,7 @@ export class AccountDO extends DurableObject<Env> {
     if (pushed) this.evictExpiredTokens(memory, now);
     if (this.object.flowStore.logBacklog > 0) await this.flowLog.flush();
     await this.flowLog.retainIfDue(false);
-    await this.retryRelays(now);
+    if (!this.relays.relayOf) await this.relayWriter.retryDue(now);
     if (pushed) await this.rescheduleAlarm(memory);
   }
 
@@ -600,126 +601,7 @@ export class AccountDO extends DurableObject<Env> {
     await this.clock.exactly(earliest(nextWake(memory.state, memory.flows, Date.now(), wake), this.relays.retryAt));
   }
 
-  // docs/architecture.md#relays: the writer's side (placement, forwarding, the log) and the relay's.
-
-  /** The writer: where a connecting device goes; a response when it went to a relay, null when the writer holds it. */
-  private async placeOnRelay(accountId: AccountId, request: Request, gatewayHome: string | null): Promise<Response | null> {
-    const header = request.headers.get(REGION_HEADER);
-    const region = header !== null && /^[A-Z]{2}$/.test(header) ? header : LOCAL_REGION;
-    const slots = new Map<string, RelaySlot>([...this.relays.peers()].map(([name, p]) => [name, { region: p.region, n: p.n, sockets: p.sockets }]));
-    for (const [name, pending] of this.placing) {
-      const slot = slots.get(name);
-      slots.set(name, slot ? { ...slot, sockets: slot.sockets + pending.sockets } : pending);
-    }
-    // A reconnecting gateway goes back to the object that owns its flows (its init lists them), cap or not.
-    const homePeer = gatewayHome === null ? undefined : this.relays.peers().get(gatewayHome);
-    const placed =
-      gatewayHome === ''
-        ? { kind: 'writer' as const }
-        : homePeer
-          ? { kind: 'relay' as const, region: homePeer.region, n: homePeer.n }
-          : placeDevice(this.relayConfig, region, { sockets: this.sockets(), home: this.relays.home }, [...slots.values()]);
-    if (placed.kind === 'writer') {
-      if (this.relays.home === null) this.ctx.storage.transactionSync(() => (this.relays.home = region));
-      return null;
-    }
-    const name = relayName(accountId, placed.region, placed.n);
-    const stub = this.relayStub(name, placed.region);
-    // Counted before the first await: the next connect's placement sees it.
-    const pending = this.placing.get(name);
-    this.placing.set(name, { region: placed.region, n: placed.n, sockets: (pending?.sockets ?? 0) + 1 });
-    try {
-      if (!this.relays.peers().has(name)) await this.adopt(accountId, name, placed.region, placed.n, stub);
-      const response = await stub.fetch(request);
-      const reported = Number(response.headers.get(RELAY_SOCKETS_HEADER));
-      const current = this.relays.peers().get(name)!;
-      if (Number.isSafeInteger(reported) && response.headers.has(RELAY_SOCKETS_HEADER))
-        this.ctx.storage.transactionSync(() => this.relays.putPeer({ ...current, sockets: reported }));
-      if (response.status !== 101) return response;
-      return new Response(null, { status: 101, webSocket: response.webSocket });
-    } finally {
-      const left = this.placing.get(name)!;
-      if (left.sockets <= 1) this.placing.delete(name);
-      else this.placing.set(name, { ...left, sockets: left.sockets - 1 });
-    }
-  }
-
-  /** The writer: a new relay of the account, once however many connects wait for it. */
-  private adopt(accountId: AccountId, name: string, region: string, n: number, stub: RelayCalls): Promise<RelayPeer> {
-    let adoption = this.adopting.get(name);
-    if (!adoption) {
-      adoption = (async () => {
-        await stub.relayAdopt(accountId, name);
-        // From now on every batch is logged for it: it joins at a position at or after this one.
-        const peer: RelayPeer = { name, region, n, sockets: 0, acked: this.object.meta.position, failures: 0, retryAt: null };
-        this.ctx.storage.transactionSync(() => this.relays.putPeer(peer));
-        log.info({ component: 'relay', account: accountId, relay: name }, 'a new relay');
-        return peer;
-      })().finally(() => this.adopting.delete(name));
-      this.adopting.set(name, adoption);
-    }
-    return adoption;
-  }
-
-  private relayStub(name: string, region: string): RelayCalls {
-    const hint = locationHintOf(region);
-    return this.env.ACCOUNT.get(this.env.ACCOUNT.idFromName(name), hint ? { locationHint: hint } : undefined) as unknown as RelayCalls;
-  }
-
-  private writerStub(accountId: string): WriterCalls {
-    return this.env.ACCOUNT.get(this.env.ACCOUNT.idFromName(accountId)) as unknown as WriterCalls;
-  }
-
-  /**
-   * The writer: sends a stored batch (null: only the writer's position, for a relay to catch up
-   * to) to every relay in parallel, each bounded in time; a relay that does not acknowledge is
-   * retried from the alarm with backoff (it catches up from the log by position).
-   */
-  private async forwardToRelays(batch: Omit<RelayBatch, 'stream'> | null, only?: ReadonlySet<string>): Promise<void> {
-    const peers = [...this.relays.peers().values()].filter((p) => !only || only.has(p.name));
-    const accountId = this.object.meta.accountId;
-    const stream = this.relays.stream;
-    if (peers.length === 0 || accountId === null || stream === null) return;
-    const at = this.object.meta.position;
-    const sent: RelayBatch = batch ? { stream, ...batch } : { stream, after: at && formatPosition(at), position: at && formatPosition(at), changes: [] };
-    const acks = await Promise.all(
-      peers.map(async (p): Promise<RelayAck> => {
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const timeout = new Promise<RelayAck>((resolve) => {
-          timer = setTimeout(() => resolve({ ok: false, error: `no answer within ${RELAY_FORWARD_TIMEOUT_MS} ms` }), RELAY_FORWARD_TIMEOUT_MS);
-        });
-        try {
-          return await Promise.race([this.relayStub(p.name, p.region).relayBatch(accountId, p.name, sent), timeout]);
-        } catch (err) {
-          return { ok: false, error: errorSummary(err) };
-        } finally {
-          clearTimeout(timer);
-        }
-      }),
-    );
-    const now = Date.now();
-    this.ctx.storage.transactionSync(() => {
-      peers.forEach((p, i) => {
-        const ack = acks[i]!;
-        const current = this.relays.peers().get(p.name) ?? p;
-        if (ack.ok) this.relays.putPeer({ ...current, acked: ack.position === null ? null : parsePosition(ack.position), failures: 0, retryAt: null });
-        else {
-          const failures = current.failures + 1;
-          this.relays.putPeer({ ...current, failures, retryAt: now + relayRetryDelayMs(failures) });
-          log.warn({ component: 'relay', account: accountId, relay: p.name, failures, err: ack.error }, 'a relay did not acknowledge a batch; retrying from the alarm');
-        }
-      });
-      this.relays.prune(this.relayConfig.logMaxBatches);
-    });
-    await this.clock.noLaterThan(this.relays.retryAt);
-  }
-
-  /** The writer's alarm: relays due for a retry get the writer's position and catch up to it. */
-  private async retryRelays(now: number): Promise<void> {
-    if (this.relays.relayOf) return;
-    const due = new Set([...this.relays.peers().values()].filter((p) => p.retryAt !== null && p.retryAt <= now).map((p) => p.name));
-    if (due.size > 0) await this.forwardToRelays(null, due);
-  }
+  // docs/architecture.md#relays: the calls between an account's objects (placement and forwarding are in relay-writer.ts).
 
   /** The writer, from a relay that starts following it: its stream, position and epoch now. */
   async relayJoin(accountIdText: string, name: string): Promise<RelayJoin> {
@@ -788,7 +670,7 @@ export class AccountDO extends DurableObject<Env> {
       let step = await this.store(accountId, batch.changes, null, { after: position(batch.after), position: position(batch.position) });
       while (step.gap) {
         const at = this.object.meta.position;
-        const up = await this.writerStub(accountId).relayCatchUp(accountId, name, this.relays.stream ?? '', at && formatPosition(at));
+        const up = await writerStub(this.env, accountId).relayCatchUp(accountId, name, this.relays.stream ?? '', at && formatPosition(at));
         if (up === null) {
           log.warn({ component: 'relay', account: accountId, relay: name }, "the writer's log no longer covers this relay's position: re-hydrating");
           await this.reload(accountId, null);
@@ -808,7 +690,7 @@ export class AccountDO extends DurableObject<Env> {
   /** A relay, inside its hydration: joins the writer's stream at the writer's position. */
   private async joinWriter(accountId: AccountId): Promise<{ epoch: string | null; position: Position | null; stream: string }> {
     const relay = this.relays.relayOf!;
-    const joined = await this.writerStub(accountId).relayJoin(accountId, relay.name);
+    const joined = await writerStub(this.env, accountId).relayJoin(accountId, relay.name);
     // Inside the hydration, which reads every gateway upserted before it connected: no row to learn.
     this.ctx.storage.transactionSync(() => (this.relays.presence = joined.gateways));
     return { epoch: joined.epoch, position: joined.position === null ? null : parsePosition(joined.position), stream: joined.stream };
@@ -817,7 +699,7 @@ export class AccountDO extends DurableObject<Env> {
   /** A gateway connected to or left this object: the writer's list changes and reaches every relay. */
   private async gatewayMoved(accountId: string, gateway: Omit<RemoteGateway, 'holder'>, online: boolean): Promise<void> {
     const relay = this.relays.relayOf;
-    if (relay) await this.writerStub(accountId).gatewayPresence(accountId, relay.name, gateway, online);
+    if (relay) await writerStub(this.env, accountId).gatewayPresence(accountId, relay.name, gateway, online);
     else await this.gatewayPresence(accountId, '', gateway, online);
   }
 
@@ -895,13 +777,17 @@ export class AccountDO extends DurableObject<Env> {
     return { ok: true };
   }
 
+  private relayStub(name: string, region: string): RelayCalls {
+    return relayStub(this.env, name, region);
+  }
+
   /** A relay: tells the writer its socket count once closes settle (many closes, one call). */
   private reportSocketsSoon(): void {
     if (this.socketReport !== undefined) return;
     this.socketReport = setTimeout(() => {
       this.socketReport = undefined;
       const relay = this.relays.relayOf!;
-      this.writerStub(relay.accountId)
+      writerStub(this.env, relay.accountId)
         .relaySockets(relay.accountId, relay.name, this.ctx.getWebSockets().length)
         .catch((err: unknown) => log.warn({ component: 'relay', account: relay.accountId, relay: relay.name, err: errorSummary(err) }, 'could not report sockets to the writer'));
     }, RELAY_REPORT_DELAY_MS);

@@ -1,0 +1,163 @@
+import { errorSummary } from '../../src/errors.ts';
+import type { AccountId } from '../../src/ids.ts';
+import { formatPosition, parsePosition } from '../../src/lsn.ts';
+import { log } from '../log.ts';
+import type { AlarmClock } from './alarm-clock.ts';
+import type { MetaStore } from './meta-store.ts';
+import type { RelayConfig } from './relay-config.ts';
+import { LOCAL_REGION, locationHintOf, placeDevice, REGION_HEADER, relayName, relayRetryDelayMs, type RelaySlot } from './relay-placement.ts';
+import type { RelayAck, RelayBatch, RelayCalls, RelayPeer, RelayStore, WriterCalls } from './relay-store.ts';
+
+/** A relay reports its sockets to the writer in this header of its 101 (docs/architecture.md#relays). */
+export const RELAY_SOCKETS_HEADER = 'x-edgeplane-relay-sockets';
+/** How long the writer waits for a relay to acknowledge a batch before it retries from its alarm. */
+const RELAY_FORWARD_TIMEOUT_MS = 2_000;
+
+/** The objects of an account: its writer, named for the account, and its relays, named for their region and number. */
+export function relayStub(env: Env, name: string, region: string): RelayCalls {
+  const hint = locationHintOf(region);
+  return env.ACCOUNT.get(env.ACCOUNT.idFromName(name), hint ? { locationHint: hint } : undefined) as unknown as RelayCalls;
+}
+
+export function writerStub(env: Env, accountId: string): WriterCalls {
+  return env.ACCOUNT.get(env.ACCOUNT.idFromName(accountId)) as unknown as WriterCalls;
+}
+
+/** What the writer's relay side reads of its object. */
+export interface WriterContext {
+  ctx: DurableObjectState;
+  relays: RelayStore;
+  config: RelayConfig;
+  meta: MetaStore;
+  clock: AlarmClock;
+  /** Sockets the writer itself holds. */
+  sockets(): number;
+  /** The stub of one of the account's relays (relayStub; a seam the fault tests cut). */
+  relay(name: string, region: string): RelayCalls;
+}
+
+/**
+ * The writer's side of relays (docs/architecture.md#relays): where a connecting device goes, the
+ * adoption of a new relay, and the forwarding of each stored batch, with retries from the alarm.
+ */
+export class RelayWriter {
+  /**
+   * Connects placed on a relay whose answer has not come back, by relay name. Placement counts
+   * them with the relay's last report, so that connects in flight together respect the cap.
+   */
+  private readonly placing = new Map<string, RelaySlot>();
+  /** Relays being adopted, so that concurrent connects to a new relay adopt it once. */
+  private readonly adopting = new Map<string, Promise<RelayPeer>>();
+
+  constructor(private readonly w: WriterContext) {}
+
+  /** Where a connecting device goes; a response when it went to a relay, null when the writer holds it. */
+  async place(accountId: AccountId, request: Request, gatewayHome: string | null): Promise<Response | null> {
+    const { relays, ctx } = this.w;
+    const header = request.headers.get(REGION_HEADER);
+    const region = header !== null && /^[A-Z]{2}$/.test(header) ? header : LOCAL_REGION;
+    const slots = new Map<string, RelaySlot>([...relays.peers()].map(([name, p]) => [name, { region: p.region, n: p.n, sockets: p.sockets }]));
+    for (const [name, pending] of this.placing) {
+      const slot = slots.get(name);
+      slots.set(name, slot ? { ...slot, sockets: slot.sockets + pending.sockets } : pending);
+    }
+    // A reconnecting gateway goes back to the object that owns its flows (its init lists them), cap or not.
+    const homePeer = gatewayHome === null ? undefined : relays.peers().get(gatewayHome);
+    const placed =
+      gatewayHome === ''
+        ? { kind: 'writer' as const }
+        : homePeer
+          ? { kind: 'relay' as const, region: homePeer.region, n: homePeer.n }
+          : placeDevice(this.w.config, region, { sockets: this.w.sockets(), home: relays.home }, [...slots.values()]);
+    if (placed.kind === 'writer') {
+      if (relays.home === null) ctx.storage.transactionSync(() => (relays.home = region));
+      return null;
+    }
+    const name = relayName(accountId, placed.region, placed.n);
+    const stub = this.w.relay(name, placed.region);
+    // Counted before the first await: the next connect's placement sees it.
+    const pending = this.placing.get(name);
+    this.placing.set(name, { region: placed.region, n: placed.n, sockets: (pending?.sockets ?? 0) + 1 });
+    try {
+      if (!relays.peers().has(name)) await this.adopt(accountId, name, placed.region, placed.n, stub);
+      const response = await stub.fetch(request);
+      const reported = Number(response.headers.get(RELAY_SOCKETS_HEADER));
+      const current = relays.peers().get(name)!;
+      if (Number.isSafeInteger(reported) && response.headers.has(RELAY_SOCKETS_HEADER)) ctx.storage.transactionSync(() => relays.putPeer({ ...current, sockets: reported }));
+      if (response.status !== 101) return response;
+      return new Response(null, { status: 101, webSocket: response.webSocket });
+    } finally {
+      const left = this.placing.get(name)!;
+      if (left.sockets <= 1) this.placing.delete(name);
+      else this.placing.set(name, { ...left, sockets: left.sockets - 1 });
+    }
+  }
+
+  /** A new relay of the account, once however many connects wait for it. */
+  private adopt(accountId: AccountId, name: string, region: string, n: number, stub: RelayCalls): Promise<RelayPeer> {
+    let adoption = this.adopting.get(name);
+    if (!adoption) {
+      adoption = (async () => {
+        await stub.relayAdopt(accountId, name);
+        // From now on every batch is logged for it: it joins at a position at or after this one.
+        const peer: RelayPeer = { name, region, n, sockets: 0, acked: this.w.meta.position, failures: 0, retryAt: null };
+        this.w.ctx.storage.transactionSync(() => this.w.relays.putPeer(peer));
+        log.info({ component: 'relay', account: accountId, relay: name }, 'a new relay');
+        return peer;
+      })().finally(() => this.adopting.delete(name));
+      this.adopting.set(name, adoption);
+    }
+    return adoption;
+  }
+
+  /**
+   * Sends a stored batch (null: only the writer's position, for a relay to catch up to) to every
+   * relay in parallel, each bounded in time; a relay that does not acknowledge is retried from
+   * the alarm with backoff (it catches up from the log by position).
+   */
+  async forward(batch: Omit<RelayBatch, 'stream'> | null, only?: ReadonlySet<string>): Promise<void> {
+    const { relays, meta, ctx } = this.w;
+    const peers = [...relays.peers().values()].filter((p) => !only || only.has(p.name));
+    const accountId = meta.accountId;
+    const stream = relays.stream;
+    if (peers.length === 0 || accountId === null || stream === null) return;
+    const at = meta.position;
+    const sent: RelayBatch = batch ? { stream, ...batch } : { stream, after: at && formatPosition(at), position: at && formatPosition(at), changes: [] };
+    const acks = await Promise.all(
+      peers.map(async (p): Promise<RelayAck> => {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const timeout = new Promise<RelayAck>((resolve) => {
+          timer = setTimeout(() => resolve({ ok: false, error: `no answer within ${RELAY_FORWARD_TIMEOUT_MS} ms` }), RELAY_FORWARD_TIMEOUT_MS);
+        });
+        try {
+          return await Promise.race([this.w.relay(p.name, p.region).relayBatch(accountId, p.name, sent), timeout]);
+        } catch (err) {
+          return { ok: false, error: errorSummary(err) };
+        } finally {
+          clearTimeout(timer);
+        }
+      }),
+    );
+    const now = Date.now();
+    ctx.storage.transactionSync(() => {
+      peers.forEach((p, i) => {
+        const ack = acks[i]!;
+        const current = relays.peers().get(p.name) ?? p;
+        if (ack.ok) relays.putPeer({ ...current, acked: ack.position === null ? null : parsePosition(ack.position), failures: 0, retryAt: null });
+        else {
+          const failures = current.failures + 1;
+          relays.putPeer({ ...current, failures, retryAt: now + relayRetryDelayMs(failures) });
+          log.warn({ component: 'relay', account: accountId, relay: p.name, failures, err: ack.error }, 'a relay did not acknowledge a batch; retrying from the alarm');
+        }
+      });
+      relays.prune(this.w.config.logMaxBatches);
+    });
+    await this.w.clock.noLaterThan(relays.retryAt);
+  }
+
+  /** The alarm: relays due for a retry get the writer's position and catch up to it. */
+  async retryDue(now: number): Promise<void> {
+    const due = new Set([...this.w.relays.peers().values()].filter((p) => p.retryAt !== null && p.retryAt <= now).map((p) => p.name));
+    if (due.size > 0) await this.forward(null, due);
+  }
+}

@@ -1,10 +1,11 @@
 import { env, evictDurableObject, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import type { AccountDO } from '../../workers/account/account-do.ts';
-import { relayName } from '../../workers/account/relay-placement.ts';
+import { REGION_HEADER, relayName } from '../../workers/account/relay-placement.ts';
+import { RELAY_NAME_HEADER } from '../../workers/account/relay-writer.ts';
 import type { RemoteGateway } from '../../workers/account/remote-gateways.ts';
 import { basicSetup, TestAccount } from './support/account.ts';
-import { websocketUrl } from './support/device.ts';
+import { connect, websocketUrl } from './support/device.ts';
 import { connectFrom, cutRelays, positionOf, relayOf, relaysOfWriter, writerOf } from './support/relays.ts';
 import { database } from './support/world.ts';
 
@@ -32,6 +33,32 @@ describe('relay objects', () => {
     expect(seen.map((f) => f.event)).toEqual(['resource_created_or_updated', 'resource_created_or_updated', 'resource_deleted']);
     expect(await far.device.drain()).toEqual(seen);
     expect(await positionOf(relayOf(account.id, 'EU'))).toBe(await positionOf(writerOf(account.id)));
+  });
+
+  it('a device the writer places on a relay is connected to the relay itself: evicting the writer, its own sockets closed, leaves the device open and served', async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    // Through the Worker, as devices connect: the first continent's device on the writer, the next one's on a relay.
+    const home = await connect('client', s.token, { externalId: 'home', continent: 'NA' });
+    const far = await connect('client', s.token, { externalId: 'far', continent: 'EU' });
+    expect(await relaysOfWriter(account.id)).toContainEqual(expect.objectContaining({ name: relayName(account.id, 'EU', 0), sockets: 1 }));
+    // The writer answers a connect it places on a relay with the relay's name, never with the relay's
+    // socket: on the platform a socket passed back through the writer would carry every frame
+    // through the writer's location, and keep it from hibernating.
+    const placed = await writerOf(account.id).fetch(websocketUrl('client', s.token, { externalId: 'placed' }), { headers: { upgrade: 'websocket', [REGION_HEADER]: 'EU' } });
+    expect({ status: placed.status, relay: placed.headers.get(RELAY_NAME_HEADER), socket: placed.webSocket }).toEqual({
+      status: 307,
+      relay: relayName(account.id, 'EU', 0),
+      socket: null,
+    });
+    await evictDurableObject(writerOf(account.id), { webSockets: 'close' });
+    // A socket that ran through the writer would have ended with it.
+    await account.apply((t) => t.update('resources', { id: s.resource.id }, { name: 'After the eviction' }));
+    expect((await far.device.next('resource_created_or_updated')).payload.name).toBe('After the eviction');
+    expect(await far.device.drain()).toEqual([]);
+    expect(far.device.closed).toBeUndefined();
+    home.device.close();
+    far.device.close();
   });
 
   it('connects in flight together respect the socket cap: each relay gets at most RELAY_MAX_SOCKETS, and a new relay is adopted once', async () => {

@@ -622,6 +622,12 @@ export class AccountDO extends DurableObject<Env> {
     return this.relays.since(since === null ? null : parsePosition(since), this.object.meta.position, RELAY_CATCH_UP_BATCHES);
   }
 
+  /** The writer, from the Worker that followed its placement to a relay: how the relay answered (its socket count after a 101, else null). */
+  async relayPlaced(accountIdText: string, name: string, sockets: number | null): Promise<void> {
+    this.writerAccount(accountIdText, name);
+    this.relayWriter.placed(name, sockets);
+  }
+
   /** The writer, from a relay whose sockets closed: its count, for placement. */
   async relaySockets(accountIdText: string, name: string, sockets: number): Promise<void> {
     this.writerAccount(accountIdText, name);

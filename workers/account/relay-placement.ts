@@ -40,6 +40,11 @@ export function relayName(accountId: string, region: string, n: number): string 
   return `${accountId}/relay/${region}/${n}`;
 }
 
+/** The region in a relay's name (relayName); LOCAL_REGION for a name that has none. */
+export function regionOfRelay(name: string): string {
+  return name.split('/')[2] ?? LOCAL_REGION;
+}
+
 /** The platform's `locationHint` values this file uses (a subset of DurableObjectLocationHint; plain Node has no such global). */
 export type LocationHint = 'enam' | 'sam' | 'weur' | 'apac' | 'oc' | 'afr';
 

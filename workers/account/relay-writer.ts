@@ -1,15 +1,24 @@
 import { errorSummary } from '../../src/errors.ts';
 import type { AccountId } from '../../src/ids.ts';
 import { formatPosition, parsePosition } from '../../src/lsn.ts';
+import { errorResponse } from '../http-errors.ts';
 import { log } from '../log.ts';
 import type { AlarmClock } from './alarm-clock.ts';
 import type { MetaStore } from './meta-store.ts';
 import type { RelayConfig } from './relay-config.ts';
-import { LOCAL_REGION, locationHintOf, placeDevice, REGION_HEADER, relayName, relayRetryDelayMs, type RelaySlot } from './relay-placement.ts';
+import { LOCAL_REGION, locationHintOf, placeDevice, REGION_HEADER, regionOfRelay, relayName, relayRetryDelayMs, type RelaySlot } from './relay-placement.ts';
 import type { RelayAck, RelayBatch, RelayCalls, RelayPeer, RelayStore, WriterCalls } from './relay-store.ts';
 
 /** A relay reports its sockets to the writer in this header of its 101 (docs/architecture.md#relays). */
 export const RELAY_SOCKETS_HEADER = 'x-edgeplane-relay-sockets';
+/** The writer's answer to a connect it placed on a relay: the relay's name, in a 307 the Worker follows. */
+export const RELAY_NAME_HEADER = 'x-edgeplane-relay';
+/**
+ * How long a placement counts against its relay without the Worker's report of the relay's
+ * answer (a Worker that died in between): the cap holds while connects are in flight, and a lost
+ * report does not fill a relay for ever.
+ */
+const PLACING_TTL_MS = 30_000;
 /** How long the writer waits for a relay to acknowledge a batch before it retries from its alarm. */
 const RELAY_FORWARD_TIMEOUT_MS = 2_000;
 
@@ -42,24 +51,35 @@ export interface WriterContext {
  */
 export class RelayWriter {
   /**
-   * Connects placed on a relay whose answer has not come back, by relay name. Placement counts
-   * them with the relay's last report, so that connects in flight together respect the cap.
+   * Connects placed on a relay whose answer the Worker has not reported yet, by relay name (the
+   * times they were placed, oldest first). Placement counts them with the relay's last report, so
+   * that connects in flight together respect the cap.
    */
-  private readonly placing = new Map<string, RelaySlot>();
+  private readonly placing = new Map<string, { region: string; n: number; at: number[] }>();
   /** Relays being adopted, so that concurrent connects to a new relay adopt it once. */
   private readonly adopting = new Map<string, Promise<RelayPeer>>();
 
   constructor(private readonly w: WriterContext) {}
 
-  /** Where a connecting device goes; a response when it went to a relay, null when the writer holds it. */
+  /**
+   * Where a connecting device goes: null when the writer holds it; else a 307 naming the relay,
+   * which the Worker follows (followPlacement), so that the socket runs between the Worker and the
+   * relay, never through the writer (whose object may be on another continent).
+   */
   async place(accountId: AccountId, request: Request, gatewayHome: string | null): Promise<Response | null> {
     const { relays, ctx } = this.w;
     const header = request.headers.get(REGION_HEADER);
     const region = header !== null && /^[A-Z]{2}$/.test(header) ? header : LOCAL_REGION;
+    const now = Date.now();
     const slots = new Map<string, RelaySlot>([...relays.peers()].map(([name, p]) => [name, { region: p.region, n: p.n, sockets: p.sockets }]));
     for (const [name, pending] of this.placing) {
+      while (pending.at.length > 0 && now - pending.at[0]! > PLACING_TTL_MS) pending.at.shift();
+      if (pending.at.length === 0) {
+        this.placing.delete(name);
+        continue;
+      }
       const slot = slots.get(name);
-      slots.set(name, slot ? { ...slot, sockets: slot.sockets + pending.sockets } : pending);
+      slots.set(name, { region: pending.region, n: pending.n, sockets: (slot?.sockets ?? 0) + pending.at.length });
     }
     // A reconnecting gateway goes back to the object that owns its flows (its init lists them), cap or not.
     const homePeer = gatewayHome === null ? undefined : relays.peers().get(gatewayHome);
@@ -74,23 +94,30 @@ export class RelayWriter {
       return null;
     }
     const name = relayName(accountId, placed.region, placed.n);
-    const stub = this.w.relay(name, placed.region);
     // Counted before the first await: the next connect's placement sees it.
-    const pending = this.placing.get(name);
-    this.placing.set(name, { region: placed.region, n: placed.n, sockets: (pending?.sockets ?? 0) + 1 });
+    const pending = this.placing.get(name) ?? { region: placed.region, n: placed.n, at: [] };
+    pending.at.push(now);
+    this.placing.set(name, pending);
     try {
-      if (!relays.peers().has(name)) await this.adopt(accountId, name, placed.region, placed.n, stub);
-      const response = await stub.fetch(request);
-      const reported = Number(response.headers.get(RELAY_SOCKETS_HEADER));
-      const current = relays.peers().get(name)!;
-      if (Number.isSafeInteger(reported) && response.headers.has(RELAY_SOCKETS_HEADER)) ctx.storage.transactionSync(() => relays.putPeer({ ...current, sockets: reported }));
-      if (response.status !== 101) return response;
-      return new Response(null, { status: 101, webSocket: response.webSocket });
-    } finally {
-      const left = this.placing.get(name)!;
-      if (left.sockets <= 1) this.placing.delete(name);
-      else this.placing.set(name, { ...left, sockets: left.sockets - 1 });
+      if (!relays.peers().has(name)) await this.adopt(accountId, name, placed.region, placed.n, this.w.relay(name, placed.region));
+    } catch (err) {
+      this.release(name);
+      throw err;
     }
+    return new Response(null, { status: 307, headers: { [RELAY_NAME_HEADER]: name } });
+  }
+
+  /** The Worker's report of a placed connect: the relay answered (with its socket count after a 101). */
+  placed(name: string, sockets: number | null): void {
+    this.release(name);
+    const current = this.w.relays.peers().get(name);
+    if (current && sockets !== null) this.w.ctx.storage.transactionSync(() => this.w.relays.putPeer({ ...current, sockets }));
+  }
+
+  private release(name: string): void {
+    const pending = this.placing.get(name);
+    pending?.at.shift();
+    if (pending?.at.length === 0) this.placing.delete(name);
   }
 
   /** A new relay of the account, once however many connects wait for it. */
@@ -160,4 +187,26 @@ export class RelayWriter {
     const due = new Set([...this.w.relays.peers().values()].filter((p) => p.retryAt !== null && p.retryAt <= now).map((p) => p.name));
     if (due.size > 0) await this.forward(null, due);
   }
+}
+
+/**
+ * The Worker's side of a connect the writer placed on a relay (its 307): the same upgrade goes to
+ * the relay, whose answer goes to the device, and the writer hears how it ended (`report`, which
+ * the Worker runs after the answer, with waitUntil).
+ */
+export async function followPlacement(env: Env, accountId: string, request: Request, answer: Response): Promise<{ response: Response; report: (() => Promise<void>) | null }> {
+  const name = answer.status === 307 ? answer.headers.get(RELAY_NAME_HEADER) : null;
+  if (name === null || !name.startsWith(`${accountId}/relay/`)) return { response: answer, report: null };
+  let relayed: Response;
+  try {
+    relayed = await relayStub(env, name, regionOfRelay(name)).fetch(request);
+  } catch (err) {
+    log.warn({ component: 'relay', account: accountId, relay: name, err: errorSummary(err) }, 'a relay did not answer a connect');
+    relayed = errorResponse(503, { error: 'relay unavailable, retry later' });
+  }
+  const reported = Number(relayed.headers.get(RELAY_SOCKETS_HEADER));
+  const sockets = relayed.status === 101 && relayed.headers.has(RELAY_SOCKETS_HEADER) && Number.isSafeInteger(reported) ? reported : null;
+  const report = () => writerStub(env, accountId).relayPlaced(accountId, name, sockets);
+  const response = relayed.status === 101 ? new Response(null, { status: 101, webSocket: relayed.webSocket }) : relayed;
+  return { response, report };
 }

@@ -6,6 +6,8 @@ import { ACCOUNT_WAIT_MS, isKnownAccount } from '../directory/directory.ts';
 import { httpError } from '../http-errors.ts';
 import { limitConnect } from '../rate-limits.ts';
 import { REGION_HEADER } from '../account/relay-placement.ts';
+import { followPlacement } from '../account/relay-writer.ts';
+import { log } from '../log.ts';
 
 /**
  * GET /v1/{client,gateway}/websocket (docs/protocol.md#websocket-routes; the path in
@@ -43,5 +45,22 @@ export const websockets = new Hono<{ Bindings: Env }>().get('/v1/:kind{client|ga
   if (address.ip) headers.set(REMOTE_IP_HEADER, address.ip);
   if (address.country) headers.set(COUNTRY_HEADER, address.country);
   const stub = c.env.ACCOUNT.get(c.env.ACCOUNT.idFromName(accountId));
-  return stub.fetch(new Request(c.req.url, { method: 'GET', headers }));
+  const request = new Request(c.req.url, { method: 'GET', headers });
+  // A device the writer placed on a relay connects to the relay itself, not through the writer.
+  const { response, report } = await followPlacement(c.env, accountId, request, await stub.fetch(new Request(request)));
+  if (report) {
+    const reported = report().catch((err: unknown) =>
+      log.warn({ component: 'relay', account: accountId, err: errorMessage(err) }, 'could not tell the writer how a placed connect ended'),
+    );
+    // After the answer; a test's app.request has no execution context, and waits for it instead.
+    let waited = false;
+    try {
+      c.executionCtx.waitUntil(reported);
+      waited = true;
+    } catch {
+      // No ExecutionContext.
+    }
+    if (!waited) await reported;
+  }
+  return response;
 });

@@ -15,6 +15,8 @@ export interface ConnectOptions {
   version?: string;
   ip?: string;
   country?: string;
+  /** The request's continent as the platform tells the Worker (`request.cf.continent`): where relays are placed. */
+  continent?: string;
   /** More request headers (e.g. forged ones). */
   headers?: Record<string, string>;
   /**
@@ -129,7 +131,7 @@ export function websocketUrl(kind: 'client' | 'gateway', token: string, opts: Co
 export async function tryConnect(kind: 'client' | 'gateway', token: string, opts: ConnectOptions = {}): Promise<Response> {
   const headers: Record<string, string> = { upgrade: 'websocket', ...opts.headers };
   if (opts.ip) headers['cf-connecting-ip'] = opts.ip;
-  const init = { headers, cf: { country: opts.country ?? 'XX' } } as RequestInit;
+  const init = { headers, cf: { country: opts.country ?? 'XX', ...(opts.continent ? { continent: opts.continent } : {}) } } as RequestInit;
   const url = websocketUrl(kind, token, opts);
   return opts.bindings ? await app.request(url, init, opts.bindings) : await SELF.fetch(url, init);
 }

@@ -1,19 +1,23 @@
 import { env, runInDurableObject } from 'cloudflare:test';
 import type { AccountDO } from '../../../workers/account/account-do.ts';
 import { REGION_HEADER, relayName } from '../../../workers/account/relay-placement.ts';
+import { followPlacement } from '../../../workers/account/relay-writer.ts';
 import { Device, websocketUrl, type ConnectOptions, type Frame } from './device.ts';
 
 export const writerOf = (accountId: string) => env.ACCOUNT.get(env.ACCOUNT.idFromName(accountId));
 export const relayOf = (accountId: string, region: string, n = 0) => env.ACCOUNT.get(env.ACCOUNT.idFromName(relayName(accountId, region, n)));
 
 /**
- * Connects straight to the account's writer as the Worker would, from a device of `region` (the
+ * Connects straight to the account's writer as the Worker would (following its placement to a relay), from a device of `region` (the
  * Worker's continent header, which a device cannot set through the Worker): the writer holds the
  * first region's devices and places another region's on a relay (docs/architecture.md#relays).
  */
 export async function connectFrom(region: string, kind: 'client' | 'gateway', token: string, opts: ConnectOptions = {}): Promise<{ device: Device; init: Frame }> {
   const accountId = token.split('.')[0]!;
-  const res = await writerOf(accountId).fetch(websocketUrl(kind, token, opts), { headers: { upgrade: 'websocket', [REGION_HEADER]: region } });
+  const request = new Request(websocketUrl(kind, token, opts), { headers: { upgrade: 'websocket', [REGION_HEADER]: region } });
+  const placed = await followPlacement(env, accountId, request, await writerOf(accountId).fetch(new Request(request)));
+  await placed.report?.();
+  const res = placed.response;
   if (res.status !== 101 || !res.webSocket) throw new Error(`connect: ${res.status} ${await res.text()}`);
   res.webSocket.accept();
   const device = new Device(res.webSocket, opts.externalId ?? '');

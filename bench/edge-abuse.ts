@@ -25,16 +25,12 @@ import { createAccount, type BenchAccount } from './edge-db.ts';
 import { websocketUrl } from './edge-devices.ts';
 import { startBenchDatabase, startBenchWorker, type BenchDatabase } from './bench-stack.ts';
 import { cpuSample, processes, type Processes, type RunningWorker } from './edge-worker.ts';
+import { flag, numArg } from './bench-args.ts';
 
-const argv = process.argv.slice(2);
-const num = (name: string, fallback: number) => {
-  const i = argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(argv[i + 1]) : fallback;
-};
-const ATTEMPTS = num('attempts', 5000);
-const CONCURRENCY = num('concurrency', 32);
-const ACCOUNTS = num('accounts', 8);
-const ECHO = argv.includes('--echo');
+const ATTEMPTS = numArg('attempts', 5000);
+const CONCURRENCY = numArg('concurrency', 32);
+const ACCOUNTS = numArg('accounts', 8);
+const ECHO = flag('echo');
 const say = (line: string) => console.log(line);
 const load = () =>
   `load average ${loadavg()

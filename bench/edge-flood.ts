@@ -22,19 +22,15 @@ import { WorkerProfiler } from './edge-profile.ts';
 import { fmt, ms, percentile, sleep, spread } from './edge-stats.ts';
 import { startBenchDatabase, startBenchWorker, type BenchDatabase } from './bench-stack.ts';
 import type { Runtime, RunningWorker } from './edge-worker.ts';
+import { flag, numArg, textArg } from './bench-args.ts';
 
-const argv = process.argv.slice(2);
-const num = (name: string, fallback: number) => {
-  const i = argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(argv[i + 1]) : fallback;
-};
-const OTHERS = num('others', 20);
-const FLOOD = num('flood', 10_000);
-const SECONDS = num('seconds', 6);
+const OTHERS = numArg('others', 20);
+const FLOOD = numArg('flood', 10_000);
+const SECONDS = numArg('seconds', 6);
 /** Each other client asks this often (ms): 5 a second, under the default 10 a second per socket. */
 const PACE_MS = 200;
-const NO_RATE_LIMIT = argv.includes('--no-rate-limit');
-const RUNTIME = (argv.indexOf('--runtime') >= 0 ? argv[argv.indexOf('--runtime') + 1] : 'miniflare') as Runtime;
+const NO_RATE_LIMIT = flag('no-rate-limit');
+const RUNTIME = textArg<Runtime>('runtime', 'miniflare');
 const say = (line: string) => console.log(line);
 const load = () =>
   `load average ${loadavg()
@@ -123,7 +119,7 @@ async function main(): Promise<void> {
     db = await startBenchDatabase('flood', { maxConnections: 500 });
     const { sql } = db;
     // The default limits: FLOW_RATE_PER_SECOND 10, FLOW_BURST 100, FLOW_MAX_PER_CLIENT 1,000.
-    worker = await startBenchWorker(db, 'flood', { runtime: RUNTIME, echo: argv.includes('--echo'), ...(NO_RATE_LIMIT ? { vars: { FLOW_RATE_PER_SECOND: '0' } } : {}) });
+    worker = await startBenchWorker(db, 'flood', { runtime: RUNTIME, echo: flag('echo'), ...(NO_RATE_LIMIT ? { vars: { FLOW_RATE_PER_SECOND: '0' } } : {}) });
     const account = await createAccount(sql, 'flood', { actors: OTHERS + 1, resources: 3 });
     const siteTokens = await insertTokens(sql, account.id, 'site', [account.site.id as string, account.site.id as string]);
     const gateways = (

@@ -26,15 +26,11 @@ import { summarizeProfile, WorkerProfiler } from './edge-profile.ts';
 import { fmt, ms } from './edge-stats.ts';
 import { startBenchDatabase, startBenchWorker, type BenchDatabase } from './bench-stack.ts';
 import { cpuDelta, cpuSample, processes, type RunningWorker } from './edge-worker.ts';
+import { flag, numArg } from './bench-args.ts';
 
-const argv = process.argv.slice(2);
-const num = (name: string, fallback: number) => {
-  const i = argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(argv[i + 1]) : fallback;
-};
-const ROWS = num('rows', 250_000);
-const ECHO = argv.includes('--echo');
-const PROFILE = argv.includes('--profile');
+const ROWS = numArg('rows', 250_000);
+const ECHO = flag('echo');
+const PROFILE = flag('profile');
 
 const load = () =>
   `load average ${loadavg()

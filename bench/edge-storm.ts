@@ -8,18 +8,14 @@ import { fmt, ms, percentile, sleep } from './edge-stats.ts';
 import { startBenchDatabase, startBenchWorker, type BenchDatabase } from './bench-stack.ts';
 import { cpuDelta, cpuSample, memory, processes, type RunningWorker } from './edge-worker.ts';
 import { SocketHolders } from '../test/support/socket-holders.ts';
+import { flag, numArg } from './bench-args.ts';
 
-const argv = process.argv.slice(2);
-const num = (name: string, fallback: number) => {
-  const i = argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(argv[i + 1]) : fallback;
-};
-const DEVICES = num('devices', 10_000);
-const CHANGED = num('changed', 100);
-const HOLDERS = num('holders', 4);
-const IN_FLIGHT = num('in-flight', 256);
-const ECHO = argv.includes('--echo');
-const PROFILE = argv.includes('--profile');
+const DEVICES = numArg('devices', 10_000);
+const CHANGED = numArg('changed', 100);
+const HOLDERS = numArg('holders', 4);
+const IN_FLIGHT = numArg('in-flight', 256);
+const ECHO = flag('echo');
+const PROFILE = flag('profile');
 /** Time for the object to handle the closes of a storm's sockets before the next storm. */
 const SETTLE_MS = 5_000;
 

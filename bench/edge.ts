@@ -33,11 +33,10 @@ import { bulkMemberships, policyFanout, type Bench } from './edge-fanout.ts';
 import { smallBatches } from './edge-batch.ts';
 import { flows } from './edge-flows.ts';
 import { summarizeProfile, WorkerProfiler } from './edge-profile.ts';
-import { numArg, only } from './bench-args.ts';
+import { flag, numArg, only, textArg } from './bench-args.ts';
 import { startBenchDatabase, startBenchWorker, type BenchDatabase } from './bench-stack.ts';
 import { cpuSample, memory, processes, type Processes, type Runtime, type RunningWorker } from './edge-worker.ts';
 
-const argv = process.argv.slice(2);
 const CLIENTS = numArg('clients', 5000);
 const ROUNDS = numArg('rounds', 6);
 const BULK = numArg('bulk', 10_000);
@@ -46,11 +45,11 @@ const BULK_ROUNDS = numArg('bulk-rounds', 3);
 const FLOWS = numArg('flows', 1000);
 const GATEWAYS = numArg('gateways', 2);
 const BATCHES = numArg('batches', 1000);
-const ECHO = argv.includes('--echo');
-const PROFILE = argv.includes('--profile');
+const ECHO = flag('echo');
+const PROFILE = flag('profile');
 /** Change batches through Miniflare's entry worker too, as devices connect (the local Worker only). */
-const THROUGH_ENTRY = argv.includes('--through-entry');
-const RUNTIME = (argv.indexOf('--runtime') >= 0 ? argv[argv.indexOf('--runtime') + 1] : 'miniflare') as Runtime;
+const THROUGH_ENTRY = flag('through-entry');
+const RUNTIME = textArg<Runtime>('runtime', 'miniflare');
 if (RUNTIME !== 'miniflare' && RUNTIME !== 'wrangler') throw new Error('--runtime is miniflare or wrangler');
 
 const say = (line: string) => console.log(line);

@@ -20,6 +20,16 @@ const dump = (state: AccountState) =>
   );
 
 /** One record of every table, each field in each of its forms (null, empty, JSON, booleans both ways). */
+/** The records into the live cache tables as a hydration puts them there: staged (hex JSON unpacked inside SQLite), then swapped in. */
+function stage(state: DurableObjectState, records: readonly Cached[]): void {
+  const staging = new CacheStaging(state.storage.sql);
+  state.storage.transactionSync(() => {
+    staging.begin();
+    staging.put(records);
+    staging.swap();
+  });
+}
+
 function everyKind(accountId: AccountId): Cached[] {
   const [actor, other] = [randomId<'actor'>(), randomId<'actor'>()];
   const group = randomId<'group'>();
@@ -77,13 +87,8 @@ describe('CacheStore.load and ViewStore reads (the bulk reads of a woken object,
       const records = everyKind(accountId);
       const expected = new AccountState(accountId);
       for (const r of records) expected.put(r);
-      // Through a hydration's staging (hex JSON unpacked inside SQLite) into the live tables.
-      const staging = new CacheStaging(sql);
-      state.storage.transactionSync(() => {
-        staging.begin();
-        staging.put(records);
-        staging.swap();
-      });
+      // Through a hydration's staging into the live tables.
+      stage(state, records);
       const caches = new CacheStore(sql);
       expect(dump(caches.load(expected.accountId))).toEqual(dump(expected));
       // And through the write path of a batch: an update and a delete.
@@ -114,12 +119,7 @@ describe('CacheStore.load and ViewStore reads (the bulk reads of a woken object,
         records.push({ table: 'actors', record: { id: actorId, disabled: i % 7 === 0 } });
         records.push({ table: 'actor_group_memberships', record: { groupId: groups[i % 3]!, actorId } });
       }
-      const staging = new CacheStaging(sql);
-      state.storage.transactionSync(() => {
-        staging.begin();
-        staging.put(records);
-        staging.swap();
-      });
+      stage(state, records);
       const expected = new AccountState(accountId);
       for (const r of records) expected.put(r);
       // Every row exactly once, at any page size (a page's end is its greatest key, not its last row).

@@ -139,6 +139,21 @@ describe('relay objects', () => {
     expect(await gateway.device.waitClosed()).toMatchObject({ code: 4003 });
   });
 
+  it('an object named as a relay but never adopted serves no one: a connect gets 503 and it does not hydrate as a writer; adoption under another name is refused', async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    const stray = relayOf(account.id, 'EU', 9);
+    const res = await stray.fetch(websocketUrl('client', s.token), { headers: { upgrade: 'websocket' } });
+    expect({ status: res.status, body: await res.json() }).toEqual({ status: 503, body: { error: 'relay unavailable, retry later' } });
+    const held = await runInDurableObject(stray, (_: AccountDO, state) => state.storage.sql.exec<{ n: number }>("select count(*) as n from meta where key = 'account_id'").one().n);
+    expect(held).toBe(0);
+    const adopted = await stray.relayAdopt(account.id, relayName(account.id, 'EU', 8)).then(
+      () => 'adopted',
+      (err: Error) => err.message,
+    );
+    expect(adopted).toMatch(/cannot become relay/);
+  });
+
   it('a relay serves no other account: connects, batches and adoption naming another account are refused', async () => {
     const a = await TestAccount.create(sql, 'alpha');
     const b = await TestAccount.create(sql, 'bravo');

@@ -33,7 +33,7 @@ import { MetaStore } from './meta-store.ts';
 import type { AccountMemory, ObjectContext } from './object-context.ts';
 import { propagate } from './propagate.ts';
 import { readRelayConfig, type RelayConfig } from './relay-config.ts';
-import { LOCAL_REGION } from './relay-placement.ts';
+import { isRelayName, LOCAL_REGION } from './relay-placement.ts';
 import { atOrBefore, RelayStore, type CatchUp, type RelayAck, type RelayBatch, type RelayCalls, type RelayJoin } from './relay-store.ts';
 import { RELAY_SOCKETS_HEADER, RelayWriter, relayStub, writerStub } from './relay-writer.ts';
 import { foldPendingResync, resyncDelayMs, resyncOf } from './resync.ts';
@@ -165,6 +165,9 @@ export class AccountDO extends DurableObject<Env> {
     if (owner !== null && owner !== accountId) throw new Error(`object of account ${owner} asked to serve account ${accountId}`);
     const relay = this.relays.relayOf;
     if (relay && relay.accountId !== accountId) throw new RelayRoleError(`relay ${relay.name} asked to serve account ${accountId}`);
+    // An object named as a relay that holds no relay role (never adopted, or its storage lost)
+    // must not act as the account's writer: no batch would ever reach it.
+    if (!relay && isRelayName(this.ctx.id.name)) throw new RelayRoleError(`object ${this.ctx.id.name} is named as a relay but is not one (not adopted)`);
     await this.exclusively(async () => {
       if (this.memory) return;
       const stale = owner === null || this.object.meta.cacheVersion !== CACHE_SCHEMA_VERSION;
@@ -474,6 +477,10 @@ export class AccountDO extends DurableObject<Env> {
       await this.clock.noLaterThan(earliest(token.expiresAt, nextTimeBoundary(memory.state, now)));
       return new Response(null, { status: 101, webSocket: deviceEnd, headers: relay ? { [RELAY_SOCKETS_HEADER]: String(this.sockets()) } : undefined });
     } catch (err) {
+      if (err instanceof RelayRoleError) {
+        log.error({ component: 'relay', account: accountId, err: err.message }, 'a connect reached a relay that holds no role');
+        return errorResponse(503, { error: 'relay unavailable, retry later' });
+      }
       if (!(err instanceof DatabaseError)) throw err;
       log.warn({ component: 'account', account: accountId, err: err.message }, 'a connect found the database unavailable');
       return errorResponse(503, { error: 'database unavailable, retry later' });
@@ -649,9 +656,11 @@ export class AccountDO extends DurableObject<Env> {
   async relayAdopt(accountIdText: string, name: string): Promise<void> {
     const current = this.relays.relayOf;
     const accountId = asId<'account'>(accountIdText);
+    const own = this.ctx.id.name;
     if (
       !accountId ||
       !name.startsWith(`${accountId}/relay/`) ||
+      (own !== undefined && own !== name) ||
       (current && (current.accountId !== accountId || current.name !== name)) ||
       (!current && this.object.meta.accountId !== null)
     ) {

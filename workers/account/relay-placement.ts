@@ -40,6 +40,11 @@ export function relayName(accountId: string, region: string, n: number): string 
   return `${accountId}/relay/${region}/${n}`;
 }
 
+/** Whether an object's name is a relay's (relayName): account ids never hold a slash. */
+export function isRelayName(name: string | undefined): boolean {
+  return name?.includes('/relay/') ?? false;
+}
+
 /** The region in a relay's name (relayName); LOCAL_REGION for a name that has none. */
 export function regionOfRelay(name: string): string {
   return name.split('/')[2] ?? LOCAL_REGION;

@@ -33,7 +33,7 @@ import { MetaStore } from './meta-store.ts';
 import type { AccountMemory, ObjectContext } from './object-context.ts';
 import { propagate } from './propagate.ts';
 import { readRelayConfig, type RelayConfig } from './relay-config.ts';
-import { isRelayName, LOCAL_REGION } from './relay-placement.ts';
+import { isRelayName } from './relay-placement.ts';
 import { atOrBefore, RelayStore, type CatchUp, type RelayAck, type RelayBatch, type RelayCalls, type RelayJoin } from './relay-store.ts';
 import { RELAY_SOCKETS_HEADER, RelayWriter, relayStub, writerStub } from './relay-writer.ts';
 import { foldPendingResync, resyncDelayMs, resyncOf } from './resync.ts';
@@ -114,7 +114,7 @@ export class AccountDO extends DurableObject<Env> {
       meta: this.object.meta,
       clock: this.clock,
       sockets: () => this.sockets(),
-      relay: (name, region) => this.relayStub(name, region),
+      relay: (name) => this.relayStub(name),
     });
     const limits = readFlowLimits(settings);
     const db = new Database(env.DB, settings);
@@ -149,7 +149,7 @@ export class AccountDO extends DurableObject<Env> {
         },
         handOff: async (holder, handoff) => {
           const accountId = this.object.meta.accountId!;
-          const stub = holder === '' ? writerStub(this.env, accountId) : this.relayStub(holder, holder.split('/')[2] ?? LOCAL_REGION);
+          const stub = holder === '' ? writerStub(this.env, accountId) : this.relayStub(holder);
           return await stub.takeFlow(accountId, handoff);
         },
       },
@@ -729,7 +729,7 @@ export class AccountDO extends DurableObject<Env> {
       if (online) this.relays.setGatewayHome(gateway.siteId, gateway.record.externalId, holder);
       this.learnGateways(memory, list);
     });
-    await Promise.allSettled([...this.relays.peers().values()].map((p) => this.relayStub(p.name, p.region).relayPresence(accountId, p.name, list)));
+    await Promise.allSettled([...this.relays.peers().values()].map((p) => this.relayStub(p.name).relayPresence(accountId, p.name, list)));
   }
 
   /** A relay, from its writer: the account's gateways and their holders. */
@@ -792,8 +792,8 @@ export class AccountDO extends DurableObject<Env> {
     return { ok: true };
   }
 
-  private relayStub(name: string, region: string): RelayCalls {
-    return relayStub(this.env, name, region);
+  private relayStub(name: string): RelayCalls {
+    return relayStub(this.env, name);
   }
 
   /** A relay: tells the writer its socket count once closes settle (many closes, one call). */

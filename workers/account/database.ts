@@ -42,8 +42,8 @@ export class DatabaseError extends Error {
  * account) for ever. A stall rather than a total deadline: a large account's healthy hydration
  * streams pages for as long as it needs. The default (8 s) is below the replicator's default
  * FORWARD_TIMEOUT_MS, so that a stalled batch comes back to it as a 503 naming the operation
- * rather than as a timeout, and below the platform's 30 s for blockConcurrencyWhile. The stalled statement is left to finish or fail on its
- * own and its connection closed then (closing a connection under a statement crashes the local
+ * rather than as a timeout, and below the platform's 30 s for blockConcurrencyWhile. The stalled
+ * statement is left to finish or fail on its own and its connection closed then (closing a connection under a statement crashes the local
  * run's Hyperdrive proxy); whatever it did is idempotent, as every edge write is.
  */
 export class Database {
@@ -65,7 +65,7 @@ export class Database {
    */
   async run<T>(operation: string, fn: (sql: Sql, abandoned: AbortSignal) => Promise<T>): Promise<T> {
     let heard = Date.now();
-    const sql = client(this.binding, () => {
+    const sql = pgClient(this.binding, 1, () => {
       heard = Date.now();
     });
     const abandon = new AbortController();
@@ -99,10 +99,13 @@ export class Database {
   }
 }
 
-/** A postgres.js client of one connection; `heard` runs whenever bytes cross its socket either way. */
-function client(binding: Hyperdrive, heard: () => void): Sql {
+/**
+ * A postgres.js client over the binding, of up to `max` connections; `heard` runs whenever bytes
+ * cross a socket of it either way. The edge's own operations go through Database.run.
+ */
+export function pgClient(binding: Hyperdrive, max: number, heard: () => void = () => {}): Sql {
   databaseStats.clients++;
   // `socket` is a documented option that postgres.js's types leave out.
-  const options = { max: 1, ssl: false, socket: pgSocket(heard), fetch_types: false, connect_timeout: 10, idle_timeout: 5, onnotice: () => {} };
+  const options = { max, ssl: false, socket: pgSocket(heard), fetch_types: false, connect_timeout: 10, idle_timeout: 5, onnotice: () => {} };
   return postgres(binding.connectionString, options as postgres.Options<Record<string, never>>);
 }

@@ -22,9 +22,9 @@ const PLACING_TTL_MS = 30_000;
 /** How long the writer waits for a relay to acknowledge a batch before it retries from its alarm. */
 const RELAY_FORWARD_TIMEOUT_MS = 2_000;
 
-/** The objects of an account: its writer, named for the account, and its relays, named for their region and number. */
-export function relayStub(env: Env, name: string, region: string): RelayCalls {
-  const hint = locationHintOf(region);
+/** The objects of an account: its writer, named for the account, and its relays, named for their region and number (placed near that region). */
+export function relayStub(env: Env, name: string): RelayCalls {
+  const hint = locationHintOf(regionOfRelay(name));
   return env.ACCOUNT.get(env.ACCOUNT.idFromName(name), hint ? { locationHint: hint } : undefined) as unknown as RelayCalls;
 }
 
@@ -42,7 +42,7 @@ export interface WriterContext {
   /** Sockets the writer itself holds. */
   sockets(): number;
   /** The stub of one of the account's relays (relayStub; a seam the fault tests cut). */
-  relay(name: string, region: string): RelayCalls;
+  relay(name: string): RelayCalls;
 }
 
 /**
@@ -99,7 +99,7 @@ export class RelayWriter {
     pending.at.push(now);
     this.placing.set(name, pending);
     try {
-      if (!relays.peers().has(name)) await this.adopt(accountId, name, placed.region, placed.n, this.w.relay(name, placed.region));
+      if (!relays.peers().has(name)) await this.adopt(accountId, name, placed.region, placed.n, this.w.relay(name));
     } catch (err) {
       this.release(name);
       throw err;
@@ -157,7 +157,7 @@ export class RelayWriter {
           timer = setTimeout(() => resolve({ ok: false, error: `no answer within ${RELAY_FORWARD_TIMEOUT_MS} ms` }), RELAY_FORWARD_TIMEOUT_MS);
         });
         try {
-          return await Promise.race([this.w.relay(p.name, p.region).relayBatch(accountId, p.name, sent), timeout]);
+          return await Promise.race([this.w.relay(p.name).relayBatch(accountId, p.name, sent), timeout]);
         } catch (err) {
           return { ok: false, error: errorSummary(err) };
         } finally {
@@ -199,7 +199,7 @@ export async function followPlacement(env: Env, accountId: string, request: Requ
   if (name === null || !name.startsWith(`${accountId}/relay/`)) return { response: answer, report: null };
   let relayed: Response;
   try {
-    relayed = await relayStub(env, name, regionOfRelay(name)).fetch(request);
+    relayed = await relayStub(env, name).fetch(request);
   } catch (err) {
     log.warn({ component: 'relay', account: accountId, relay: name, err: errorSummary(err) }, 'a relay did not answer a connect');
     relayed = errorResponse(503, { error: 'relay unavailable, retry later' });

@@ -1,7 +1,7 @@
 import { env, SELF } from 'cloudflare:test';
-import postgres, { type Sql } from 'postgres';
+import type { Sql } from 'postgres';
 import type { Change } from '../../../src/change.ts';
-import { pgSocket } from '../../../workers/account/pg-socket.ts';
+import { pgClient } from '../../../workers/account/database.ts';
 import { SIGNATURE_HEADER, signBody } from '../../../src/signature.ts';
 import { secretHash } from '../../../src/tokens.ts';
 
@@ -17,8 +17,7 @@ export const ALARM_LATENESS_MS = 250;
 
 /** The test Postgres, through the same Hyperdrive binding the objects use. */
 export function database(): Sql {
-  const options = { max: 2, ssl: false, socket: pgSocket(() => {}), fetch_types: false, connect_timeout: 10, idle_timeout: 5, onnotice: () => {} };
-  return postgres(env.DB.connectionString, options as postgres.Options<Record<string, never>>);
+  return pgClient(env.DB, 2);
 }
 
 type Values = Record<string, unknown>;

@@ -1,6 +1,6 @@
 /**
  * `npm run bench:e2e [-- --quick] [-- --no-write] [-- --compare] [-- --sockets N] [-- --probes-only]
- * [-- --rates 100,500] [-- --no-ramp] [-- --profile] [-- --bundle FILE] [-- --wait S]`
+ * [-- --rates 100,500] [-- --no-ramp] [-- --profile] [-- --bundle FILE] [-- --wait S] [-- --disk]`
  *
  * Commit-to-socket latency through the whole local stack as `npm start` runs it: PostgreSQL
  * (pg_ctl, fsync on), the replicator process (FORWARD_LINGER_MS=0), the local Worker (dev/worker.ts:
@@ -23,7 +23,8 @@
  * the local Worker's isolate (bench/edge-profile.ts), summarized and saved to the system's temp folder
  * (and each replicator process writes a Node CPU profile there when it stops).
  * `--bundle` serves a Worker bundle built elsewhere (another commit's, for a before/after pair)
- * instead of building this tree's; `--wait` bounds each run's wait for a quiet machine (seconds).
+ * instead of building this tree's; `--wait` bounds each run's wait for a quiet machine (seconds);
+ * `--disk` keeps the objects' SQLite files on disk, where `npm start` keeps them in memory when it can.
  */
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
@@ -38,6 +39,7 @@ import WebSocket from 'ws';
 import type { Child } from '../dev/child.ts';
 import { deviceSocketUrl } from '../dev/device-url.ts';
 import { startLocalPostgres, type LocalPostgres } from '../dev/local-postgres.ts';
+import { objectsDir, placeObjectStorage, removeObjectStorage } from '../dev/object-storage.ts';
 import { freePort } from '../dev/ports.ts';
 import { startReplicatorProcess } from '../dev/replicator-child.ts';
 import { createToken } from '../dev/tokens.ts';
@@ -54,6 +56,8 @@ const QUICK = process.argv.includes('--quick');
 const PROBES_ONLY = process.argv.includes('--probes-only');
 const WRITE = !process.argv.includes('--no-write');
 const COMPARE = process.argv.includes('--compare');
+/** The objects' SQLite files on disk instead of where `npm start` puts them (dev/object-storage.ts): the other half of a pair. */
+const DISK = process.argv.includes('--disk');
 const SOCKETS = process.argv.includes('--sockets') ? Number(process.argv[process.argv.indexOf('--sockets') + 1]) : QUICK ? 2000 : 10_000;
 const ACCOUNTS = 4;
 const RESOURCES = 20;
@@ -554,6 +558,8 @@ async function main(): Promise<void> {
     const localPort = await freePort();
     const directPort = await freePort();
     const inspectorPort = PROFILE ? await freePort() : undefined;
+    const objects = DISK ? undefined : await placeObjectStorage(objectsDir(path.join(dir, 'worker')));
+    console.log(`the objects' storage: ${objects?.inMemory ? `in memory (${objects.inMemory})` : `on disk${objects?.onDisk ? ` (${objects.onDisk})` : ''}`}`);
     const local = startWorkerProcess({
       port: localPort,
       directPort,
@@ -710,6 +716,7 @@ async function main(): Promise<void> {
   } finally {
     await bench?.close().catch(() => undefined);
     await pg?.stop('fast', 60).catch(() => undefined);
+    await removeObjectStorage(objectsDir(path.join(dir, 'worker')));
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Log, LogLevel, Miniflare, type MiniflareOptions } from 'miniflare';
+import { objectsDir } from './object-storage.ts';
 import { WRANGLER_TOML } from './root.ts';
 
 /**
@@ -68,7 +69,7 @@ export async function startLocalWorker(o: LocalWorkerOptions): Promise<LocalWork
     hyperdrives: o.databaseUrl ? { DB: o.databaseUrl } : workerOptions.hyperdrives,
     // As `wrangler dev --persist-to` lays it out, so that the objects' storage carries over.
     defaultPersistRoot: path.join(o.persistTo, 'v3'),
-    durableObjectsPersist: path.join(o.persistTo, 'v3', 'do'),
+    durableObjectsPersist: objectsDir(o.persistTo),
     host: '127.0.0.1',
     port: o.port,
     ...(o.directPort ? { unsafeDirectSockets: [{ host: '127.0.0.1', port: o.directPort }] } : {}),

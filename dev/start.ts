@@ -18,6 +18,7 @@ import { LocalPostgresError, startLocalPostgres, type LocalPostgres } from './lo
 import { ConfigProblem, parseLocalConfig, type LocalConfig } from './local-config.ts';
 import { freePort, portInUse } from './ports.ts';
 import { formatReplicatorLine, startReplicatorProcess } from './replicator-child.ts';
+import { objectsDir, placeObjectStorage } from './object-storage.ts';
 import { databaseIdentity, dropSlot, prepareWorkerState, PROCESSES_JSON, recordProcesses, slotExists, stopLeftovers } from './local-state.ts';
 import { ROOT } from './root.ts';
 import { buildWorkerBundle, isWorkerNoise, startWorkerProcess, waitForHttp } from './worker-process.ts';
@@ -112,6 +113,7 @@ async function start(config: LocalConfig): Promise<void> {
   if (!running.pg && !existed) running.dropSlotOnStop = true;
   const wiped = await prepareWorkerState(await databaseIdentity(sql, databaseUrl), config.slot, existed);
   if (wiped) say(`The objects' local storage starts empty (${wiped}); they load their accounts from Postgres on first use.`);
+  const objects = await placeObjectStorage(objectsDir(WORKER_DIR));
 
   const secret = config.secret ?? randomBytes(24).toString('hex');
   // The Worker gets it in its environment; the file serves an `npm run worker` or `wrangler dev` started by hand beside this run.
@@ -151,7 +153,8 @@ async function start(config: LocalConfig): Promise<void> {
     throw err;
   }
 
-  say(`Starting the Worker (the Miniflare API; the bundle in ${rel(BUNDLE_DIR)}, the objects' storage in ${rel(WORKER_DIR)})...`);
+  const where = objects.inMemory ? `${rel(objects.dir)}, a link to ${objects.inMemory} (memory)` : `${rel(objects.dir)} (${objects.onDisk})`;
+  say(`Starting the Worker (the Miniflare API; the bundle in ${rel(BUNDLE_DIR)}, the objects' storage in ${where})...`);
   const workerOut = outputSink('worker', (line) => (isWorkerNoise(line) || line.trim() === '' ? null : line));
   running.worker = startWorkerProcess({ port: config.port, directPort, databaseUrl, secret, persistTo: WORKER_DIR, bundle: await bundle, onLine: workerOut.onLine });
   await recordProcesses([

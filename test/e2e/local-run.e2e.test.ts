@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, statfsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { chmod, lstat, mkdtemp, readFile, readdir, realpath, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
 import { Child } from '../../dev/child.ts';
 import type { DevJson } from '../../dev/local-files.ts';
 import { startLocalPostgres } from '../../dev/local-postgres.ts';
+import { MEMORY_PLACE, objectsDir, removeObjectStorage } from '../../dev/object-storage.ts';
 import { freePort, portInUse } from '../../dev/ports.ts';
 import { ROOT } from '../../dev/root.ts';
 
@@ -24,6 +25,8 @@ import { ROOT } from '../../dev/root.ts';
  */
 const exec = promisify(execFile);
 let dir: string;
+/** Every run's folder, for the objects' storage each may have placed in memory. */
+const dirs: string[] = [];
 let ports: { PORT: string; REPLICATOR_PORT: string; EDGEPLANE_PG_PORT: string };
 const children: Child[] = [];
 const output: string[] = [];
@@ -35,6 +38,7 @@ afterAll(async () => {
     const pg = await startLocalPostgres({ dataDir: path.join(dir, 'pg'), port: Number(ports.EDGEPLANE_PG_PORT) }).catch(() => undefined);
     await pg?.stop('immediate');
   }
+  for (const d of dirs) await removeObjectStorage(objectsDir(path.join(d, 'worker')));
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
@@ -97,6 +101,7 @@ describe('npm start', () => {
   it('runs the whole system with a demo; Ctrl-C stops it all, slot included; a start after a SIGKILL cleans up', async () => {
     onTestFailed(() => console.error(output.slice(-80).join('\n')));
     dir = await mkdtemp(path.join(tmpdir(), 'edgeplane-local-run-'));
+    dirs.push(dir);
     await chmod(dir, 0o755);
     ports = { PORT: String(await freePort()), REPLICATOR_PORT: String(await freePort()), EDGEPLANE_PG_PORT: String(await freePort()) };
 
@@ -112,6 +117,15 @@ describe('npm start', () => {
     const client = node('client', 'dev/client.ts', ['--demo', '--json', '--external-id', 'local-run-test']);
     const init = JSON.parse(await lines(client, (l) => l.startsWith('{"event":"init"'))) as { payload: { resources: { id: string; name: string }[] } };
     expect(init.payload.resources.map((r) => r.name).sort()).toEqual(['Build server', 'Office LAN', 'Wiki']);
+    // The objects' SQLite files: in memory where the machine has room (dev/object-storage.ts), and the demo's object wrote there.
+    const objects = objectsDir(path.join(dir, 'worker'));
+    const free = statfsSync(MEMORY_PLACE.root, { bigint: false });
+    if (free.bavail * free.bsize >= MEMORY_PLACE.minFree) {
+      expect((await lstat(objects)).isSymbolicLink()).toBe(true);
+      expect(await realpath(objects)).toMatch(/^\/dev\/shm\/edgeplane-objects-[0-9a-f]{16}$/);
+      expect(output.join('\n')).toContain(`a link to ${await realpath(objects)} (memory)`);
+    } else expect((await lstat(objects)).isDirectory()).toBe(true);
+    expect((await readdir(objects, { recursive: true })).some((f) => f.endsWith('.sqlite'))).toBe(true);
     const sql = postgres(dev.databaseUrl, { max: 1, onnotice: () => {} });
     try {
       await sql`update policies set disabled_at = now() where resource_id = (select id from resources where name = 'Wiki')`;
@@ -190,6 +204,7 @@ describe('npm start', () => {
       // As a home folder or `mktemp -d` is: the postgres user that runs the server as root cannot enter it.
       const home = await mkdtemp(path.join(tmpdir(), 'edgeplane-private-'));
       dir = path.join(home, '.edgeplane');
+      dirs.push(dir);
       ports = { PORT: String(await freePort()), REPLICATOR_PORT: String(await freePort()), EDGEPLANE_PG_PORT: String(await freePort()) };
       let placed: string | undefined;
       try {
@@ -254,6 +269,7 @@ describe('npm start', () => {
           await pg?.stop('immediate');
         }
         if (placed) await rm(placed, { recursive: true, force: true });
+        await removeObjectStorage(objectsDir(path.join(dir, 'worker')));
         await rm(home, { recursive: true, force: true });
       }
     },

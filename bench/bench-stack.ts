@@ -1,7 +1,8 @@
 /**
  * What every edge benchmark starts before its first measurement: a Postgres (an embedded cluster
  * of its own, or DATABASE_URL's), migrated, and the Worker under benchmark on it (bench/edge-worker.ts)
- * with fresh ports, a random secret and a state folder of its own. `stop()` undoes all of it.
+ * with fresh ports, a random secret and a state folder of its own (its objects' SQLite files in
+ * memory where `npm start` would keep them there). `stop()` undoes all of it.
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -10,6 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import postgres, { type Sql } from 'postgres';
 import { startEmbeddedPostgres, type EmbeddedCluster } from '../dev/embedded-postgres.ts';
+import { objectsDir, placeObjectStorage, removeObjectStorage } from '../dev/object-storage.ts';
 import { freePort } from '../dev/ports.ts';
 import { migrate } from '../migrations/migrate.ts';
 import { startWorker, type RunningWorker, type WorkerOptions } from './edge-worker.ts';
@@ -62,6 +64,8 @@ export type BenchWorkerOptions = Partial<Pick<WorkerOptions, 'runtime' | 'echo' 
 /** The Worker on `db`, its state in a folder of its own that `stop()` removes. */
 export async function startBenchWorker(db: BenchDatabase, name: string, o: BenchWorkerOptions = {}): Promise<RunningWorker> {
   const persistTo = path.join(tmpdir(), `edgeplane-bench-${name}-state-${db.stamp}`);
+  // Where `npm start` keeps them: in memory when the machine has room (dev/object-storage.ts).
+  await placeObjectStorage(objectsDir(persistTo));
   const worker = await startWorker({
     runtime: o.runtime ?? 'miniflare',
     port: await freePort(),
@@ -78,6 +82,7 @@ export async function startBenchWorker(db: BenchDatabase, name: string, o: Bench
     ...worker,
     async stop() {
       await worker.stop();
+      await removeObjectStorage(objectsDir(persistTo));
       await rm(persistTo, { recursive: true, force: true });
     },
   };

@@ -98,7 +98,7 @@ async function lines(c: Child, test: (line: string) => boolean, timeoutMs = 15_0
 }
 
 describe('npm start', () => {
-  it('runs the whole system with a demo; Ctrl-C stops it all, slot included; a start after a SIGKILL cleans up', async () => {
+  it("runs the whole system with a demo; Ctrl-C stops it all, slot included; a start after a SIGKILL and a reboot (the objects' files gone) cleans up and carries on from the slot", async () => {
     onTestFailed(() => console.error(output.slice(-80).join('\n')));
     dir = await mkdtemp(path.join(tmpdir(), 'edgeplane-local-run-'));
     dirs.push(dir);
@@ -176,12 +176,26 @@ describe('npm start', () => {
     again.process.kill('SIGKILL');
     await again.exited;
     expect(await leftovers()).not.toEqual([]);
+    // Then the machine reboots, as it were: the objects' files (in memory) are gone, the slot stays,
+    // and the database moves on meanwhile. The next start carries on from the slot with empty objects.
+    await rm(await realpath(objects), { recursive: true, force: true });
+    const moved = postgres(dev.databaseUrl, { max: 1, onnotice: () => {} });
+    await moved`update policies set disabled_at = null where resource_id = (select id from resources where name = 'Wiki')`;
+    await moved.end();
     await rm(path.join(dir, 'dev.json'), { force: true });
     output.length = 0;
     const third = node('start', 'dev/start.ts', []);
     const dev3 = await devJson(third);
     expect(dev3.demo).toEqual(dev.demo);
     await lines(third, (l) => l.startsWith('Stopped what an earlier run that was killed left running'));
+    const after = node('client', 'dev/client.ts', ['--demo', '--json', '--external-id', 'local-run-test']);
+    const reinit = JSON.parse(await lines(after, (l) => l.startsWith('{"event":"init"'))) as { payload: { resources: { name: string }[] } };
+    expect(reinit.payload.resources.map((r) => r.name).sort()).toEqual(['Build server', 'Office LAN', 'Wiki']);
+    const live = postgres(dev3.databaseUrl, { max: 1, onnotice: () => {} });
+    await live`update policies set disabled_at = now() where resource_id = (select id from resources where name = 'Wiki')`;
+    await live.end();
+    await lines(after, (l) => l.includes('resource_deleted'));
+    expect((await after.stop('SIGINT', 5000)).code).toBe(0);
     third.signal('SIGTERM');
     expect(await third.exited).toEqual({ code: 0, signal: null });
     expect(await leftovers()).toEqual([]);

@@ -4,6 +4,14 @@ import { ConfigError } from './errors.ts';
 const postgresUrl = z.string().refine((s) => /^postgres(ql)?:\/\//.test(s), { message: 'expected a postgres:// connection string' });
 const httpUrl = z.url({ protocol: /^https?$/, message: 'expected an http(s):// URL' });
 const int = (min: number, fallback: number) => z.coerce.number().int().min(min).default(fallback);
+/**
+ * The largest row JSON sent whole, counted as `String.length` (UTF-16 units, up to 3 UTF-8 bytes
+ * each). A change carries its old and new row, and the writer logs each change whole as one SQLite
+ * value for its relays (workers/account/relay-store.ts), whose limit is 2 MB: 2 x 262,144 x 3 bytes
+ * and the change's frame stay under it. Larger rows go key-only (docs/protocol.md#change-format).
+ */
+export const MAX_ROW_CHARS = 256 << 10;
+
 const identifier = (fallback: string) =>
   z
     .string()
@@ -33,7 +41,9 @@ export const configSchema = z.object({
   CHANGE_LOG_RETENTION_INTERVAL_MS: int(1000, 3_600_000).describe('How often retention runs'),
   FORWARD_BATCH_SIZE: int(1, 500).describe('Most changes in one request to an account'),
   FORWARD_BATCH_BYTES: int(1024, 1 << 20).describe('Most bytes of changes in one request (a single larger change goes alone)'),
-  FORWARD_MAX_ROW_BYTES: int(1024, 256 << 10).describe('A row larger than this is sent as its key only and the object drops its record (fail closed); change_logs keeps it whole'),
+  FORWARD_MAX_ROW_BYTES: int(1024, MAX_ROW_CHARS)
+    .pipe(z.number().max(MAX_ROW_CHARS, { message: `must be at most ${MAX_ROW_CHARS}: a change (its old and new row) must fit one value of an object's SQLite` }))
+    .describe('A row larger than this is sent as its key only and the object drops its record (fail closed); change_logs keeps it whole'),
   FORWARD_QUEUE_MAX: int(1, 10_000).describe('An account with more changes than this waiting in memory is fed from change_logs instead'),
   FORWARD_QUEUE_BYTES: int(1 << 20, 64 << 20).describe('Bytes of changes waiting in memory for all accounts together; past it the largest queue is fed from change_logs'),
   FORWARD_LINGER_MS: int(0, 2).describe('How long a partial batch waits for more changes'),

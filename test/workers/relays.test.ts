@@ -1,6 +1,7 @@
 import { env, evictDurableObject, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import type { AccountDO } from '../../workers/account/account-do.ts';
+import { MAX_ROW_CHARS } from '../../replicator/config.ts';
 import { REGION_HEADER, relayName } from '../../workers/account/relay-placement.ts';
 import { RELAY_NAME_HEADER } from '../../workers/account/relay-writer.ts';
 import type { RemoteGateway } from '../../workers/account/remote-gateways.ts';
@@ -96,6 +97,35 @@ describe('relay objects', () => {
     expect(await runInDurableObject(writerOf(account.id), (_: AccountDO, state) => state.storage.sql.exec<{ n: number }>('select count(*) as n from relay_batches').one().n)).toBe(
       0,
     );
+  });
+
+  it('the largest change the replicator sends whole (old and new rows at FORWARD_MAX_ROW_BYTES, 3-byte characters) is logged for a relay that missed it, and reaches it', async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    await connectFrom('local', 'client', s.token);
+    const far = await connectFrom('EU', 'client', s.token);
+    const [change] = await account.commit((t) => t.update('resources', { id: s.resource.id }, { name: 'Wiki, annotated' }));
+    // A column the object does not read, sized so that each row's JSON is at the bound.
+    const padded = (row: Record<string, unknown>) => {
+      const bare = JSON.stringify({ ...row, notes: '' });
+      return { ...row, notes: '€'.repeat(MAX_ROW_CHARS - bare.length) };
+    };
+    if (change?.op !== 'update') throw new Error(`expected an update, got ${change?.op}`);
+    const big = { ...change, old: padded(change.old!), data: padded(change.data) };
+    expect(JSON.stringify(big.data).length).toBe(MAX_ROW_CHARS);
+    expect(new TextEncoder().encode(JSON.stringify(big)).byteLength).toBeGreaterThan(1_500_000);
+    const restore = await cutRelays(account.id);
+    expect((await account.deliver([big])).applied).toBe(1);
+    const logged = await runInDurableObject(
+      writerOf(account.id),
+      (_: AccountDO, state) => state.storage.sql.exec<{ n: number }>('select count(*) as n from relay_changes').one().n,
+    );
+    expect(logged).toBe(1);
+    await restore();
+    const frame = await far.device.next('resource_created_or_updated', 5_000);
+    expect(await far.device.drain()).toEqual([]);
+    expect(frame).toMatchObject({ event: 'resource_created_or_updated', payload: { id: s.resource.id, name: 'Wiki, annotated' } });
+    expect(await positionOf(relayOf(account.id, 'EU'))).toBe(await positionOf(writerOf(account.id)));
   });
 
   it("a relay whose position the writer's log no longer covers re-hydrates and converges", async () => {

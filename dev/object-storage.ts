@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { statfsSync } from 'node:fs';
 import { lstat, mkdir, readlink, realpath, rm, symlink } from 'node:fs/promises';
 import path from 'node:path';
+import { ensureOwnFolder } from './own-folder.ts';
 
 /**
  * Where the local run's Durable Objects keep their SQLite files. Local workerd commits every
@@ -62,13 +63,13 @@ export async function placeObjectStorage(requested: string, place: MemoryPlace =
   const here = await lstat(dir).catch(() => undefined);
   if (here?.isSymbolicLink() && path.resolve(path.dirname(dir), await readlink(dir)) === target) {
     // Placed by an earlier start; after a reboot the folder is gone and starts empty.
-    await ensurePrivate(target);
+    await ensureOwnFolder(target, 0o700);
     return { dir, inMemory: target };
   }
   // No link to it: whatever is there was left behind when its link was removed (the storage was
   // emptied), and the files on disk are a cache of Postgres too.
   await rm(target, { recursive: true, force: true });
-  await ensurePrivate(target);
+  await ensureOwnFolder(target, 0o700);
   await rm(dir, { recursive: true, force: true });
   await symlink(target, dir);
   return { dir, inMemory: target };
@@ -95,15 +96,4 @@ function roomIn(place: MemoryPlace): string | null {
   }
   if (free < place.minFree) return `${place.root} has ${Math.floor(free / 2 ** 20)} MB free, under ${Math.floor(place.minFree / 2 ** 20)} MB`;
   return null;
-}
-
-/** Our folder under a world-writable parent: a directory of ours that no one else may enter. */
-async function ensurePrivate(target: string): Promise<void> {
-  await mkdir(target, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== 'EEXIST') throw err;
-  });
-  const st = await lstat(target);
-  if (!st.isDirectory() || st.uid !== process.getuid?.() || (st.mode & 0o077) !== 0) {
-    throw new Error(`${target} exists but is not a private folder of this user (a link, another owner, or open to others); remove it`);
-  }
 }

@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, lstat, mkdir, readlink, realpath, rm, symlink } from 'node:fs/promises';
+import { lstat, mkdir, readlink, realpath, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { ensureOwnFolder } from './own-folder.ts';
 import { canEnter, execAs, LOCAL_USER, type ServerUser } from './pg-user.ts';
 
 /**
@@ -53,7 +54,7 @@ export async function placeDataDir(requested: string, user: ServerUser | undefin
       .digest('hex')
       .slice(0, 16)}`,
   );
-  await ensurePrivateParent(home);
+  await ensureOwnFolder(home, 0o755);
   const dataDir = path.join(home, path.basename(requested));
   // A cluster there without a link to it was left by a folder that was removed (`rm -rf .edgeplane`): start afresh.
   if (existsSync(dataDir)) {
@@ -77,16 +78,4 @@ async function firstClosed(user: ServerUser, dir: string): Promise<string> {
     if (!(await canEnter(user, p))) return p;
   }
   return dir;
-}
-
-/** Our folder under a world-writable parent: made by us (root), not a link, writable by us only. */
-async function ensurePrivateParent(home: string): Promise<void> {
-  await mkdir(home, { mode: 0o755 }).catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== 'EEXIST') throw err;
-  });
-  const st = await lstat(home);
-  if (!st.isDirectory() || st.uid !== process.getuid?.() || (st.mode & 0o022) !== 0) {
-    throw new Error(`${home} exists but was not made by this user as a private folder (a link, another owner, or writable by others); remove it`);
-  }
-  await chmod(home, 0o755);
 }

@@ -81,6 +81,6 @@ describe("the local run's object storage", () => {
     // An unlinked folder is removed and made again, so only a link to an open one is refused.
     await mkdir(path.dirname(requested), { recursive: true });
     await symlink(first.inMemory!, requested);
-    await expect(placeObjectStorage(requested, memory)).rejects.toThrow(/not a private folder of this user/);
+    await expect(placeObjectStorage(requested, memory)).rejects.toThrow(/is not a folder of this user open to others no further than 700/);
   });
 });

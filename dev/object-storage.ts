@@ -1,24 +1,9 @@
-import { createHash } from 'node:crypto';
 import { statfsSync } from 'node:fs';
-import { lstat, mkdir, readlink, realpath, rm, symlink } from 'node:fs/promises';
+import { lstat, mkdir, readlink, rm, symlink } from 'node:fs/promises';
 import path from 'node:path';
-import { ensureOwnFolder } from './own-folder.ts';
+import { ensureOwnFolder, folderFor } from './own-folder.ts';
 
-/**
- * Where the local run's Durable Objects keep their SQLite files. Local workerd commits every
- * storage transaction with an `fsync` on the one thread that runs the Worker and all its objects
- * (strace: ~1 ms each on this machine's disk, 11% of that thread at 500 batches/s, every isolate
- * and socket waiting meanwhile); a deployed object's commit is confirmed by replication and does not
- * stop its thread on a disk. So on a machine with a memory filesystem (Linux's /dev/shm, with room
- * to spare) the files live there, in a folder named after the requested path, and the requested path
- * links to it (docs/protocol.md#local-run).
- *
- * A reboot loses them as `prepareWorkerState` empties them after every clean stop: an object with
- * no state loads its account from a consistent snapshot, and the changes that snapshot saw are
- * skipped by xid (docs/architecture.md#hydration). Only flows not yet appended to Postgres `flows`
- * (at most the last 10 s, workers/account/flow-log.ts) would go with them, and a reboot closes
- * their sockets anyway.
- */
+/** The objects' SQLite files under a `--persist-to` folder. */
 export function objectsDir(persistTo: string): string {
   // As `wrangler dev --persist-to` lays it out.
   return path.join(persistTo, 'v3', 'do');
@@ -44,6 +29,21 @@ export const MEMORY_PLACE: MemoryPlace = { root: '/dev/shm', minFree: 1 << 30 };
 /** Folders made here are named `edgeplane-objects-<hash>`, and only those are ever removed. */
 const PREFIX = 'edgeplane-objects-';
 
+/**
+ * Where the local run's Durable Objects keep their SQLite files. Local workerd commits every
+ * storage transaction with an `fsync` on the one thread that runs the Worker and all its objects
+ * (strace: ~1 ms each on this machine's disk, 11% of that thread at 500 batches/s, every isolate
+ * and socket waiting meanwhile); a deployed object's commit is confirmed by replication and does not
+ * stop its thread on a disk. So on a machine with a memory filesystem (Linux's /dev/shm, with room
+ * to spare) the files live there, in a folder named after the requested path, and the requested path
+ * links to it (docs/protocol.md#local-run).
+ *
+ * A reboot loses them as `prepareWorkerState` empties them after every clean stop: an object with
+ * no state loads its account from a consistent snapshot, and the changes that snapshot saw are
+ * skipped by xid (docs/architecture.md#hydration). Only flows not yet appended to Postgres `flows`
+ * (at most the last 10 s, workers/account/flow-log.ts) would go with them, and a reboot closes
+ * their sockets anyway.
+ */
 export async function placeObjectStorage(requested: string, place: MemoryPlace = MEMORY_PLACE): Promise<ObjectStorage> {
   const dir = path.resolve(requested);
   const why = roomIn(place);
@@ -53,13 +53,7 @@ export async function placeObjectStorage(requested: string, place: MemoryPlace =
     return { dir, onDisk: why };
   }
   await mkdir(path.dirname(dir), { recursive: true });
-  const target = path.join(
-    place.root,
-    `${PREFIX}${createHash('sha256')
-      .update(path.join(await realpath(path.dirname(dir)), path.basename(dir)))
-      .digest('hex')
-      .slice(0, 16)}`,
-  );
+  const target = await folderFor(place.root, PREFIX, dir);
   const here = await lstat(dir).catch(() => undefined);
   if (here?.isSymbolicLink() && path.resolve(path.dirname(dir), await readlink(dir)) === target) {
     // Placed by an earlier start; after a reboot the folder is gone and starts empty.

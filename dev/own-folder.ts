@@ -1,4 +1,6 @@
-import { chmod, lstat, mkdir } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { chmod, lstat, mkdir, realpath } from 'node:fs/promises';
+import path from 'node:path';
 
 /**
  * A folder of ours under a parent every user may write to (/var/tmp, /dev/shm): made by this
@@ -14,4 +16,13 @@ export async function ensureOwnFolder(dir: string, mode: number): Promise<void> 
     throw new Error(`${dir} exists but is not a folder of this user open to others no further than ${mode.toString(8)} (a link, another owner, or more open); remove it`);
   }
   await chmod(dir, mode);
+}
+
+/**
+ * The folder under `root` that stands for `requested` (whose parent must exist): `prefix` and a
+ * hash of its real path, so that every start from the same folder finds the same one.
+ */
+export async function folderFor(root: string, prefix: string, requested: string): Promise<string> {
+  const real = path.join(await realpath(path.dirname(requested)), path.basename(requested));
+  return path.join(root, `${prefix}${createHash('sha256').update(real).digest('hex').slice(0, 16)}`);
 }

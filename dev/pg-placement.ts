@@ -1,9 +1,8 @@
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { lstat, mkdir, readlink, realpath, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ensureOwnFolder } from './own-folder.ts';
+import { ensureOwnFolder, folderFor } from './own-folder.ts';
 import { canEnter, execAs, LOCAL_USER, type ServerUser } from './pg-user.ts';
 
 /**
@@ -47,13 +46,7 @@ export async function placeDataDir(requested: string, user: ServerUser | undefin
   if (await canEnter(user, parent)) return here;
 
   const blocked = await firstClosed(user, parent);
-  const home = path.join(
-    placesRoot(),
-    `${PREFIX}${createHash('sha256')
-      .update(path.join(parent, path.basename(requested)))
-      .digest('hex')
-      .slice(0, 16)}`,
-  );
+  const home = await folderFor(placesRoot(), PREFIX, requested);
   await ensureOwnFolder(home, 0o755);
   const dataDir = path.join(home, path.basename(requested));
   // A cluster there without a link to it was left by a folder that was removed (`rm -rf .edgeplane`): start afresh.

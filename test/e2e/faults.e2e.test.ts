@@ -145,7 +145,8 @@ describe('faults', () => {
     const sql = e2e.stack.db.sql;
     const a = await createAccount(sql, { resources: 2 });
     const proxy = await new SwallowingProxy(() => e2e.stack.workerPort).start();
-    const c = new Device(() => proxy.url, 'client', a.clientToken);
+    // Uncompressed, so that the proxy sees which frame it swallowed.
+    const c = new Device(() => proxy.url, 'client', a.clientToken, { plain: true });
     try {
       await c.connect();
       expect(c.view.size).toBe(2);
@@ -157,8 +158,8 @@ describe('faults', () => {
       await sql`update policies set disabled_at = now() where id = ${r0.policyId}`;
       // The Worker answers 2xx only once the object stored the batch; its frame went out into the proxy.
       await waitFor(async () => (await delivered()) > before, 'the replicator to count the change delivered');
-      // The frame left the Worker (into the proxy) before the crash: sent, never received.
-      await waitFor(async () => proxy.swallowed > 0, 'the frame to leave the Worker', 2_000);
+      // The change's frame left the Worker (into the proxy) before the crash: sent, never received.
+      await waitFor(async () => proxy.swallowed.includes(r0.id), 'the frame to leave the Worker', 2_000);
       await e2e.stack.stopWorker('SIGKILL');
       // The client never saw the change: its view is stale.
       expect(c.view.has(r0.id)).toBe(true);

@@ -18,6 +18,8 @@ export interface DeviceOptions {
    * open after the object closes it, until the object is evicted (~10 s; docs/protocol.md#local-run).
    */
   silent?: boolean;
+  /** Frames uncompressed (no permessage-deflate), for a test that reads them on the wire. */
+  plain?: boolean;
 }
 
 export interface ResourceView {
@@ -103,7 +105,7 @@ export class Device {
     await new Promise<void>((resolve, reject) => {
       // ws's own close timeout (30 s) stays: a server that does not end the connection after the
       // close handshake shows as a late `close` event.
-      const ws = new WebSocket(this.url, { handshakeTimeout: timeoutMs });
+      const ws = new WebSocket(this.url, { handshakeTimeout: timeoutMs, ...(this.options.plain ? { perMessageDeflate: false } : {}) });
       this.ws = ws;
       ws.on('unexpected-response', (req, res) => {
         let body = '';

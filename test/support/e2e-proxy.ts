@@ -1,6 +1,8 @@
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 
+const SWALLOWED_KEPT = 65_536;
+
 /**
  * A TCP proxy between devices and the Worker that can swallow what the Worker sends: the bytes
  * leave the Worker and never reach the device, as if the object had crashed before its sends
@@ -10,7 +12,8 @@ export class SwallowingProxy {
   private server!: Server;
   private readonly links = new Set<{ device: Socket; worker: Socket }>();
   swallowing = false;
-  swallowed = 0;
+  /** What was swallowed, as text (server frames are unmasked), its last SWALLOWED_KEPT characters. */
+  swallowed = '';
 
   constructor(private readonly targetPort: () => number) {}
 
@@ -32,7 +35,7 @@ export class SwallowingProxy {
       worker.on('error', close).on('close', close);
       device.on('data', (chunk: Buffer) => worker.write(chunk));
       worker.on('data', (chunk: Buffer) => {
-        if (this.swallowing) this.swallowed += chunk.length;
+        if (this.swallowing) this.swallowed = (this.swallowed + chunk.toString('latin1')).slice(-SWALLOWED_KEPT);
         else device.write(chunk);
       });
     });

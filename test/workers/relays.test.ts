@@ -1,5 +1,5 @@
 import { env, evictDurableObject, runInDurableObject } from 'cloudflare:test';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { AccountDO } from '../../workers/account/account-do.ts';
 import { MAX_ROW_CHARS } from '../../replicator/config.ts';
 import { REGION_HEADER, relayName } from '../../workers/account/relay-placement.ts';
@@ -7,7 +7,7 @@ import { RELAY_NAME_HEADER } from '../../workers/account/relay-writer.ts';
 import type { RemoteGateway } from '../../workers/account/remote-gateways.ts';
 import { basicSetup, TestAccount } from './support/account.ts';
 import { connect, websocketUrl } from './support/device.ts';
-import { connectFrom, cutRelays, positionOf, relayOf, relaysOfWriter, writerOf } from './support/relays.ts';
+import { connectFrom, cutRelays, positionOf, relayOf, relaysOfWriter, stallRelays, writerOf } from './support/relays.ts';
 import { database } from './support/world.ts';
 
 const sql = database();
@@ -42,7 +42,11 @@ describe('relay objects', () => {
     // Through the Worker, as devices connect: the first continent's device on the writer, the next one's on a relay.
     const home = await connect('client', s.token, { externalId: 'home', continent: 'NA' });
     const far = await connect('client', s.token, { externalId: 'far', continent: 'EU' });
-    expect(await relaysOfWriter(account.id)).toContainEqual(expect.objectContaining({ name: relayName(account.id, 'EU', 0), sockets: 1 }));
+    // The Worker reports the relay's count to the writer after the 101 (waitUntil): it lands within moments.
+    await vi.waitFor(async () => expect(await relaysOfWriter(account.id)).toContainEqual(expect.objectContaining({ name: relayName(account.id, 'EU', 0), sockets: 1 })), {
+      timeout: 1_000,
+      interval: 20,
+    });
     // The writer answers a connect it places on a relay with the relay's name, never with the relay's
     // socket: on the platform a socket passed back through the writer would carry every frame
     // through the writer's location, and keep it from hibernating.
@@ -97,6 +101,27 @@ describe('relay objects', () => {
     expect(await runInDurableObject(writerOf(account.id), (_: AccountDO, state) => state.storage.sql.exec<{ n: number }>('select count(*) as n from relay_batches').one().n)).toBe(
       0,
     );
+  });
+
+  it('a writer that stored a batch but ended before its relays acknowledged it (its instance aborted mid-forward): the redelivery wakes it and the relay catches up, with no further batch', async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    await connectFrom('local', 'client', s.token);
+    const far = await connectFrom('EU', 'client', s.token);
+    const before = await positionOf(writerOf(account.id));
+    await stallRelays(account.id);
+    const revoked = await account.commit((t) => t.softDelete('policies', { id: s.policy.id }));
+    // The replicator's request: stored by the writer, never answered (the forward hangs).
+    const unanswered = account.deliver(revoked).catch((err: unknown) => err);
+    await vi.waitFor(async () => expect(await positionOf(writerOf(account.id))).not.toBe(before), { timeout: 2_000, interval: 10 });
+    // The instance ends at once (a crash or a deploy), its forward unfinished.
+    await runInDurableObject(writerOf(account.id), (_: AccountDO, state) => state.abort('ended mid-forward (test)')).catch(() => undefined);
+    expect(await unanswered).toBeInstanceOf(Error);
+    expect(await far.device.drain()).toEqual([]);
+    // The replicator had no answer: it sends the batch again, which the writer has (all stale, nothing to forward).
+    expect((await account.deliver(revoked)).applied).toBe(0);
+    expect(await far.device.next('resource_deleted', 1_000)).toEqual({ event: 'resource_deleted', payload: { id: s.resource.id } });
+    expect(await positionOf(relayOf(account.id, 'EU'))).toBe(await positionOf(writerOf(account.id)));
   });
 
   it('the largest change the replicator sends whole (old and new rows at FORWARD_MAX_ROW_BYTES, 3-byte characters) is logged for a relay that missed it, and reaches it', async () => {

@@ -182,6 +182,7 @@ export class AccountDO extends DurableObject<Env> {
       }
       this.hydrationFailure = undefined;
       this.memory = { state: hydrated ?? this.object.caches.load(accountId), flows: this.object.flowStore.load() };
+      if (!relay) await this.relayWriter.resumeForwards(Date.now());
       // Flows created before an eviction or a restart may still wait in the outbox, for how long is unknown.
       this.flowLog.overdue();
       // Digests of connections that closed while no instance ran are dropped a moment later, not

@@ -7,7 +7,7 @@ import type { AlarmClock } from './alarm-clock.ts';
 import type { MetaStore } from './meta-store.ts';
 import type { RelayConfig } from './relay-config.ts';
 import { LOCAL_REGION, locationHintOf, placeDevice, REGION_HEADER, regionOfRelay, relayName, relayRetryDelayMs, type RelaySlot } from './relay-placement.ts';
-import type { RelayAck, RelayBatch, RelayCalls, RelayPeer, RelayStore, WriterCalls } from './relay-store.ts';
+import { atOrBefore, type RelayAck, type RelayBatch, type RelayCalls, type RelayPeer, type RelayStore, type WriterCalls } from './relay-store.ts';
 
 /** A relay reports its sockets to the writer in this header of its 101 (docs/architecture.md#relays). */
 export const RELAY_SOCKETS_HEADER = 'x-edgeplane-relay-sockets';
@@ -180,6 +180,26 @@ export class RelayWriter {
       relays.prune(this.w.config.logMaxBatches);
     });
     await this.w.clock.noLaterThan(relays.retryAt);
+  }
+
+  /**
+   * A new instance of the writer: a relay behind its position with no retry due is one whose
+   * forward an earlier instance never finished (it ended between storing a batch and recording
+   * the acknowledgements). The replicator had no answer for that batch and sends it again, which
+   * wakes this instance, but all stale, so nothing would forward it: the relay is due at once.
+   */
+  async resumeForwards(now: number): Promise<void> {
+    const { relays, meta, ctx } = this.w;
+    const unfinished = [...relays.peers().values()].filter((p) => p.retryAt === null && !atOrBefore(meta.position, p.acked));
+    if (unfinished.length === 0) return;
+    ctx.storage.transactionSync(() => {
+      for (const p of unfinished) relays.putPeer({ ...p, retryAt: now });
+    });
+    log.warn(
+      { component: 'relay', account: meta.accountId, position: meta.position && formatPosition(meta.position), relays: unfinished.length },
+      'relays behind a forward an earlier instance did not finish: catching them up',
+    );
+    await this.w.clock.noLaterThan(now);
   }
 
   /** The alarm: relays due for a retry get the writer's position and catch up to it. */

@@ -57,6 +57,16 @@ export async function cutRelays(accountId: string): Promise<() => Promise<void>>
   };
 }
 
+/**
+ * Makes every forward from the writer to its relays wait for ever (a relay that never answers),
+ * for as long as the instance lives: a test ends the instance mid-forward with an eviction.
+ */
+export async function stallRelays(accountId: string): Promise<void> {
+  await runInDurableObject(writerOf(accountId), (instance: AccountDO) => {
+    (instance as unknown as { relayStub: unknown }).relayStub = () => ({ relayBatch: () => new Promise(() => {}) });
+  });
+}
+
 /** Whether this run places every device on relays (the workers-relays project). */
 export const relaysForced = (env as unknown as Record<string, unknown>).RELAY_PLACEMENT === 'always';
 

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Log, LogLevel, Miniflare, type MiniflareOptions } from 'miniflare';
+import { errorMessage } from '../src/errors.ts';
 import { objectsDir } from './object-storage.ts';
 import { WRANGLER_TOML } from './root.ts';
 
@@ -86,5 +87,32 @@ export async function startLocalWorker(o: LocalWorkerOptions): Promise<LocalWork
   const url = await mf.ready;
   const directUrl = o.directPort ? (await mf.unsafeGetDirectURL('edgeplane')).href : undefined;
   const bare = (href: string) => href.replace(/\/$/, '');
+  // Miniflare is ready once its entry worker answers; the replicator's way in must answer too
+  // before anyone is told the Worker is up, or its first batches wait on a port not serving yet.
+  if (directUrl)
+    await answering(`${bare(directUrl)}/healthz`, DIRECT_READY_MS).catch(async (err: unknown) => {
+      await mf.dispose();
+      throw err;
+    });
   return { url: bare(url.href), directUrl: directUrl && bare(directUrl), dispose: () => mf.dispose() };
+}
+
+const DIRECT_READY_MS = 30_000;
+
+/** Resolves once `url` answers 200 (each try bounded to 2 s), or throws after `timeoutMs`. */
+async function answering(url: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(2_000) });
+      await res.body?.cancel();
+      if (res.ok) return;
+      last = `HTTP ${res.status}`;
+    } catch (err) {
+      last = errorMessage(err);
+    }
+    if (Date.now() > deadline) throw new Error(`the Worker's port for the replicator (${url}) did not answer within ${timeoutMs} ms (last: ${last})`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }

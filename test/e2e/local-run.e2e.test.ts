@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import postgres from 'postgres';
-import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, describe, expect, it, onTestFailed, onTestFinished } from 'vitest';
 import { Child } from '../../dev/child.ts';
 import type { DevJson } from '../../dev/local-files.ts';
 import { startLocalPostgres } from '../../dev/local-postgres.ts';
@@ -25,22 +25,40 @@ import { ROOT } from '../../dev/root.ts';
  */
 const exec = promisify(execFile);
 let dir: string;
-/** Every run's folder, for the objects' storage each may have placed in memory. */
-const dirs: string[] = [];
 let ports: { PORT: string; REPLICATOR_PORT: string; EDGEPLANE_PG_PORT: string };
 const children: Child[] = [];
 const output: string[] = [];
 
 afterAll(async () => {
   for (const c of children) await c.stop('SIGKILL', 1000);
-  // Whatever a failed run left: the embedded server of this folder.
-  if (dir && existsSync(path.join(dir, 'pg', 'postmaster.pid'))) {
-    const pg = await startLocalPostgres({ dataDir: path.join(dir, 'pg'), port: Number(ports.EDGEPLANE_PG_PORT) }).catch(() => undefined);
+});
+
+/**
+ * What a run of these folders left running, stopped: its processes (the Worker and the replicator
+ * run in process groups of their own, which a kill of `npm start` leaves) and its embedded server.
+ */
+async function stopLeftovers(folders: string[], used: typeof ports, pgDir: string): Promise<void> {
+  for (const l of await leftovers(folders, used)) {
+    const pid = Number(l.slice(0, l.indexOf(':')));
+    for (const target of [-pid, pid]) {
+      try {
+        process.kill(target, 'SIGKILL');
+      } catch {
+        // Not a group leader, or gone.
+      }
+    }
+  }
+  if (existsSync(path.join(pgDir, 'postmaster.pid'))) {
+    const pg = await startLocalPostgres({ dataDir: pgDir, port: Number(used.EDGEPLANE_PG_PORT) }).catch(() => undefined);
     await pg?.stop('immediate');
   }
-  for (const d of dirs) await removeObjectStorage(objectsDir(path.join(d, 'worker')));
-  if (dir) await rm(dir, { recursive: true, force: true });
-});
+}
+
+/** For a failed test: every warning and error logged (the first cause may be long before the end), then the last lines. */
+function failureOutput(): string {
+  const warnings = output.slice(0, -60).filter((l) => /warn|error|fail/i.test(l));
+  return [...warnings.slice(-100), '--- the last lines:', ...output.slice(-60)].join('\n');
+}
 
 function env(extra: Record<string, string> = {}): Record<string, string | undefined> {
   return { PATH: process.env.PATH, HOME: process.env.HOME, EDGEPLANE_DIR: dir, ...ports, ...extra };
@@ -71,15 +89,15 @@ async function devJson(start: { readonly running: boolean; readonly exited: Prom
  * Processes of this run: those whose command line names its folder (or where its cluster really
  * is) or ports, and those started with its EDGEPLANE_DIR (the replicator, the Worker, workerd).
  */
-async function leftovers(folders: string[] = [dir]): Promise<string[]> {
+async function leftovers(folders: string[] = [dir], used = ports): Promise<string[]> {
   const out: string[] = [];
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
     try {
       const cmd = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).replaceAll('\0', ' ');
       const environ = (await readFile(`/proc/${entry}/environ`, 'utf8').catch(() => '')).split('\0');
-      const named = folders.some((f) => cmd.includes(f)) || cmd.includes(`--port ${ports.PORT}`) || cmd.includes(`port=${ports.EDGEPLANE_PG_PORT}`);
-      if (named || environ.includes(`EDGEPLANE_DIR=${dir}`)) out.push(`${entry}: ${cmd.slice(0, 200)}`);
+      const named = folders.some((f) => cmd.includes(f) || environ.includes(`EDGEPLANE_DIR=${f}`));
+      if (named || cmd.includes(`--port ${used.PORT}`) || cmd.includes(`port=${used.EDGEPLANE_PG_PORT}`)) out.push(`${entry}: ${cmd.slice(0, 200)}`);
     } catch {
       // Gone meanwhile.
     }
@@ -99,11 +117,17 @@ async function lines(c: Child, test: (line: string) => boolean, timeoutMs = 15_0
 
 describe('npm start', () => {
   it("runs the whole system with a demo; Ctrl-C stops it all, slot included; a start after a SIGKILL and a reboot (the objects' files gone) cleans up and carries on from the slot", async () => {
-    onTestFailed(() => console.error(output.slice(-80).join('\n')));
+    onTestFailed(() => console.error(failureOutput()));
     dir = await mkdtemp(path.join(tmpdir(), 'edgeplane-local-run-'));
-    dirs.push(dir);
     await chmod(dir, 0o755);
     ports = { PORT: String(await freePort()), REPLICATOR_PORT: String(await freePort()), EDGEPLANE_PG_PORT: String(await freePort()) };
+    // Passed or failed: nothing of this run stays (the later tests move `dir` and `ports` on).
+    const run = { dir, ports };
+    onTestFinished(async () => {
+      await stopLeftovers([run.dir], run.ports, path.join(run.dir, 'pg'));
+      await removeObjectStorage(objectsDir(path.join(run.dir, 'worker')));
+      await rm(run.dir, { recursive: true, force: true });
+    });
 
     const start = node('start', 'dev/start.ts', []);
     const dev = await devJson(start);
@@ -213,12 +237,11 @@ describe('npm start', () => {
   ])(
     'npm start | $pipe, from a private folder (mode 0700): runs (as root the cluster lives under /var/tmp), and a Ctrl-C to the whole group stops everything: processes, ports, slot',
     async ({ reader, goneBeforeCtrlC }) => {
-      onTestFailed(() => console.error(output.slice(-80).join('\n')));
+      onTestFailed(() => console.error(failureOutput()));
       output.length = 0;
       // As a home folder or `mktemp -d` is: the postgres user that runs the server as root cannot enter it.
       const home = await mkdtemp(path.join(tmpdir(), 'edgeplane-private-'));
       dir = path.join(home, '.edgeplane');
-      dirs.push(dir);
       ports = { PORT: String(await freePort()), REPLICATOR_PORT: String(await freePort()), EDGEPLANE_PG_PORT: String(await freePort()) };
       let placed: string | undefined;
       try {
@@ -267,21 +290,7 @@ describe('npm start', () => {
           await pg.stop();
         }
       } finally {
-        // What a failed stop left running (the Worker and the replicator run in groups of their own).
-        for (const l of await leftovers([dir, ...(placed ? [placed] : [])])) {
-          const pid = Number(l.slice(0, l.indexOf(':')));
-          for (const target of [-pid, pid]) {
-            try {
-              process.kill(target, 'SIGKILL');
-            } catch {
-              // Not a group leader, or gone.
-            }
-          }
-        }
-        if (existsSync(path.join(dir, 'pg', 'postmaster.pid'))) {
-          const pg = await startLocalPostgres({ dataDir: path.join(dir, 'pg'), port: Number(ports.EDGEPLANE_PG_PORT) }).catch(() => undefined);
-          await pg?.stop('immediate');
-        }
+        await stopLeftovers([dir, ...(placed ? [placed] : [])], ports, path.join(dir, 'pg'));
         if (placed) await rm(placed, { recursive: true, force: true });
         await removeObjectStorage(objectsDir(path.join(dir, 'worker')));
         await rm(home, { recursive: true, force: true });

@@ -16,6 +16,13 @@ const HOLDERS = numArg('holders', 4);
 const IN_FLIGHT = numArg('in-flight', 256);
 const ECHO = flag('echo');
 const PROFILE = flag('profile');
+/**
+ * Devices connect past Miniflare's entry worker (the Worker's direct port), each sending the
+ * `cf-connecting-ip` that Cloudflare's front line would set: in production that front line runs
+ * on Cloudflare's machines, while locally the entry worker copies every upgrade in JavaScript on
+ * the same workerd thread as the Worker and its object.
+ */
+const DIRECT = flag('direct');
 /** Time for the object to handle the closes of a storm's sockets before the next storm. */
 const SETTLE_MS = 5_000;
 
@@ -41,12 +48,16 @@ async function main(): Promise<void> {
     // Room for a connection per connect, as the code before batching opened.
     db = await startBenchDatabase('storm', { maxConnections: 2000, pool: 2 });
     const { sql, postmaster, stamp } = db;
-    worker = await startBenchWorker(db, 'storm', { echo: ECHO });
+    worker = await startBenchWorker(db, 'storm', { echo: ECHO, direct: DIRECT });
     const account = await createAccount(sql, 'storm', { actors: DEVICES });
+    const base = DIRECT ? worker.changesUrl : worker.url;
+    const address = (i: number) => (DIRECT ? { address: `10.${Math.floor(i / 62_500)}.${Math.floor(i / 250) % 250}.${(i % 250) + 1}` } : {});
     const devices = (version: (i: number) => string) =>
-      account.clientTokens.map((t, i) => ({ url: websocketUrl(worker!.url, 'client', t, { externalId: `storm-${i}`, version: version(i) }) }));
+      account.clientTokens.map((t, i) => ({ url: websocketUrl(base, 'client', t, { externalId: `storm-${i}`, version: version(i) }), ...address(i) }));
     holders = await SocketHolders.spawn(HOLDERS);
-    say(`${fmt(DEVICES)} clients of one account over ${HOLDERS} holder processes, ${IN_FLIGHT} handshakes in flight each`);
+    say(
+      `${fmt(DEVICES)} clients of one account over ${HOLDERS} holder processes, ${IN_FLIGHT} handshakes in flight each, ${DIRECT ? "past Miniflare's entry worker (direct port)" : "through Miniflare's entry worker"}`,
+    );
     const hydrating = Date.now();
     const first = await holders.connectAll(devices(() => '1.4.2').slice(0, 1), 1, false);
     await holders.close();

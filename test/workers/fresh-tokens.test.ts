@@ -6,7 +6,7 @@ import { databaseStats } from '../../workers/account/database.ts';
 import { FRESH_TOKEN_WAIT_MS, type FreshTokens, MAX_FRESH_TOKEN_CHECKS } from '../../workers/account/fresh-tokens.ts';
 import { isKnownAccount } from '../../workers/directory/directory.ts';
 import { basicSetup, TestAccount } from './support/account.ts';
-import { tryConnect } from './support/device.ts';
+import { connect, tryConnect } from './support/device.ts';
 import { database } from './support/world.ts';
 
 const sql = database();
@@ -48,6 +48,8 @@ describe('tokens used as soon as their INSERT committed (docs/protocol.md#websoc
   it('a token inserted and used within the same millisecond connects once its batch lands, within 200 ms of it', async () => {
     const account = await TestAccount.create(sql);
     const s = await basicSetup(account);
+    // A live account: its objects (with relays forced, the relay a new device goes to) already serve a device.
+    (await connect('client', s.token)).device.close();
     const fresh = await committedToken(account, s.actor.id);
     const connecting = tryConnect('client', fresh.token).then((res) => ({ res, at: Date.now() }));
     await untilWaiting(account.id, 1);

@@ -6,6 +6,7 @@ import type { ObjectContext } from '../../workers/account/object-context.ts';
 import { attachmentOf } from '../../workers/account/sockets.ts';
 import { basicSetup, TestAccount } from './support/account.ts';
 import { connect, type Frame } from './support/device.ts';
+import { holderOf } from './support/relays.ts';
 import { database } from './support/world.ts';
 
 const sql = database();
@@ -122,5 +123,43 @@ describe('hibernation (docs/architecture.md#9-hibernation-safe)', () => {
     // The live digests survived: a change that leaves every view as it was sends nothing.
     await account.apply((t) => t.update('policies', { id: secondPolicy }, { description: 'reworded' }));
     for (const d of [a1, a2, b1, b2]) expect(await d.device.drain()).toEqual([]);
+  });
+
+  it('connection numbers are never handed out twice, across instances and a connect that rolled back, and a connect seldom writes one', async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    await connect('client', s.token);
+    const stub = holderOf(account.id);
+    type Inner = { object: ObjectContext };
+    const stored = () =>
+      runInDurableObject(stub, (_: AccountDO, state) => Number(state.storage.sql.exec<{ value: string }>("select value from meta where key = 'next_conn'").one().value));
+    const take = (n: number) => runInDurableObject(stub, (instance: AccountDO) => Array.from({ length: n }, () => (instance as unknown as Inner).object.meta.nextConnection()));
+    const before = await stored();
+    const first = await take(3_000);
+    // Storage moved once a block, not once a number.
+    expect(await stored()).toBeGreaterThan(Math.max(...first));
+    expect((await stored()) - before).toBeLessThan(first.length);
+    await evictDurableObject(stub, { webSockets: 'hibernate' });
+    const second = await take(10);
+    // A connect whose transaction rolls back spends its number all the same.
+    const spent = await runInDurableObject(stub, (instance: AccountDO, state) => {
+      const { object } = instance as unknown as Inner;
+      const conn = object.meta.nextConnection();
+      try {
+        state.storage.transactionSync(() => {
+          object.views.set(conn, s.resource.id as ResourceId, 1);
+          throw new Error('rolled back (test)');
+        });
+      } catch {
+        object.views.reset();
+      }
+      return conn;
+    });
+    await evictDurableObject(stub, { webSockets: 'hibernate' });
+    const third = await take(10);
+    const all = [...first, ...second, spent, ...third];
+    expect(new Set(all).size).toBe(all.length);
+    expect(Math.min(...second)).toBeGreaterThan(Math.max(...first));
+    expect(Math.min(...third)).toBeGreaterThan(spent);
   });
 });

@@ -40,12 +40,13 @@ export function acceptDevice(object: ObjectContext, memory: AccountMemory, devic
   const version = new URL(request.url).searchParams.get('version')!;
   const [deviceEnd, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
   let first = '';
+  // Before the transaction: a number whose connect rolls back is spent all the same, never reused.
+  const conn = object.meta.nextConnection();
   object.ctx.storage.transactionSync(() => {
     if (written) {
       memory.state.put(device);
       object.caches.put(device);
     }
-    const conn = object.meta.nextConnection();
     let a: Attachment;
     if (device.table === 'clients') {
       const client: ClientAttachment = { kind: 'client', conn, clientId: device.record.id, actorId: device.record.actorId, tokenId, version, remoteIp, country };

@@ -4,6 +4,9 @@ import type { HydrationSnapshot } from '../../src/ordering.ts';
 import { formatSnapshot, parseSnapshot } from '../../src/snapshot.ts';
 import type { PendingResync } from './resync.ts';
 
+/** Connection numbers reserved by one storage write. */
+const CONNECTION_BLOCK = 1024;
+
 /**
  * Small key/value facts about the object: its account, cache version, position, hydration snapshot.
  * Values read once are kept in memory (every batch reads the position and the snapshot); after a
@@ -13,6 +16,8 @@ export class MetaStore {
   private readonly known = new Map<string, string | null>();
   private position_: Position | null | undefined;
   private snapshot_: HydrationSnapshot | null | undefined;
+  /** The block of connection numbers this instance hands out (nextConnection). */
+  private connections: { next: number; end: number } | undefined;
 
   constructor(private readonly sql: SqlStorage) {
     sql.exec('create table if not exists meta (key text primary key, value text not null) without rowid');
@@ -34,6 +39,8 @@ export class MetaStore {
 
   reset(): void {
     this.known.clear();
+    // A block whose reservation may have rolled back: its numbers could be handed out again.
+    this.connections = undefined;
     this.position_ = undefined;
     this.snapshot_ = undefined;
   }
@@ -117,10 +124,17 @@ export class MetaStore {
     this.set('resync', r === null ? null : JSON.stringify(r));
   }
 
-  /** A new connection number, unique within the object for its lifetime. */
+  /**
+   * A new connection number, unique within the object for its lifetime. Numbers are reserved in
+   * blocks (storage holds the end of the last block), so that a connect does not write one: a
+   * new instance starts after the last block, and the numbers a block had left are skipped.
+   */
   nextConnection(): number {
-    const n = Number(this.get('next_conn') ?? 1);
-    this.set('next_conn', String(n + 1));
-    return n;
+    if (!this.connections || this.connections.next >= this.connections.end) {
+      const start = Number(this.get('next_conn') ?? 1);
+      this.set('next_conn', String(start + CONNECTION_BLOCK));
+      this.connections = { next: start, end: start + CONNECTION_BLOCK };
+    }
+    return this.connections.next++;
   }
 }

@@ -81,9 +81,7 @@ async function loggedKeys(sql: Sql): Promise<{ rows: number; distinct: number; k
  */
 async function refusedWhileOthersWrite(p: Pipeline, status: number, env: Record<string, string>) {
   let r: ReplicatorProcess = await p.replicator(env);
-  const refused = await insertAccount(p.sql, 'refused');
-  const b = await insertAccount(p.sql, 'bravo');
-  const c = await insertAccount(p.sql, 'charlie');
+  let refused = '';
   let open = false;
   let firstRefusalAt: number | undefined;
   p.sink.behaviour = ({ accountId }) => {
@@ -91,6 +89,12 @@ async function refusedWhileOthersWrite(p: Pipeline, status: number, env: Record<
     firstRefusalAt ??= Date.now();
     return status;
   };
+  // Its id known before its insert commits: the replicator may deliver the insert at once.
+  await p.sql.begin(async (t) => {
+    refused = await insertAccount(t, 'refused');
+  });
+  const b = await insertAccount(p.sql, 'bravo');
+  const c = await insertAccount(p.sql, 'charlie');
   const names = new Map<string, string[]>([
     [refused, []],
     [b, []],
@@ -109,8 +113,10 @@ async function refusedWhileOthersWrite(p: Pipeline, status: number, env: Record<
       await sleep(1000);
     }
   })();
+  // Should the test fail first, the sampler's end (once the database goes) is of no interest.
+  sampler.catch(() => {});
   const writing = workload(p.sql, refused, [b, c], names, progress);
-  // Should the test fail first, the workload's end (once the database goes) is of no interest.
+  // Nor the workload's.
   writing.catch(() => {});
 
   // SIGKILL a third of the way through, with the account still refused; start again.

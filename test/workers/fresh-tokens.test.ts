@@ -149,7 +149,9 @@ describe('tokens used as soon as their INSERT committed (docs/protocol.md#websoc
     const before = databaseStats.clients;
     const started = Date.now();
     expect(await errorOf(await tryConnect('client', fresh.token))).toEqual([503, 'too many connects waiting for new tokens']);
-    expect(Date.now() - started).toBeLessThan(200);
+    // Refused at once, not after a wait (FRESH_TOKEN_WAIT_MS): the bound leaves room for a machine
+    // busy with the 64 waiters and other test files (212 ms once in CI, relays forced).
+    expect(Date.now() - started).toBeLessThan(FRESH_TOKEN_WAIT_MS / 5);
     expect(databaseStats.clients).toBe(before);
     // The token is deleted in the same batch that brings it: every waiter is refused, none upserts a client.
     const removal = await account.commit((t) => t.softDelete('tokens', { id: fresh.tokenId }));

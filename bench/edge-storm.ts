@@ -7,7 +7,7 @@ import { summarizeProfile, WorkerProfiler } from './edge-profile.ts';
 import { fmt, ms, percentile, sleep } from './edge-stats.ts';
 import { startBenchDatabase, startBenchWorker, type BenchDatabase } from './bench-stack.ts';
 import { cpuDelta, cpuSample, memory, processes, type RunningWorker } from './edge-worker.ts';
-import { SocketHolders } from '../test/support/socket-holders.ts';
+import { deviceAddress, SocketHolders } from '../test/support/socket-holders.ts';
 import { flag, numArg } from './bench-args.ts';
 
 const DEVICES = numArg('devices', 10_000);
@@ -51,7 +51,7 @@ async function main(): Promise<void> {
     worker = await startBenchWorker(db, 'storm', { echo: ECHO, direct: DIRECT });
     const account = await createAccount(sql, 'storm', { actors: DEVICES });
     const base = DIRECT ? worker.changesUrl : worker.url;
-    const address = (i: number) => (DIRECT ? { address: `10.${Math.floor(i / 62_500)}.${Math.floor(i / 250) % 250}.${(i % 250) + 1}` } : {});
+    const address = (i: number) => (DIRECT ? { address: deviceAddress(i % 62_500, Math.floor(i / 62_500)) } : {});
     const devices = (version: (i: number) => string) =>
       account.clientTokens.map((t, i) => ({ url: websocketUrl(base, 'client', t, { externalId: `storm-${i}`, version: version(i) }), ...address(i) }));
     holders = await SocketHolders.spawn(HOLDERS);

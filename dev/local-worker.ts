@@ -1,9 +1,9 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Log, LogLevel, Miniflare, type MiniflareOptions } from 'miniflare';
-import { errorMessage } from '../src/errors.ts';
 import { objectsDir } from './object-storage.ts';
 import { WRANGLER_TOML } from './root.ts';
+import { waitForHttp } from './worker-process.ts';
 
 /**
  * The local Worker (docs/protocol.md#local-run): the bundle a deploy uploads
@@ -90,7 +90,7 @@ export async function startLocalWorker(o: LocalWorkerOptions): Promise<LocalWork
   // Miniflare is ready once its entry worker answers; the replicator's way in must answer too
   // before anyone is told the Worker is up, or its first batches wait on a port not serving yet.
   if (directUrl)
-    await answering(`${bare(directUrl)}/healthz`, DIRECT_READY_MS).catch(async (err: unknown) => {
+    await waitForHttp(`${bare(directUrl)}/healthz`, undefined, DIRECT_READY_MS, "the Worker's port for the replicator").catch(async (err: unknown) => {
       await mf.dispose();
       throw err;
     });
@@ -98,21 +98,3 @@ export async function startLocalWorker(o: LocalWorkerOptions): Promise<LocalWork
 }
 
 const DIRECT_READY_MS = 30_000;
-
-/** Resolves once `url` answers 200 (each try bounded to 2 s), or throws after `timeoutMs`. */
-async function answering(url: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  for (;;) {
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(2_000) });
-      await res.body?.cancel();
-      if (res.ok) return;
-      last = `HTTP ${res.status}`;
-    } catch (err) {
-      last = errorMessage(err);
-    }
-    if (Date.now() > deadline) throw new Error(`the Worker's port for the replicator (${url}) did not answer within ${timeoutMs} ms (last: ${last})`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}

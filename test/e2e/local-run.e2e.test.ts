@@ -37,7 +37,7 @@ afterAll(async () => {
  * What a run of these folders left running, stopped: its processes (the Worker and the replicator
  * run in process groups of their own, which a kill of `npm start` leaves) and its embedded server.
  */
-async function stopLeftovers(folders: string[], used: typeof ports, pgDir: string): Promise<void> {
+async function killLeftovers(folders: string[], used: typeof ports, pgDir: string): Promise<void> {
   for (const l of await leftovers(folders, used)) {
     const pid = Number(l.slice(0, l.indexOf(':')));
     for (const target of [-pid, pid]) {
@@ -124,7 +124,7 @@ describe('npm start', () => {
     // Passed or failed: nothing of this run stays (the later tests move `dir` and `ports` on).
     const run = { dir, ports };
     onTestFinished(async () => {
-      await stopLeftovers([run.dir], run.ports, path.join(run.dir, 'pg'));
+      await killLeftovers([run.dir], run.ports, path.join(run.dir, 'pg'));
       await removeObjectStorage(objectsDir(path.join(run.dir, 'worker')));
       await rm(run.dir, { recursive: true, force: true });
     });
@@ -290,7 +290,7 @@ describe('npm start', () => {
           await pg.stop();
         }
       } finally {
-        await stopLeftovers([dir, ...(placed ? [placed] : [])], ports, path.join(dir, 'pg'));
+        await killLeftovers([dir, ...(placed ? [placed] : [])], ports, path.join(dir, 'pg'));
         if (placed) await rm(placed, { recursive: true, force: true });
         await removeObjectStorage(objectsDir(path.join(dir, 'worker')));
         await rm(home, { recursive: true, force: true });

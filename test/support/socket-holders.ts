@@ -15,6 +15,11 @@ export interface Storm {
   firstError?: string;
 }
 
+/** Device `i`'s own address under 10.<net>.0.0/16 (250 devices a /24; `i` below 62,500). */
+export function deviceAddress(i: number, net: number): string {
+  return `10.${net}.${Math.floor(i / 250)}.${(i % 250) + 1}`;
+}
+
 /**
  * Device sockets spread over child processes (socket-holder.ts): the local runtime holds every
  * socket in one workerd and one process here may open 20,000 files, so the clients of a
@@ -78,7 +83,7 @@ export class SocketHolders {
         const id = `${prefix}-${p}-${i}`;
         devices.push({
           url: deviceSocketUrl(url, 'client', { token, externalId: id, name: id, publicKey: `pk-${id}`, version: '1.4.2' }),
-          address: `10.${100 + p}.${Math.floor(i / 250)}.${(i % 250) + 1}`,
+          address: deviceAddress(i, 100 + p),
         });
       }
     }

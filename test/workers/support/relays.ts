@@ -39,32 +39,32 @@ export async function positionOf(stub: DurableObjectStub<AccountDO>): Promise<st
   );
 }
 
+/** Replaces the writer's stub factory in its instance, so that every forward to a relay calls `relayBatch` instead. */
+async function replaceRelays(accountId: string, relayBatch: () => Promise<never>): Promise<void> {
+  await runInDurableObject(writerOf(accountId), (instance: AccountDO) => {
+    (instance as unknown as { relayStub: unknown }).relayStub = () => ({ relayBatch });
+  });
+}
+
 /**
  * Makes every forward from the writer to its relays fail until the returned function is called
- * (a relay unreachable for a while): the writer's stub factory is replaced in the instance.
+ * (a relay unreachable for a while).
  */
 export async function cutRelays(accountId: string): Promise<() => Promise<void>> {
-  type Patchable = { relayStub: unknown };
-  await runInDurableObject(writerOf(accountId), (instance: AccountDO) => {
-    (instance as unknown as Patchable).relayStub = () => ({
-      relayBatch: () => Promise.reject(new Error('relay unreachable (test)')),
-    });
-  });
+  await replaceRelays(accountId, () => Promise.reject(new Error('relay unreachable (test)')));
   return async () => {
     await runInDurableObject(writerOf(accountId), (instance: AccountDO) => {
-      delete (instance as unknown as Partial<Patchable>).relayStub;
+      delete (instance as unknown as { relayStub?: unknown }).relayStub;
     });
   };
 }
 
 /**
  * Makes every forward from the writer to its relays wait for ever (a relay that never answers),
- * for as long as the instance lives: a test ends the instance mid-forward with an eviction.
+ * for as long as the instance lives: a test ends the instance mid-forward with `state.abort()`.
  */
 export async function stallRelays(accountId: string): Promise<void> {
-  await runInDurableObject(writerOf(accountId), (instance: AccountDO) => {
-    (instance as unknown as { relayStub: unknown }).relayStub = () => ({ relayBatch: () => new Promise(() => {}) });
-  });
+  await replaceRelays(accountId, () => new Promise<never>(() => {}));
 }
 
 /** Whether this run places every device on relays (the workers-relays project). */

@@ -1,7 +1,7 @@
 /**
  * `npm run bench:edge [-- --runtime miniflare|wrangler --clients 5000 --rounds 6 --bulk 10000
  *   --bulk-connected 500 --bulk-rounds 3 --flows 1000 --gateways 2 --only fanout,bulk,flows,cache
- *   --profile --through-entry --echo]`
+ *   --wakes 1 --profile --through-entry --echo]`
  *
  * The edge (the Worker and its AccountDO) in local workerd, in a child process: by default the
  * local Worker `npm start` runs (dev/worker.ts: the real bundle on the Miniflare API), or `wrangler dev` (--runtime
@@ -39,6 +39,8 @@ import { cpuSample, memory, processes, type Processes, type Runtime, type Runnin
 
 const CLIENTS = numArg('clients', 5000);
 const ROUNDS = numArg('rounds', 6);
+/** Rounds after the object hibernated (each after 15 s idle). */
+const WAKES = numArg('wakes', 1);
 const BULK = numArg('bulk', 10_000);
 const BULK_CONNECTED = numArg('bulk-connected', 500);
 const BULK_ROUNDS = numArg('bulk-rounds', 3);
@@ -111,7 +113,7 @@ async function main(): Promise<void> {
           }
         }),
     };
-    if (only('fanout')) devices.push(...(await policyFanout(b, CLIENTS, ROUNDS)).devices);
+    if (only('fanout')) devices.push(...(await policyFanout(b, CLIENTS, ROUNDS, true, WAKES)).devices);
     if (only('bulk')) devices.push(...(await bulkMemberships(b, BULK, BULK_CONNECTED, BULK_ROUNDS)).devices);
     if (only('flows')) devices.push(...(await flows(b, FLOWS, GATEWAYS)).devices);
     if (only('batch')) await smallBatches(b, BATCHES);

@@ -74,6 +74,6 @@ export interface WakeContext {
 export function nextWake(state: AccountState, flows: FlowIndex, nowMs: number, wake: WakeContext): number | null {
   let next = earliest(flows.nextExpiry(), wake.flowLogRetryAt, wake.flowRetentionAt ?? null);
   if (wake.devicesConnected || flows.flows.size > 0) next = earliest(next, nextTimeBoundary(state, nowMs));
-  if (wake.devicesConnected) next = earliest(next, state.tokenExpiries.earliest());
+  if (wake.devicesConnected) next = earliest(next, state.earliestTokenExpiry());
   return next;
 }

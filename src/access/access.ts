@@ -36,7 +36,15 @@ export function clientActive(state: AccountState, ctx: ClientContext): boolean {
 }
 
 export function conditionContext(state: AccountState, ctx: ClientContext, nowMs: number): ConditionContext {
-  return { remoteIp: ctx.remoteIp, country: ctx.country, verified: state.clients.get(ctx.clientId)?.verified ?? false, nowMs };
+  return {
+    remoteIp: ctx.remoteIp,
+    country: ctx.country,
+    // Read only by a client_verified condition: most batches then need no client record.
+    get verified() {
+      return state.clients.get(ctx.clientId)?.verified ?? false;
+    },
+    nowMs,
+  };
 }
 
 /** The sites a resource is connected to that are not deleted. */
@@ -83,9 +91,13 @@ export function mayAccess(state: AccountState, ctx: ClientContext, resourceId: R
   return accessGrants(state, ctx, resourceId, nowMs).length > 0;
 }
 
-/** The grants through which the client may see a resource now; empty when it may not (see mayAccess). */
-export function accessGrants(state: AccountState, ctx: ClientContext, resourceId: ResourceId, nowMs: number): Grant[] {
-  if (!clientActive(state, ctx) || !state.resources.has(resourceId) || sitesOf(state, resourceId).length === 0) return [];
+/**
+ * The grants through which the client may see a resource now; empty when it may not (see
+ * mayAccess). `standing`: the caller knows the client, its actor and the account are active (a
+ * connected socket whose verdict is null: workers/account/verdicts.ts), so their records are not read.
+ */
+export function accessGrants(state: AccountState, ctx: ClientContext, resourceId: ResourceId, nowMs: number, standing = false): Grant[] {
+  if (!(standing || clientActive(state, ctx)) || !state.resources.has(resourceId) || sitesOf(state, resourceId).length === 0) return [];
   return grantsFor(state, ctx.actorId, resourceId, conditionContext(state, ctx, nowMs));
 }
 

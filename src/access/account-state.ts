@@ -1,49 +1,184 @@
 import type { AccountId, ActorId, ClientId, GatewayId, GroupId, PolicyId, ResourceId, SiteId, TokenId } from '../ids.ts';
 import type { AccountRecord, ActorRecord, Cached, ClientRecord, GatewayRecord, GroupRecord, PolicyRecord, ResourceRecord, SiteRecord, TokenRecord } from '../records.ts';
-import type { TableName } from '../tables.ts';
+import { DOMAIN_TABLES, type TableName } from '../tables.ts';
 import { deviceKey } from '../devices.ts';
 import { ExpiryHeap } from '../expiry-heap.ts';
 import { MultiIndex } from './multi-index.ts';
+
+/** Where a state rebuilt after a wake reads its tables from (the object's SQLite caches). */
+export interface TableSource {
+  /** Every record of one table. */
+  records(table: TableName): Cached[];
+  /** The earliest `expires_at` of the stored tokens. */
+  earliestTokenExpiry(): number | null;
+}
 
 /**
  * One account's access state in memory: the cached records and the indexes that answer "who is
  * affected" in time proportional to the answer. Pure data; the object persists the same records.
  */
 export class AccountState {
-  account: AccountRecord | null = null;
-  readonly actors = new Map<ActorId, ActorRecord>();
-  readonly groups = new Map<GroupId, GroupRecord>();
-  readonly groupsOfActor = new MultiIndex<ActorId, GroupId>();
-  readonly actorsOfGroup = new MultiIndex<GroupId, ActorId>();
-  readonly sites = new Map<SiteId, SiteRecord>();
-  readonly gateways = new Map<GatewayId, GatewayRecord>();
-  readonly gatewaysOfSite = new MultiIndex<SiteId, GatewayId>();
+  #account: AccountRecord | null = null;
+  readonly #actors = new Map<ActorId, ActorRecord>();
+  readonly #groups = new Map<GroupId, GroupRecord>();
+  readonly #groupsOfActor = new MultiIndex<ActorId, GroupId>();
+  readonly #actorsOfGroup = new MultiIndex<GroupId, ActorId>();
+  readonly #sites = new Map<SiteId, SiteRecord>();
+  readonly #gateways = new Map<GatewayId, GatewayRecord>();
+  readonly #gatewaysOfSite = new MultiIndex<SiteId, GatewayId>();
+  readonly #gatewaysByKey = new Map<string, GatewayId>();
+  readonly #resources = new Map<ResourceId, ResourceRecord>();
+  readonly #sitesOfResource = new MultiIndex<ResourceId, SiteId>();
+  readonly #resourcesOfSite = new MultiIndex<SiteId, ResourceId>();
+  readonly #policies = new Map<PolicyId, PolicyRecord>();
+  readonly #policiesOfResource = new MultiIndex<ResourceId, PolicyId>();
+  readonly #policiesOfGroup = new MultiIndex<GroupId, PolicyId>();
+  readonly #clients = new Map<ClientId, ClientRecord>();
+  readonly #clientsOfActor = new MultiIndex<ActorId, ClientId>();
+  readonly #clientsByKey = new Map<string, ClientId>();
+  readonly #tokens = new Map<TokenId, TokenRecord>();
+  readonly #tokenExpiries = new ExpiryHeap<TokenId>();
+  readonly #timedPolicies = new Set<PolicyId>();
+  readonly #timeBoundaries = new ExpiryHeap<PolicyId>();
+  readonly #unsettledTimed = new Set<PolicyId>();
+  /** Tables still only in storage (docs/architecture.md#after-a-wake): read in whole when first touched. */
+  readonly #unloaded: Set<TableName>;
+  /** While tokens are unloaded: the earliest expiry storage holds (tokens change only once loaded). */
+  #storedEarliestExpiry: { at: number | null } | undefined;
+
+  /** `source`: the tables are in storage and read from it table by table, as each is first needed. */
+  constructor(
+    readonly accountId: AccountId,
+    private readonly source?: TableSource,
+  ) {
+    this.#unloaded = new Set(source ? DOMAIN_TABLES : []);
+  }
+
+  /**
+   * Reads a table in before its first use. Its records in storage are those memory would hold: a
+   * table changes (in memory, then in storage) only through this state, which loads it first.
+   * Read whole before any is inserted, so that a failed read leaves the table unloaded.
+   */
+  private need(table: TableName): void {
+    if (this.#unloaded.size === 0 || !this.#unloaded.has(table)) return;
+    const records = this.source!.records(table);
+    this.#unloaded.delete(table);
+    for (const cached of records) this.insert(cached);
+  }
+
+  /** Whether a table is in memory (for tests and the load's log). */
+  loaded(table: TableName): boolean {
+    return !this.#unloaded.has(table);
+  }
+
+  get account(): AccountRecord | null {
+    this.need('accounts');
+    return this.#account;
+  }
+  get actors(): Map<ActorId, ActorRecord> {
+    this.need('actors');
+    return this.#actors;
+  }
+  get groups(): Map<GroupId, GroupRecord> {
+    this.need('actor_groups');
+    return this.#groups;
+  }
+  get groupsOfActor(): MultiIndex<ActorId, GroupId> {
+    this.need('actor_group_memberships');
+    return this.#groupsOfActor;
+  }
+  get actorsOfGroup(): MultiIndex<GroupId, ActorId> {
+    this.need('actor_group_memberships');
+    return this.#actorsOfGroup;
+  }
+  get sites(): Map<SiteId, SiteRecord> {
+    this.need('sites');
+    return this.#sites;
+  }
+  get gateways(): Map<GatewayId, GatewayRecord> {
+    this.need('gateways');
+    return this.#gateways;
+  }
+  get gatewaysOfSite(): MultiIndex<SiteId, GatewayId> {
+    this.need('gateways');
+    return this.#gatewaysOfSite;
+  }
   /** By deviceKey(site, external id): what a connecting gateway is upserted by. */
-  readonly gatewaysByKey = new Map<string, GatewayId>();
-  readonly resources = new Map<ResourceId, ResourceRecord>();
-  readonly sitesOfResource = new MultiIndex<ResourceId, SiteId>();
-  readonly resourcesOfSite = new MultiIndex<SiteId, ResourceId>();
-  readonly policies = new Map<PolicyId, PolicyRecord>();
-  readonly policiesOfResource = new MultiIndex<ResourceId, PolicyId>();
-  readonly policiesOfGroup = new MultiIndex<GroupId, PolicyId>();
-  readonly clients = new Map<ClientId, ClientRecord>();
-  readonly clientsOfActor = new MultiIndex<ActorId, ClientId>();
+  get gatewaysByKey(): Map<string, GatewayId> {
+    this.need('gateways');
+    return this.#gatewaysByKey;
+  }
+  get resources(): Map<ResourceId, ResourceRecord> {
+    this.need('resources');
+    return this.#resources;
+  }
+  get sitesOfResource(): MultiIndex<ResourceId, SiteId> {
+    this.need('resource_connections');
+    return this.#sitesOfResource;
+  }
+  get resourcesOfSite(): MultiIndex<SiteId, ResourceId> {
+    this.need('resource_connections');
+    return this.#resourcesOfSite;
+  }
+  get policies(): Map<PolicyId, PolicyRecord> {
+    this.need('policies');
+    return this.#policies;
+  }
+  get policiesOfResource(): MultiIndex<ResourceId, PolicyId> {
+    this.need('policies');
+    return this.#policiesOfResource;
+  }
+  get policiesOfGroup(): MultiIndex<GroupId, PolicyId> {
+    this.need('policies');
+    return this.#policiesOfGroup;
+  }
+  get clients(): Map<ClientId, ClientRecord> {
+    this.need('clients');
+    return this.#clients;
+  }
+  get clientsOfActor(): MultiIndex<ActorId, ClientId> {
+    this.need('clients');
+    return this.#clientsOfActor;
+  }
   /** By deviceKey(actor, external id): what a connecting client is upserted by. */
-  readonly clientsByKey = new Map<string, ClientId>();
-  readonly tokens = new Map<TokenId, TokenRecord>();
+  get clientsByKey(): Map<string, ClientId> {
+    this.need('clients');
+    return this.#clientsByKey;
+  }
+  get tokens(): Map<TokenId, TokenRecord> {
+    this.need('tokens');
+    return this.#tokens;
+  }
   /** Tokens that expire, by expiry (docs/architecture.md#11-bounded: the alarm reads the next one in O(1)). */
-  readonly tokenExpiries = new ExpiryHeap<TokenId>();
+  get tokenExpiries(): ExpiryHeap<TokenId> {
+    this.need('tokens');
+    return this.#tokenExpiries;
+  }
   /** Policies with a time-window condition: the only ones whose outcome changes without a change arriving. */
-  readonly timedPolicies = new Set<PolicyId>();
+  get timedPolicies(): Set<PolicyId> {
+    this.need('policies');
+    return this.#timedPolicies;
+  }
   /**
    * Timed policies by the next instant their outcome may change, as of the alarm that last settled
    * them (src/alarm.ts `settleTimedPolicies`): an alarm looks only at those whose instant came.
    */
-  readonly timeBoundaries = new ExpiryHeap<PolicyId>();
+  get timeBoundaries(): ExpiryHeap<PolicyId> {
+    this.need('policies');
+    return this.#timeBoundaries;
+  }
   /** Timed policies stored since the last alarm (or since memory was rebuilt): their next boundary is not known yet. */
-  readonly unsettledTimed = new Set<PolicyId>();
+  get unsettledTimed(): Set<PolicyId> {
+    this.need('policies');
+    return this.#unsettledTimed;
+  }
 
-  constructor(readonly accountId: AccountId) {}
+  /** The earliest expiry of any token, read from storage while the tokens themselves are not needed. */
+  earliestTokenExpiry(): number | null {
+    if (!this.#unloaded.has('tokens')) return this.#tokenExpiries.earliest();
+    this.#storedEarliestExpiry ??= { at: this.source!.earliestTokenExpiry() };
+    return this.#storedEarliestExpiry.at;
+  }
 
   /** The record currently cached under the same key as `cached`, if any. */
   existing(cached: Cached): Cached | undefined {
@@ -87,7 +222,7 @@ export class AccountState {
   insert(cached: Cached): void {
     switch (cached.table) {
       case 'accounts':
-        if (cached.record.id === this.accountId) this.account = cached.record;
+        if (cached.record.id === this.accountId) this.#account = cached.record;
         return;
       case 'actors':
         this.actors.set(cached.record.id, cached.record);
@@ -143,7 +278,7 @@ export class AccountState {
     if (!current) return;
     switch (current.table) {
       case 'accounts':
-        this.account = null;
+        this.#account = null;
         return;
       case 'actors':
         this.actors.delete(current.record.id);

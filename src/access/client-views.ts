@@ -108,7 +108,7 @@ export function initClient(state: AccountState, views: SentViews, renderer: View
 /**
  * Recomputes `resources` for one client against what it was last sent, records the new digests
  * and returns the frames of the difference (docs/architecture.md#7-diffs-not-re-sends): a view that changed is sent
- * again, one that is gone is deleted, an unchanged one sends nothing.
+ * again, one that is gone is deleted, an unchanged one sends nothing. `standing`: as in accessGrants.
  */
 export function diffClient(
   state: AccountState,
@@ -117,13 +117,14 @@ export function diffClient(
   a: ClientConnection,
   resources: 'all' | ReadonlySet<ResourceId>,
   nowMs: number,
+  standing = false,
 ): string[] {
   const ctx = clientContext(a, renderer);
   const sent = views.of(a.conn);
   const ids = resources === 'all' ? new Set([...candidateResources(state, a.actorId), ...sent.keys()]) : resources;
   const frames: string[] = [];
   for (const resourceId of ids) {
-    const grants = accessGrants(state, ctx, resourceId, nowMs);
+    const grants = accessGrants(state, ctx, resourceId, nowMs, standing);
     const view = grants.length > 0 ? renderer.render(resourceId, a.version) : null;
     const before = sent.get(resourceId);
     if (view) {

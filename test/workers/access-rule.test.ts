@@ -77,10 +77,12 @@ describe('the access rule, clause by clause', () => {
     expect(await device.drain()).toEqual([deleted(s.resource.id)]);
   });
 
-  it('actor disabled, actor deleted, client deleted and account disabled close the socket with 4003', async () => {
-    for (const revoke of ['actor disabled', 'actor deleted', 'client deleted', 'account disabled', 'account deleted'] as const) {
+  it('actor disabled, actor deleted, client deleted, client moved to another actor and account disabled close the socket with 4003', async () => {
+    for (const revoke of ['actor disabled', 'actor deleted', 'client deleted', 'client moved', 'account disabled', 'account deleted'] as const) {
       const { account, s, device } = await setup();
       await account.apply(async (t) => {
+        // The socket's token is its old actor's: for it, the client is gone.
+        if (revoke === 'client moved') await t.update('clients', { actor_id: s.actor.id }, { actor_id: (await account.actor(t, { name: 'Bo' })).id });
         if (revoke === 'actor disabled') await t.update('actors', { id: s.actor.id }, { disabled_at: new Date() });
         if (revoke === 'actor deleted') await t.softDelete('actors', { id: s.actor.id });
         if (revoke === 'client deleted') await t.softDelete('clients', { actor_id: s.actor.id });

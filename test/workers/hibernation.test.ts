@@ -1,6 +1,8 @@
 import { env, evictDurableObject, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
+import type { AccountState } from '../../src/access/account-state.ts';
 import type { ResourceId } from '../../src/ids.ts';
+import { DOMAIN_TABLES } from '../../src/tables.ts';
 import type { AccountDO } from '../../workers/account/account-do.ts';
 import type { ObjectContext } from '../../workers/account/object-context.ts';
 import { attachmentOf } from '../../workers/account/sockets.ts';
@@ -123,6 +125,41 @@ describe('hibernation (docs/architecture.md#9-hibernation-safe)', () => {
     // The live digests survived: a change that leaves every view as it was sends nothing.
     await account.apply((t) => t.update('policies', { id: secondPolicy }, { description: 'reworded' }));
     for (const d of [a1, a2, b1, b2]) expect(await d.device.drain()).toEqual([]);
+  });
+
+  it("a woken object's first batch reads only the tables it needs; a token that expired while its alarm was late closes its socket instead of getting the batch", async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    const expiresAt = Date.now() + 1_500;
+    let soon = '';
+    await account.apply(async (t) => {
+      soon = (await account.clientToken(t, s.actor.id, { expires_at: new Date(expiresAt) })).token;
+    });
+    const lasting = await connect('client', s.token, { externalId: 'lasting' });
+    const expiring = await connect('client', soon, { externalId: 'expiring' });
+    const stub = holderOf(account.id);
+    const loaded = () =>
+      runInDurableObject(stub, (instance: AccountDO) => {
+        const memory = (instance as unknown as { memory?: { state: AccountState } }).memory;
+        return memory && DOMAIN_TABLES.filter((t) => memory.state.loaded(t));
+      });
+    await evictDurableObject(stub, { webSockets: 'hibernate' });
+    expect(await loaded()).toBeUndefined();
+    await account.apply((t) => t.update('resources', { id: s.resource.id }, { name: 'Wiki (woken)' }));
+    const renamed = (name: string) => [{ event: 'resource_created_or_updated', payload: expect.objectContaining({ id: s.resource.id, name }) }];
+    for (const d of [lasting, expiring]) expect(await d.device.drain()).toEqual(renamed('Wiki (woken)'));
+    // The rename needed the resource's access path; no actor, client, token or gateway was read.
+    expect(await loaded()).toEqual(['accounts', 'actor_groups', 'actor_group_memberships', 'sites', 'resources', 'resource_connections', 'policies']);
+
+    // The alarm that would close the expiring socket at its token's expiry is late (deleted here),
+    // and the object wakes with the token expired: the next batch must close it, not diff it.
+    await runInDurableObject(stub, (_: AccountDO, state) => state.storage.deleteAlarm());
+    await evictDurableObject(stub, { webSockets: 'hibernate' });
+    await new Promise((r) => setTimeout(r, Math.max(0, expiresAt - Date.now() + 50)));
+    await account.apply((t) => t.update('resources', { id: s.resource.id }, { name: 'Wiki (expired)' }));
+    expect(await expiring.device.waitClosed(200)).toEqual({ code: 4001, reason: 'token deleted or expired' });
+    expect(await expiring.device.drain()).toEqual([]);
+    expect(await lasting.device.drain()).toEqual(renamed('Wiki (expired)'));
   });
 
   it('connection numbers are never handed out twice, across instances and a connect that rolled back, and a connect seldom writes one', async () => {

@@ -2,7 +2,7 @@ import { AccountState } from '../../src/access/account-state.ts';
 import type { StorageOp } from '../../src/access/apply-change.ts';
 import type { AccountId } from '../../src/ids.ts';
 import type { Cached } from '../../src/records.ts';
-import { DOMAIN_TABLES } from '../../src/tables.ts';
+import type { TableName } from '../../src/tables.ts';
 import { CACHE_TABLES, encodeCached } from './cache-tables.ts';
 import { jsonPages } from './json-pages.ts';
 
@@ -24,14 +24,23 @@ const deleteSql = Object.fromEntries(
 export class CacheStore {
   constructor(private readonly sql: SqlStorage) {}
 
-  /** The whole account's state, rebuilt from SQLite (after a wake or a restart), a page of each table at a time. */
+  /**
+   * The account's state after a wake or a restart: each table is read from SQLite, a page at a
+   * time, only when the state first needs it (docs/architecture.md#after-a-wake).
+   */
   load(accountId: AccountId): AccountState {
-    const state = new AccountState(accountId);
-    for (const table of DOMAIN_TABLES) {
-      const codec = CACHE_TABLES[table];
-      for (const rows of jsonPages(this.sql, codec.read, LOAD_PAGE_ROWS)) for (const row of rows) state.insert({ table, record: codec.decode(row) } as Cached);
-    }
-    return state;
+    return new AccountState(accountId, {
+      records: (table) => this.records(table),
+      earliestTokenExpiry: () => this.sql.exec<{ at: number | null }>(`select min(expires_at) as at from ${CACHE_TABLES.tokens.name}`).one().at,
+    });
+  }
+
+  /** Every stored record of one table. */
+  records(table: TableName): Cached[] {
+    const codec = CACHE_TABLES[table];
+    const out: Cached[] = [];
+    for (const rows of jsonPages(this.sql, codec.read, LOAD_PAGE_ROWS)) for (const row of rows) out.push({ table, record: codec.decode(row) } as Cached);
+    return out;
   }
 
   put(cached: Cached): void {

@@ -60,19 +60,33 @@ function clientSockets(object: ObjectContext, dirty: Dirty): WebSocket[] {
   return [...found];
 }
 
+/**
+ * Whether a batch can change whether a connected client may stay: it touched the account, an
+ * actor, a client or a token, or a token expired that the alarm has not closed yet. Otherwise
+ * every socket's verdict is still the null it had (each change that could alter it, and the
+ * alarm at each expiry, examined it), and the tables it reads need not be loaded after a wake.
+ */
+function verdictsMayChange(memory: AccountMemory, dirty: Dirty, nowMs: number): boolean {
+  if (dirty.everything || dirty.actors.size > 0 || dirty.clients.size > 0 || dirty.tokens.size > 0) return true;
+  const expiry = memory.state.earliestTokenExpiry();
+  return expiry !== null && expiry <= nowMs;
+}
+
 function syncClients(object: ObjectContext, memory: AccountMemory, dirty: Dirty, nowMs: number, out: Outbox): void {
   const renderer = new ViewRenderer(memory.state);
+  const verdicts = verdictsMayChange(memory, dirty, nowMs);
   for (const ws of clientSockets(object, dirty)) {
     const a = attachmentOf(ws);
     if (a?.kind !== 'client') continue;
-    const verdict = socketVerdict(memory.state, a, nowMs);
+    const verdict = verdicts ? socketVerdict(memory.state, a, nowMs) : null;
     if (verdict) {
       object.views.drop(a.conn);
       out.closes.push({ ws, ...verdict });
       continue;
     }
     if (!dirty.touches(a.actorId, a.clientId)) continue;
-    for (const f of diffClient(memory.state, object.views, renderer, a, dirty.resourcesFor(a.actorId, a.clientId), nowMs)) queue(out, ws, f);
+    // Its verdict is null (examined now, or unchangeable by this batch): it stands.
+    for (const f of diffClient(memory.state, object.views, renderer, a, dirty.resourcesFor(a.actorId, a.clientId), nowMs, true)) queue(out, ws, f);
   }
 }
 

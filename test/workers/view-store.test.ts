@@ -44,6 +44,21 @@ describe('ViewStore (the digests each connection was sent, docs/architecture.md#
       expect(expected[3]).toEqual({ [resource(99)]: 99 });
       expect(expected[4]).toEqual({});
       expect(snapshot(new ViewStore(sql), conns)).toEqual(expected);
+      // A revocation's deletes, more than one statement's worth (50), across connections.
+      state.storage.transactionSync(() =>
+        store.batch(() => {
+          for (let i = 0; i < 100; i += 1) if (i % 3 !== 0) store.delete(1, resource(i));
+          for (let i = 1; i < 40; i += 2) store.delete(2, resource(i));
+        }),
+      );
+      const revoked = snapshot(store, conns);
+      expect(Object.keys(revoked[1]!).sort()).toEqual(
+        Object.keys(expected[1]!)
+          .filter((id) => Number(id.slice(-12)) % 3 === 0)
+          .sort(),
+      );
+      expect(Object.keys(revoked[2]!)).toHaveLength(20);
+      expect(snapshot(new ViewStore(sql), conns)).toEqual(revoked);
       // A batch that fails stores nothing (the transaction rolls back).
       expect(() =>
         state.storage.transactionSync(() =>

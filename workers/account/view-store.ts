@@ -3,9 +3,10 @@ import { uuidFromHex, uuidToBytes, type ResourceId } from '../../src/ids.ts';
 import { jsonPages } from './json-pages.ts';
 import { hexText, type JsonTable } from './json-rows.ts';
 
-/** SQLite in Durable Objects binds at most 100 parameters a statement: 33 rows of 3. */
+/** SQLite in Durable Objects binds at most 100 parameters a statement: 33 upserts of 3, or one resource and 99 connections to delete. */
 const MAX_PARAMETERS = 100;
-const ROWS_PER_STATEMENT = Math.floor(MAX_PARAMETERS / 3);
+const UPSERTS_PER_STATEMENT = Math.floor(MAX_PARAMETERS / 3);
+const DELETES_PER_STATEMENT = MAX_PARAMETERS - 1;
 
 /** Rows a page of the first read holds (workers/account/json-pages.ts). */
 const LOAD_PAGE_ROWS = 4_096;
@@ -102,15 +103,29 @@ export class ViewStore implements SentViews {
 
   private flush(pending: ReadonlyMap<string, PendingView>): void {
     const upserts: PendingView[] = [];
+    const deletes = new Map<ResourceId, number[]>();
     for (const p of pending.values()) {
       if (p.digest !== null) upserts.push(p);
-      else this.sql.exec('delete from client_views where conn = ? and resource_id = ?', p.conn, uuidToBytes(p.resourceId).buffer as ArrayBuffer);
+      else {
+        const conns = deletes.get(p.resourceId);
+        if (conns) conns.push(p.conn);
+        else deletes.set(p.resourceId, [p.conn]);
+      }
     }
-    for (let i = 0; i < upserts.length; i += ROWS_PER_STATEMENT) {
-      const rows = upserts.slice(i, i + ROWS_PER_STATEMENT);
+    for (let i = 0; i < upserts.length; i += UPSERTS_PER_STATEMENT) {
+      const rows = upserts.slice(i, i + UPSERTS_PER_STATEMENT);
       const values: (number | ArrayBuffer)[] = [];
       for (const p of rows) values.push(p.conn, uuidToBytes(p.resourceId).buffer as ArrayBuffer, p.digest!);
       this.sql.exec(`insert or replace into client_views (conn, resource_id, digest) values ${rows.map(() => '(?, ?, ?)').join(', ')}`, ...values);
+    }
+    // A revocation deletes one resource's view of thousands of clients: a statement per 99 of
+    // them (each a primary-key search), not one a row. A row-value IN list would scan the table.
+    for (const [resourceId, conns] of deletes) {
+      const id = uuidToBytes(resourceId).buffer as ArrayBuffer;
+      for (let i = 0; i < conns.length; i += DELETES_PER_STATEMENT) {
+        const some = conns.slice(i, i + DELETES_PER_STATEMENT);
+        this.sql.exec(`delete from client_views where resource_id = ? and conn in (${some.map(() => '?').join(', ')})`, id, ...some);
+      }
     }
   }
 

@@ -59,10 +59,21 @@ export function attachmentOf(ws: WebSocket): Attachment | null {
   let a = cache.get(ws);
   if (a === undefined) {
     const stored = ws.deserializeAttachment() as Stored | null;
-    a = stored?.edgeplane ?? null;
+    a = stored?.edgeplane ? sameShape(stored.edgeplane) : null;
     cache.set(ws, a);
   }
   return a;
+}
+
+/**
+ * The attachment rebuilt as a literal of the one shape `attach` is given. Used as read back by the
+ * structured clone, the first fan-out over thousands of sockets (after a wake, and after their
+ * connects) ran about twice as long as the next one (bench/RESULTS.md "Attachments of one shape").
+ */
+function sameShape(a: Attachment): Attachment {
+  return a.kind === 'client'
+    ? { kind: 'client', conn: a.conn, clientId: a.clientId, actorId: a.actorId, tokenId: a.tokenId, version: a.version, remoteIp: a.remoteIp, country: a.country }
+    : { kind: 'gateway', conn: a.conn, gatewayId: a.gatewayId, siteId: a.siteId, tokenId: a.tokenId, version: a.version, remoteIp: a.remoteIp, country: a.country };
 }
 
 export function send(ws: WebSocket, text: string): void {

@@ -60,13 +60,13 @@ export class AccountState {
    * Read whole before any is inserted, so that a failed read leaves the table unloaded.
    */
   private need(table: TableName): void {
-    if (this.#unloaded.size === 0 || !this.#unloaded.has(table)) return;
+    if (!this.#unloaded.has(table)) return;
     const records = this.source!.records(table);
     this.#unloaded.delete(table);
     for (const cached of records) this.insert(cached);
   }
 
-  /** Whether a table is in memory (for tests and the load's log). */
+  /** Whether a table is in memory (for tests). */
   loaded(table: TableName): boolean {
     return !this.#unloaded.has(table);
   }

@@ -36,7 +36,7 @@ export class CacheStore {
   }
 
   /** Every stored record of one table. */
-  records(table: TableName): Cached[] {
+  private records(table: TableName): Cached[] {
     const codec = CACHE_TABLES[table];
     const out: Cached[] = [];
     for (const rows of jsonPages(this.sql, codec.read, LOAD_PAGE_ROWS)) for (const row of rows) out.push({ table, record: codec.decode(row) } as Cached);

@@ -95,6 +95,19 @@ export function firstForeignChange(accountId: string, changes: readonly Change[]
 }
 
 /**
+ * Whether the batch leaves the account's row live (true: an insert or update of it, not soft-deleted,
+ * comes last), gone (false: a delete or truncate comes last), or does not touch it (undefined).
+ */
+export function accountRowAfter(changes: readonly Change[]): boolean | undefined {
+  for (let i = changes.length - 1; i >= 0; i--) {
+    const c = changes[i]!;
+    if (c.table !== 'accounts') continue;
+    return c.op !== 'delete' && c.op !== 'truncate' && c.data.deleted_at == null;
+  }
+  return undefined;
+}
+
+/**
  * docs/architecture.md#5-fat-typed-changes: an update that sets `deleted_at` on a soft-deletable table is a delete (of the
  * old row), and one that clears it inserts the row again.
  */

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { expectConverged } from '../support/e2e-convergence.ts';
 import { ConnectRefused, Device } from '../support/e2e-device.ts';
@@ -102,15 +103,24 @@ describe('faults', () => {
     expect(await retries()).toBeGreaterThan(retriesBefore);
   });
 
-  it('a hydration stalled by a lock: each delivery gets a 503 after the stall deadline, not a timeout; once the lock goes the account is served, nothing lost', async () => {
+  it('a hydration stalled by a lock: each delivery gets a 503 after the stall deadline, not a timeout; a device of the new account is told to retry (503, not 401); once the lock goes the account is served, nothing lost', async () => {
     const sql = e2e.stack.db.sql;
     const lock = await sql.reserve();
     const from = e2e.stack.logs.length;
     try {
+      // Its directory shard is filled before the account commits: the account is known only once
+      // a batch of it reaches the Worker, which its stalled object cannot apply.
+      const id = randomUUID();
+      const forged = e2e.stack.device('client', `${id}.${randomUUID()}.${'x'.repeat(43)}`);
+      const unknown = await forged.connect(STALL_MS).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect((unknown as ConnectRefused).status).toBe(401);
       // The account's first batch hydrates its object, whose read of `gateways` waits for the lock.
       await lock`begin`;
       await lock`lock table gateways in access exclusive mode`;
-      const a = await createAccount(sql, { resources: 2 });
+      const a = await createAccount(sql, { resources: 2, id });
       const firstFailure = await e2e.stack.waitForLog('replicator', (l) => l.includes(a.id) && l.includes('delivery failed; retrying'), 15_000, from);
       const failure = JSON.parse(firstFailure.line) as { reason: string; err: string };
       // The Worker answered, naming the stalled operation: the replicator did not have to time out.

@@ -27,11 +27,17 @@ const KINDS = [
   { type: 'ip', address: (i: number) => `192.168.${i % 250}.10` },
 ] as const;
 
-/** Creates an account in one transaction. `resources` of them get a policy; `unreachable` more have none. */
-export async function createAccount(sql: Sql, options: { resources?: number; unreachable?: number; label?: string } = {}): Promise<WorldAccount & { extra: WorldResource[] }> {
+/** Creates an account in one transaction (with the given `id`, if any). `resources` of them get a policy; `unreachable` more have none. */
+export async function createAccount(
+  sql: Sql,
+  options: { resources?: number; unreachable?: number; label?: string; id?: string } = {},
+): Promise<WorldAccount & { extra: WorldResource[] }> {
   const label = options.label ?? randomBytes(4).toString('hex');
   return await sql.begin(async (tx) => {
-    const [account] = await tx<{ id: string }[]>`insert into accounts (name, slug) values (${label}, ${`${label}-${randomBytes(4).toString('hex')}`}) returning id::text`;
+    const slug = `${label}-${randomBytes(4).toString('hex')}`;
+    const [account] = options.id
+      ? await tx<{ id: string }[]>`insert into accounts (id, name, slug) values (${options.id}, ${label}, ${slug}) returning id::text`
+      : await tx<{ id: string }[]>`insert into accounts (name, slug) values (${label}, ${slug}) returning id::text`;
     const id = account!.id;
     const [actor] = await tx<{ id: string }[]>`insert into actors (account_id, name, type) values (${id}, ${`user ${label}`}, 'account_user') returning id::text`;
     const [group] = await tx<{ id: string }[]>`insert into actor_groups (account_id, name) values (${id}, 'everyone') returning id::text`;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { firstForeignChange, type Change } from '../../src/change.ts';
+import { accountRowAfter, firstForeignChange, type Change } from '../../src/change.ts';
 import { insert, remove, rows, update, uuid } from './support/builder.ts';
 
 describe('firstForeignChange (docs/architecture.md#6-isolation)', () => {
@@ -24,5 +24,21 @@ describe('firstForeignChange (docs/architecture.md#6-isolation)', () => {
     expect(firstForeignChange(mine, [orphan])).toEqual({ index: 0, accountId: null });
     const truncate: Change = { lsn: '0/10', seq: 0, xid: 1, table: 'actors', op: 'truncate', old: null, data: null, committed_at: '2026-11-22T20:00:00.000000Z' };
     expect(firstForeignChange(mine, [truncate])).toBeNull();
+  });
+});
+
+describe('accountRowAfter (docs/protocol.md#account-directory)', () => {
+  const id = uuid();
+  const account = rows.account(id);
+
+  it('tells what the last change of the accounts row leaves: live, deleted (hard or soft), or untouched', () => {
+    expect(accountRowAfter([insert('actors', rows.actor(id))])).toBeUndefined();
+    expect(accountRowAfter([insert('accounts', account), insert('actors', rows.actor(id))])).toBe(true);
+    expect(accountRowAfter([insert('accounts', account), update('accounts', account, { name: 'renamed' })])).toBe(true);
+    expect(accountRowAfter([insert('accounts', account), remove('accounts', account)])).toBe(false);
+    expect(accountRowAfter([update('accounts', account, { deleted_at: '2026-12-02T10:00:00Z' })])).toBe(false);
+    expect(accountRowAfter([remove('accounts', account), insert('accounts', account)])).toBe(true);
+    const truncate: Change = { lsn: '0/10', seq: 0, xid: 1, table: 'accounts', op: 'truncate', old: null, data: null, committed_at: '2026-11-22T20:00:00.000000Z' };
+    expect(accountRowAfter([insert('accounts', account), truncate])).toBe(false);
   });
 });

@@ -2,11 +2,10 @@ import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { z } from 'zod';
 import type { HTTPException } from 'hono/http-exception';
-import { changeBatchSchema, epochSchema, firstForeignChange } from '../../src/change.ts';
+import { accountRowAfter, changeBatchSchema, epochSchema, firstForeignChange } from '../../src/change.ts';
 import { errorMessage } from '../../src/errors.ts';
 import { asId, type AccountId } from '../../src/ids.ts';
 import { parseSignatureHeader, SIGNATURE_HEADER, verifySignature } from '../../src/signature.ts';
-import type { ApplyResult } from '../account/account-do.ts';
 import { recordAccount } from '../directory/directory.ts';
 import { httpError } from '../http-errors.ts';
 import { checkedSecretProblems } from '../secrets.ts';
@@ -66,12 +65,13 @@ function unavailable(err: unknown): HTTPException {
 }
 
 /**
- * The directory learns what the object holds now (docs/architecture.md#a-device-connects). Before
- * the answer: if this fails the replicator retries the batch (stale by then, so only this repeats).
+ * The directory learns whether the account exists (docs/protocol.md#account-directory): what the
+ * object holds after a batch, or a live account row a batch brings before its object applies it.
+ * Before the answer: if this fails the replicator retries the batch (stale by then, so only this repeats).
  */
-async function tellDirectory(c: RouteContext, accountId: AccountId, result: Extract<ApplyResult, { ok: true }>, always: boolean): Promise<void> {
+async function tellDirectory(c: RouteContext, accountId: AccountId, exists: boolean, always: boolean): Promise<void> {
   try {
-    await recordAccount(c.env, accountId, result.accountExists, always);
+    await recordAccount(c.env, accountId, exists, always);
   } catch (err) {
     throw httpError(503, { error: `account directory unavailable: ${errorMessage(err)}` }, { cause: err });
   }
@@ -94,6 +94,9 @@ changes.post('/v1/accounts/:id/changes', signatureFirst, limitedBody, async (c) 
   // The trust boundary: the object takes every change it is given as its own.
   const foreign = firstForeignChange(accountId, parsed.data.changes);
   if (foreign) throw httpError(400, { error: 'change of another account', detail: { index: foreign.index, account_id: foreign.accountId } });
+  // A batch that brings the account's row makes it known before its object applies it: a device of
+  // an account whose object cannot hydrate yet is told to retry (503), not that its token is unknown.
+  if (accountRowAfter(parsed.data.changes) === true) await tellDirectory(c, accountId, true, false);
   const stub = c.env.ACCOUNT.get(c.env.ACCOUNT.idFromName(accountId));
   let result;
   try {
@@ -105,7 +108,7 @@ changes.post('/v1/accounts/:id/changes', signatureFirst, limitedBody, async (c) 
   await tellDirectory(
     c,
     accountId,
-    result,
+    result.accountExists,
     parsed.data.changes.some((change) => change.table === 'accounts'),
   );
   return c.json({ applied: result.applied, skipped: result.skipped, position: result.position });
@@ -138,6 +141,6 @@ changes.post('/v1/accounts/:id/rehydrate', signatureFirst, limitedBody, async (c
     throw unavailable(err);
   }
   if (!result.ok) throw httpError(result.status, { error: result.error });
-  await tellDirectory(c, accountId, result, true);
+  await tellDirectory(c, accountId, result.accountExists, true);
   return c.json({ rehydrated: true, position: result.position });
 });

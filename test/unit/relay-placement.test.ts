@@ -38,6 +38,7 @@ describe('relay placement (docs/architecture.md#relays)', () => {
   it('refuses an invalid setting, naming it', () => {
     expect(() => readRelayConfig({ RELAY_MAX_SOCKETS: '0' })).toThrow(/RELAY_MAX_SOCKETS="0"/);
     expect(() => readRelayConfig({ RELAY_PLACEMENT: 'sometimes' })).toThrow(/RELAY_PLACEMENT/);
-    expect(readRelayConfig({})).toEqual({ placement: 'auto', maxSockets: 30_000, logMaxBatches: 1_000 });
+    expect(readRelayConfig({})).toEqual({ placement: 'auto', maxSockets: 30_000, logMaxBatches: 1_000, retireAfterMs: 600_000 });
+    expect(() => readRelayConfig({ RELAY_RETIRE_AFTER_MS: '-5' })).toThrow(/RELAY_RETIRE_AFTER_MS/);
   });
 });

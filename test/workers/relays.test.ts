@@ -1,7 +1,8 @@
-import { env, evictDurableObject, runInDurableObject } from 'cloudflare:test';
+import { env, evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it, vi } from 'vitest';
 import type { AccountDO } from '../../workers/account/account-do.ts';
 import { MAX_ROW_CHARS } from '../../replicator/config.ts';
+import { readRelayConfig } from '../../workers/account/relay-config.ts';
 import { REGION_HEADER, relayName } from '../../workers/account/relay-placement.ts';
 import { RELAY_NAME_HEADER } from '../../workers/account/relay-writer.ts';
 import type { RemoteGateway } from '../../workers/account/remote-gateways.ts';
@@ -11,6 +12,32 @@ import { connectFrom, cutRelays, positionOf, relayOf, relaysOfWriter, stallRelay
 import { database } from './support/world.ts';
 
 const sql = database();
+const RETIRE_AFTER_MS = readRelayConfig(env as unknown as Record<string, unknown>).retireAfterMs;
+
+/** When the relay noted it held no socket, once it has (it tells the writer its count once closes settle, within about 1 s). */
+async function idleSince(relay: DurableObjectStub<AccountDO>): Promise<number> {
+  return await vi.waitFor(
+    async () => {
+      const v = await runInDurableObject(
+        relay,
+        (_: AccountDO, state) => state.storage.sql.exec<{ value: string }>("select value from relay_facts where key = 'idle_since'").toArray()[0]?.value,
+      );
+      expect(v).toBeDefined();
+      return Number(v);
+    },
+    { timeout: 2_000, interval: 20 },
+  );
+}
+
+/** As if RELAY_RETIRE_AFTER_MS passed since the relay went idle: its idle start moves back by that much, and its alarm runs. */
+async function idleLongEnough(relay: DurableObjectStub<AccountDO>, since: number): Promise<void> {
+  await runInDurableObject(relay, (_: AccountDO, state) => {
+    state.storage.sql.exec("update relay_facts set value = ? where key = 'idle_since'", String(since - RETIRE_AFTER_MS));
+  });
+  // The fact is cached in the instance: a new one reads the stored value.
+  await evictDurableObject(relay);
+  expect(await runDurableObjectAlarm(relay)).toBe(true);
+}
 
 /** docs/architecture.md#relays */
 describe('relay objects', () => {
@@ -269,6 +296,93 @@ describe('relay objects', () => {
       { event: 'reject_access', payload: { client_id: client.init.payload.client_id, resource_id: s.resource.id } },
     ]);
     expect(await ownerFlows()).toBe(0);
+  });
+
+  it('a relay that held no socket and no flow for RELAY_RETIRE_AFTER_MS retires: the writer forgets it, its storage is dropped, and the next device of its region adopts it anew, with the current state', async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    const home = await connectFrom('local', 'client', s.token);
+    const far = await connectFrom('EU', 'client', s.token);
+    const name = relayName(account.id, 'EU', 0);
+    const relay = relayOf(account.id, 'EU');
+    far.device.close();
+    await far.device.waitClosed();
+    const since = await idleSince(relay);
+    // Its alarm is set for the end of the idle period (no token or time window of this account comes sooner).
+    expect(await runInDurableObject(relay, (_: AccountDO, state) => state.storage.getAlarm())).toBe(since + RETIRE_AFTER_MS);
+    await idleLongEnough(relay, since);
+    expect((await relaysOfWriter(account.id)).map((r) => r.name)).not.toContain(name);
+    // Its instance resets once the alarm answered (a stub of the old one stays broken); the next one finds nothing stored.
+    const stored = await vi.waitFor(
+      () =>
+        runInDurableObject(relayOf(account.id, 'EU'), async (_: AccountDO, state) => ({
+          rows: ['relay_facts', 'meta', 'relay_peers'].map((t) => state.storage.sql.exec<{ n: number }>(`select count(*) as n from ${t}`).one().n),
+          alarm: await state.storage.getAlarm(),
+        })),
+      { timeout: 1_000, interval: 20 },
+    );
+    expect(stored).toEqual({ rows: [0, 0, 0], alarm: null });
+    // A change while it is retired reaches no relay of EU; the next EU device adopts the relay again, hydrated now.
+    await account.apply((t) => t.update('resources', { id: s.resource.id }, { name: 'While retired' }));
+    expect((await home.device.next('resource_created_or_updated')).payload.name).toBe('While retired');
+    const back = await connectFrom('EU', 'client', s.token);
+    expect(back.init.payload.resources).toEqual([expect.objectContaining({ id: s.resource.id, name: 'While retired' })]);
+    expect(await relaysOfWriter(account.id)).toContainEqual(expect.objectContaining({ name, sockets: 1 }));
+    await account.apply((t) => t.update('resources', { id: s.resource.id }, { name: 'After' }));
+    expect((await back.device.next('resource_created_or_updated')).payload.name).toBe('After');
+    expect(await positionOf(relayOf(account.id, 'EU'))).toBe(await positionOf(writerOf(account.id)));
+    home.device.close();
+    back.device.close();
+  });
+
+  it('a relay whose sockets a deploy closed unseen (no close event) learns from the next batch that it is idle', async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    const home = await connectFrom('local', 'client', s.token);
+    const far = await connectFrom('EU', 'client', s.token);
+    const relay = relayOf(account.id, 'EU');
+    await evictDurableObject(relay, { webSockets: 'close' });
+    await far.device.waitClosed();
+    const idleFact = () =>
+      runInDurableObject(relayOf(account.id, 'EU'), (_: AccountDO, state) => state.storage.sql.exec("select value from relay_facts where key = 'idle_since'").toArray());
+    // Past the relay's report delay: no close reached it, so nothing says it is idle.
+    await new Promise((r) => setTimeout(r, 1_200));
+    expect(await idleFact()).toEqual([]);
+    const before = Date.now();
+    await account.apply((t) => t.update('resources', { id: s.resource.id }, { name: 'Wiki 2' }));
+    await home.device.next('resource_created_or_updated');
+    const since = await idleSince(relayOf(account.id, 'EU'));
+    expect(since).toBeGreaterThanOrEqual(before);
+    expect(await runInDurableObject(relayOf(account.id, 'EU'), (_: AccountDO, state) => state.storage.getAlarm())).toBe(since + RETIRE_AFTER_MS);
+    home.device.close();
+  });
+
+  it("a relay that holds a gateway's flows does not retire while they live, nor one that holds a socket: it stays the writer's, idle again from then", async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    let siteToken = '';
+    await account.apply(async (t) => {
+      siteToken = (await account.siteToken(t, s.site.id)).token;
+    });
+    const home = await connectFrom('local', 'client', s.token);
+    const gateway = await connectFrom('NA', 'gateway', siteToken);
+    home.device.send({ event: 'create_flow', ref: 'f', payload: { resource_id: s.resource.id, connected_gateway_ids: [] } });
+    await gateway.device.next('authorize_flow');
+    const relay = relayOf(account.id, 'NA');
+    gateway.device.close();
+    await gateway.device.waitClosed();
+    const since = await idleSince(relay);
+    await idleLongEnough(relay, since);
+    expect((await relaysOfWriter(account.id)).map((r) => r.name)).toContain(relayName(account.id, 'NA', 0));
+    const after = await idleSince(relay);
+    expect(after).toBeGreaterThan(since - RETIRE_AFTER_MS);
+    expect(await runInDurableObject(relay, (_: AccountDO, state) => state.storage.sql.exec<{ n: number }>('select count(*) as n from flows').one().n)).toBe(1);
+    // A socket again: not idle any more.
+    const again = await connectFrom('NA', 'gateway', siteToken);
+    expect(again.init.event).toBe('init');
+    expect(await runInDurableObject(relay, (_: AccountDO, state) => state.storage.sql.exec("select value from relay_facts where key = 'idle_since'").toArray())).toEqual([]);
+    home.device.close();
+    again.device.close();
   });
 
   it('a gateway that left its relay is offline to clients on every other object', async () => {

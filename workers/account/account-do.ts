@@ -35,7 +35,7 @@ import { propagate } from './propagate.ts';
 import { readRelayConfig, type RelayConfig } from './relay-config.ts';
 import { isRelayName } from './relay-placement.ts';
 import { atOrBefore, RelayStore, type CatchUp, type RelayAck, type RelayBatch, type RelayCalls, type RelayJoin } from './relay-store.ts';
-import { RELAY_SOCKETS_HEADER, RelayWriter, relayStub, writerStub } from './relay-writer.ts';
+import { RELAY_SOCKETS_HEADER, RelayAdoptionError, RelayWriter, relayStub, writerStub } from './relay-writer.ts';
 import { foldPendingResync, resyncDelayMs, resyncOf } from './resync.ts';
 import type { FlowHandoff, HandoffResult, RemoteGateway } from './remote-gateways.ts';
 import { attachmentOf, send, tags } from './sockets.ts';
@@ -98,6 +98,8 @@ export class AccountDO extends DurableObject<Env> {
   private hydrationFailure: { at: number; err: DatabaseError } | undefined;
   /** Whether this instance has yet to drop the view digests of connections that closed while no instance ran (see ready). */
   private viewsToSweep = false;
+  /** A relay that retired: its storage is gone and its instance is about to reset; it serves nothing meanwhile. */
+  private retired = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -160,6 +162,7 @@ export class AccountDO extends DurableObject<Env> {
 
   /** The account's state, hydrating from Postgres first when the object has none (or an older cache). */
   private async ready(accountId: AccountId): Promise<AccountMemory> {
+    if (this.retired) throw new RelayRoleError(`this relay of account ${accountId} retired a moment ago`);
     if (this.memory) return this.memory;
     const owner = this.object.meta.accountId;
     if (owner !== null && owner !== accountId) throw new Error(`object of account ${owner} asked to serve account ${accountId}`);
@@ -471,6 +474,7 @@ export class AccountDO extends DurableObject<Env> {
       }
       const deviceEnd = acceptDevice(this.object, memory, cached, known === undefined, token.id, request, now);
       if (this.socketCount !== undefined) this.socketCount++;
+      if (relay && this.relays.idleSince !== null) this.ctx.storage.transactionSync(() => (this.relays.idleSince = null));
       // Every object of the account knows where this gateway is before it is told it is connected.
       if (cached.table === 'gateways')
         await this.gatewayMoved(accountId, { id: cached.record.id, siteId: cached.record.siteId, version: params.version, record: cached.record }, true);
@@ -478,8 +482,8 @@ export class AccountDO extends DurableObject<Env> {
       await this.clock.noLaterThan(earliest(token.expiresAt, nextTimeBoundary(memory.state, now)));
       return new Response(null, { status: 101, webSocket: deviceEnd, headers: relay ? { [RELAY_SOCKETS_HEADER]: String(this.sockets()) } : undefined });
     } catch (err) {
-      if (err instanceof RelayRoleError) {
-        log.error({ component: 'relay', account: accountId, err: err.message }, 'a connect reached a relay that holds no role');
+      if (err instanceof RelayRoleError || err instanceof RelayAdoptionError) {
+        log.error({ component: 'relay', account: accountId, err: err.message }, 'a connect found no relay to hold it');
         return errorResponse(503, { error: 'relay unavailable, retry later' });
       }
       if (!(err instanceof DatabaseError)) throw err;
@@ -543,7 +547,40 @@ export class AccountDO extends DurableObject<Env> {
     if (this.object.flowStore.logBacklog > 0) await this.flowLog.flush();
     await this.flowLog.retainIfDue(false);
     if (!this.relays.relayOf) await this.relayWriter.retryDue(now);
+    else if (await this.retireIfIdle(memory, now)) return;
     if (pushed) await this.rescheduleAlarm(memory);
+  }
+
+  /**
+   * A relay that has held no socket for RELAY_RETIRE_AFTER_MS, and holds no flow and no flow-log
+   * row, retires (docs/architecture.md#relays): once the writer forgot it (so that nothing is
+   * forwarded to it or placed on it), it drops its storage and its instance resets. No other event
+   * runs meanwhile: an adoption that comes after finds the reset instance, and re-hydrates.
+   */
+  private async retireIfIdle(memory: AccountMemory, now: number): Promise<boolean> {
+    const relay = this.relays.relayOf;
+    const idle = this.relays.idleSince;
+    if (!relay || idle === null || now < idle + this.relayConfig.retireAfterMs) return false;
+    let retired = false;
+    if (this.ctx.getWebSockets().length === 0 && memory.flows.flows.size === 0 && this.object.flowStore.logBacklog === 0) {
+      await this.exclusively(async () => {
+        retired = await writerStub(this.env, relay.accountId).relayRetire(relay.accountId, relay.name);
+        if (!retired) return;
+        this.retired = true;
+        this.memory = undefined;
+        await this.ctx.storage.deleteAlarm();
+        await this.ctx.storage.deleteAll();
+      });
+    }
+    // Still holding flows (they expire), or a connect was being placed on it: idle from now on.
+    if (!retired) {
+      this.ctx.storage.transactionSync(() => (this.relays.idleSince = this.ctx.getWebSockets().length === 0 ? now : null));
+      return false;
+    }
+    log.info({ component: 'relay', account: relay.accountId, relay: relay.name, idle_ms: now - idle }, 'relay retired: its storage dropped');
+    // After this alarm's answer: every store's tables are gone, and only a new instance creates them.
+    setTimeout(() => this.ctx.abort('relay retired'), 0);
+    return true;
   }
 
   /** Drops the digests of connections that closed while no instance ran (docs/architecture.md#9-hibernation-safe), once an instance. */
@@ -606,7 +643,21 @@ export class AccountDO extends DurableObject<Env> {
   /** Sets the alarm to the next instant the clock changes something (a full recompute). */
   private async rescheduleAlarm(memory: AccountMemory): Promise<void> {
     const wake = { devicesConnected: this.sockets() > 0, flowLogRetryAt: this.flowLog.dueAt, flowRetentionAt: this.flowLog.retentionAt };
-    await this.clock.exactly(earliest(nextWake(memory.state, memory.flows, Date.now(), wake), this.relays.retryAt));
+    await this.clock.exactly(earliest(nextWake(memory.state, memory.flows, Date.now(), wake), this.relays.relayOf ? this.retireAt() : this.relays.retryAt));
+  }
+
+  /** A relay that holds no socket: idle from now (unless already), and its alarm set for when it may retire. */
+  private async noteIdle(): Promise<void> {
+    if (this.retired || this.relays.idleSince !== null) return;
+    const now = Date.now();
+    this.ctx.storage.transactionSync(() => (this.relays.idleSince = now));
+    await this.clock.noLaterThan(now + this.relayConfig.retireAfterMs);
+  }
+
+  /** A relay: when it may retire (idle long enough), if it holds no socket. */
+  private retireAt(): number | null {
+    const idle = this.relays.idleSince;
+    return idle === null ? null : idle + this.relayConfig.retireAfterMs;
   }
 
   // docs/architecture.md#relays: the calls between an account's objects (placement and forwarding are in relay-writer.ts).
@@ -636,6 +687,12 @@ export class AccountDO extends DurableObject<Env> {
     this.relayWriter.placed(name, sockets);
   }
 
+  /** The writer, from a relay that held nothing for a while: whether it may retire (RelayWriter.retire). */
+  async relayRetire(accountIdText: string, name: string): Promise<boolean> {
+    this.writerAccount(accountIdText, name);
+    return this.relayWriter.retire(name);
+  }
+
   /** The writer, from a relay whose sockets closed: its count, for placement. */
   async relaySockets(accountIdText: string, name: string, sockets: number): Promise<void> {
     this.writerAccount(accountIdText, name);
@@ -655,6 +712,7 @@ export class AccountDO extends DurableObject<Env> {
 
   /** A relay, from its writer, before its first device: the account it serves and its own name. */
   async relayAdopt(accountIdText: string, name: string): Promise<void> {
+    if (this.retired) throw new RelayRoleError(`relay ${name} retired a moment ago; its next instance can be adopted`);
     const current = this.relays.relayOf;
     const accountId = asId<'account'>(accountIdText);
     const own = this.ctx.id.name;
@@ -696,6 +754,8 @@ export class AccountDO extends DurableObject<Env> {
         if (!up.more) step = await this.store(accountId, batch.changes, null, { after: position(batch.after), position: position(batch.position) });
       }
       if (!step.result.ok) return { ok: false, error: step.result.error };
+      // Sockets a deploy closed unseen told no close: a relay left with none learns it here.
+      if (this.relays.idleSince === null && this.sockets() === 0) await this.noteIdle();
     } catch (err) {
       return { ok: false, error: errorSummary(err) };
     }
@@ -802,9 +862,15 @@ export class AccountDO extends DurableObject<Env> {
     if (this.socketReport !== undefined) return;
     this.socketReport = setTimeout(() => {
       this.socketReport = undefined;
+      if (this.retired) return;
       const relay = this.relays.relayOf!;
+      const sockets = this.ctx.getWebSockets().length;
+      if (sockets === 0)
+        this.noteIdle().catch((err: unknown) =>
+          log.warn({ component: 'relay', account: relay.accountId, relay: relay.name, err: errorSummary(err) }, 'could not set the retirement alarm'),
+        );
       writerStub(this.env, relay.accountId)
-        .relaySockets(relay.accountId, relay.name, this.ctx.getWebSockets().length)
+        .relaySockets(relay.accountId, relay.name, sockets)
         .catch((err: unknown) => log.warn({ component: 'relay', account: relay.accountId, relay: relay.name, err: errorSummary(err) }, 'could not report sockets to the writer'));
     }, RELAY_REPORT_DELAY_MS);
   }

@@ -11,12 +11,14 @@ export const relayConfigSchema = z.object({
     .describe("auto: the writer holds an account's sockets while it is small and in one region; always: every device on a relay (a test and ops setting)"),
   RELAY_MAX_SOCKETS: count('sockets a relay (or the writer itself) holds before the next device goes to another relay', 30_000),
   RELAY_LOG_MAX_BATCHES: count('applied batches the writer keeps for relays that fell behind; a relay behind the oldest re-hydrates', 1_000),
+  RELAY_RETIRE_AFTER_MS: count('how long a relay holds no socket and no flow before it retires (the writer stops forwarding to it and it drops its storage)', 600_000),
 });
 
 export interface RelayConfig {
   placement: 'auto' | 'always';
   maxSockets: number;
   logMaxBatches: number;
+  retireAfterMs: number;
 }
 
 export class RelayConfigError extends Error {
@@ -28,5 +30,5 @@ export function readRelayConfig(env: Record<string, unknown>): RelayConfig {
   const read = readSettings(relayConfigSchema, env);
   if (!read.ok) throw new RelayConfigError(`invalid relay settings: ${read.problems}`);
   const v = read.value;
-  return { placement: v.RELAY_PLACEMENT, maxSockets: v.RELAY_MAX_SOCKETS, logMaxBatches: v.RELAY_LOG_MAX_BATCHES };
+  return { placement: v.RELAY_PLACEMENT, maxSockets: v.RELAY_MAX_SOCKETS, logMaxBatches: v.RELAY_LOG_MAX_BATCHES, retireAfterMs: v.RELAY_RETIRE_AFTER_MS };
 }

@@ -107,6 +107,15 @@ export class RelayStore {
     this.setFact('home', r);
   }
 
+  /** On a relay: since when it has held no socket (null: it holds some, or has not told the writer it holds none). */
+  get idleSince(): number | null {
+    const v = this.fact('idle_since');
+    return v === null ? null : Number(v);
+  }
+  set idleSince(at: number | null) {
+    this.setFact('idle_since', at === null ? null : String(at));
+  }
+
   /** The account's online gateways by holder: the writer's list, or the last one it sent this relay. */
   get presence(): RemoteGateway[] {
     const v = this.fact('presence');
@@ -139,6 +148,13 @@ export class RelayStore {
   putPeer(p: RelayPeer): void {
     this.sql.exec('insert or replace into relay_peers values (?, ?, ?, ?, ?, ?, ?)', p.name, p.region, p.n, p.sockets, positionText(p.acked), p.failures, p.retryAt);
     this.peers().set(p.name, p);
+  }
+
+  /** On the writer: a relay retired; nothing is forwarded or logged for it, and the gateways it last held have no home. */
+  removePeer(name: string): void {
+    this.sql.exec('delete from relay_peers where name = ?', name);
+    this.sql.exec('delete from relay_gateway_homes where holder = ?', name);
+    this.peers().delete(name);
   }
 
   /** The earliest retry due among the relays, if any. */
@@ -214,6 +230,7 @@ export interface WriterCalls {
   relayCatchUp(accountId: string, name: string, stream: string, since: string | null): Promise<CatchUp>;
   relaySockets(accountId: string, name: string, sockets: number): Promise<void>;
   relayPlaced(accountId: string, name: string, sockets: number | null): Promise<void>;
+  relayRetire(accountId: string, name: string): Promise<boolean>;
   gatewayPresence(accountId: string, holder: string, gateway: Omit<RemoteGateway, 'holder'>, online: boolean): Promise<void>;
   takeFlow(accountId: string, handoff: FlowHandoff): Promise<HandoffResult>;
 }

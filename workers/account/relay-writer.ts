@@ -32,6 +32,11 @@ export function writerStub(env: Env, accountId: string): WriterCalls {
   return env.ACCOUNT.get(env.ACCOUNT.idFromName(accountId)) as unknown as WriterCalls;
 }
 
+/** A new relay could not be adopted (unreachable, or an instance that just retired and has yet to reset): the device retries. */
+export class RelayAdoptionError extends Error {
+  override name = 'RelayAdoptionError';
+}
+
 /** What the writer's relay side reads of its object. */
 export interface WriterContext {
   ctx: DurableObjectState;
@@ -102,7 +107,7 @@ export class RelayWriter {
       if (!relays.peers().has(name)) await this.adopt(accountId, name, placed.region, placed.n, this.w.relay(name));
     } catch (err) {
       this.release(name);
-      throw err;
+      throw new RelayAdoptionError(`adopting relay ${name} failed: ${errorSummary(err)}`, { cause: err });
     }
     return new Response(null, { status: 307, headers: { [RELAY_NAME_HEADER]: name } });
   }
@@ -118,6 +123,24 @@ export class RelayWriter {
     const pending = this.placing.get(name);
     pending?.at.shift();
     if (pending?.at.length === 0) this.placing.delete(name);
+  }
+
+  /**
+   * A relay that holds no socket and no flow asks to retire (docs/architecture.md#relays): refused
+   * while a connect placed on it is in flight or it is being adopted; else it is forgotten, and a
+   * later device of its region adopts it anew (it re-hydrates). True too for a relay already
+   * forgotten: its earlier answer was lost.
+   */
+  retire(name: string): boolean {
+    const { relays, ctx, meta } = this.w;
+    if (this.placing.has(name) || this.adopting.has(name)) return false;
+    if (!relays.peers().has(name)) return true;
+    ctx.storage.transactionSync(() => {
+      relays.removePeer(name);
+      relays.prune(this.w.config.logMaxBatches);
+    });
+    log.info({ component: 'relay', account: meta.accountId, relay: name, position: meta.position && formatPosition(meta.position) }, 'a relay retired');
+    return true;
   }
 
   /** A new relay of the account, once however many connects wait for it. */
@@ -169,7 +192,9 @@ export class RelayWriter {
     ctx.storage.transactionSync(() => {
       peers.forEach((p, i) => {
         const ack = acks[i]!;
-        const current = relays.peers().get(p.name) ?? p;
+        // Retired while its forward was in flight: it stays retired.
+        const current = relays.peers().get(p.name);
+        if (!current) return;
         if (ack.ok) relays.putPeer({ ...current, acked: ack.position === null ? null : parsePosition(ack.position), failures: 0, retryAt: null });
         else {
           const failures = current.failures + 1;

@@ -32,7 +32,7 @@ describe('relay placement (docs/architecture.md#relays)', () => {
 
   it("names a relay after its account, and backs off the writer's retries", () => {
     expect(relayName('a1', 'EU', 2)).toBe('a1/relay/EU/2');
-    expect([1, 2, 3, 20].map(relayRetryDelayMs)).toEqual([100, 200, 400, 30_000]);
+    expect([1, 2, 3, 7, 20].map(relayRetryDelayMs)).toEqual([100, 200, 400, 5_000, 5_000]);
   });
 
   it('refuses an invalid setting, naming it', () => {

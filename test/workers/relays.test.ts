@@ -8,7 +8,7 @@ import { RELAY_NAME_HEADER } from '../../workers/account/relay-writer.ts';
 import type { RemoteGateway } from '../../workers/account/remote-gateways.ts';
 import { basicSetup, TestAccount } from './support/account.ts';
 import { connect, websocketUrl } from './support/device.ts';
-import { connectFrom, cutRelays, positionOf, relayOf, relaysOfWriter, stallRelays, writerOf } from './support/relays.ts';
+import { connectFrom, cutRelays, positionOf, relayOf, relaysOfWriter, stallRelay, stallRelays, writerOf } from './support/relays.ts';
 import { database } from './support/world.ts';
 
 const sql = database();
@@ -128,6 +128,49 @@ describe('relay objects', () => {
     expect(await runInDurableObject(writerOf(account.id), (_: AccountDO, state) => state.storage.sql.exec<{ n: number }>('select count(*) as n from relay_batches').one().n)).toBe(
       0,
     );
+  });
+
+  it("a relay that hangs costs the account's stream one forward timeout, not one per batch: the next batches are answered at once and reach the other relays, and it catches up once it answers", async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    let siteToken = '';
+    await account.apply(async (t) => {
+      siteToken = (await account.siteToken(t, s.site.id)).token;
+    });
+    await connectFrom('local', 'client', s.token);
+    const eu = await connectFrom('EU', 'client', s.token);
+    const na = await connectFrom('NA', 'client', s.token);
+    const restore = await stallRelay(account.id, relayName(account.id, 'EU', 0));
+    // The first batch waits out the forward timeout (2 s) for EU's relay, then is answered.
+    await account.apply((t) => t.update('resources', { id: s.resource.id }, { name: 'Wiki 1' }));
+    const started = Date.now();
+    for (let i = 2; i <= 4; i++) await account.apply((t) => t.update('resources', { id: s.resource.id }, { name: `Wiki ${i}` }));
+    // Three more batches in less time than half of one timeout: none waited for the hung relay.
+    expect(Date.now() - started).toBeLessThan(1_000);
+    await na.device.waitFor(() => na.device.frames.length >= 4, "the other relay's frames", 1_000);
+    expect((await na.device.drain()).map((f) => f.payload.name)).toEqual(['Wiki 1', 'Wiki 2', 'Wiki 3', 'Wiki 4']);
+    expect(await eu.device.drain()).toEqual([]);
+    // A gateway's connect, which every object must know of before its 101, does not wait for it either.
+    const connecting = Date.now();
+    const gateway = await connectFrom('NA', 'gateway', siteToken);
+    expect(Date.now() - connecting).toBeLessThan(1_000);
+    await restore();
+    // Its retry (at most the 5 s backoff cap and one timeout away) brings everything it missed, in order, and the gateway list.
+    await eu.device.waitFor(() => eu.device.frames.length >= 4, 'the batches the hung relay missed', 8_000);
+    expect((await eu.device.drain()).map((f) => f.payload.name)).toEqual(['Wiki 1', 'Wiki 2', 'Wiki 3', 'Wiki 4']);
+    await vi.waitFor(
+      async () =>
+        expect(
+          await runInDurableObject(
+            relayOf(account.id, 'EU'),
+            (_: AccountDO, state) => state.storage.sql.exec<{ value: string }>("select value from relay_facts where key = 'presence'").one().value,
+          ),
+        ).toContain(String(gateway.init.payload.gateway_id)),
+      { timeout: 1_000, interval: 20 },
+    );
+    eu.device.send({ event: 'create_flow', ref: 'f', payload: { resource_id: s.resource.id, connected_gateway_ids: [] } });
+    expect((await gateway.device.next('authorize_flow')).payload).toMatchObject({ resource: { id: s.resource.id } });
+    expect((await eu.device.next('flow_created')).payload).toMatchObject({ gateway_id: gateway.init.payload.gateway_id });
   });
 
   it('a writer that stored a batch but ended before its relays acknowledged it (its instance aborted mid-forward): the redelivery wakes it and the relay catches up, with no further batch', async () => {

@@ -35,7 +35,7 @@ import { propagate } from './propagate.ts';
 import { readRelayConfig, type RelayConfig } from './relay-config.ts';
 import { isRelayName } from './relay-placement.ts';
 import { atOrBefore, RelayStore, type CatchUp, type RelayAck, type RelayBatch, type RelayCalls, type RelayJoin } from './relay-store.ts';
-import { RELAY_SOCKETS_HEADER, RelayAdoptionError, RelayWriter, relayStub, writerStub } from './relay-writer.ts';
+import { RELAY_SOCKETS_HEADER, RelayAdoptionError, RelayWriter, relayCall, relayStub, writerStub } from './relay-writer.ts';
 import { foldPendingResync, resyncDelayMs, resyncOf } from './resync.ts';
 import type { FlowHandoff, HandoffResult, RemoteGateway } from './remote-gateways.ts';
 import { attachmentOf, send, tags } from './sockets.ts';
@@ -790,7 +790,9 @@ export class AccountDO extends DurableObject<Env> {
       if (online) this.relays.setGatewayHome(gateway.siteId, gateway.record.externalId, holder);
       this.learnGateways(memory, list);
     });
-    await Promise.allSettled([...this.relays.peers().values()].map((p) => this.relayStub(p.name).relayPresence(accountId, p.name, list)));
+    // A gateway's connect waits for this: bounded, and not for a relay out of step (its retry brings it the list).
+    const inStep = [...this.relays.peers().values()].filter((p) => p.retryAt === null);
+    await Promise.allSettled(inStep.map((p) => relayCall(this.relayStub(p.name).relayPresence(accountId, p.name, list), undefined)));
   }
 
   /** A relay, from its writer: the account's gateways and their holders. */

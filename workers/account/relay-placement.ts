@@ -59,7 +59,11 @@ export function locationHintOf(region: string): LocationHint | undefined {
   return hints[region];
 }
 
-/** How long a writer waits before retrying a relay that did not acknowledge, after `failures` in a row. */
+/**
+ * How long a writer waits before retrying a relay that did not acknowledge, after `failures` in a
+ * row. At most 5 s: a relay back from an outage gets the batches it missed (a revocation among
+ * them) within that, for one call per 5 s while it is down.
+ */
 export function relayRetryDelayMs(failures: number): number {
-  return Math.min(30_000, 100 * 2 ** Math.max(0, failures - 1));
+  return Math.min(5_000, 100 * 2 ** Math.max(0, failures - 1));
 }

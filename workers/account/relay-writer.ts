@@ -22,6 +22,19 @@ const PLACING_TTL_MS = 30_000;
 /** How long the writer waits for a relay to acknowledge a batch before it retries from its alarm. */
 const RELAY_FORWARD_TIMEOUT_MS = 2_000;
 
+/** A call to a relay, answered with `late` if the relay does not answer within RELAY_FORWARD_TIMEOUT_MS: a relay that hangs holds nothing of its writer's. */
+export async function relayCall<T>(call: Promise<T>, late: T): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<T>((resolve) => {
+    timer = setTimeout(() => resolve(late), RELAY_FORWARD_TIMEOUT_MS);
+  });
+  try {
+    return await Promise.race([call, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** The objects of an account: its writer, named for the account, and its relays, named for their region and number (placed near that region). */
 export function relayStub(env: Env, name: string): RelayCalls {
   const hint = locationHintOf(regionOfRelay(name));
@@ -162,12 +175,14 @@ export class RelayWriter {
 
   /**
    * Sends a stored batch (null: only the writer's position, for a relay to catch up to) to every
-   * relay in parallel, each bounded in time; a relay that does not acknowledge is retried from
-   * the alarm with backoff (it catches up from the log by position).
+   * relay in step, in parallel, each bounded in time; a relay that does not acknowledge is retried
+   * from the alarm with backoff (it catches up from the log by position). A relay with a retry
+   * pending gets no new batch meanwhile: a relay that hangs costs the account's stream one wait
+   * of RELAY_FORWARD_TIMEOUT_MS, not one per batch. `only`: these relays, whatever their state.
    */
   async forward(batch: Omit<RelayBatch, 'stream'> | null, only?: ReadonlySet<string>): Promise<void> {
     const { relays, meta, ctx } = this.w;
-    const peers = [...relays.peers().values()].filter((p) => !only || only.has(p.name));
+    const peers = [...relays.peers().values()].filter((p) => (only ? only.has(p.name) : p.retryAt === null));
     const accountId = meta.accountId;
     const stream = relays.stream;
     if (peers.length === 0 || accountId === null || stream === null) return;
@@ -175,16 +190,10 @@ export class RelayWriter {
     const sent: RelayBatch = batch ? { stream, ...batch } : { stream, after: at && formatPosition(at), position: at && formatPosition(at), changes: [] };
     const acks = await Promise.all(
       peers.map(async (p): Promise<RelayAck> => {
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const timeout = new Promise<RelayAck>((resolve) => {
-          timer = setTimeout(() => resolve({ ok: false, error: `no answer within ${RELAY_FORWARD_TIMEOUT_MS} ms` }), RELAY_FORWARD_TIMEOUT_MS);
-        });
         try {
-          return await Promise.race([this.w.relay(p.name).relayBatch(accountId, p.name, sent), timeout]);
+          return await relayCall(this.w.relay(p.name).relayBatch(accountId, p.name, sent), { ok: false, error: `no answer within ${RELAY_FORWARD_TIMEOUT_MS} ms` });
         } catch (err) {
           return { ok: false, error: errorSummary(err) };
-        } finally {
-          clearTimeout(timer);
         }
       }),
     );
@@ -227,10 +236,20 @@ export class RelayWriter {
     await this.w.clock.noLaterThan(now);
   }
 
-  /** The alarm: relays due for a retry get the writer's position and catch up to it. */
+  /**
+   * The alarm: relays due for a retry get the writer's position and catch up to it; those back in
+   * step get the account's gateway list too, whose changes skipped them meanwhile.
+   */
   async retryDue(now: number): Promise<void> {
-    const due = new Set([...this.w.relays.peers().values()].filter((p) => p.retryAt !== null && p.retryAt <= now).map((p) => p.name));
-    if (due.size > 0) await this.forward(null, due);
+    const { relays, meta } = this.w;
+    const due = new Set([...relays.peers().values()].filter((p) => p.retryAt !== null && p.retryAt <= now).map((p) => p.name));
+    if (due.size === 0) return;
+    await this.forward(null, due);
+    const accountId = meta.accountId;
+    const back = [...due].filter((name) => relays.peers().get(name)?.retryAt === null);
+    if (accountId === null || back.length === 0) return;
+    const list = relays.presence;
+    await Promise.allSettled(back.map((name) => relayCall(this.w.relay(name).relayPresence(accountId, name, list), undefined)));
   }
 }
 

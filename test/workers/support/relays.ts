@@ -67,6 +67,21 @@ export async function stallRelays(accountId: string): Promise<void> {
   await replaceRelays(accountId, () => new Promise<never>(() => {}));
 }
 
+/** Makes the writer's forwards to one relay wait for ever (a relay that hangs), the others untouched, until the returned function is called. */
+export async function stallRelay(accountId: string, name: string): Promise<() => Promise<void>> {
+  await runInDurableObject(writerOf(accountId), (instance: AccountDO) => {
+    const seam = instance as unknown as { relayStub: (relay: string) => unknown };
+    const real = seam.relayStub.bind(instance);
+    const hang = () => new Promise<never>(() => {});
+    seam.relayStub = (relay: string) => (relay === name ? { relayBatch: hang, relayPresence: hang } : real(relay));
+  });
+  return async () => {
+    await runInDurableObject(writerOf(accountId), (instance: AccountDO) => {
+      delete (instance as unknown as { relayStub?: unknown }).relayStub;
+    });
+  };
+}
+
 /** Whether this run places every device on relays (the workers-relays project). */
 export const relaysForced = (env as unknown as Record<string, unknown>).RELAY_PLACEMENT === 'always';
 

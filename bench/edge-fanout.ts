@@ -22,6 +22,8 @@ export interface Bench {
   say: (line: string) => void;
   /** With --profile: runs `fn` under a CPU profile of the Worker's isolate and prints its summary. */
   profile: ((label: string, fn: () => Promise<unknown>) => Promise<void>) | undefined;
+  /** With `profile`: profile each measured round of the fan-out (bench:relays) instead of a part of its own after them (bench:edge). */
+  profileRounds?: boolean;
 }
 
 const SETTLE_MS = 2_000;
@@ -103,7 +105,7 @@ const PROFILED_CONNECTS = 300;
  */
 export async function policyFanout(b: Bench, clients: number, rounds: number, withBaseline = true, wakes = 1): Promise<{ rounds: Round[]; devices: Device[] }> {
   b.say(`\n1. Policy change fan-out to ${fmt(clients)} client sockets of one account`);
-  const account = await createAccount(b.sql, 'fanout', { actors: clients + (b.profile ? PROFILED_CONNECTS : 0) });
+  const account = await createAccount(b.sql, 'fanout', { actors: clients + (b.profile && !b.profileRounds ? PROFILED_CONNECTS : 0) });
   // The baseline's sockets first: connecting them later would leave the object idle long enough to hibernate.
   const baseline = withBaseline ? await Broadcaster.start(clients) : undefined;
   if (baseline) b.say(`  baseline: ${fmt(clients)} sockets of this process connected to a plain Node \`ws\` server (bench/edge-broadcast.ts)`);
@@ -125,7 +127,9 @@ export async function policyFanout(b: Bench, clients: number, rounds: number, wi
     for (let i = 0; i < rounds; i++) {
       const k = kinds[i % kinds.length]!;
       const changes = await k.write(i);
-      out.push(await measureRound(b, account.id, changes, devices, k.event, k.kind));
+      const round = () => measureRound(b, account.id, changes, devices, k.event, k.kind);
+      if (b.profile && b.profileRounds) await b.profile(`round ${i + 1}, ${k.kind}`, async () => out.push(await round()));
+      else out.push(await round());
       await sleep(500);
       if (!baseline) continue;
       const frame = devices[0]!.texts.at(-1)!;
@@ -149,7 +153,7 @@ export async function policyFanout(b: Bench, clients: number, rounds: number, wi
   b.say(
     `  after ${HIBERNATION_IDLE_MS / 1000} s idle (the object hibernated; the change wakes it): last socket ${wokenLast.map(ms).join(', ')}; median ${ms(median(wokenLast))} (${wakes} wakes)`,
   );
-  if (b.profile) {
+  if (b.profile && !b.profileRounds) {
     const extra = account.clientTokens.slice(clients).map((t, i) => websocketUrl(b.worker.url, 'client', t, { externalId: `fanout-extra-${i}` }));
     await b.profile(`${PROFILED_CONNECTS} more connects with ${fmt(clients)} sockets open`, async () => {
       const { devices: more, stats } = await connectMany(extra, { concurrency: 32 });

@@ -1,16 +1,20 @@
-import { cpus, loadavg } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import path from 'node:path';
 import type { Device } from './edge-devices.ts';
 import { policyFanout, type Bench } from './edge-fanout.ts';
 import { flows } from './edge-flows.ts';
-import { numArg, only } from './bench-args.ts';
+import { flag, numArg, only } from './bench-args.ts';
+import { summarizeProfile, WorkerProfiler } from './edge-profile.ts';
 import { startBenchDatabase, startBenchWorker, type BenchDatabase } from './bench-stack.ts';
-import { processes, type Processes, type RunningWorker } from './edge-worker.ts';
+import { cpuSample, processes, type Processes, type RunningWorker } from './edge-worker.ts';
 
 const CLIENTS = numArg('clients', 8000);
 const RELAYS = numArg('relays', 4);
 const SINGLE = numArg('single', 5000);
 const FLOW_CLIENTS = numArg('flow-clients', 200);
 const ROUNDS = numArg('rounds', 3);
+/** --profile: a CPU profile of the Worker's isolate (the writer and every relay: one isolate locally) for each fan-out round. */
+const PROFILE = flag('profile');
 
 const load = () =>
   `load average ${loadavg()
@@ -21,6 +25,7 @@ const say = (line: string) => console.log(line.startsWith('\n') ? `${line}  (${l
 /** One Worker with these variables for the duration of `fn`, its sockets closed after it. */
 async function withWorker(db: BenchDatabase, label: string, vars: Record<string, string>, fn: (b: Bench) => Promise<Device[]>): Promise<void> {
   let worker: RunningWorker | undefined;
+  let profiler: WorkerProfiler | undefined;
   let devices: Device[] = [];
   try {
     // Sequential create_flow from one client: no per-socket rate limit.
@@ -34,8 +39,26 @@ async function withWorker(db: BenchDatabase, label: string, vars: Record<string,
     );
     let procs: Processes | undefined;
     const w = worker;
-    devices = await fn({ sql: db.sql, worker: w, procs: () => (procs ??= processes(w, db.postmaster)), say, profile: undefined });
+    const procsOf = () => (procs ??= processes(w, db.postmaster));
+    profiler = PROFILE ? await WorkerProfiler.connect(w.inspectorPort) : undefined;
+    const p = profiler;
+    const profile =
+      p &&
+      (async (what: string, run: () => Promise<unknown>) => {
+        const before = cpuSample(procsOf());
+        await p.start();
+        try {
+          await run();
+        } finally {
+          const file = path.join(tmpdir(), `edgeplane-bench-relays-${`${label} ${what}`.replace(/\W+/g, '-')}-${db.stamp}.cpuprofile`);
+          const lines = summarizeProfile(await p.stop(file));
+          say(`  profile of the Worker's isolate, ${what} (${file}); workerd used ${Math.round(cpuSample(procsOf()).worker - before.worker)} ms of CPU meanwhile:`);
+          for (const l of lines) say(`    ${l}`);
+        }
+      });
+    devices = await fn({ sql: db.sql, worker: w, procs: procsOf, say, profile, profileRounds: true });
   } finally {
+    profiler?.close();
     for (const d of devices) d.close();
     await worker?.stop();
   }

@@ -23,6 +23,8 @@ const PROFILE = flag('profile');
  * the same workerd thread as the Worker and its object.
  */
 const DIRECT = flag('direct');
+/** --relay-max-sockets N: every device on relays of N sockets (RELAY_PLACEMENT=always), the storm of a large account. */
+const RELAY_MAX_SOCKETS = numArg('relay-max-sockets', 0);
 /** Time for the object to handle the closes of a storm's sockets before the next storm. */
 const SETTLE_MS = 5_000;
 
@@ -48,7 +50,8 @@ async function main(): Promise<void> {
     // Room for a connection per connect, as the code before batching opened.
     db = await startBenchDatabase('storm', { maxConnections: 2000, pool: 2 });
     const { sql, postmaster, stamp } = db;
-    worker = await startBenchWorker(db, 'storm', { echo: ECHO, direct: DIRECT });
+    const vars: Record<string, string> = RELAY_MAX_SOCKETS > 0 ? { RELAY_PLACEMENT: 'always', RELAY_MAX_SOCKETS: String(RELAY_MAX_SOCKETS) } : {};
+    worker = await startBenchWorker(db, 'storm', { echo: ECHO, direct: DIRECT, vars });
     const account = await createAccount(sql, 'storm', { actors: DEVICES });
     const base = DIRECT ? worker.changesUrl : worker.url;
     const address = (i: number) => (DIRECT ? { address: deviceAddress(i % 62_500, Math.floor(i / 62_500)) } : {});
@@ -56,7 +59,7 @@ async function main(): Promise<void> {
       account.clientTokens.map((t, i) => ({ url: websocketUrl(base, 'client', t, { externalId: `storm-${i}`, version: version(i) }), ...address(i) }));
     holders = await SocketHolders.spawn(HOLDERS);
     say(
-      `${fmt(DEVICES)} clients of one account over ${HOLDERS} holder processes, ${IN_FLIGHT} handshakes in flight each, ${DIRECT ? "past Miniflare's entry worker (direct port)" : "through Miniflare's entry worker"}`,
+      `${fmt(DEVICES)} clients of one account over ${HOLDERS} holder processes, ${IN_FLIGHT} handshakes in flight each, ${DIRECT ? "past Miniflare's entry worker (direct port)" : "through Miniflare's entry worker"}${RELAY_MAX_SOCKETS > 0 ? `, every device on relays of ${fmt(RELAY_MAX_SOCKETS)}` : ''}`,
     );
     const hydrating = Date.now();
     const first = await holders.connectAll(devices(() => '1.4.2').slice(0, 1), 1, false);

@@ -7,16 +7,26 @@ import { FRESH_TOKEN_WAIT_MS, type FreshTokens, MAX_FRESH_TOKEN_CHECKS } from '.
 import { isKnownAccount } from '../../workers/directory/directory.ts';
 import { basicSetup, TestAccount } from './support/account.ts';
 import { connect, tryConnect } from './support/device.ts';
+import { relayOf, relaysForced, writerOf } from './support/relays.ts';
 import { database } from './support/world.ts';
 
 const sql = database();
 
-function freshTokensOf(accountId: string): Promise<{ pending: number; waiting: number }> {
-  const stub = env.ACCOUNT.get(env.ACCOUNT.idFromName(accountId));
-  return runInDurableObject(stub, (instance: AccountDO) => {
-    const f = (instance as unknown as { freshTokens: FreshTokens }).freshTokens;
-    return { pending: f.pending, waiting: f.waiting };
-  });
+/**
+ * Connects checking and waiting for new tokens, in the writer and (with relays forced) the first
+ * relay, where a connect on the Worker's placement lease goes without the writer.
+ */
+async function freshTokensOf(accountId: string): Promise<{ pending: number; waiting: number }> {
+  const objects = [writerOf(accountId), ...(relaysForced ? [relayOf(accountId, 'local', 0)] : [])];
+  const counts = await Promise.all(
+    objects.map((stub) =>
+      runInDurableObject(stub, (instance: AccountDO) => {
+        const f = (instance as unknown as { freshTokens: FreshTokens }).freshTokens;
+        return { pending: f.pending, waiting: f.waiting };
+      }),
+    ),
+  );
+  return { pending: counts.reduce((n, c) => n + c.pending, 0), waiting: counts.reduce((n, c) => n + c.waiting, 0) };
 }
 
 /** Until `n` connects wait for their token's batch (their lookup answered). */

@@ -78,9 +78,10 @@ describe('relay objects', () => {
     // socket: on the platform a socket passed back through the writer would carry every frame
     // through the writer's location, and keep it from hibernating.
     const placed = await writerOf(account.id).fetch(websocketUrl('client', s.token, { externalId: 'placed' }), { headers: { upgrade: 'websocket', [REGION_HEADER]: 'EU' } });
+    // (With a cap of 2, the first relay's room is the Worker's lease: the writer names the next.)
     expect({ status: placed.status, relay: placed.headers.get(RELAY_NAME_HEADER), socket: placed.webSocket }).toEqual({
       status: 307,
-      relay: relayName(account.id, 'EU', 0),
+      relay: expect.stringMatching(new RegExp(`^${account.id}/relay/EU/[01]$`)),
       socket: null,
     });
     await evictDurableObject(writerOf(account.id), { webSockets: 'close' });
@@ -91,6 +92,33 @@ describe('relay objects', () => {
     expect(far.device.closed).toBeUndefined();
     home.device.close();
     far.device.close();
+  });
+
+  it("clients connecting through the Worker go straight to their relay on the writer's placement lease: the writer is asked once a lease, and no relay goes over the cap", async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    await connect('client', s.token, { externalId: 'home', continent: 'NA' });
+    await connect('client', s.token, { externalId: 'eu-0', continent: 'EU' });
+    // From here on the writer counts the connects that reach it.
+    await runInDurableObject(writerOf(account.id), (instance: AccountDO) => {
+      const seam = instance as unknown as { fetch: (r: Request) => Promise<Response>; asked: number };
+      const real = seam.fetch.bind(instance);
+      seam.asked = 0;
+      seam.fetch = (r: Request) => {
+        seam.asked++;
+        return real(r);
+      };
+    });
+    for (let i = 1; i <= 8; i++) await connect('client', s.token, { externalId: `eu-${i}`, continent: 'EU' });
+    const asked = await runInDurableObject(writerOf(account.id), (instance: AccountDO) => (instance as unknown as { asked: number }).asked);
+    const cap = Number((env as unknown as Record<string, unknown>).RELAY_MAX_SOCKETS ?? 30_000);
+    // A lease covers the room left under the cap, up to 64 connects: with a cap of 2, each relay's
+    // second client is leased and the next asks the writer again.
+    expect(asked).toBe(cap >= 9 ? 0 : 4);
+    const held = [];
+    for (let n = 0; n < Math.ceil(9 / Math.min(cap, 9)); n++)
+      held.push(await runInDurableObject(relayOf(account.id, 'EU', n), (_: AccountDO, state) => state.getWebSockets().length));
+    expect(held).toEqual(cap >= 9 ? [9] : [2, 2, 2, 2, 1]);
   });
 
   it('connects in flight together respect the socket cap: each relay gets at most RELAY_MAX_SOCKETS, and a new relay is adopted once', async () => {

@@ -35,7 +35,7 @@ import { propagate } from './propagate.ts';
 import { readRelayConfig, type RelayConfig } from './relay-config.ts';
 import { isRelayName } from './relay-placement.ts';
 import { atOrBefore, RelayStore, type CatchUp, type RelayAck, type RelayBatch, type RelayCalls, type RelayJoin } from './relay-store.ts';
-import { RELAY_SOCKETS_HEADER, RelayAdoptionError, RelayWriter, relayCall, relayStub, writerStub } from './relay-writer.ts';
+import { RELAY_LEASE_CONNECTS, RELAY_SOCKETS_HEADER, RelayAdoptionError, RelayWriter, relayCall, relayStub, writerStub } from './relay-writer.ts';
 import { foldPendingResync, resyncDelayMs, resyncOf } from './resync.ts';
 import type { FlowHandoff, HandoffResult, RemoteGateway } from './remote-gateways.ts';
 import { attachmentOf, send, tags } from './sockets.ts';
@@ -681,10 +681,13 @@ export class AccountDO extends DurableObject<Env> {
     return this.relays.since(since === null ? null : parsePosition(since), this.object.meta.position, RELAY_CATCH_UP_BATCHES);
   }
 
-  /** The writer, from the Worker that followed its placement to a relay: how the relay answered (its socket count after a 101, else null). */
-  async relayPlaced(accountIdText: string, name: string, sockets: number | null): Promise<void> {
+  /**
+   * The writer, from the Worker that followed its placement to a relay: how the relay answered
+   * (its socket count after a 101, else null); `connects`: the placements this ends (a lease's).
+   */
+  async relayPlaced(accountIdText: string, name: string, sockets: number | null, connects = 1): Promise<void> {
     this.writerAccount(accountIdText, name);
-    this.relayWriter.placed(name, sockets);
+    this.relayWriter.placed(name, sockets, Number.isSafeInteger(connects) && connects > 0 ? Math.min(connects, 1 + RELAY_LEASE_CONNECTS) : 1);
   }
 
   /** The writer, from a relay that held nothing for a while: whether it may retire (RelayWriter.retire). */

@@ -229,7 +229,7 @@ export interface WriterCalls {
   relayJoin(accountId: string, name: string): Promise<RelayJoin>;
   relayCatchUp(accountId: string, name: string, stream: string, since: string | null): Promise<CatchUp>;
   relaySockets(accountId: string, name: string, sockets: number): Promise<void>;
-  relayPlaced(accountId: string, name: string, sockets: number | null): Promise<void>;
+  relayPlaced(accountId: string, name: string, sockets: number | null, connects?: number): Promise<void>;
   relayRetire(accountId: string, name: string): Promise<boolean>;
   gatewayPresence(accountId: string, holder: string, gateway: Omit<RemoteGateway, 'holder'>, online: boolean): Promise<void>;
   takeFlow(accountId: string, handoff: FlowHandoff): Promise<HandoffResult>;

@@ -14,6 +14,15 @@ export const RELAY_SOCKETS_HEADER = 'x-edgeplane-relay-sockets';
 /** The writer's answer to a connect it placed on a relay: the relay's name, in a 307 the Worker follows. */
 export const RELAY_NAME_HEADER = 'x-edgeplane-relay';
 /**
+ * Set by the Worker on a client's connect (and dropped when a device sends it): it may take a
+ * placement lease. The writer's 307 then carries, in the same header, how many more connects of
+ * the region the Worker may place on that relay without asking (docs/architecture.md#relays).
+ */
+export const RELAY_LEASE_HEADER = 'x-edgeplane-relay-lease';
+/** Connects one lease covers at most, and how long a Worker's isolate uses it. */
+export const RELAY_LEASE_CONNECTS = 64;
+export const RELAY_LEASE_TTL_MS = 10_000;
+/**
  * How long a placement counts against its relay without the Worker's report of the relay's
  * answer (a Worker that died in between): the cap holds while connects are in flight, and a lost
  * report does not fill a relay for ever.
@@ -85,7 +94,7 @@ export class RelayWriter {
    * relay, never through the writer (whose object may be on another continent).
    */
   async place(accountId: AccountId, request: Request, gatewayHome: string | null): Promise<Response | null> {
-    const { relays, ctx } = this.w;
+    const { relays, ctx, config } = this.w;
     const header = request.headers.get(REGION_HEADER);
     const region = header !== null && /^[A-Z]{2}$/.test(header) ? header : LOCAL_REGION;
     const now = Date.now();
@@ -112,29 +121,38 @@ export class RelayWriter {
       return null;
     }
     const name = relayName(accountId, placed.region, placed.n);
+    // A lease only for a client placed by the cap (a gateway goes where its flows are), and only
+    // out of the room left under the cap: its connects count against the relay like this one.
+    const room = config.maxSockets - (slots.get(name)?.sockets ?? 0) - 1;
+    const lease = request.headers.get(RELAY_LEASE_HEADER) === '1' && gatewayHome === null ? Math.max(0, Math.min(RELAY_LEASE_CONNECTS, room)) : 0;
     // Counted before the first await: the next connect's placement sees it.
     const pending = this.placing.get(name) ?? { region: placed.region, n: placed.n, at: [] };
-    pending.at.push(now);
+    for (let i = 0; i <= lease; i++) pending.at.push(now);
     this.placing.set(name, pending);
     try {
       if (!relays.peers().has(name)) await this.adopt(accountId, name, placed.region, placed.n, this.w.relay(name));
     } catch (err) {
-      this.release(name);
+      this.release(name, 1 + lease);
       throw new RelayAdoptionError(`adopting relay ${name} failed: ${errorSummary(err)}`, { cause: err });
     }
-    return new Response(null, { status: 307, headers: { [RELAY_NAME_HEADER]: name } });
+    const headers: Record<string, string> = { [RELAY_NAME_HEADER]: name };
+    if (lease > 0) headers[RELAY_LEASE_HEADER] = String(lease);
+    return new Response(null, { status: 307, headers });
   }
 
-  /** The Worker's report of a placed connect: the relay answered (with its socket count after a 101). */
-  placed(name: string, sockets: number | null): void {
-    this.release(name);
+  /**
+   * The Worker's report of placed connects: the relay answered (with its socket count after its
+   * last 101). `connects`: how many placements the report ends (a lease's, used or not, at once).
+   */
+  placed(name: string, sockets: number | null, connects = 1): void {
+    this.release(name, connects);
     const current = this.w.relays.peers().get(name);
     if (current && sockets !== null) this.w.ctx.storage.transactionSync(() => this.w.relays.putPeer({ ...current, sockets }));
   }
 
-  private release(name: string): void {
+  private release(name: string, connects: number): void {
     const pending = this.placing.get(name);
-    pending?.at.shift();
+    pending?.at.splice(0, connects);
     if (pending?.at.length === 0) this.placing.delete(name);
   }
 
@@ -253,14 +271,8 @@ export class RelayWriter {
   }
 }
 
-/**
- * The Worker's side of a connect the writer placed on a relay (its 307): the same upgrade goes to
- * the relay, whose answer goes to the device, and the writer hears how it ended (`report`, which
- * the Worker runs after the answer, with waitUntil).
- */
-export async function followPlacement(env: Env, accountId: string, request: Request, answer: Response): Promise<{ response: Response; report: (() => Promise<void>) | null }> {
-  const name = answer.status === 307 ? answer.headers.get(RELAY_NAME_HEADER) : null;
-  if (name === null || !name.startsWith(`${accountId}/relay/`)) return { response: answer, report: null };
+/** The Worker's connect of a device to a relay: the relay's answer for the device, and its socket count after a 101 (else null). */
+export async function connectRelay(env: Env, accountId: string, name: string, request: Request): Promise<{ response: Response; sockets: number | null }> {
   let relayed: Response;
   try {
     relayed = await relayStub(env, name).fetch(request);
@@ -270,7 +282,31 @@ export async function followPlacement(env: Env, accountId: string, request: Requ
   }
   const reported = Number(relayed.headers.get(RELAY_SOCKETS_HEADER));
   const sockets = relayed.status === 101 && relayed.headers.has(RELAY_SOCKETS_HEADER) && Number.isSafeInteger(reported) ? reported : null;
-  const report = () => writerStub(env, accountId).relayPlaced(accountId, name, sockets);
   const response = relayed.status === 101 ? new Response(null, { status: 101, webSocket: relayed.webSocket }) : relayed;
-  return { response, report };
+  return { response, sockets };
+}
+
+/** The writer hears how placed connects ended (relayPlaced): `connects` placements, the relay's last count. */
+export function reportPlaced(env: Env, accountId: string, name: string, sockets: number | null, connects = 1): Promise<void> {
+  return writerStub(env, accountId).relayPlaced(accountId, name, sockets, connects);
+}
+
+/**
+ * The Worker's side of a connect the writer placed on a relay (its 307): the same upgrade goes to
+ * the relay, whose answer goes to the device, and the writer hears how it ended (`report`, which
+ * the Worker runs after the answer, with waitUntil). `lease`: the connects more the writer lets
+ * this Worker place on the relay without asking (0: none).
+ */
+export async function followPlacement(
+  env: Env,
+  accountId: string,
+  request: Request,
+  answer: Response,
+): Promise<{ response: Response; report: (() => Promise<void>) | null; relay: string | null; lease: number }> {
+  const name = answer.status === 307 ? answer.headers.get(RELAY_NAME_HEADER) : null;
+  if (name === null || !name.startsWith(`${accountId}/relay/`)) return { response: answer, report: null, relay: null, lease: 0 };
+  const { response, sockets } = await connectRelay(env, accountId, name, request);
+  const granted = Number(answer.headers.get(RELAY_LEASE_HEADER) ?? 0);
+  const lease = Number.isSafeInteger(granted) && granted > 0 ? granted : 0;
+  return { response, report: () => reportPlaced(env, accountId, name, sockets), relay: name, lease };
 }

@@ -1,13 +1,36 @@
-import { Hono } from 'hono';
+import { type Context, Hono } from 'hono';
 import { errorMessage } from '../../src/errors.ts';
 import { clientAddress } from '../client-address.ts';
 import { COUNTRY_HEADER, MAX_QUERY_BYTES, parseConnectParams, queryTooLong, REMOTE_IP_HEADER } from '../connect-params.ts';
 import { ACCOUNT_WAIT_MS, isKnownAccount } from '../directory/directory.ts';
 import { httpError } from '../http-errors.ts';
 import { limitConnect } from '../rate-limits.ts';
+import { type LeaseEnd, PlacementLeases } from '../account/relay-leases.ts';
 import { REGION_HEADER } from '../account/relay-placement.ts';
-import { followPlacement } from '../account/relay-writer.ts';
+import { connectRelay, followPlacement, RELAY_LEASE_HEADER, RELAY_LEASE_TTL_MS, reportPlaced } from '../account/relay-writer.ts';
 import { log } from '../log.ts';
+
+/** This isolate's placement leases (workers/account/relay-leases.ts). */
+const leases = new PlacementLeases();
+
+/** The Worker's work after the answer (waitUntil); a test's app.request has no execution context (Hono throws), and waits for it instead. */
+async function afterAnswer(c: Context<{ Bindings: Env }>, work: Promise<void>): Promise<void> {
+  try {
+    c.executionCtx.waitUntil(work);
+  } catch {
+    await work;
+  }
+}
+
+function reportEnd(c: Context<{ Bindings: Env }>, end: LeaseEnd | null): Promise<void> {
+  if (!end) return Promise.resolve();
+  return afterAnswer(
+    c,
+    reportPlaced(c.env, end.accountId, end.name, end.sockets, end.connects).catch((err: unknown) =>
+      log.warn({ component: 'relay', account: end.accountId, relay: end.name, err: errorMessage(err) }, 'could not tell the writer how a placement lease ended'),
+    ),
+  );
+}
 
 /**
  * GET /v1/{client,gateway}/websocket (docs/protocol.md#websocket-routes; the path in
@@ -39,25 +62,36 @@ export const websockets = new Hono<{ Bindings: Env }>().get('/v1/:kind{client|ga
   headers.delete(REMOTE_IP_HEADER);
   headers.delete(COUNTRY_HEADER);
   headers.delete(REGION_HEADER);
+  headers.delete(RELAY_LEASE_HEADER);
   // The account's writer places the device on a relay of its continent (docs/architecture.md#relays).
   const continent = (c.req.raw.cf as { continent?: string } | undefined)?.continent;
   if (continent) headers.set(REGION_HEADER, continent);
   if (address.ip) headers.set(REMOTE_IP_HEADER, address.ip);
   if (address.country) headers.set(COUNTRY_HEADER, address.country);
+  const region = continent ?? '';
+  const client = c.req.param('kind') === 'client';
+  // A client goes straight to the relay a lease of this isolate names, without asking the writer;
+  // a relay that fails ends the lease, and the connect asks the writer after all.
+  if (client) {
+    const { lease, ended } = leases.take(accountId, region, Date.now());
+    await reportEnd(c, ended);
+    if (lease) {
+      const { response, sockets } = await connectRelay(c.env, accountId, lease.name, new Request(c.req.url, { method: 'GET', headers }));
+      const broken = response.status >= 500;
+      await reportEnd(c, leases.answered(lease, region, sockets, broken));
+      if (!broken) return response;
+    }
+    headers.set(RELAY_LEASE_HEADER, '1');
+  }
   const stub = c.env.ACCOUNT.get(c.env.ACCOUNT.idFromName(accountId));
   const request = new Request(c.req.url, { method: 'GET', headers });
   // A device the writer placed on a relay connects to the relay itself, not through the writer.
-  const { response, report } = await followPlacement(c.env, accountId, request, await stub.fetch(new Request(request)));
-  if (report) {
-    const reported = report().catch((err: unknown) =>
-      log.warn({ component: 'relay', account: accountId, err: errorMessage(err) }, 'could not tell the writer how a placed connect ended'),
+  const { response, report, relay, lease } = await followPlacement(c.env, accountId, request, await stub.fetch(new Request(request)));
+  if (report)
+    await afterAnswer(
+      c,
+      report().catch((err: unknown) => log.warn({ component: 'relay', account: accountId, err: errorMessage(err) }, 'could not tell the writer how a placed connect ended')),
     );
-    // After the answer; a test's app.request has no execution context (Hono throws), and waits for it instead.
-    try {
-      c.executionCtx.waitUntil(reported);
-    } catch {
-      await reported;
-    }
-  }
+  if (relay !== null && lease > 0) await reportEnd(c, leases.grant(accountId, region, relay, lease, RELAY_LEASE_TTL_MS, Date.now()));
   return response;
 });

@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest';
+import { PlacementLeases } from '../../workers/account/relay-leases.ts';
+
+describe('placement leases (docs/architecture.md#relays)', () => {
+  const a = 'account-a';
+
+  it('places up to its connects on its relay, then ends once its last connect answered, reporting every placement it held and the last count', () => {
+    const leases = new PlacementLeases();
+    expect(leases.grant(a, 'EU', 'r0', 2, 10_000, 0)).toBeNull();
+    const first = leases.take(a, 'EU', 1);
+    const second = leases.take(a, 'EU', 2);
+    expect([first.lease?.name, second.lease?.name]).toEqual(['r0', 'r0']);
+    // Exhausted while one connect is in flight: nothing to take, nothing ended yet.
+    expect(leases.take(a, 'EU', 3)).toEqual({ lease: null, ended: null });
+    expect(leases.answered(first.lease!, 'EU', 2, false)).toBeNull();
+    expect(leases.answered(second.lease!, 'EU', 3, false)).toEqual({ accountId: a, name: 'r0', sockets: 3, connects: 2 });
+    expect(leases.size).toBe(0);
+  });
+
+  it('a connect the relay refused (a bad token) gives its placement back', () => {
+    const leases = new PlacementLeases();
+    leases.grant(a, 'EU', 'r0', 1, 10_000, 0);
+    const refused = leases.take(a, 'EU', 1).lease!;
+    expect(leases.answered(refused, 'EU', null, false)).toBeNull();
+    const next = leases.take(a, 'EU', 2).lease!;
+    expect(next.name).toBe('r0');
+    expect(leases.answered(next, 'EU', 1, false)).toEqual({ accountId: a, name: 'r0', sockets: 1, connects: 1 });
+  });
+
+  it('is per account and region', () => {
+    const leases = new PlacementLeases();
+    leases.grant(a, 'EU', 'r0', 5, 10_000, 0);
+    expect(leases.take(a, 'NA', 1).lease).toBeNull();
+    expect(leases.take('account-b', 'EU', 1).lease).toBeNull();
+    expect(leases.take(a, 'EU', 1).lease?.name).toBe('r0');
+  });
+
+  it('ends past its time with its unused placements returned, and a relay that fails ends it at once', () => {
+    const leases = new PlacementLeases();
+    leases.grant(a, 'EU', 'r0', 5, 10_000, 0);
+    const used = leases.take(a, 'EU', 1).lease!;
+    expect(leases.answered(used, 'EU', 7, false)).toBeNull();
+    expect(leases.take(a, 'EU', 10_000)).toEqual({ lease: null, ended: { accountId: a, name: 'r0', sockets: 7, connects: 5 } });
+    leases.grant(a, 'EU', 'r1', 5, 10_000, 20_000);
+    const failed = leases.take(a, 'EU', 20_001).lease!;
+    expect(leases.answered(failed, 'EU', null, true)).toEqual({ accountId: a, name: 'r1', sockets: null, connects: 5 });
+    expect(leases.take(a, 'EU', 20_002).lease).toBeNull();
+  });
+
+  it('a lease replaced while a connect of it is in flight is reported once, at the replacement', () => {
+    const leases = new PlacementLeases();
+    leases.grant(a, 'EU', 'r0', 1, 10_000, 0);
+    const inFlight = leases.take(a, 'EU', 1).lease!;
+    expect(leases.grant(a, 'EU', 'r1', 3, 10_000, 2)).toEqual({ accountId: a, name: 'r0', sockets: null, connects: 1 });
+    expect(leases.answered(inFlight, 'EU', 4, false)).toBeNull();
+    expect(leases.take(a, 'EU', 3).lease?.name).toBe('r1');
+  });
+
+  it('remembers a bounded number of leases: the oldest is dropped', () => {
+    const leases = new PlacementLeases(2);
+    for (const region of ['EU', 'NA', 'AS']) leases.grant(a, region, `r-${region}`, 1, 10_000, 0);
+    expect(leases.size).toBe(2);
+    expect(leases.take(a, 'EU', 1).lease).toBeNull();
+    expect(leases.take(a, 'AS', 1).lease?.name).toBe('r-AS');
+  });
+});

@@ -1,0 +1,97 @@
+/**
+ * Placement leases a Worker's isolate holds (docs/architecture.md#relays): the writer, answering
+ * a client's connect with a relay, may let the Worker place up to RELAY_LEASE_CONNECTS more clients
+ * of the same account and region on that relay for RELAY_LEASE_TTL_MS without asking it. The
+ * writer counts the lease's connects against the relay's cap from the start; the Worker tells it
+ * once, when the lease ends, how many it covered and the relay's last socket count. So a reconnect
+ * storm costs the writer one request per lease, not two per device.
+ */
+
+/** What the writer hears when a lease ends: the placements it held (used or not), the relay's last count. */
+export interface LeaseEnd {
+  accountId: string;
+  name: string;
+  sockets: number | null;
+  connects: number;
+}
+
+/** One lease, as `take` hands it to a connect and `answered` takes it back. */
+export interface Lease {
+  accountId: string;
+  name: string;
+  /** Connects the lease may still place. */
+  left: number;
+  /** Placements the writer reserved for it, all reported at its end. */
+  reserved: number;
+  inFlight: number;
+  sockets: number | null;
+  until: number;
+  /** Reported to the writer already: nothing more is. */
+  ended: boolean;
+}
+
+/** Leases remembered per isolate at most (the oldest ends unreported: the writer's reservation lapses on its own). */
+const LEASES_MAX = 10_000;
+
+const keyOf = (accountId: string, region: string) => `${accountId}|${region}`;
+
+export class PlacementLeases {
+  private readonly byKey = new Map<string, Lease>();
+
+  constructor(private readonly max = LEASES_MAX) {}
+
+  /** A new lease from the writer's answer; the one it replaces ends. */
+  grant(accountId: string, region: string, name: string, connects: number, ttlMs: number, now: number): LeaseEnd | null {
+    const key = keyOf(accountId, region);
+    const old = this.byKey.get(key);
+    this.byKey.delete(key);
+    this.byKey.set(key, { accountId, name, left: connects, reserved: connects, inFlight: 0, sockets: null, until: now + ttlMs, ended: false });
+    while (this.byKey.size > this.max) this.byKey.delete(this.byKey.keys().next().value!);
+    return old ? end(old) : null;
+  }
+
+  /**
+   * The relay the next connect of the account and region goes to without asking the writer, or
+   * null. A lease past its time ends here (`ended`, to report) unless connects are still in flight.
+   */
+  take(accountId: string, region: string, now: number): { lease: Lease | null; ended: LeaseEnd | null } {
+    const key = keyOf(accountId, region);
+    const lease = this.byKey.get(key);
+    if (!lease) return { lease: null, ended: null };
+    if (lease.until <= now || lease.left === 0) {
+      if (lease.inFlight > 0) return { lease: null, ended: null };
+      this.byKey.delete(key);
+      return { lease: null, ended: end(lease) };
+    }
+    lease.left--;
+    lease.inFlight++;
+    return { lease, ended: null };
+  }
+
+  /**
+   * A leased connect's answer: the relay's socket count after a 101 (null: it refused the
+   * device, whose placement goes back to the lease). A relay that failed (`broken`) ends the
+   * lease: the next connect asks the writer. The lease's end, once its last connect answered, is
+   * returned to report.
+   */
+  answered(lease: Lease, region: string, sockets: number | null, broken: boolean): LeaseEnd | null {
+    lease.inFlight--;
+    if (sockets !== null) lease.sockets = sockets;
+    // A connect the relay refused (a bad token) took no socket: its placement is the next one's.
+    else if (!broken && !lease.ended) lease.left++;
+    if (broken) lease.left = 0;
+    if (lease.ended || lease.left > 0 || lease.inFlight > 0) return null;
+    const key = keyOf(lease.accountId, region);
+    if (this.byKey.get(key) === lease) this.byKey.delete(key);
+    return end(lease);
+  }
+
+  get size(): number {
+    return this.byKey.size;
+  }
+}
+
+function end(lease: Lease): LeaseEnd {
+  lease.ended = true;
+  return { accountId: lease.accountId, name: lease.name, sockets: lease.sockets, connects: lease.reserved };
+}

@@ -56,6 +56,25 @@ describe('placement leases (docs/architecture.md#relays)', () => {
     expect(leases.take(a, 'EU', 3).lease?.name).toBe('r1');
   });
 
+  it('lets one connect at a time ask the writer for an account and region; the others wait for its answer, and learn whether it brought a lease', async () => {
+    const leases = new PlacementLeases();
+    const first = leases.ask(a, 'EU');
+    const second = leases.ask(a, 'EU');
+    const elsewhere = leases.ask(a, 'NA');
+    expect('done' in first && 'wait' in second && 'done' in elsewhere).toBe(true);
+    if (!('done' in first) || !('wait' in second)) return;
+    leases.grant(a, 'EU', 'r0', 3, 10_000, 0);
+    first.done(true);
+    expect(await second.wait).toBe(true);
+    expect(leases.take(a, 'EU', 1).lease?.name).toBe('r0');
+    // Answered: the next connect without a lease asks itself; a writer that granted none tells the waiters so.
+    const third = leases.ask(a, 'EU');
+    const fourth = leases.ask(a, 'EU');
+    if (!('done' in third) || !('wait' in fourth)) throw new Error('expected one asker and one waiter');
+    third.done(false);
+    expect(await fourth.wait).toBe(false);
+  });
+
   it('remembers a bounded number of leases: the oldest is dropped', () => {
     const leases = new PlacementLeases(2);
     for (const region of ['EU', 'NA', 'AS']) leases.grant(a, region, `r-${region}`, 1, 10_000, 0);

@@ -37,8 +37,33 @@ const keyOf = (accountId: string, region: string) => `${accountId}|${region}`;
 
 export class PlacementLeases {
   private readonly byKey = new Map<string, Lease>();
+  /** The connect of this isolate asking the writer for an account and region: the others wait for its answer and lease. */
+  private readonly asks = new Map<string, Promise<boolean>>();
 
   constructor(private readonly max = LEASES_MAX) {}
+
+  /**
+   * A connect that found no lease to take: `done` when it is to ask the writer itself (call it
+   * once the writer answered, with whether it granted a lease, after granting it); else `wait`,
+   * the answer of the connect already asking: whether it brought a lease to take from (if not,
+   * ask the writer without waiting again: it holds the account's devices itself). So many connects
+   * at once cost one ask per lease, not one each (every ask reserves a lease's room at the writer).
+   */
+  ask(accountId: string, region: string): { done: (leased: boolean) => void } | { wait: Promise<boolean> } {
+    const key = keyOf(accountId, region);
+    const pending = this.asks.get(key);
+    if (pending) return { wait: pending };
+    let done!: (leased: boolean) => void;
+    const answered = new Promise<boolean>((resolve) => {
+      done = (leased) => {
+        if (this.asks.get(key) === answered) this.asks.delete(key);
+        resolve(leased);
+      };
+    });
+    this.asks.set(key, answered);
+    while (this.asks.size > this.max) this.asks.delete(this.asks.keys().next().value!);
+    return { done };
+  }
 
   /** A new lease from the writer's answer; the one it replaces ends. */
   grant(accountId: string, region: string, name: string, connects: number, ttlMs: number, now: number): LeaseEnd | null {

@@ -123,10 +123,12 @@ export class RelayWriter {
     const name = relayName(accountId, placed.region, placed.n);
     // A lease only for a client placed by the cap (a gateway goes where its flows are), and only
     // out of the room left under the cap: its connects count against the relay like this one.
-    const room = config.maxSockets - (slots.get(name)?.sockets ?? 0) - 1;
+    // Not while two leases' worth of placements on it are in flight already: connects asking at
+    // once must not reserve the relay's room many times over (and push devices to new relays).
+    const pending = this.placing.get(name) ?? { region: placed.region, n: placed.n, at: [] };
+    const room = Math.min(config.maxSockets - (slots.get(name)?.sockets ?? 0) - 1, 2 * RELAY_LEASE_CONNECTS - pending.at.length);
     const lease = request.headers.get(RELAY_LEASE_HEADER) === '1' && gatewayHome === null ? Math.max(0, Math.min(RELAY_LEASE_CONNECTS, room)) : 0;
     // Counted before the first await: the next connect's placement sees it.
-    const pending = this.placing.get(name) ?? { region: placed.region, n: placed.n, at: [] };
     for (let i = 0; i <= lease; i++) pending.at.push(now);
     this.placing.set(name, pending);
     try {
@@ -294,19 +296,19 @@ export function reportPlaced(env: Env, accountId: string, name: string, sockets:
 /**
  * The Worker's side of a connect the writer placed on a relay (its 307): the same upgrade goes to
  * the relay, whose answer goes to the device, and the writer hears how it ended (`report`, which
- * the Worker runs after the answer, with waitUntil). `lease`: the connects more the writer lets
- * this Worker place on the relay without asking (0: none).
+ * the Worker runs after the answer, with waitUntil).
  */
-export async function followPlacement(
-  env: Env,
-  accountId: string,
-  request: Request,
-  answer: Response,
-): Promise<{ response: Response; report: (() => Promise<void>) | null; relay: string | null; lease: number }> {
+export async function followPlacement(env: Env, accountId: string, request: Request, answer: Response): Promise<{ response: Response; report: (() => Promise<void>) | null }> {
   const name = answer.status === 307 ? answer.headers.get(RELAY_NAME_HEADER) : null;
-  if (name === null || !name.startsWith(`${accountId}/relay/`)) return { response: answer, report: null, relay: null, lease: 0 };
+  if (name === null || !name.startsWith(`${accountId}/relay/`)) return { response: answer, report: null };
   const { response, sockets } = await connectRelay(env, accountId, name, request);
-  const granted = Number(answer.headers.get(RELAY_LEASE_HEADER) ?? 0);
-  const lease = Number.isSafeInteger(granted) && granted > 0 ? granted : 0;
-  return { response, report: () => reportPlaced(env, accountId, name, sockets), relay: name, lease };
+  return { response, report: () => reportPlaced(env, accountId, name, sockets) };
+}
+
+/** The placement lease a writer's 307 grants: a relay of the account, and how many connects more (null: none). */
+export function leaseOf(accountId: string, answer: Response): { relay: string; connects: number } | null {
+  const relay = answer.status === 307 ? answer.headers.get(RELAY_NAME_HEADER) : null;
+  const connects = Number(answer.headers.get(RELAY_LEASE_HEADER) ?? 0);
+  if (relay === null || !relay.startsWith(`${accountId}/relay/`)) return null;
+  return Number.isSafeInteger(connects) && connects > 0 ? { relay, connects: Math.min(connects, RELAY_LEASE_CONNECTS) } : null;
 }

@@ -7,11 +7,20 @@ import { httpError } from '../http-errors.ts';
 import { limitConnect } from '../rate-limits.ts';
 import { type LeaseEnd, PlacementLeases } from '../account/relay-leases.ts';
 import { REGION_HEADER } from '../account/relay-placement.ts';
-import { connectRelay, followPlacement, RELAY_LEASE_HEADER, RELAY_LEASE_TTL_MS, reportPlaced } from '../account/relay-writer.ts';
+import { connectRelay, followPlacement, leaseOf, RELAY_LEASE_HEADER, RELAY_LEASE_TTL_MS, reportPlaced } from '../account/relay-writer.ts';
 import { log } from '../log.ts';
 
 /** This isolate's placement leases (workers/account/relay-leases.ts). */
 const leases = new PlacementLeases();
+/** How many asks of other connects one connect waits for, at most, before it asks the writer itself. */
+const MAX_LEASE_WAITS = 64;
+/**
+ * How long it waits for one: an ask the writer is slow to answer (its device waits for a new
+ * token, or the object hydrates) must not hold the connects behind it.
+ */
+const LEASE_ASK_WAIT_MS = 100;
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** The Worker's work after the answer (waitUntil); a test's app.request has no execution context (Hono throws), and waits for it instead. */
 async function afterAnswer(c: Context<{ Bindings: Env }>, work: Promise<void>): Promise<void> {
@@ -70,9 +79,11 @@ export const websockets = new Hono<{ Bindings: Env }>().get('/v1/:kind{client|ga
   if (address.country) headers.set(COUNTRY_HEADER, address.country);
   const region = continent ?? '';
   const client = c.req.param('kind') === 'client';
+  let asked: ((leased: boolean) => void) | undefined;
   // A client goes straight to the relay a lease of this isolate names, without asking the writer;
-  // a relay that fails ends the lease, and the connect asks the writer after all.
-  if (client) {
+  // a relay that fails ends the lease, and the connect asks the writer after all. While another
+  // connect asks the writer, this one waits for that answer's lease (a bounded number of times).
+  for (let waits = 0; client && asked === undefined; waits++) {
     const { lease, ended } = leases.take(accountId, region, Date.now());
     await reportEnd(c, ended);
     if (lease) {
@@ -81,17 +92,30 @@ export const websockets = new Hono<{ Bindings: Env }>().get('/v1/:kind{client|ga
       await reportEnd(c, leases.answered(lease, region, sockets, broken));
       if (!broken) return response;
     }
-    headers.set(RELAY_LEASE_HEADER, '1');
+    const turn = waits < MAX_LEASE_WAITS ? leases.ask(accountId, region) : { done: () => {} };
+    if ('done' in turn) asked = turn.done;
+    else if (!(await Promise.race([turn.wait, sleep(LEASE_ASK_WAIT_MS).then(() => false)]))) asked = () => {};
   }
+  if (client) headers.set(RELAY_LEASE_HEADER, '1');
   const stub = c.env.ACCOUNT.get(c.env.ACCOUNT.idFromName(accountId));
   const request = new Request(c.req.url, { method: 'GET', headers });
-  // A device the writer placed on a relay connects to the relay itself, not through the writer.
-  const { response, report, relay, lease } = await followPlacement(c.env, accountId, request, await stub.fetch(new Request(request)));
+  let placed: Awaited<ReturnType<typeof followPlacement>>;
+  try {
+    const answer = await stub.fetch(new Request(request));
+    // The lease first, so that the connects waiting for it go on while this one follows to the relay.
+    const granted = leaseOf(accountId, answer);
+    if (granted) await reportEnd(c, leases.grant(accountId, region, granted.relay, granted.connects, RELAY_LEASE_TTL_MS, Date.now()));
+    asked?.(granted !== null);
+    // A device the writer placed on a relay connects to the relay itself, not through the writer.
+    placed = await followPlacement(c.env, accountId, request, answer);
+  } finally {
+    asked?.(false);
+  }
+  const { response, report } = placed;
   if (report)
     await afterAnswer(
       c,
       report().catch((err: unknown) => log.warn({ component: 'relay', account: accountId, err: errorMessage(err) }, 'could not tell the writer how a placed connect ended')),
     );
-  if (relay !== null && lease > 0) await reportEnd(c, leases.grant(accountId, region, relay, lease, RELAY_LEASE_TTL_MS, Date.now()));
   return response;
 });

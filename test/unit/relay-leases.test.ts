@@ -58,9 +58,9 @@ describe('placement leases (docs/architecture.md#relays)', () => {
 
   it('lets one connect at a time ask the writer for an account and region; the others wait for its answer, and learn whether it brought a lease', async () => {
     const leases = new PlacementLeases();
-    const first = leases.ask(a, 'EU');
-    const second = leases.ask(a, 'EU');
-    const elsewhere = leases.ask(a, 'NA');
+    const first = leases.ask(a, 'EU', 0, 10_000);
+    const second = leases.ask(a, 'EU', 0, 10_000);
+    const elsewhere = leases.ask(a, 'NA', 0, 10_000);
     expect('done' in first && 'wait' in second && 'done' in elsewhere).toBe(true);
     if (!('done' in first) || !('wait' in second)) return;
     leases.grant(a, 'EU', 'r0', 3, 10_000, 0);
@@ -68,11 +68,17 @@ describe('placement leases (docs/architecture.md#relays)', () => {
     expect(await second.wait).toBe(true);
     expect(leases.take(a, 'EU', 1).lease?.name).toBe('r0');
     // Answered: the next connect without a lease asks itself; a writer that granted none tells the waiters so.
-    const third = leases.ask(a, 'EU');
-    const fourth = leases.ask(a, 'EU');
+    const third = leases.ask(a, 'EU', 0, 10_000);
+    const fourth = leases.ask(a, 'EU', 0, 10_000);
     if (!('done' in third) || !('wait' in fourth)) throw new Error('expected one asker and one waiter');
     third.done(false);
     expect(await fourth.wait).toBe(false);
+    // No lease came: for a while every connect asks at once, none waits for another (a small account the writer holds).
+    const fifth = leases.ask(a, 'EU', 5_000, 10_000);
+    const sixth = leases.ask(a, 'EU', 5_000, 10_000);
+    expect('done' in fifth && 'done' in sixth).toBe(true);
+    expect('wait' in leases.ask(a, 'EU', 10_001, 10_000)).toBe(false);
+    expect('wait' in leases.ask(a, 'EU', 10_002, 10_000)).toBe(true);
   });
 
   it('remembers a bounded number of leases: the oldest is dropped', () => {

@@ -39,6 +39,8 @@ export class PlacementLeases {
   private readonly byKey = new Map<string, Lease>();
   /** The connect of this isolate asking the writer for an account and region: the others wait for its answer and lease. */
   private readonly asks = new Map<string, Promise<boolean>>();
+  /** Accounts and regions whose last ask brought no lease (the writer holds their devices itself), until when: no waiting for each other's asks. */
+  private readonly unleased = new Map<string, number>();
 
   constructor(private readonly max = LEASES_MAX) {}
 
@@ -49,20 +51,33 @@ export class PlacementLeases {
    * ask the writer without waiting again: it holds the account's devices itself). So many connects
    * at once cost one ask per lease, not one each (every ask reserves a lease's room at the writer).
    */
-  ask(accountId: string, region: string): { done: (leased: boolean) => void } | { wait: Promise<boolean> } {
+  ask(accountId: string, region: string, now: number, ttlMs: number): { done: (leased: boolean) => void } | { wait: Promise<boolean> } {
     const key = keyOf(accountId, region);
+    const until = this.unleased.get(key);
+    if (until !== undefined && until > now) return { done: (leased) => this.answer(key, leased, now, ttlMs) };
     const pending = this.asks.get(key);
     if (pending) return { wait: pending };
     let done!: (leased: boolean) => void;
+    let answeredOnce = false;
     const answered = new Promise<boolean>((resolve) => {
       done = (leased) => {
+        if (answeredOnce) return;
+        answeredOnce = true;
         if (this.asks.get(key) === answered) this.asks.delete(key);
+        this.answer(key, leased, now, ttlMs);
         resolve(leased);
       };
     });
     this.asks.set(key, answered);
     while (this.asks.size > this.max) this.asks.delete(this.asks.keys().next().value!);
     return { done };
+  }
+
+  private answer(key: string, leased: boolean, now: number, ttlMs: number): void {
+    this.unleased.delete(key);
+    if (leased) return;
+    this.unleased.set(key, now + ttlMs);
+    while (this.unleased.size > this.max) this.unleased.delete(this.unleased.keys().next().value!);
   }
 
   /** A new lease from the writer's answer; the one it replaces ends. */

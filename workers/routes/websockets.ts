@@ -92,7 +92,7 @@ export const websockets = new Hono<{ Bindings: Env }>().get('/v1/:kind{client|ga
       await reportEnd(c, leases.answered(lease, region, sockets, broken));
       if (!broken) return response;
     }
-    const turn = waits < MAX_LEASE_WAITS ? leases.ask(accountId, region) : { done: () => {} };
+    const turn = waits < MAX_LEASE_WAITS ? leases.ask(accountId, region, Date.now(), RELAY_LEASE_TTL_MS) : { done: () => {} };
     if ('done' in turn) asked = turn.done;
     else if (!(await Promise.race([turn.wait, sleep(LEASE_ASK_WAIT_MS).then(() => false)]))) asked = () => {};
   }

@@ -3,6 +3,8 @@ import { PlacementLeases } from '../../workers/account/relay-leases.ts';
 
 describe('placement leases (docs/architecture.md#relays)', () => {
   const a = 'account-a';
+  /** A relay's count of n sockets, taken at n ms (later counts are larger in these tests). */
+  const count = (n: number) => ({ n, at: n });
 
   it('places up to its connects on its relay, then ends once its last connect answered, reporting every placement it held and the last count', () => {
     const leases = new PlacementLeases();
@@ -12,8 +14,8 @@ describe('placement leases (docs/architecture.md#relays)', () => {
     expect([first.lease?.name, second.lease?.name]).toEqual(['r0', 'r0']);
     // Exhausted while one connect is in flight: nothing to take, nothing ended yet.
     expect(leases.take(a, 'EU', 3)).toEqual({ lease: null, ended: null });
-    expect(leases.answered(first.lease!, 'EU', 2, false)).toBeNull();
-    expect(leases.answered(second.lease!, 'EU', 3, false)).toEqual({ accountId: a, name: 'r0', sockets: 3, connects: 2 });
+    expect(leases.answered(first.lease!, 'EU', count(2), false)).toBeNull();
+    expect(leases.answered(second.lease!, 'EU', count(3), false)).toEqual({ accountId: a, name: 'r0', sockets: count(3), connects: 2 });
     expect(leases.size).toBe(0);
   });
 
@@ -24,7 +26,7 @@ describe('placement leases (docs/architecture.md#relays)', () => {
     expect(leases.answered(refused, 'EU', null, false)).toBeNull();
     const next = leases.take(a, 'EU', 2).lease!;
     expect(next.name).toBe('r0');
-    expect(leases.answered(next, 'EU', 1, false)).toEqual({ accountId: a, name: 'r0', sockets: 1, connects: 1 });
+    expect(leases.answered(next, 'EU', count(1), false)).toEqual({ accountId: a, name: 'r0', sockets: count(1), connects: 1 });
   });
 
   it('is per account and region', () => {
@@ -39,21 +41,25 @@ describe('placement leases (docs/architecture.md#relays)', () => {
     const leases = new PlacementLeases();
     leases.grant(a, 'EU', 'r0', 5, 10_000, 0);
     const used = leases.take(a, 'EU', 1).lease!;
-    expect(leases.answered(used, 'EU', 7, false)).toBeNull();
-    expect(leases.take(a, 'EU', 10_000)).toEqual({ lease: null, ended: { accountId: a, name: 'r0', sockets: 7, connects: 5 } });
+    expect(leases.answered(used, 'EU', count(7), false)).toBeNull();
+    expect(leases.take(a, 'EU', 10_000)).toEqual({ lease: null, ended: { accountId: a, name: 'r0', sockets: count(7), connects: 5 } });
     leases.grant(a, 'EU', 'r1', 5, 10_000, 20_000);
     const failed = leases.take(a, 'EU', 20_001).lease!;
     expect(leases.answered(failed, 'EU', null, true)).toEqual({ accountId: a, name: 'r1', sockets: null, connects: 5 });
     expect(leases.take(a, 'EU', 20_002).lease).toBeNull();
   });
 
-  it('a lease replaced while a connect of it is in flight is reported once, at the replacement', () => {
+  it('a lease replaced while a connect of it is in flight ends once that connect answered, not before (its placements stay counted at the writer until its sockets are)', () => {
     const leases = new PlacementLeases();
-    leases.grant(a, 'EU', 'r0', 1, 10_000, 0);
+    leases.grant(a, 'EU', 'r0', 2, 10_000, 0);
     const inFlight = leases.take(a, 'EU', 1).lease!;
-    expect(leases.grant(a, 'EU', 'r1', 3, 10_000, 2)).toEqual({ accountId: a, name: 'r0', sockets: null, connects: 1 });
-    expect(leases.answered(inFlight, 'EU', 4, false)).toBeNull();
-    expect(leases.take(a, 'EU', 3).lease?.name).toBe('r1');
+    expect(leases.grant(a, 'EU', 'r1', 3, 10_000, 2)).toBeNull();
+    const next = leases.take(a, 'EU', 3).lease!;
+    expect(next.name).toBe('r1');
+    expect(leases.answered(inFlight, 'EU', count(4), false)).toEqual({ accountId: a, name: 'r0', sockets: count(4), connects: 2 });
+    // A lease with nothing in flight ends at its replacement.
+    expect(leases.answered(next, 'EU', count(1), false)).toBeNull();
+    expect(leases.grant(a, 'EU', 'r2', 1, 10_000, 4)).toEqual({ accountId: a, name: 'r1', sockets: count(1), connects: 3 });
   });
 
   it('lets one connect at a time ask the writer for an account and region; the others wait for its answer, and learn whether it brought a lease', async () => {
@@ -79,6 +85,15 @@ describe('placement leases (docs/architecture.md#relays)', () => {
     expect('done' in fifth && 'done' in sixth).toBe(true);
     expect('wait' in leases.ask(a, 'EU', 10_001, 10_000)).toBe(false);
     expect('wait' in leases.ask(a, 'EU', 10_002, 10_000)).toBe(true);
+  });
+
+  it("keeps the relay's latest count, whatever order its connects answered in", () => {
+    const leases = new PlacementLeases();
+    leases.grant(a, 'EU', 'r0', 2, 10_000, 0);
+    const one = leases.take(a, 'EU', 1).lease!;
+    const two = leases.take(a, 'EU', 1).lease!;
+    expect(leases.answered(one, 'EU', { n: 2, at: 20 }, false)).toBeNull();
+    expect(leases.answered(two, 'EU', { n: 1, at: 10 }, false)).toEqual({ accountId: a, name: 'r0', sockets: { n: 2, at: 20 }, connects: 2 });
   });
 
   it('remembers a bounded number of leases: the oldest is dropped', () => {

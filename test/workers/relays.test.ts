@@ -121,6 +121,19 @@ describe('relay objects', () => {
     expect(held).toEqual(cap >= 9 ? [9] : [2, 2, 2, 2, 1]);
   });
 
+  it('clients connecting through the Worker at once, on leases, never put a relay over the cap', async () => {
+    const account = await TestAccount.create(sql);
+    const s = await basicSetup(account);
+    await connect('client', s.token, { externalId: 'home', continent: 'NA' });
+    const many = await Promise.all(Array.from({ length: 24 }, (_, i) => connect('client', s.token, { externalId: `eu-${i}`, continent: 'EU' })));
+    expect(many.every((d) => d.init.event === 'init')).toBe(true);
+    const cap = Number((env as unknown as Record<string, unknown>).RELAY_MAX_SOCKETS ?? 30_000);
+    const eu = (await relaysOfWriter(account.id)).filter((r) => r.name.startsWith(`${account.id}/relay/EU/`));
+    const held = await Promise.all(eu.map((r) => runInDurableObject(env.ACCOUNT.get(env.ACCOUNT.idFromName(r.name)), (_: AccountDO, state) => state.getWebSockets().length)));
+    expect(held.reduce((n, h) => n + h, 0)).toBe(24);
+    expect(Math.max(...held)).toBeLessThanOrEqual(cap);
+  });
+
   it('connects in flight together respect the socket cap: each relay gets at most RELAY_MAX_SOCKETS, and a new relay is adopted once', async () => {
     const account = await TestAccount.create(sql);
     const s = await basicSetup(account);

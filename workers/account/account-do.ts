@@ -33,9 +33,10 @@ import { MetaStore } from './meta-store.ts';
 import type { AccountMemory, ObjectContext } from './object-context.ts';
 import { propagate } from './propagate.ts';
 import { readRelayConfig, type RelayConfig } from './relay-config.ts';
+import type { RelayCount } from './relay-leases.ts';
 import { isRelayName } from './relay-placement.ts';
 import { atOrBefore, RelayStore, type CatchUp, type RelayAck, type RelayBatch, type RelayCalls, type RelayJoin } from './relay-store.ts';
-import { RELAY_LEASE_CONNECTS, RELAY_SOCKETS_HEADER, RelayAdoptionError, RelayWriter, relayCall, relayStub, writerStub } from './relay-writer.ts';
+import { RELAY_LEASE_CONNECTS, RELAY_SOCKETS_HEADER, RelayAdoptionError, RelayWriter, relayCall, relayStub, socketsHeader, writerStub } from './relay-writer.ts';
 import { foldPendingResync, resyncDelayMs, resyncOf } from './resync.ts';
 import type { FlowHandoff, HandoffResult, RemoteGateway } from './remote-gateways.ts';
 import { attachmentOf, send, tags } from './sockets.ts';
@@ -480,7 +481,7 @@ export class AccountDO extends DurableObject<Env> {
         await this.gatewayMoved(accountId, { id: cached.record.id, siteId: cached.record.siteId, version: params.version, record: cached.record }, true);
       // Only this socket's token and, for the first socket, the time windows can bring the alarm forward.
       await this.clock.noLaterThan(earliest(token.expiresAt, nextTimeBoundary(memory.state, now)));
-      return new Response(null, { status: 101, webSocket: deviceEnd, headers: relay ? { [RELAY_SOCKETS_HEADER]: String(this.sockets()) } : undefined });
+      return new Response(null, { status: 101, webSocket: deviceEnd, headers: relay ? { [RELAY_SOCKETS_HEADER]: socketsHeader(this.sockets(), Date.now()) } : undefined });
     } catch (err) {
       if (err instanceof RelayRoleError || err instanceof RelayAdoptionError) {
         log.error({ component: 'relay', account: accountId, err: err.message }, 'a connect found no relay to hold it');
@@ -685,7 +686,7 @@ export class AccountDO extends DurableObject<Env> {
    * The writer, from the Worker that followed its placement to a relay: how the relay answered
    * (its socket count after a 101, else null); `connects`: the placements this ends (a lease's).
    */
-  async relayPlaced(accountIdText: string, name: string, sockets: number | null, connects = 1): Promise<void> {
+  async relayPlaced(accountIdText: string, name: string, sockets: RelayCount | null, connects = 1): Promise<void> {
     this.writerAccount(accountIdText, name);
     this.relayWriter.placed(name, sockets, Number.isSafeInteger(connects) && connects > 0 ? Math.min(connects, 1 + RELAY_LEASE_CONNECTS) : 1);
   }
@@ -697,10 +698,9 @@ export class AccountDO extends DurableObject<Env> {
   }
 
   /** The writer, from a relay whose sockets closed: its count, for placement. */
-  async relaySockets(accountIdText: string, name: string, sockets: number): Promise<void> {
+  async relaySockets(accountIdText: string, name: string, sockets: RelayCount): Promise<void> {
     this.writerAccount(accountIdText, name);
-    const peer = this.relays.peers().get(name);
-    if (peer) this.ctx.storage.transactionSync(() => this.relays.putPeer({ ...peer, sockets }));
+    this.relayWriter.counted(name, sockets);
   }
 
   /** Checks a call from a relay: this object is the writer of that account, and the relay is named for it. */
@@ -875,7 +875,7 @@ export class AccountDO extends DurableObject<Env> {
           log.warn({ component: 'relay', account: relay.accountId, relay: relay.name, err: errorSummary(err) }, 'could not set the retirement alarm'),
         );
       writerStub(this.env, relay.accountId)
-        .relaySockets(relay.accountId, relay.name, sockets)
+        .relaySockets(relay.accountId, relay.name, { n: sockets, at: Date.now() })
         .catch((err: unknown) => log.warn({ component: 'relay', account: relay.accountId, relay: relay.name, err: errorSummary(err) }, 'could not report sockets to the writer'));
     }, RELAY_REPORT_DELAY_MS);
   }

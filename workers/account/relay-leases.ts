@@ -7,11 +7,17 @@
  * storm costs the writer one request per lease, not two per device.
  */
 
+/** A relay's socket count, and when the relay counted them (its clock): reports of one relay race, the latest count wins. */
+export interface RelayCount {
+  n: number;
+  at: number;
+}
+
 /** What the writer hears when a lease ends: the placements it held (used or not), the relay's last count. */
 export interface LeaseEnd {
   accountId: string;
   name: string;
-  sockets: number | null;
+  sockets: RelayCount | null;
   connects: number;
 }
 
@@ -24,7 +30,7 @@ export interface Lease {
   /** Placements the writer reserved for it, all reported at its end. */
   reserved: number;
   inFlight: number;
-  sockets: number | null;
+  sockets: RelayCount | null;
   until: number;
   /** Reported to the writer already: nothing more is. */
   ended: boolean;
@@ -80,14 +86,20 @@ export class PlacementLeases {
     while (this.unleased.size > this.max) this.unleased.delete(this.unleased.keys().next().value!);
   }
 
-  /** A new lease from the writer's answer; the one it replaces ends. */
+  /**
+   * A new lease from the writer's answer. The one it replaces ends now, or, with connects of it
+   * still in flight, once the last of them answered: its placements are released at the writer
+   * only when its sockets are there to count (else the relay's room would be given out twice).
+   */
   grant(accountId: string, region: string, name: string, connects: number, ttlMs: number, now: number): LeaseEnd | null {
     const key = keyOf(accountId, region);
     const old = this.byKey.get(key);
     this.byKey.delete(key);
     this.byKey.set(key, { accountId, name, left: connects, reserved: connects, inFlight: 0, sockets: null, until: now + ttlMs, ended: false });
     while (this.byKey.size > this.max) this.byKey.delete(this.byKey.keys().next().value!);
-    return old ? end(old) : null;
+    if (!old) return null;
+    old.left = 0;
+    return old.inFlight === 0 ? end(old) : null;
   }
 
   /**
@@ -114,11 +126,14 @@ export class PlacementLeases {
    * lease: the next connect asks the writer. The lease's end, once its last connect answered, is
    * returned to report.
    */
-  answered(lease: Lease, region: string, sockets: number | null, broken: boolean): LeaseEnd | null {
+  answered(lease: Lease, region: string, sockets: RelayCount | null, broken: boolean): LeaseEnd | null {
     lease.inFlight--;
-    if (sockets !== null) lease.sockets = sockets;
-    // A connect the relay refused (a bad token) took no socket: its placement is the next one's.
-    else if (!broken && !lease.ended) lease.left++;
+    if (sockets !== null) {
+      if (lease.sockets === null || sockets.at >= lease.sockets.at) lease.sockets = sockets;
+    } else if (!broken && !lease.ended && this.byKey.get(keyOf(lease.accountId, region)) === lease) {
+      // A connect the relay refused (a bad token) took no socket: its placement is the next one's.
+      lease.left++;
+    }
     if (broken) lease.left = 0;
     if (lease.ended || lease.left > 0 || lease.inFlight > 0) return null;
     const key = keyOf(lease.accountId, region);

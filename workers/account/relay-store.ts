@@ -1,5 +1,6 @@
 import type { Change } from '../../src/change.ts';
 import { comparePositions, formatPosition, parsePosition, type Position } from '../../src/lsn.ts';
+import type { RelayCount } from './relay-leases.ts';
 import type { RelaySlot } from './relay-placement.ts';
 import type { FlowHandoff, HandoffResult, RemoteGateway } from './remote-gateways.ts';
 
@@ -228,8 +229,8 @@ export class RelayStore {
 export interface WriterCalls {
   relayJoin(accountId: string, name: string): Promise<RelayJoin>;
   relayCatchUp(accountId: string, name: string, stream: string, since: string | null): Promise<CatchUp>;
-  relaySockets(accountId: string, name: string, sockets: number): Promise<void>;
-  relayPlaced(accountId: string, name: string, sockets: number | null, connects?: number): Promise<void>;
+  relaySockets(accountId: string, name: string, sockets: RelayCount): Promise<void>;
+  relayPlaced(accountId: string, name: string, sockets: RelayCount | null, connects?: number): Promise<void>;
   relayRetire(accountId: string, name: string): Promise<boolean>;
   gatewayPresence(accountId: string, holder: string, gateway: Omit<RemoteGateway, 'holder'>, online: boolean): Promise<void>;
   takeFlow(accountId: string, handoff: FlowHandoff): Promise<HandoffResult>;

@@ -4,13 +4,24 @@ import { formatPosition, parsePosition } from '../../src/lsn.ts';
 import { errorResponse } from '../http-errors.ts';
 import { log } from '../log.ts';
 import type { AlarmClock } from './alarm-clock.ts';
+import type { RelayCount } from './relay-leases.ts';
 import type { MetaStore } from './meta-store.ts';
 import type { RelayConfig } from './relay-config.ts';
 import { LOCAL_REGION, locationHintOf, placeDevice, REGION_HEADER, regionOfRelay, relayName, relayRetryDelayMs, type RelaySlot } from './relay-placement.ts';
 import { atOrBefore, type RelayAck, type RelayBatch, type RelayCalls, type RelayPeer, type RelayStore, type WriterCalls } from './relay-store.ts';
 
-/** A relay reports its sockets to the writer in this header of its 101 (docs/architecture.md#relays). */
+/** A relay reports its sockets to the writer in this header of its 101, as `<count> <its Date.now()>` (docs/architecture.md#relays). */
 export const RELAY_SOCKETS_HEADER = 'x-edgeplane-relay-sockets';
+
+/** The header's value for a count taken now. */
+export function socketsHeader(n: number, at: number): string {
+  return `${n} ${at}`;
+}
+
+function parseSockets(value: string | null): RelayCount | null {
+  const [n, at] = (value ?? '').split(' ').map(Number);
+  return Number.isSafeInteger(n) && Number.isSafeInteger(at) && n! >= 0 ? { n: n!, at: at! } : null;
+}
 /** The writer's answer to a connect it placed on a relay: the relay's name, in a 307 the Worker follows. */
 export const RELAY_NAME_HEADER = 'x-edgeplane-relay';
 /**
@@ -85,6 +96,8 @@ export class RelayWriter {
   private readonly placing = new Map<string, { region: string; n: number; at: number[] }>();
   /** Relays being adopted, so that concurrent connects to a new relay adopt it once. */
   private readonly adopting = new Map<string, Promise<RelayPeer>>();
+  /** When each relay took the count the writer holds (the relay's clock): an older one, reported late, is dropped. */
+  private readonly countedAt = new Map<string, number>();
 
   constructor(private readonly w: WriterContext) {}
 
@@ -146,10 +159,21 @@ export class RelayWriter {
    * The Worker's report of placed connects: the relay answered (with its socket count after its
    * last 101). `connects`: how many placements the report ends (a lease's, used or not, at once).
    */
-  placed(name: string, sockets: number | null, connects = 1): void {
+  placed(name: string, sockets: RelayCount | null, connects = 1): void {
     this.release(name, connects);
+    if (sockets !== null) this.counted(name, sockets);
+  }
+
+  /**
+   * A relay's socket count, from a placement's report or the relay's own after closes. Reports
+   * of one relay race each other (each sent after its own answer): a late one carries an older
+   * count, and taking it would give the relay's room out again.
+   */
+  counted(name: string, sockets: RelayCount): void {
     const current = this.w.relays.peers().get(name);
-    if (current && sockets !== null) this.w.ctx.storage.transactionSync(() => this.w.relays.putPeer({ ...current, sockets }));
+    if (!current || sockets.at < (this.countedAt.get(name) ?? Number.NEGATIVE_INFINITY)) return;
+    this.countedAt.set(name, sockets.at);
+    if (sockets.n !== current.sockets) this.w.ctx.storage.transactionSync(() => this.w.relays.putPeer({ ...current, sockets: sockets.n }));
   }
 
   private release(name: string, connects: number): void {
@@ -274,7 +298,7 @@ export class RelayWriter {
 }
 
 /** The Worker's connect of a device to a relay: the relay's answer for the device, and its socket count after a 101 (else null). */
-export async function connectRelay(env: Env, accountId: string, name: string, request: Request): Promise<{ response: Response; sockets: number | null }> {
+export async function connectRelay(env: Env, accountId: string, name: string, request: Request): Promise<{ response: Response; sockets: RelayCount | null }> {
   let relayed: Response;
   try {
     relayed = await relayStub(env, name).fetch(request);
@@ -282,14 +306,13 @@ export async function connectRelay(env: Env, accountId: string, name: string, re
     log.warn({ component: 'relay', account: accountId, relay: name, err: errorSummary(err) }, 'a relay did not answer a connect');
     relayed = errorResponse(503, { error: 'relay unavailable, retry later' });
   }
-  const reported = Number(relayed.headers.get(RELAY_SOCKETS_HEADER));
-  const sockets = relayed.status === 101 && relayed.headers.has(RELAY_SOCKETS_HEADER) && Number.isSafeInteger(reported) ? reported : null;
+  const sockets = relayed.status === 101 ? parseSockets(relayed.headers.get(RELAY_SOCKETS_HEADER)) : null;
   const response = relayed.status === 101 ? new Response(null, { status: 101, webSocket: relayed.webSocket }) : relayed;
   return { response, sockets };
 }
 
 /** The writer hears how placed connects ended (relayPlaced): `connects` placements, the relay's last count. */
-export function reportPlaced(env: Env, accountId: string, name: string, sockets: number | null, connects = 1): Promise<void> {
+export function reportPlaced(env: Env, accountId: string, name: string, sockets: RelayCount | null, connects = 1): Promise<void> {
   return writerStub(env, accountId).relayPlaced(accountId, name, sockets, connects);
 }
 

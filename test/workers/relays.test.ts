@@ -39,6 +39,25 @@ async function idleLongEnough(relay: DurableObjectStub<AccountDO>, since: number
   expect(await runDurableObjectAlarm(relay)).toBe(true);
 }
 
+/** An account of the basic setup, and a token of its site. */
+async function withSiteToken() {
+  const account = await TestAccount.create(sql);
+  const s = await basicSetup(account);
+  let siteToken = '';
+  await account.apply(async (t) => {
+    siteToken = (await account.siteToken(t, s.site.id)).token;
+  });
+  return { account, s, siteToken };
+}
+
+/** An account with a client on the first region's object and a gateway of its site on NA's relay. */
+async function clientAndGateway() {
+  const { account, s, siteToken } = await withSiteToken();
+  const home = await connectFrom('local', 'client', s.token);
+  const gateway = await connectFrom('NA', 'gateway', siteToken);
+  return { account, s, siteToken, home, gateway };
+}
+
 /** docs/architecture.md#relays */
 describe('relay objects', () => {
   it("a device on a relay gets the same init and the same frames as one on the writer, and the relay follows the writer's position", async () => {
@@ -172,12 +191,7 @@ describe('relay objects', () => {
   });
 
   it("a relay that hangs costs the account's stream one forward timeout, not one per batch: the next batches are answered at once and reach the other relays, and it catches up once it answers", async () => {
-    const account = await TestAccount.create(sql);
-    const s = await basicSetup(account);
-    let siteToken = '';
-    await account.apply(async (t) => {
-      siteToken = (await account.siteToken(t, s.site.id)).token;
-    });
+    const { account, s, siteToken } = await withSiteToken();
     await connectFrom('local', 'client', s.token);
     const eu = await connectFrom('EU', 'client', s.token);
     const na = await connectFrom('NA', 'client', s.token);
@@ -348,12 +362,7 @@ describe('relay objects', () => {
   });
 
   it("flows across relays: the client's relay decides, the gateway's relay authorizes, logs, and sends reject_access; a displaced flow is dropped by its owner", async () => {
-    const account = await TestAccount.create(sql);
-    const s = await basicSetup(account);
-    let siteToken = '';
-    await account.apply(async (t) => {
-      siteToken = (await account.siteToken(t, s.site.id)).token;
-    });
+    const { account, s, siteToken } = await withSiteToken();
     await connectFrom('local', 'client', s.token);
     const gateway = await connectFrom('NA', 'gateway', siteToken, { publicKey: 'gateway-key' });
     const client = await connectFrom('EU', 'client', s.token, { publicKey: 'client-key' });
@@ -442,14 +451,7 @@ describe('relay objects', () => {
   });
 
   it("a relay that holds a gateway's flows does not retire while they live, nor one that holds a socket: it stays the writer's, idle again from then", async () => {
-    const account = await TestAccount.create(sql);
-    const s = await basicSetup(account);
-    let siteToken = '';
-    await account.apply(async (t) => {
-      siteToken = (await account.siteToken(t, s.site.id)).token;
-    });
-    const home = await connectFrom('local', 'client', s.token);
-    const gateway = await connectFrom('NA', 'gateway', siteToken);
+    const { account, s, siteToken, home, gateway } = await clientAndGateway();
     home.device.send({ event: 'create_flow', ref: 'f', payload: { resource_id: s.resource.id, connected_gateway_ids: [] } });
     await gateway.device.next('authorize_flow');
     const relay = relayOf(account.id, 'NA');
@@ -470,14 +472,7 @@ describe('relay objects', () => {
   });
 
   it('a gateway that left its relay is offline to clients on every other object', async () => {
-    const account = await TestAccount.create(sql);
-    const s = await basicSetup(account);
-    let siteToken = '';
-    await account.apply(async (t) => {
-      siteToken = (await account.siteToken(t, s.site.id)).token;
-    });
-    const home = await connectFrom('local', 'client', s.token);
-    const gateway = await connectFrom('NA', 'gateway', siteToken);
+    const { account, s, home, gateway } = await clientAndGateway();
     gateway.device.close();
     await gateway.device.waitClosed();
     for (let i = 0; i < 50; i++) {

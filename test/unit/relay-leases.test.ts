@@ -14,8 +14,8 @@ describe('placement leases (docs/architecture.md#relays)', () => {
     expect([first.lease?.name, second.lease?.name]).toEqual(['r0', 'r0']);
     // Exhausted while one connect is in flight: nothing to take, nothing ended yet.
     expect(leases.take(a, 'EU', 3)).toEqual({ lease: null, ended: null });
-    expect(leases.answered(first.lease!, 'EU', count(2), false)).toBeNull();
-    expect(leases.answered(second.lease!, 'EU', count(3), false)).toEqual({ accountId: a, name: 'r0', sockets: count(3), connects: 2 });
+    expect(leases.answered(first.lease!, count(2), false)).toBeNull();
+    expect(leases.answered(second.lease!, count(3), false)).toEqual({ accountId: a, name: 'r0', sockets: count(3), connects: 2 });
     expect(leases.size).toBe(0);
   });
 
@@ -23,10 +23,10 @@ describe('placement leases (docs/architecture.md#relays)', () => {
     const leases = new PlacementLeases();
     leases.grant(a, 'EU', 'r0', 1, 10_000, 0);
     const refused = leases.take(a, 'EU', 1).lease!;
-    expect(leases.answered(refused, 'EU', null, false)).toBeNull();
+    expect(leases.answered(refused, null, false)).toBeNull();
     const next = leases.take(a, 'EU', 2).lease!;
     expect(next.name).toBe('r0');
-    expect(leases.answered(next, 'EU', count(1), false)).toEqual({ accountId: a, name: 'r0', sockets: count(1), connects: 1 });
+    expect(leases.answered(next, count(1), false)).toEqual({ accountId: a, name: 'r0', sockets: count(1), connects: 1 });
   });
 
   it('is per account and region', () => {
@@ -41,11 +41,11 @@ describe('placement leases (docs/architecture.md#relays)', () => {
     const leases = new PlacementLeases();
     leases.grant(a, 'EU', 'r0', 5, 10_000, 0);
     const used = leases.take(a, 'EU', 1).lease!;
-    expect(leases.answered(used, 'EU', count(7), false)).toBeNull();
+    expect(leases.answered(used, count(7), false)).toBeNull();
     expect(leases.take(a, 'EU', 10_000)).toEqual({ lease: null, ended: { accountId: a, name: 'r0', sockets: count(7), connects: 5 } });
     leases.grant(a, 'EU', 'r1', 5, 10_000, 20_000);
     const failed = leases.take(a, 'EU', 20_001).lease!;
-    expect(leases.answered(failed, 'EU', null, true)).toEqual({ accountId: a, name: 'r1', sockets: null, connects: 5 });
+    expect(leases.answered(failed, null, true)).toEqual({ accountId: a, name: 'r1', sockets: null, connects: 5 });
     expect(leases.take(a, 'EU', 20_002).lease).toBeNull();
   });
 
@@ -56,9 +56,9 @@ describe('placement leases (docs/architecture.md#relays)', () => {
     expect(leases.grant(a, 'EU', 'r1', 3, 10_000, 2)).toBeNull();
     const next = leases.take(a, 'EU', 3).lease!;
     expect(next.name).toBe('r1');
-    expect(leases.answered(inFlight, 'EU', count(4), false)).toEqual({ accountId: a, name: 'r0', sockets: count(4), connects: 2 });
+    expect(leases.answered(inFlight, count(4), false)).toEqual({ accountId: a, name: 'r0', sockets: count(4), connects: 2 });
     // A lease with nothing in flight ends at its replacement.
-    expect(leases.answered(next, 'EU', count(1), false)).toBeNull();
+    expect(leases.answered(next, count(1), false)).toBeNull();
     expect(leases.grant(a, 'EU', 'r2', 1, 10_000, 4)).toEqual({ accountId: a, name: 'r1', sockets: count(1), connects: 3 });
   });
 
@@ -92,8 +92,22 @@ describe('placement leases (docs/architecture.md#relays)', () => {
     leases.grant(a, 'EU', 'r0', 2, 10_000, 0);
     const one = leases.take(a, 'EU', 1).lease!;
     const two = leases.take(a, 'EU', 1).lease!;
-    expect(leases.answered(one, 'EU', { n: 2, at: 20 }, false)).toBeNull();
-    expect(leases.answered(two, 'EU', { n: 1, at: 10 }, false)).toEqual({ accountId: a, name: 'r0', sockets: { n: 2, at: 20 }, connects: 2 });
+    expect(leases.answered(one, { n: 2, at: 20 }, false)).toBeNull();
+    expect(leases.answered(two, { n: 1, at: 10 }, false)).toEqual({ accountId: a, name: 'r0', sockets: { n: 2, at: 20 }, connects: 2 });
+  });
+
+  it('takes an ask answered once: the failure path that answers again (not leased) after a lease was granted changes nothing', () => {
+    const leases = new PlacementLeases();
+    const first = leases.ask(a, 'EU', 0, 10_000);
+    if (!('done' in first)) throw new Error('expected to ask');
+    first.done(false);
+    // Unleased for a while: this connect asks without the others waiting, and brings a lease.
+    const second = leases.ask(a, 'EU', 1, 10_000);
+    if (!('done' in second)) throw new Error('expected to ask');
+    second.done(true);
+    second.done(false);
+    leases.ask(a, 'EU', 2, 10_000);
+    expect('wait' in leases.ask(a, 'EU', 3, 10_000)).toBe(true);
   });
 
   it('remembers a bounded number of leases: the oldest is dropped', () => {

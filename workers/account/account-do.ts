@@ -561,7 +561,8 @@ export class AccountDO extends DurableObject<Env> {
   private async retireIfIdle(memory: AccountMemory, now: number): Promise<boolean> {
     const relay = this.relays.relayOf;
     const idle = this.relays.idleSince;
-    if (!relay || idle === null || now < idle + this.relayConfig.retireAfterMs) return false;
+    const at = this.retireAt();
+    if (!relay || idle === null || at === null || now < at) return false;
     let retired = false;
     if (this.ctx.getWebSockets().length === 0 && memory.flows.flows.size === 0 && this.object.flowStore.logBacklog === 0) {
       await this.exclusively(async () => {
@@ -652,7 +653,7 @@ export class AccountDO extends DurableObject<Env> {
     if (this.retired || this.relays.idleSince !== null) return;
     const now = Date.now();
     this.ctx.storage.transactionSync(() => (this.relays.idleSince = now));
-    await this.clock.noLaterThan(now + this.relayConfig.retireAfterMs);
+    await this.clock.noLaterThan(this.retireAt());
   }
 
   /** A relay: when it may retire (idle long enough), if it holds no socket. */

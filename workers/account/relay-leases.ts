@@ -1,3 +1,5 @@
+import { rememberBounded } from '../../src/bounded-map.ts';
+
 /**
  * Placement leases a Worker's isolate holds (docs/architecture.md#relays): the writer, answering
  * a client's connect with a relay, may let the Worker place up to RELAY_LEASE_CONNECTS more clients
@@ -23,6 +25,8 @@ export interface LeaseEnd {
 
 /** One lease, as `take` hands it to a connect and `answered` takes it back. */
 export interface Lease {
+  /** Its account and region (keyOf). */
+  key: string;
   accountId: string;
   name: string;
   /** Connects the lease may still place. */
@@ -59,31 +63,29 @@ export class PlacementLeases {
    */
   ask(accountId: string, region: string, now: number, ttlMs: number): { done: (leased: boolean) => void } | { wait: Promise<boolean> } {
     const key = keyOf(accountId, region);
+    let answeredOnce = false;
+    // Once only: the caller answers after the writer's 307, and again (not leased) if it failed.
+    const answer = (leased: boolean): boolean => {
+      if (answeredOnce) return false;
+      answeredOnce = true;
+      if (leased) this.unleased.delete(key);
+      else rememberBounded(this.unleased, key, now + ttlMs, this.max);
+      return true;
+    };
     const until = this.unleased.get(key);
-    if (until !== undefined && until > now) return { done: (leased) => this.answer(key, leased, now, ttlMs) };
+    if (until !== undefined && until > now) return { done: answer };
     const pending = this.asks.get(key);
     if (pending) return { wait: pending };
-    let done!: (leased: boolean) => void;
-    let answeredOnce = false;
-    const answered = new Promise<boolean>((resolve) => {
-      done = (leased) => {
-        if (answeredOnce) return;
-        answeredOnce = true;
+    let resolve!: (leased: boolean) => void;
+    const answered = new Promise<boolean>((r) => (resolve = r));
+    rememberBounded(this.asks, key, answered, this.max);
+    return {
+      done: (leased) => {
+        if (!answer(leased)) return;
         if (this.asks.get(key) === answered) this.asks.delete(key);
-        this.answer(key, leased, now, ttlMs);
         resolve(leased);
-      };
-    });
-    this.asks.set(key, answered);
-    while (this.asks.size > this.max) this.asks.delete(this.asks.keys().next().value!);
-    return { done };
-  }
-
-  private answer(key: string, leased: boolean, now: number, ttlMs: number): void {
-    this.unleased.delete(key);
-    if (leased) return;
-    this.unleased.set(key, now + ttlMs);
-    while (this.unleased.size > this.max) this.unleased.delete(this.unleased.keys().next().value!);
+      },
+    };
   }
 
   /**
@@ -94,9 +96,7 @@ export class PlacementLeases {
   grant(accountId: string, region: string, name: string, connects: number, ttlMs: number, now: number): LeaseEnd | null {
     const key = keyOf(accountId, region);
     const old = this.byKey.get(key);
-    this.byKey.delete(key);
-    this.byKey.set(key, { accountId, name, left: connects, reserved: connects, inFlight: 0, sockets: null, until: now + ttlMs, ended: false });
-    while (this.byKey.size > this.max) this.byKey.delete(this.byKey.keys().next().value!);
+    rememberBounded(this.byKey, key, { key, accountId, name, left: connects, reserved: connects, inFlight: 0, sockets: null, until: now + ttlMs, ended: false }, this.max);
     if (!old) return null;
     old.left = 0;
     return old.inFlight === 0 ? end(old) : null;
@@ -126,18 +126,17 @@ export class PlacementLeases {
    * lease: the next connect asks the writer. The lease's end, once its last connect answered, is
    * returned to report.
    */
-  answered(lease: Lease, region: string, sockets: RelayCount | null, broken: boolean): LeaseEnd | null {
+  answered(lease: Lease, sockets: RelayCount | null, broken: boolean): LeaseEnd | null {
     lease.inFlight--;
     if (sockets !== null) {
       if (lease.sockets === null || sockets.at >= lease.sockets.at) lease.sockets = sockets;
-    } else if (!broken && !lease.ended && this.byKey.get(keyOf(lease.accountId, region)) === lease) {
+    } else if (!broken && !lease.ended && this.byKey.get(lease.key) === lease) {
       // A connect the relay refused (a bad token) took no socket: its placement is the next one's.
       lease.left++;
     }
     if (broken) lease.left = 0;
     if (lease.ended || lease.left > 0 || lease.inFlight > 0) return null;
-    const key = keyOf(lease.accountId, region);
-    if (this.byKey.get(key) === lease) this.byKey.delete(key);
+    if (this.byKey.get(lease.key) === lease) this.byKey.delete(lease.key);
     return end(lease);
   }
 

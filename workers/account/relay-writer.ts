@@ -196,6 +196,7 @@ export class RelayWriter {
       relays.removePeer(name);
       relays.prune(this.w.config.logMaxBatches);
     });
+    this.countedAt.delete(name);
     log.info({ component: 'relay', account: meta.accountId, relay: name, position: meta.position && formatPosition(meta.position) }, 'a relay retired');
     return true;
   }

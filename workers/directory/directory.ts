@@ -1,3 +1,4 @@
+import { rememberBounded } from '../../src/bounded-map.ts';
 import type { AccountId } from '../../src/ids.ts';
 import { shardOf } from './shards.ts';
 
@@ -16,12 +17,6 @@ const knownUntil = new Map<AccountId, number>();
 /** What this isolate last told the directory about each account, so that a batch costs no call when nothing changed. */
 const told = new Map<AccountId, boolean>();
 
-function remember<V>(map: Map<AccountId, V>, key: AccountId, value: V): void {
-  map.delete(key);
-  map.set(key, value);
-  if (map.size > REMEMBERED_MAX) map.delete(map.keys().next().value!);
-}
-
 function shard(env: Env, accountId: AccountId) {
   return env.DIRECTORY.get(env.DIRECTORY.idFromName(shardOf(accountId)));
 }
@@ -35,7 +30,7 @@ export async function isKnownAccount(env: Env, accountId: AccountId, opts: { wai
   const until = knownUntil.get(accountId);
   if (until !== undefined && until > nowMs) return true;
   const known = await shard(env, accountId).known(accountId, opts.waitMs ?? 0);
-  if (known) remember(knownUntil, accountId, Date.now() + KNOWN_FOR_MS);
+  if (known) rememberBounded(knownUntil, accountId, Date.now() + KNOWN_FOR_MS, REMEMBERED_MAX);
   else knownUntil.delete(accountId);
   return known;
 }
@@ -48,6 +43,6 @@ export async function isKnownAccount(env: Env, accountId: AccountId, opts: { wai
 export async function recordAccount(env: Env, accountId: AccountId, exists: boolean, always: boolean): Promise<void> {
   if (!always && told.get(accountId) === exists) return;
   await shard(env, accountId).record(accountId, exists);
-  remember(told, accountId, exists);
+  rememberBounded(told, accountId, exists, REMEMBERED_MAX);
   if (!exists) knownUntil.delete(accountId);
 }

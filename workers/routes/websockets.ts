@@ -89,7 +89,7 @@ export const websockets = new Hono<{ Bindings: Env }>().get('/v1/:kind{client|ga
     if (lease) {
       const { response, sockets } = await connectRelay(c.env, accountId, lease.name, new Request(c.req.url, { method: 'GET', headers }));
       const broken = response.status >= 500;
-      await reportEnd(c, leases.answered(lease, region, sockets, broken));
+      await reportEnd(c, leases.answered(lease, sockets, broken));
       if (!broken) return response;
     }
     const turn = waits < MAX_LEASE_WAITS ? leases.ask(accountId, region, Date.now(), RELAY_LEASE_TTL_MS) : { done: () => {} };
